@@ -1,0 +1,354 @@
+"""The public PAD API: one object, one ``generate``, every method a parameter."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from transformers import (
+    GenerationConfig,
+    LogitsProcessorList,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    TemperatureLogitsWarper,
+    TopPLogitsWarper,
+)
+from transformers.generation.streamers import BaseStreamer
+
+from padkit.decoding.processor import Candidates, PADLogitsProcessor, Reference, StepRecord
+from padkit.decoding.reward import RewardStream
+from padkit.errors import GenerationError, ModelLoadError
+from padkit.models.loading import DEFAULT_BASE, load_model, load_tokenizer
+from padkit.preferences import Preference, PreferenceLike, render_input
+
+Method = Literal["pad", "base", "prompt", "policy"]
+METHODS: tuple[str, ...] = ("pad", "base", "prompt", "policy")
+
+
+@dataclass
+class Alternative:
+    """A candidate the base model offered at one step, with how PAD scored it."""
+
+    token_id: int
+    text: str
+    base_logprob: float
+    reward: float
+    score: float
+
+
+@dataclass
+class TokenInfo:
+    """One generated token with its base log-prob, reward and the alternatives it beat."""
+
+    token_id: int
+    text: str
+    base_logprob: float
+    reward: float
+    score: float
+    alternatives: list[Alternative]
+
+
+@dataclass
+class Generation:
+    """One prompt's output."""
+
+    text: str
+    token_ids: list[int]
+    finish_reason: Literal["stop", "length"]
+    method: str
+    preference: str | None
+    tokens: list[TokenInfo] | None = field(default=None, repr=False)
+
+
+class PAD:
+    """A frozen base model steered at decoding time by a personalized reward model (PersRM).
+
+    ``rm="self"`` uses the base model conditioned on the preference as its own PersRM (no training
+    needed); any other value is a full causal LM or a PEFT LoRA adapter directory.
+    """
+
+    def __init__(
+        self,
+        base_model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        rm_model: PreTrainedModel | None = None,
+        rm_tokenizer: PreTrainedTokenizerBase | None = None,
+        base_name: str = "base",
+        rm_name: str = "self",
+    ) -> None:
+        self.base_model = base_model
+        self.tokenizer = tokenizer
+        self.rm_model = rm_model if rm_model is not None else base_model
+        self.rm_tokenizer = rm_tokenizer if rm_tokenizer is not None else tokenizer
+        self.rm_is_self = rm_model is None
+        self.base_name = base_name
+        self.rm_name = rm_name
+        if not self.rm_is_self and self.rm_tokenizer.get_vocab() != tokenizer.get_vocab():
+            raise ModelLoadError(
+                f"the PersRM {rm_name!r} uses a different tokenizer from the base {base_name!r}; "
+                "token-level guidance needs a shared vocabulary"
+            )
+
+    @classmethod
+    def from_pretrained(cls, base: str = DEFAULT_BASE, rm: str = "self", dtype: str = "float32") -> PAD:
+        """Load the base model and the PersRM by alias, directory, ``.gguf`` file or Hub id."""
+        base_model = load_model(base, dtype)
+        tokenizer = load_tokenizer(base)
+        if rm == "self":
+            return cls(base_model, tokenizer, base_name=base)
+        return cls(base_model, tokenizer, load_model(rm, dtype), load_tokenizer(rm), base_name=base, rm_name=rm)
+
+    @property
+    def rm_is_adapter(self) -> bool:
+        return hasattr(self.rm_model, "disable_adapter")
+
+    def _row_preferences(
+        self, n: int, preference: PreferenceLike | None, preferences: Sequence[PreferenceLike | None] | None
+    ) -> list[Preference | None]:
+        if preferences is not None:
+            if preference is not None:
+                raise GenerationError("give either preference (all prompts) or preferences (one per prompt)")
+            if len(preferences) != n:
+                raise GenerationError(f"got {len(preferences)} preferences for {n} prompts")
+            return [None if p is None else Preference.parse(p) for p in preferences]
+        single = None if preference is None else Preference.parse(preference)
+        return [single] * n
+
+    def _encode(self, tokenizer: PreTrainedTokenizerBase, texts: list[str], model: PreTrainedModel, budget: int):
+        add_special = not getattr(tokenizer, "chat_template", None)
+        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=add_special)
+        limit = getattr(model.config, "max_position_embeddings", None)
+        if limit is not None:
+            lengths = enc["attention_mask"].sum(dim=1)
+            for i, length in enumerate(lengths.tolist()):
+                if length + budget > limit:
+                    raise GenerationError(
+                        f"prompt {i} is {length} tokens; with max_new_tokens={budget} it exceeds the model's "
+                        f"context of {limit} tokens"
+                    )
+        return {k: v.to(model.device) for k, v in enc.items()}
+
+    def logits_processor(
+        self,
+        prompts: Sequence[str],
+        preference: PreferenceLike | None = None,
+        *,
+        preferences: Sequence[PreferenceLike | None] | None = None,
+        weight: float | Sequence[float] = 1.0,
+        top_k: int = 10,
+        reference: Reference = "base",
+        candidates: Candidates = "topk+eos",
+        max_new_tokens: int = 128,
+        record: bool = False,
+    ) -> tuple[dict[str, torch.Tensor], PADLogitsProcessor]:
+        """Base-model inputs and a :class:`PADLogitsProcessor` for them, for use with ``model.generate``."""
+        prompts = _check_prompts(prompts)
+        rows = self._row_preferences(len(prompts), preference, preferences)
+        weights = _check_weights(weight, len(prompts))
+        if reference == "rm-init" and not self.rm_is_self and not self.rm_is_adapter:
+            raise GenerationError(
+                "reference 'rm-init' needs a LoRA PersRM (its adapter disabled is the reference); "
+                f"{self.rm_name!r} is a full model: use reference 'base' or 'none'"
+            )
+        if reference == "rm-init" and self.rm_is_self:
+            reference = "base"
+        base_inputs = self._encode(
+            self.tokenizer, [render_input(self.tokenizer, p) for p in prompts], self.base_model, max_new_tokens
+        )
+        texts, source, dim_weights = [], [], []
+        for b, (prompt, pref) in enumerate(zip(prompts, rows, strict=True)):
+            for dim in pref.dimensions if pref is not None else ():
+                texts.append(render_input(self.rm_tokenizer, prompt, dim.principle))
+                source.append(b)
+                dim_weights.append(dim.weight)
+        combine = torch.zeros(len(prompts), len(texts))
+        combine[torch.tensor(source, dtype=torch.long), torch.arange(len(texts))] = torch.tensor(dim_weights)
+        adapter_names = None
+        if reference == "rm-init":
+            texts += [render_input(self.rm_tokenizer, p) for p in prompts]
+            source += list(range(len(prompts)))
+            adapter_names = [self.rm_model.active_adapter] * len(dim_weights) + ["__base__"] * len(prompts)
+        if not texts:
+            texts, source = [render_input(self.rm_tokenizer, prompts[0])], [0]
+        rm_inputs = self._encode(self.rm_tokenizer, texts, self.rm_model, max_new_tokens)
+        stream = RewardStream(
+            self.rm_model,
+            rm_inputs["input_ids"],
+            rm_inputs["attention_mask"],
+            torch.tensor(source, dtype=torch.long),
+            adapter_names,
+        )
+        processor = PADLogitsProcessor(
+            stream,
+            combine,
+            weight=weights,
+            reference=reference,
+            top_k=top_k,
+            candidates=candidates,
+            eos_token_ids=_eos_ids(self.base_model, self.tokenizer),
+            record=record,
+        )
+        return base_inputs, processor
+
+    def generate(
+        self,
+        prompts: str | Sequence[str],
+        preference: PreferenceLike | None = None,
+        *,
+        preferences: Sequence[PreferenceLike | None] | None = None,
+        method: Method = "pad",
+        weight: float | Sequence[float] = 1.0,
+        top_k: int = 10,
+        reference: Reference = "base",
+        candidates: Candidates = "topk+eos",
+        max_new_tokens: int = 128,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        ignore_eos: bool = False,
+        diagnostics: bool = False,
+        streamer: BaseStreamer | None = None,
+    ) -> list[Generation]:
+        """Generate one answer per prompt with ``method`` and return them in order.
+
+        ``method``: ``pad`` (guided decoding), ``base`` (no preference), ``prompt`` (the preference in the
+        base model's prompt) or ``policy`` (decode from the PersRM itself, the training-based baseline).
+        ``temperature=0`` is greedy. ``diagnostics=True`` (``pad`` only) fills ``Generation.tokens``.
+        """
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        prompts = _check_prompts(prompts)
+        if method not in METHODS:
+            raise GenerationError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
+        if max_new_tokens < 1:
+            raise GenerationError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        if not (temperature >= 0 and math.isfinite(temperature)):
+            raise GenerationError(f"temperature must be a finite number >= 0, got {temperature}")
+        if not (0 < top_p <= 1):
+            raise GenerationError(f"top_p must be in (0, 1], got {top_p}")
+        rows = self._row_preferences(len(prompts), preference, preferences)
+        processors = LogitsProcessorList()
+        pad_processor = None
+        if method == "pad":
+            inputs, pad_processor = self.logits_processor(
+                prompts,
+                preferences=rows,
+                weight=weight,
+                top_k=top_k,
+                reference=reference,
+                candidates=candidates,
+                max_new_tokens=max_new_tokens,
+                record=diagnostics,
+            )
+            processors.append(pad_processor)
+            model = self.base_model
+        else:
+            model, tokenizer = (
+                (self.rm_model, self.rm_tokenizer) if method == "policy" else (self.base_model, self.tokenizer)
+            )
+            texts = [
+                render_input(tokenizer, p, None if method == "base" or r is None else r.prompt_principle())
+                for p, r in zip(prompts, rows, strict=True)
+            ]
+            inputs = self._encode(tokenizer, texts, model, max_new_tokens)
+        if temperature > 0:
+            processors.append(TemperatureLogitsWarper(temperature))
+            if top_p < 1:
+                processors.append(TopPLogitsWarper(top_p))
+        config = GenerationConfig(
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=max_new_tokens if ignore_eos else None,
+            do_sample=temperature > 0,
+            temperature=1.0,
+            top_k=0 if temperature > 0 else None,
+            top_p=1.0,
+            eos_token_id=_eos_ids(self.base_model, self.tokenizer),
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
+        if seed is not None:
+            torch.manual_seed(seed)
+        with torch.inference_mode():
+            sequences = model.generate(
+                **inputs, generation_config=config, logits_processor=processors, streamer=streamer
+            )
+        new_tokens = sequences[:, inputs["input_ids"].shape[1] :]
+        eos = set(config.eos_token_id)
+        results = []
+        for b, row in enumerate(new_tokens.tolist()):
+            stop = next((i for i, t in enumerate(row) if t in eos), None)
+            ids = row if stop is None else row[:stop]
+            tokens = None
+            if pad_processor is not None and diagnostics:
+                tokens = self._token_infos(pad_processor.records, b, row[: len(ids) + (stop is not None)])
+            results.append(
+                Generation(
+                    text=self.tokenizer.decode(ids, skip_special_tokens=True),
+                    token_ids=ids,
+                    finish_reason="stop" if stop is not None and not ignore_eos else "length",
+                    method=method,
+                    preference=None if method == "base" or rows[b] is None else str(rows[b]),
+                    tokens=tokens,
+                )
+            )
+        return results
+
+    def _token_infos(self, records: list[StepRecord], row: int, chosen: list[int]) -> list[TokenInfo]:
+        infos = []
+        for step, token in zip(records, chosen, strict=False):
+            cand = step.candidates[row].tolist()
+            alts: dict[int, Alternative] = {}
+            for j, tok in enumerate(cand):
+                alts.setdefault(
+                    tok,
+                    Alternative(
+                        tok,
+                        self.tokenizer.decode([tok]),
+                        float(step.base_logprobs[row, j]),
+                        float(step.rewards[row, j]),
+                        float(step.scores[row, j]),
+                    ),
+                )
+            ranked = sorted(alts.values(), key=lambda a: a.score, reverse=True)
+            me = alts.get(token)
+            infos.append(
+                TokenInfo(
+                    token_id=token,
+                    text=self.tokenizer.decode([token]),
+                    base_logprob=me.base_logprob if me else float("nan"),
+                    reward=me.reward if me else float("nan"),
+                    score=me.score if me else float("nan"),
+                    alternatives=ranked,
+                )
+            )
+        return infos
+
+
+def _check_prompts(prompts: Sequence[str]) -> list[str]:
+    prompts = list(prompts)
+    if not prompts:
+        raise GenerationError("no prompts given")
+    for i, p in enumerate(prompts):
+        if not isinstance(p, str) or not p.strip():
+            raise GenerationError(f"prompt {i} is empty")
+    return prompts
+
+
+def _check_weights(weight: float | Sequence[float], n: int) -> torch.Tensor:
+    values = [weight] * n if isinstance(weight, int | float) else list(weight)
+    if len(values) != n:
+        raise GenerationError(f"got {len(values)} weights for {n} prompts")
+    for v in values:
+        if not isinstance(v, int | float) or not math.isfinite(v):
+            raise GenerationError(f"alignment weight must be a finite number, got {v!r}")
+    return torch.tensor(values, dtype=torch.float32)
+
+
+def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    ids = model.generation_config.eos_token_id
+    ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    return ids

@@ -1,0 +1,128 @@
+"""PAD as a ``transformers`` logits processor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from transformers import LogitsProcessor
+
+from padkit.decoding.reward import RewardStream
+
+Reference = Literal["base", "rm-init", "none"]
+Candidates = Literal["topk", "topk+eos", "topk+rm"]
+
+
+@dataclass
+class StepRecord:
+    """What one decoding step saw: candidate ids with their base log-probs, rewards and scores."""
+
+    candidates: torch.Tensor
+    base_logprobs: torch.Tensor
+    rewards: torch.Tensor
+    scores: torch.Tensor
+
+
+class PADLogitsProcessor(LogitsProcessor):
+    r"""Personalized Alignment at Decoding-time: rescore the base model's top-k with a token-level reward.
+
+    For each candidate token ``a`` the score is ``log pi_base(a|s) + w * r(s, a)`` with
+    ``r(s, a) = sum_i w_i (log pi_rm(a | s, p_i) - log pi_ref(a | s))`` summed over the preference's
+    dimensions ``p_i``. Tokens outside the candidate set get ``-inf``, so greedy search picks the best
+    candidate and sampling draws among candidates (put temperature / top-p warpers *after* this processor).
+
+    The PersRM runs through ``stream`` (a :class:`RewardStream` with its own KV cache); its first
+    ``combine.shape[1]`` rows are PersRM rows, and with ``reference="rm-init"`` the next ``batch`` rows hold
+    the reference (the PersRM with its adapter disabled, without the preference).
+
+    Args:
+        stream: the PersRM rows, already tokenized.
+        combine: ``(batch, n_rm_rows)`` matrix of dimension weights ``w_i``; row ``b`` sums the rewards of
+            the PersRM rows that belong to prompt ``b``. A prompt without rows is decoded as plain base.
+        weight: alignment strength ``w``, a float or one value per prompt.
+        reference: ``"base"`` (the base model's own distribution, as in the paper's code), ``"rm-init"``
+            (the DPO reference) or ``"none"``.
+        top_k: how many of the base's top tokens are candidates.
+        candidates: ``"topk"`` (the paper), ``"topk+eos"`` (default in :class:`padkit.PAD`: EOS is always a
+            candidate, so a PersRM that wants to stop can) or ``"topk+rm"`` (adds the PersRM's own top-k).
+        eos_token_ids: the ids added by ``"topk+eos"``.
+        record: keep a :class:`StepRecord` per step in ``self.records`` for diagnostics.
+
+    Example:
+
+    ```python
+    >>> from padkit import PAD
+    >>> pad = PAD.from_pretrained("smollm2-135m-instruct", rm="self")
+    >>> inputs, processor = pad.logits_processor(["Tell me about cats."], preference="humorous", weight=2.0)
+    >>> out = pad.base_model.generate(**inputs, logits_processor=[processor], do_sample=False, max_new_tokens=20)
+    ```
+    """
+
+    def __init__(
+        self,
+        stream: RewardStream,
+        combine: torch.Tensor,
+        weight: float | torch.Tensor = 1.0,
+        reference: Reference = "base",
+        top_k: int = 10,
+        candidates: Candidates = "topk",
+        eos_token_ids: list[int] | None = None,
+        record: bool = False,
+    ) -> None:
+        if reference not in ("base", "rm-init", "none"):
+            raise ValueError(f"unknown reference {reference!r}; use base, rm-init or none")
+        if candidates not in ("topk", "topk+eos", "topk+rm"):
+            raise ValueError(f"unknown candidate set {candidates!r}; use topk, topk+eos or topk+rm")
+        if top_k < 1:
+            raise ValueError(f"top_k must be at least 1, got {top_k}")
+        self.stream = stream
+        self.combine = combine.float()
+        self.weight = torch.as_tensor(weight, dtype=torch.float32).reshape(-1, 1)
+        self.reference = reference
+        self.top_k = top_k
+        self.candidates = candidates
+        self.eos = torch.tensor(eos_token_ids or [], dtype=torch.long)
+        self.record = record
+        self.records: list[StepRecord] = []
+        self._started = False
+
+    def _persrm_logprobs(self, input_ids: torch.LongTensor) -> torch.Tensor:
+        if not self._started:
+            self._started = True
+            return self.stream.start()
+        return self.stream.step(input_ids[:, -1])
+
+    def _candidate_ids(self, base_logp: torch.Tensor, rm_combined: torch.Tensor) -> torch.Tensor:
+        k = min(self.top_k, base_logp.shape[-1])
+        ids = base_logp.topk(k, dim=-1).indices
+        if self.candidates == "topk+eos" and self.eos.numel():
+            ids = torch.cat([ids, self.eos.to(ids.device).expand(ids.shape[0], -1)], dim=1)
+        elif self.candidates == "topk+rm":
+            ids = torch.cat([ids, rm_combined.topk(k, dim=-1).indices], dim=1)
+        return ids
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        base_logp = torch.log_softmax(scores.float(), dim=-1)
+        logp = self._persrm_logprobs(input_ids)
+        n_rm = self.combine.shape[1]
+        vocab = min(base_logp.shape[-1], logp.shape[-1])
+        rm_logp, base_logp = logp[:n_rm, :vocab], base_logp[:, :vocab]
+        rm_combined = self.combine @ rm_logp if self.candidates == "topk+rm" else None
+        cand = self._candidate_ids(base_logp, rm_combined)
+        rows = self.stream.source_rows[:n_rm]
+        reward = self.combine @ rm_logp[torch.arange(n_rm)[:, None], cand[rows]] if n_rm else 0.0
+        if self.reference == "base":
+            ref = base_logp.gather(1, cand)
+        elif self.reference == "rm-init":
+            ref = logp[n_rm:, :vocab].gather(1, cand)
+        else:
+            ref = torch.zeros_like(cand, dtype=base_logp.dtype)
+        reward = reward - self.combine.sum(dim=1, keepdim=True) * ref
+        cand_base = base_logp.gather(1, cand)
+        cand_scores = cand_base + self.weight * reward
+        out = torch.full_like(scores, float("-inf"), dtype=torch.float32)
+        out.scatter_(1, cand, cand_scores)
+        if self.record:
+            self.records.append(StepRecord(cand.cpu(), cand_base.cpu(), reward.cpu(), cand_scores.cpu()))
+        return out

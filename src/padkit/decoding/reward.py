@@ -1,0 +1,55 @@
+"""The PersRM side of PAD: a model run beside decoding with its own KV cache."""
+
+from __future__ import annotations
+
+import torch
+from transformers import PreTrainedModel
+
+
+class RewardStream:
+    """Feeds each decoded token to a PersRM and returns next-token log-probabilities for its rows.
+
+    The PersRM reads its own, preference-conditioned input, so it cannot share the base model's cache.
+    Every row (one per preference dimension of each prompt, plus the ``rm-init`` reference rows) lives in one
+    left-padded batch with one :class:`~transformers.DynamicCache`: the prefix is encoded once, then each
+    step is a single-token forward. ``source_rows[j]`` is the decoding row whose tokens row ``j`` follows.
+    ``adapter_names`` (PEFT mixed-adapter batches) lets reference rows run with the LoRA adapter disabled
+    (``"__base__"``) in the same forward as the adapted rows.
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.LongTensor,
+        source_rows: torch.LongTensor,
+        adapter_names: list[str] | None = None,
+    ) -> None:
+        self.model = model
+        self.input_ids = input_ids
+        self.attention_mask = attention_mask
+        self.source_rows = source_rows
+        self.adapter_names = adapter_names
+        self.cache = None
+        self.positions = (attention_mask.sum(dim=1, keepdim=True) - 1).clamp(min=0)
+
+    def _forward(self, **inputs) -> torch.Tensor:
+        if self.adapter_names is not None:
+            inputs["adapter_names"] = self.adapter_names
+        out = self.model(cache=self.cache, use_cache=True, logits_to_keep=1, **inputs)
+        self.cache = out.cache
+        return torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
+
+    @torch.inference_mode()
+    def start(self) -> torch.Tensor:
+        """Encode the rows' prompts; return log-probabilities of the first new token."""
+        position_ids = (self.attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+        return self._forward(input_ids=self.input_ids, attention_mask=self.attention_mask, position_ids=position_ids)
+
+    @torch.inference_mode()
+    def step(self, new_tokens: torch.LongTensor) -> torch.Tensor:
+        """Append each decoding row's latest token to the rows that follow it; return the next log-probs."""
+        tokens = new_tokens[self.source_rows].unsqueeze(1)
+        self.attention_mask = torch.cat([self.attention_mask, torch.ones_like(tokens)], dim=1)
+        self.positions = self.positions + 1
+        return self._forward(input_ids=tokens, attention_mask=self.attention_mask, position_ids=self.positions)

