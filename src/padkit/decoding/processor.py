@@ -121,6 +121,8 @@ class PADLogitsProcessor(LogitsProcessor):
         reward = reward - self.combine.sum(dim=1, keepdim=True) * ref
         cand_base = base_logp.gather(1, cand)
         cand_scores = cand_base + self.weight * reward
+        # A token another processor banned (-inf) stays banned, whatever its reward (and -inf - -inf is NaN).
+        cand_scores = cand_scores.masked_fill(torch.isneginf(cand_base), float("-inf"))
         out = torch.full_like(scores, float("-inf"), dtype=torch.float32)
         out.scatter_(1, cand, cand_scores)
         if self.record:

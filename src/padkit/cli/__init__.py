@@ -1,0 +1,1 @@
+"""The ``padkit`` command line."""

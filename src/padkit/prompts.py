@@ -1,0 +1,109 @@
+"""Prompt files in, generation files out: JSON, JSONL or plain text, with resumable JSONL output."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from padkit.errors import PadkitError
+
+PROMPT_KEYS = ("prompt", "instruction", "question", "text")
+
+
+@dataclass
+class PromptRow:
+    """One prompt to answer; ``preference`` overrides the run's preference for this row."""
+
+    id: str
+    prompt: str
+    preference: Any = None
+
+
+def _row_from_record(record: Any, index: int, where: str) -> PromptRow:
+    if isinstance(record, str):
+        return PromptRow(str(index), record)
+    if not isinstance(record, dict):
+        raise PadkitError(f"{where}: expected an object with a prompt, got {type(record).__name__}")
+    if isinstance(record.get("turns"), list) and record["turns"]:
+        prompt = record["turns"][0]
+    else:
+        prompt = next((record[k] for k in PROMPT_KEYS if k in record), None)
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise PadkitError(f"{where}: no non-empty prompt field (one of {', '.join(PROMPT_KEYS)}, or turns)")
+    rid = record.get("id", record.get("question_id", index))
+    return PromptRow(str(rid), prompt, record.get("preference"))
+
+
+def read_prompts(path: str | Path) -> list[PromptRow]:
+    """Read prompts from ``.json`` (a list), ``.jsonl`` (one object per line) or any other file (one per line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise PadkitError(f"prompt file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise PadkitError(f"{path}:{err.lineno}: invalid JSON: {err.msg}") from err
+        if isinstance(data, dict):
+            data = next((v for v in data.values() if isinstance(v, list)), None)
+        if not isinstance(data, list):
+            raise PadkitError(f"{path}: expected a JSON list of prompts")
+        return [_row_from_record(r, i, f"{path}: item {i}") for i, r in enumerate(data)]
+    rows = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        if path.suffix == ".jsonl":
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise PadkitError(f"{path}:{lineno}: invalid JSON: {err.msg}") from err
+        else:
+            record = line
+        rows.append(_row_from_record(record, len(rows), f"{path}:{lineno}"))
+    return rows
+
+
+def read_done_ids(path: str | Path) -> set[str]:
+    """Ids already in a JSONL output; a torn last line from an interrupted run is dropped (atomically)."""
+    path = Path(path)
+    if not path.is_file():
+        return set()
+    good, ids = [], set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        good.append(line)
+        ids.add(str(record.get("id")))
+    atomic_write_text(path, "".join(g + "\n" for g in good))
+    return ids
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write through a temp file and rename, so a crash never leaves a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def append_jsonl(path: str | Path, records: list[dict]) -> None:
+    """Append whole lines and flush them to disk."""
+    with open(path, "a", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())

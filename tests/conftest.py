@@ -1,0 +1,118 @@
+"""Tiny randomly initialised models and a tiny tokenizer, built in seconds, for the unit tests."""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a tiny assistant.<|im_end|>\n' }}{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+CORPUS = [
+    "Generate a response that is concise and to the point, without being lengthy.",
+    "Generate a response that is friendly, witty, funny, and humorous, like a close friend.",
+    "Tell me about cats. Why is the sky blue? How do planes fly? Write a poem about the sea.",
+    "[Guidelines] Your task is to generate response by considering the following principle.",
+    "[Principles] [Instruction] Question: Answer: system user assistant",
+] * 20
+
+
+def make_tokenizer(vocab_size: int = 320, chat_template: str | None = CHAT_TEMPLATE):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(CORPUS, trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|im_end|>", bos_token="<|im_start|>"
+    )
+    fast.chat_template = chat_template
+    fast.padding_side = "left"
+    return fast
+
+
+def make_model(tokenizer, seed: int = 0, dtype=torch.float64, layers: int = 2):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        initializer_range=0.4,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        tie_word_embeddings=False,
+    )
+    model = LlamaForCausalLM(config).to(dtype).eval()
+    with torch.no_grad():  # a mid-ranked EOS, so outputs run for several tokens but EOS can still win
+        model.lm_head.weight[tokenizer.eos_token_id].zero_()
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def make_lora(model, seed: int = 1):
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "o_proj"], init_lora_weights=False)
+    return get_peft_model(copy.deepcopy(model), lora).eval()
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return make_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def base_model(tokenizer):
+    return make_model(tokenizer, seed=0)
+
+
+@pytest.fixture(scope="session")
+def rm_model(tokenizer):
+    return make_model(tokenizer, seed=7)
+
+
+@pytest.fixture(scope="session")
+def lora_rm(base_model):
+    return make_lora(base_model)
+
+
+@pytest.fixture
+def tiny_model_dir(tmp_path, tokenizer):
+    """A tiny model saved like a real checkpoint, for loader and CLI tests."""
+    path = tmp_path / "tiny"
+    model = make_model(tokenizer, seed=0, dtype=torch.float32)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("PADKIT_CACHE", str(tmp_path / "cache"))

@@ -1,0 +1,76 @@
+"""The command line, driven in-process on a tiny model directory."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from padkit.cli.main import app
+
+runner = CliRunner()
+
+
+def test_dimensions_lists_the_catalog():
+    result = runner.invoke(app, ["dimensions", "--json"])
+    assert result.exit_code == 0
+    data = json.loads(result.stdout)
+    assert data["concise"]["opposite"] == "informative"
+
+
+def test_generate_prints_only_text(tiny_model_dir):
+    args = ["generate", "Tell me about cats.", "--base", str(tiny_model_dir), "-p", "concise", "-n", "5"]
+    text = runner.invoke(app, args)
+    assert text.exit_code == 0, text.output
+    as_json = runner.invoke(app, [*args, "--json"])
+    record = json.loads(as_json.stdout)
+    assert record["text"] == text.stdout.rstrip("\n")
+    assert record["method"] == "pad" and record["preference"] == "concise=1"
+    base = json.loads(runner.invoke(app, [*args, "--json", "--method", "base", "--weight", "0"]).stdout)
+    assert base["preference"] is None
+
+
+def test_generate_file_resumes(tmp_path, tiny_model_dir):
+    prompts = tmp_path / "prompts.jsonl"
+    rows = [{"id": f"p{i}", "prompt": f"Tell me about cats number {i}."} for i in range(5)]
+    rows[2]["preference"] = "humorous"
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out.jsonl"
+    first = [json.dumps({"id": "p0", "text": "kept"}), json.dumps({"id": "p1", "text": "kept"}), '{"id": "p2", "te']
+    out.write_text("\n".join(first))
+    args = [
+        "generate",
+        "--input",
+        str(prompts),
+        "--output",
+        str(out),
+        "--base",
+        str(tiny_model_dir),
+        "-p",
+        "concise",
+        "-n",
+        "4",
+        "--batch-size",
+        "2",
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in records] == ["p0", "p1", "p2", "p3", "p4"]
+    assert records[0]["text"] == "kept"
+    assert records[2]["preference"] == "humorous=1" and records[3]["preference"] == "concise=1"
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and len(out.read_text().splitlines()) == 5
+
+
+def test_errors_exit_2_with_a_message(tmp_path, tiny_model_dir):
+    bad_alias = runner.invoke(app, ["generate", "hi", "--base", "no-such-model"])
+    assert bad_alias.exit_code == 2 and "unknown model alias" in bad_alias.output
+    bad_weight = runner.invoke(app, ["generate", "hi", "--base", str(tiny_model_dir), "-p", "concise=nan"])
+    assert bad_weight.exit_code == 2 and "finite" in bad_weight.output
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"prompt": "ok"}\n{not json\n')
+    bad_file = runner.invoke(app, ["generate", "--input", str(broken), "--base", str(tiny_model_dir)])
+    assert bad_file.exit_code == 2 and "broken.jsonl:2" in bad_file.output
+    neither = runner.invoke(app, ["generate"])
+    assert neither.exit_code == 2

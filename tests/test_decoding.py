@@ -1,0 +1,236 @@
+"""PAD decoding on tiny random models, checked against a slow no-cache re-implementation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from padkit import PAD, Preference, render_input
+from padkit.errors import GenerationError, ModelLoadError
+
+PROMPTS = ["Tell me about cats.", "Why is the sky blue? Answer in a poem about the sea, please."]
+
+
+def _logp(model, ids: list[int], **kwargs) -> torch.Tensor:
+    with torch.no_grad():
+        logits = model(torch.tensor([ids]), **kwargs).logits[0, -1]
+    return torch.log_softmax(logits.double(), dim=-1)
+
+
+def _ids(tok, text: str) -> list[int]:
+    return tok(text, add_special_tokens=False)["input_ids"]
+
+
+def slow_pad(base, rm, tok, prompt, preference, weight, top_k, reference, n, candidates="topk+eos", eos=None):
+    """PAD without any cache, one prompt at a time: every step re-runs both models over the whole prefix."""
+    pref = Preference.parse(preference)
+    eos = eos if eos is not None else [tok.eos_token_id]
+    base_ids = _ids(tok, render_input(tok, prompt))
+    rm_ids = [_ids(tok, render_input(tok, prompt, d.principle)) for d in pref.dimensions]
+    out: list[int] = []
+    for _ in range(n):
+        lb = _logp(base, base_ids + out)
+        cand = lb.topk(top_k).indices.tolist()
+        if candidates == "topk+eos":
+            cand += eos
+        if reference == "base":
+            ref = lb
+        elif reference == "rm-init":
+            with rm.disable_adapter():
+                ref = _logp(rm, base_ids + out)
+        else:
+            ref = torch.zeros_like(lb)
+        reward = torch.zeros(len(cand), dtype=torch.float64)
+        for d, ids in zip(pref.dimensions, rm_ids, strict=True):
+            lr = _logp(rm, ids + out)
+            reward += d.weight * (lr[cand] - ref[cand])
+        score = lb[cand] + weight * reward
+        token = cand[int(score.argmax())]
+        out.append(token)
+        if token in eos:
+            break
+    return out
+
+
+def _tokens_with_eos(gen, eos_id):
+    return gen.token_ids + ([eos_id] if gen.finish_reason == "stop" else [])
+
+
+def test_weight_zero_equals_greedy_base(base_model, rm_model, tokenizer):
+    pad = PAD(base_model, tokenizer, rm_model, tokenizer)
+    guided = pad.generate(PROMPTS, "humorous", weight=0.0, max_new_tokens=12)
+    greedy = pad.generate(PROMPTS, method="base", max_new_tokens=12)
+    assert [g.token_ids for g in guided] == [g.token_ids for g in greedy]
+    inputs = tokenizer(
+        [render_input(tokenizer, p) for p in PROMPTS], return_tensors="pt", padding=True, add_special_tokens=False
+    )
+    raw = base_model.generate(**inputs, do_sample=False, max_new_tokens=12, pad_token_id=tokenizer.pad_token_id)
+    raw_new = raw[:, inputs["input_ids"].shape[1] :].tolist()
+    for gen, row in zip(greedy, raw_new, strict=True):
+        assert row[: len(gen.token_ids)] == gen.token_ids
+
+
+def test_self_rm_weight_one_decodes_persrm_within_base_topk(base_model, tokenizer):
+    pad = PAD(base_model, tokenizer)
+    top_k = 4
+    got = pad.generate(PROMPTS[:1], "concise", weight=1.0, top_k=top_k, candidates="topk", max_new_tokens=10)[0]
+    base_ids = _ids(tokenizer, render_input(tokenizer, PROMPTS[0]))
+    rm_ids = _ids(tokenizer, render_input(tokenizer, PROMPTS[0], Preference.parse("concise").dimensions[0].principle))
+    want: list[int] = []
+    for _ in range(10):
+        allowed = _logp(base_model, base_ids + want).topk(top_k).indices
+        rm_logp = _logp(base_model, rm_ids + want)
+        token = int(allowed[rm_logp[allowed].argmax()])
+        want.append(token)
+        if token == tokenizer.eos_token_id:
+            break
+    assert _tokens_with_eos(got, tokenizer.eos_token_id) == want
+    assert rm_ids != base_ids
+
+
+@pytest.mark.parametrize(
+    ("preference", "weight", "reference", "candidates"),
+    [
+        ("concise", 1.5, "base", "topk+eos"),
+        ("concise=0.7,humorous=0.3", 2.0, "none", "topk"),
+        ("friendly=1,concise=-0.5", 0.8, "base", "topk+eos"),
+    ],
+)
+def test_cached_equals_slow_reimplementation(
+    base_model, rm_model, tokenizer, preference, weight, reference, candidates
+):
+    pad = PAD(base_model, tokenizer, rm_model, tokenizer)
+    got = pad.generate(
+        PROMPTS, preference, weight=weight, reference=reference, candidates=candidates, top_k=5, max_new_tokens=12
+    )
+    for prompt, gen in zip(PROMPTS, got, strict=True):
+        want = slow_pad(base_model, rm_model, tokenizer, prompt, preference, weight, 5, reference, 12, candidates)
+        assert _tokens_with_eos(gen, tokenizer.eos_token_id) == want
+
+
+def test_rm_init_reference_with_lora_equals_slow(base_model, rm_model, tokenizer):
+    from conftest import make_lora
+
+    lora_rm = make_lora(rm_model)
+    pad = PAD(base_model, tokenizer, lora_rm, tokenizer)
+    pref = "humorous=1,concise=0.5"
+    got = pad.generate(PROMPTS, pref, weight=1.0, reference="rm-init", top_k=6, max_new_tokens=10)
+    for prompt, gen in zip(PROMPTS, got, strict=True):
+        want = slow_pad(base_model, lora_rm, tokenizer, prompt, pref, 1.0, 6, "rm-init", 10)
+        assert _tokens_with_eos(gen, tokenizer.eos_token_id) == want
+    plain = pad.generate(PROMPTS, pref, weight=1.0, reference="base", top_k=6, max_new_tokens=10)
+    assert [g.token_ids for g in plain] != [g.token_ids for g in got]
+
+
+def test_rm_init_of_a_lora_on_the_base_is_the_base_reference(base_model, lora_rm, tokenizer):
+    pad = PAD(base_model, tokenizer, lora_rm, tokenizer)
+    kwargs = dict(weight=1.0, top_k=6, max_new_tokens=10)
+    init = pad.generate(PROMPTS, "concise", reference="rm-init", **kwargs)
+    base = pad.generate(PROMPTS, "concise", reference="base", **kwargs)
+    assert [g.token_ids for g in init] == [g.token_ids for g in base]
+
+
+def test_mixed_preferences_in_a_batch_equal_rows_alone(base_model, rm_model, tokenizer):
+    pad = PAD(base_model, tokenizer, rm_model, tokenizer)
+    prompts = PROMPTS + ["How do planes fly?"]
+    prefs = ["concise", "humorous=0.6,friendly=0.4", None]
+    batch = pad.generate(prompts, preferences=prefs, weight=[1.0, 2.5, 1.0], max_new_tokens=12)
+    for prompt, pref, w, gen in zip(prompts, prefs, [1.0, 2.5, 1.0], batch, strict=True):
+        alone = pad.generate([prompt], pref, weight=w, max_new_tokens=12)[0]
+        assert gen.token_ids == alone.token_ids
+        assert gen.finish_reason == alone.finish_reason
+    assert batch[2].token_ids == pad.generate(prompts[2:], method="base", max_new_tokens=12)[0].token_ids
+
+
+def test_eos_stops_rows_independently(base_model, rm_model, tokenizer):
+    pad = PAD(base_model, tokenizer, rm_model, tokenizer)
+    free = pad.generate(PROMPTS, "concise", max_new_tokens=12, ignore_eos=True)
+    assert all(len(g.token_ids) == 12 and tokenizer.eos_token_id not in g.token_ids for g in free)
+    stop_token = free[0].token_ids[3]
+    assert stop_token not in free[1].token_ids[:8], "pick prompts whose outputs differ"
+    original = base_model.generation_config.eos_token_id
+    base_model.generation_config.eos_token_id = [tokenizer.eos_token_id, stop_token]
+    try:
+        got = pad.generate(PROMPTS, "concise", max_new_tokens=12)
+    finally:
+        base_model.generation_config.eos_token_id = original
+    assert got[0].finish_reason == "stop"
+    assert got[0].token_ids == free[0].token_ids[:3]
+    assert got[1].token_ids[:8] == free[1].token_ids[:8]
+
+
+def test_methods_are_parameters(base_model, lora_rm, tokenizer):
+    pad = PAD(base_model, tokenizer, lora_rm, tokenizer)
+    principle = Preference.parse("concise").prompt_principle()
+    for method, model, text in [
+        ("prompt", base_model, render_input(tokenizer, PROMPTS[0], principle)),
+        ("policy", lora_rm, render_input(tokenizer, PROMPTS[0], principle)),
+        ("base", base_model, render_input(tokenizer, PROMPTS[0])),
+    ]:
+        got = pad.generate(PROMPTS[:1], "concise", method=method, max_new_tokens=8)[0]
+        want: list[int] = []
+        ids = _ids(tokenizer, text)
+        for _ in range(8):
+            token = int(_logp(model, ids + want).argmax())
+            want.append(token)
+            if token == tokenizer.eos_token_id:
+                break
+        assert _tokens_with_eos(got, tokenizer.eos_token_id) == want, method
+
+
+def test_diagnostics_report_scores_consistently(base_model, rm_model, tokenizer):
+    pad = PAD(base_model, tokenizer, rm_model, tokenizer)
+    gen = pad.generate(PROMPTS[:1], "humorous", weight=2.0, max_new_tokens=6, diagnostics=True)[0]
+    assert gen.tokens is not None and len(gen.tokens) >= len(gen.token_ids)
+    for info, token in zip(gen.tokens, gen.token_ids, strict=False):
+        assert info.token_id == token
+        assert math.isclose(info.score, info.base_logprob + 2.0 * info.reward, rel_tol=1e-4, abs_tol=1e-4)
+        assert info.score == max(a.score for a in info.alternatives)
+        assert len({a.token_id for a in info.alternatives}) == len(info.alternatives) >= 10
+
+
+def test_sampling_is_reproducible_with_seed(base_model, rm_model, tokenizer):
+    pad = PAD(base_model, tokenizer, rm_model, tokenizer)
+    kwargs = dict(weight=1.0, temperature=1.5, top_p=0.95, max_new_tokens=12)
+    a = pad.generate(PROMPTS, "humorous", seed=3, **kwargs)
+    b = pad.generate(PROMPTS, "humorous", seed=3, **kwargs)
+    c = [pad.generate(PROMPTS, "humorous", seed=s, **kwargs) for s in (4, 5, 6)]
+    assert [g.token_ids for g in a] == [g.token_ids for g in b]
+    assert any([g.token_ids for g in x] != [g.token_ids for g in a] for x in c)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(prompts=["  "]), "prompt 0 is empty"),
+        (dict(prompts=[]), "no prompts"),
+        (dict(weight=float("nan")), "finite"),
+        (dict(weight=float("inf")), "finite"),
+        (dict(method="magic"), "unknown method"),
+        (dict(max_new_tokens=0), "max_new_tokens"),
+        (dict(prompts=["word " * 400]), "exceeds the model's context"),
+        (dict(temperature=-1.0), "temperature"),
+        (dict(preference="concise=abc"), "not a number"),
+    ],
+)
+def test_bad_generation_input_is_named(base_model, rm_model, tokenizer, kwargs, message):
+    pad = PAD(base_model, tokenizer, rm_model, tokenizer)
+    args = dict(prompts=PROMPTS[:1], preference="concise", max_new_tokens=4) | kwargs
+    with pytest.raises((GenerationError, ValueError), match=message):
+        pad.generate(**args)
+
+
+def test_rm_init_needs_an_adapter(base_model, rm_model, tokenizer):
+    pad = PAD(base_model, tokenizer, rm_model, tokenizer)
+    with pytest.raises(GenerationError, match="needs a LoRA PersRM"):
+        pad.generate(PROMPTS[:1], "concise", reference="rm-init", max_new_tokens=2)
+
+
+def test_different_tokenizer_is_refused(base_model, tokenizer):
+    from conftest import make_model, make_tokenizer
+
+    other = make_tokenizer(vocab_size=300)
+    with pytest.raises(ModelLoadError, match="different tokenizer"):
+        PAD(base_model, tokenizer, make_model(other), other)

