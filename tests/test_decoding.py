@@ -234,3 +234,38 @@ def test_different_tokenizer_is_refused(base_model, tokenizer):
     other = make_tokenizer(vocab_size=300)
     with pytest.raises(ModelLoadError, match="different tokenizer"):
         PAD(base_model, tokenizer, make_model(other), other)
+
+
+@pytest.mark.parametrize(
+    ("prefs", "weights", "candidates"),
+    [
+        (["concise", "humorous=0.6,friendly=0.4", None], [1.0, 2.5, 1.0], "topk+eos"),
+        (["friendly=1,concise=-0.5", "concise", "humorous"], [0.7, 1.0, 3.0], "topk+rm"),
+    ],
+)
+def test_fused_self_guidance_equals_the_two_model_path(base_model, tokenizer, prefs, weights, candidates):
+    pad = PAD(base_model, tokenizer)
+    prompts = [*PROMPTS, "How do planes fly?"]
+    kwargs = dict(preferences=prefs, weight=weights, candidates=candidates, top_k=5, max_new_tokens=12)
+    fused = pad.generate(prompts, fused=True, diagnostics=True, **kwargs)
+    stream = pad.generate(prompts, fused=False, diagnostics=True, **kwargs)
+    assert [g.token_ids for g in fused] == [g.token_ids for g in stream]
+    assert [g.finish_reason for g in fused] == [g.finish_reason for g in stream]
+    for f, s in zip(fused, stream, strict=True):
+        assert [round(t.reward, 6) for t in f.tokens] == [round(t.reward, 6) for t in s.tokens]
+
+
+def test_fused_sampling_is_seeded_and_stays_in_candidates(base_model, tokenizer):
+    pad = PAD(base_model, tokenizer)
+    kwargs = dict(weight=1.0, temperature=1.2, top_p=0.9, top_k=3, max_new_tokens=10, diagnostics=True, fused=True)
+    a = pad.generate(PROMPTS, "humorous", seed=11, **kwargs)
+    b = pad.generate(PROMPTS, "humorous", seed=11, **kwargs)
+    assert [g.token_ids for g in a] == [g.token_ids for g in b]
+    for gen in a:
+        for info in gen.tokens[: len(gen.token_ids)]:
+            assert info.token_id in {alt.token_id for alt in info.alternatives}
+
+
+def test_fused_needs_self(base_model, rm_model, tokenizer):
+    with pytest.raises(GenerationError, match="fused decoding needs"):
+        PAD(base_model, tokenizer, rm_model, tokenizer).generate(PROMPTS, "concise", fused=True, max_new_tokens=2)

@@ -165,6 +165,58 @@ def demo(
     Console(width=max(Console().width, 100)).print(f"[bold]prompt:[/] {prompt}", table)
 
 
+bench_app = typer.Typer(help="Benchmarks that print ratios against their targets.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("speed")
+def bench_speed(
+    preference: Annotated[str, typer.Option("--preference", "-p")] = "humorous",
+    weight: Annotated[float, typer.Option("--weight", "-w")] = 2.0,
+    top_k: Annotated[int, typer.Option("--top-k")] = 10,
+    new_tokens: Annotated[int, typer.Option("--new-tokens", "-n")] = 128,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 8,
+    base: BaseOpt = "smollm2-135m-instruct",
+    rm: RmOpt = "self",
+    dtype: DtypeOpt = "float32",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+) -> None:
+    """Tokens/s of plain generate, padkit PAD and the official-style PAD loop (no cache, batch 1)."""
+    from padkit.decoding import PAD
+    from padkit.evaluation.speed import run_speed_benchmark
+
+    try:
+        _quiet_transformers()
+        torch_threads = __import__("torch").get_num_threads()
+        pad = PAD.from_pretrained(base=base, rm=rm, dtype=dtype)
+        report = run_speed_benchmark(
+            pad, preference, weight, top_k, new_tokens, batch_size, log=lambda m: err.print(f"timing {m} ...")
+        )
+    except PadkitError as e:
+        _fail(str(e))
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), indent=2))
+        return
+    table = Table(title=f"speed: base={base} rm={rm} dtype={dtype} {new_tokens} tokens, {torch_threads} threads")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    table.add_column("target", justify="right")
+    rows = [
+        ("plain generate, batch 1 (tok/s)", report.plain_tps, ""),
+        ("PAD, batch 1 (tok/s)", report.pad_tps, ""),
+        ("official-style loop, batch 1 (tok/s)", report.official_tps, ""),
+        (f"plain generate, batch {batch_size} (tok/s)", report.plain_batch8_tps, ""),
+        (f"PAD, batch {batch_size} (tok/s)", report.pad_batch8_tps, ""),
+        ("PAD / plain, batch 1", report.pad_vs_plain, ">= 0.6"),
+        ("PAD / official", report.pad_vs_official, ">= 8"),
+        (f"PAD batch {batch_size} / batch 1", report.pad_batch8_vs_batch1, ">= 4"),
+        ("peak RSS (MB)", report.peak_rss_mb, ""),
+    ]
+    for name, value, target in rows:
+        table.add_row(name, f"{value:.2f}", target)
+    Console().print(table)
+
+
 def _record(gen, rid: str, prompt: str) -> dict:
     return {
         "id": rid,

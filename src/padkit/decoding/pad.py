@@ -18,7 +18,13 @@ from transformers import (
 )
 from transformers.generation.streamers import BaseStreamer
 
-from padkit.decoding.processor import Candidates, PADLogitsProcessor, Reference, StepRecord
+from padkit.decoding.processor import (
+    Candidates,
+    PADLogitsProcessor,
+    Reference,
+    SelfGuidedPADLogitsProcessor,
+    StepRecord,
+)
 from padkit.decoding.reward import RewardStream
 from padkit.errors import GenerationError, ModelLoadError
 from padkit.models.loading import DEFAULT_BASE, load_model, load_tokenizer
@@ -131,6 +137,44 @@ class PAD:
                     )
         return {k: v.to(model.device) for k, v in enc.items()}
 
+    def _persrm_rows(
+        self, prompts: list[str], rows: list[Preference | None]
+    ) -> tuple[list[str], list[int], torch.Tensor]:
+        """PersRM inputs (one per dimension of each prompt), the prompt each follows, and the weight matrix."""
+        texts, source, dim_weights = [], [], []
+        for b, (prompt, pref) in enumerate(zip(prompts, rows, strict=True)):
+            for dim in pref.dimensions if pref is not None else ():
+                texts.append(render_input(self.rm_tokenizer, prompt, dim.principle))
+                source.append(b)
+                dim_weights.append(dim.weight)
+        combine = torch.zeros(len(prompts), len(texts))
+        combine[torch.tensor(source, dtype=torch.long), torch.arange(len(texts))] = torch.tensor(dim_weights)
+        return texts, source, combine
+
+    def _fused_inputs(
+        self,
+        prompts: list[str],
+        rows: list[Preference | None],
+        weight: float | Sequence[float],
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        **rule,
+    ) -> tuple[dict[str, torch.Tensor], SelfGuidedPADLogitsProcessor]:
+        texts, source, combine = self._persrm_rows(prompts, rows)
+        all_texts = [render_input(self.tokenizer, p) for p in prompts] + texts
+        inputs = self._encode(self.tokenizer, all_texts, self.base_model, max_new_tokens)
+        processor = SelfGuidedPADLogitsProcessor(
+            combine,
+            torch.tensor(source, dtype=torch.long),
+            temperature=temperature,
+            top_p=top_p,
+            weight=_check_weights(weight, len(prompts)),
+            eos_token_ids=_eos_ids(self.base_model, self.tokenizer),
+            **rule,
+        )
+        return inputs, processor
+
     def logits_processor(
         self,
         prompts: Sequence[str],
@@ -158,19 +202,12 @@ class PAD:
         base_inputs = self._encode(
             self.tokenizer, [render_input(self.tokenizer, p) for p in prompts], self.base_model, max_new_tokens
         )
-        texts, source, dim_weights = [], [], []
-        for b, (prompt, pref) in enumerate(zip(prompts, rows, strict=True)):
-            for dim in pref.dimensions if pref is not None else ():
-                texts.append(render_input(self.rm_tokenizer, prompt, dim.principle))
-                source.append(b)
-                dim_weights.append(dim.weight)
-        combine = torch.zeros(len(prompts), len(texts))
-        combine[torch.tensor(source, dtype=torch.long), torch.arange(len(texts))] = torch.tensor(dim_weights)
+        texts, source, combine = self._persrm_rows(prompts, rows)
         adapter_names = None
         if reference == "rm-init":
+            adapter_names = [self.rm_model.active_adapter] * len(texts) + ["__base__"] * len(prompts)
             texts += [render_input(self.rm_tokenizer, p) for p in prompts]
             source += list(range(len(prompts)))
-            adapter_names = [self.rm_model.active_adapter] * len(dim_weights) + ["__base__"] * len(prompts)
         if not texts:
             texts, source = [render_input(self.rm_tokenizer, prompts[0])], [0]
         rm_inputs = self._encode(self.rm_tokenizer, texts, self.rm_model, max_new_tokens)
@@ -211,12 +248,15 @@ class PAD:
         ignore_eos: bool = False,
         diagnostics: bool = False,
         streamer: BaseStreamer | None = None,
+        fused: bool | None = None,
     ) -> list[Generation]:
         """Generate one answer per prompt with ``method`` and return them in order.
 
         ``method``: ``pad`` (guided decoding), ``base`` (no preference), ``prompt`` (the preference in the
         base model's prompt) or ``policy`` (decode from the PersRM itself, the training-based baseline).
         ``temperature=0`` is greedy. ``diagnostics=True`` (``pad`` only) fills ``Generation.tokens``.
+        ``fused`` runs base and PersRM rows in one forward per step; it needs ``rm="self"`` and is chosen
+        automatically there unless a streamer is given (streamers take one row).
         """
         if isinstance(prompts, str):
             prompts = [prompts]
@@ -232,7 +272,17 @@ class PAD:
         rows = self._row_preferences(len(prompts), preference, preferences)
         processors = LogitsProcessorList()
         pad_processor = None
-        if method == "pad":
+        if fused and not (method == "pad" and self.rm_is_self):
+            raise GenerationError("fused decoding needs method 'pad' with rm='self'")
+        fused = method == "pad" and self.rm_is_self and streamer is None if fused is None else fused
+        rule = dict(top_k=top_k, reference="base" if reference == "rm-init" else reference, candidates=candidates)
+        if fused:
+            inputs, pad_processor = self._fused_inputs(
+                prompts, rows, weight, max_new_tokens, temperature, top_p, record=diagnostics, **rule
+            )
+            processors.append(pad_processor)
+            model = self.base_model
+        elif method == "pad":
             inputs, pad_processor = self.logits_processor(
                 prompts,
                 preferences=rows,
@@ -254,16 +304,16 @@ class PAD:
                 for p, r in zip(prompts, rows, strict=True)
             ]
             inputs = self._encode(tokenizer, texts, model, max_new_tokens)
-        if temperature > 0:
+        if temperature > 0 and not fused:
             processors.append(TemperatureLogitsWarper(temperature))
             if top_p < 1:
                 processors.append(TopPLogitsWarper(top_p))
         config = GenerationConfig(
             max_new_tokens=max_new_tokens,
             min_new_tokens=max_new_tokens if ignore_eos else None,
-            do_sample=temperature > 0,
+            do_sample=temperature > 0 and not fused,
             temperature=1.0,
-            top_k=0 if temperature > 0 else None,
+            top_k=0 if temperature > 0 and not fused else None,
             top_p=1.0,
             eos_token_id=_eos_ids(self.base_model, self.tokenizer),
             pad_token_id=self.tokenizer.pad_token_id,
@@ -274,7 +324,7 @@ class PAD:
             sequences = model.generate(
                 **inputs, generation_config=config, logits_processor=processors, streamer=streamer
             )
-        new_tokens = sequences[:, inputs["input_ids"].shape[1] :]
+        new_tokens = sequences[: len(prompts), inputs["input_ids"].shape[1] :]
         eos = set(config.eos_token_id)
         results = []
         for b, row in enumerate(new_tokens.tolist()):

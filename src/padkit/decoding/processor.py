@@ -24,7 +24,72 @@ class StepRecord:
     scores: torch.Tensor
 
 
-class PADLogitsProcessor(LogitsProcessor):
+class _PADRule:
+    """The PAD scoring rule shared by both processors: candidates, token-level reward, combined score."""
+
+    def __init__(
+        self,
+        combine: torch.Tensor,
+        source_rows: torch.Tensor,
+        weight: float | torch.Tensor = 1.0,
+        reference: Reference = "base",
+        top_k: int = 10,
+        candidates: Candidates = "topk",
+        eos_token_ids: list[int] | None = None,
+        record: bool = False,
+    ) -> None:
+        if reference not in ("base", "rm-init", "none"):
+            raise ValueError(f"unknown reference {reference!r}; use base, rm-init or none")
+        if candidates not in ("topk", "topk+eos", "topk+rm"):
+            raise ValueError(f"unknown candidate set {candidates!r}; use topk, topk+eos or topk+rm")
+        if top_k < 1:
+            raise ValueError(f"top_k must be at least 1, got {top_k}")
+        self.combine = combine.float()
+        self.source_rows = source_rows[: combine.shape[1]]
+        self.weight = torch.as_tensor(weight, dtype=torch.float32).reshape(-1, 1)
+        self.reference = reference
+        self.top_k = top_k
+        self.candidates = candidates
+        self.eos = torch.tensor(eos_token_ids or [], dtype=torch.long)
+        self.record = record
+        self.records: list[StepRecord] = []
+
+    def _candidate_ids(self, base_logp: torch.Tensor, rm_logp: torch.Tensor) -> torch.Tensor:
+        k = min(self.top_k, base_logp.shape[-1])
+        ids = base_logp.topk(k, dim=-1).indices
+        if self.candidates == "topk+eos" and self.eos.numel():
+            ids = torch.cat([ids, self.eos.to(ids.device).expand(ids.shape[0], -1)], dim=1)
+        elif self.candidates == "topk+rm":
+            ids = torch.cat([ids, (self.combine @ rm_logp).topk(k, dim=-1).indices], dim=1)
+        return ids
+
+    def score_candidates(
+        self, base_logp: torch.Tensor, rm_logp: torch.Tensor, ref_logp: torch.Tensor | None = None
+    ) -> StepRecord:
+        """Score each row's candidates from the base's, the PersRM rows' and the reference rows' log-probs."""
+        vocab = min(base_logp.shape[-1], rm_logp.shape[-1])
+        base_logp, rm_logp = base_logp[:, :vocab], rm_logp[:, :vocab]
+        cand = self._candidate_ids(base_logp, rm_logp)
+        n_rm = rm_logp.shape[0]
+        reward = self.combine @ rm_logp[torch.arange(n_rm)[:, None], cand[self.source_rows]] if n_rm else 0.0
+        if self.reference == "base":
+            ref = base_logp.gather(1, cand)
+        elif self.reference == "rm-init":
+            ref = ref_logp[:, :vocab].gather(1, cand)
+        else:
+            ref = torch.zeros_like(cand, dtype=base_logp.dtype)
+        reward = reward - self.combine.sum(dim=1, keepdim=True) * ref
+        cand_base = base_logp.gather(1, cand)
+        cand_scores = cand_base + self.weight * reward
+        # A token another processor banned (-inf) stays banned, whatever its reward (and -inf - -inf is NaN).
+        cand_scores = cand_scores.masked_fill(torch.isneginf(cand_base), float("-inf"))
+        step = StepRecord(cand, cand_base, reward, cand_scores)
+        if self.record:
+            self.records.append(StepRecord(*(t.cpu() for t in (cand, cand_base, reward, cand_scores))))
+        return step
+
+
+class PADLogitsProcessor(_PADRule, LogitsProcessor):
     r"""Personalized Alignment at Decoding-time: rescore the base model's top-k with a token-level reward.
 
     For each candidate token ``a`` the score is ``log pi_base(a|s) + w * r(s, a)`` with
@@ -55,76 +120,68 @@ class PADLogitsProcessor(LogitsProcessor):
     >>> from padkit import PAD
     >>> pad = PAD.from_pretrained("smollm2-135m-instruct", rm="self")
     >>> inputs, processor = pad.logits_processor(["Tell me about cats."], preference="humorous", weight=2.0)
-    >>> out = pad.base_model.generate(**inputs, logits_processor=[processor], do_sample=False, max_new_tokens=20)
+    >>> out = pad.base_model.generate(**inputs, logits_processor=[processor], do_sample=False,
+    ...                               max_new_tokens=20)
+    ```
+    """
+
+    def __init__(self, stream: RewardStream, combine: torch.Tensor, **kwargs) -> None:
+        super().__init__(combine, stream.source_rows, **kwargs)
+        self.stream = stream
+        self._started = False
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        logp = self.stream.start() if not self._started else self.stream.step(input_ids[:, -1])
+        self._started = True
+        n_rm = self.combine.shape[1]
+        ref = logp[n_rm:] if self.reference == "rm-init" else None
+        step = self.score_candidates(torch.log_softmax(scores.float(), dim=-1), logp[:n_rm], ref)
+        out = torch.full_like(scores, float("-inf"), dtype=torch.float32)
+        return out.scatter_(1, step.candidates, step.scores)
+
+
+class SelfGuidedPADLogitsProcessor(_PADRule, LogitsProcessor):
+    r"""PAD in a single forward per step, for a PersRM that *is* the base model (``rm="self"``).
+
+    ``generate`` runs one batch holding the ``batch`` prompt rows followed by the PersRM rows (the same
+    prompts rendered with each preference dimension), so the weights are read once per step for both models.
+    This processor scores each prompt row's candidates from the two blocks of logits, picks the token itself
+    (greedy, or sampled with ``temperature`` / ``top_p``) and forces that token on the prompt row and on every
+    PersRM row that follows it, which keeps all caches in step. Outputs are the first ``batch`` rows.
+
+    Example:
+
+    ```python
+    >>> pad = PAD.from_pretrained("smollm2-135m-instruct", rm="self")
+    >>> gens = pad.generate(["Tell me about cats."], "humorous", weight=2.0, fused=True)
     ```
     """
 
     def __init__(
-        self,
-        stream: RewardStream,
-        combine: torch.Tensor,
-        weight: float | torch.Tensor = 1.0,
-        reference: Reference = "base",
-        top_k: int = 10,
-        candidates: Candidates = "topk",
-        eos_token_ids: list[int] | None = None,
-        record: bool = False,
+        self, combine: torch.Tensor, source_rows: torch.Tensor, temperature: float = 0.0, top_p: float = 1.0, **kwargs
     ) -> None:
-        if reference not in ("base", "rm-init", "none"):
-            raise ValueError(f"unknown reference {reference!r}; use base, rm-init or none")
-        if candidates not in ("topk", "topk+eos", "topk+rm"):
-            raise ValueError(f"unknown candidate set {candidates!r}; use topk, topk+eos or topk+rm")
-        if top_k < 1:
-            raise ValueError(f"top_k must be at least 1, got {top_k}")
-        self.stream = stream
-        self.combine = combine.float()
-        self.weight = torch.as_tensor(weight, dtype=torch.float32).reshape(-1, 1)
-        self.reference = reference
-        self.top_k = top_k
-        self.candidates = candidates
-        self.eos = torch.tensor(eos_token_ids or [], dtype=torch.long)
-        self.record = record
-        self.records: list[StepRecord] = []
-        self._started = False
+        super().__init__(combine, source_rows, **kwargs)
+        self.temperature = temperature
+        self.top_p = top_p
 
-    def _persrm_logprobs(self, input_ids: torch.LongTensor) -> torch.Tensor:
-        if not self._started:
-            self._started = True
-            return self.stream.start()
-        return self.stream.step(input_ids[:, -1])
-
-    def _candidate_ids(self, base_logp: torch.Tensor, rm_combined: torch.Tensor) -> torch.Tensor:
-        k = min(self.top_k, base_logp.shape[-1])
-        ids = base_logp.topk(k, dim=-1).indices
-        if self.candidates == "topk+eos" and self.eos.numel():
-            ids = torch.cat([ids, self.eos.to(ids.device).expand(ids.shape[0], -1)], dim=1)
-        elif self.candidates == "topk+rm":
-            ids = torch.cat([ids, rm_combined.topk(k, dim=-1).indices], dim=1)
-        return ids
+    def _choose(self, step: StepRecord) -> torch.Tensor:
+        cand = step.candidates
+        repeated = (cand[:, :, None] == cand[:, None, :]).tril(diagonal=-1).any(dim=-1)
+        scores = step.scores.masked_fill(repeated, float("-inf"))
+        if self.temperature <= 0:
+            return step.candidates.gather(1, scores.argmax(dim=1, keepdim=True))
+        probs = torch.softmax(scores / self.temperature, dim=-1)
+        if self.top_p < 1:
+            sorted_p, order = probs.sort(dim=-1, descending=True)
+            drop = sorted_p.cumsum(dim=-1) - sorted_p > self.top_p
+            probs = probs.scatter(1, order, sorted_p.masked_fill(drop, 0.0))
+        return step.candidates.gather(1, torch.multinomial(probs, 1))
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        base_logp = torch.log_softmax(scores.float(), dim=-1)
-        logp = self._persrm_logprobs(input_ids)
-        n_rm = self.combine.shape[1]
-        vocab = min(base_logp.shape[-1], logp.shape[-1])
-        rm_logp, base_logp = logp[:n_rm, :vocab], base_logp[:, :vocab]
-        rm_combined = self.combine @ rm_logp if self.candidates == "topk+rm" else None
-        cand = self._candidate_ids(base_logp, rm_combined)
-        rows = self.stream.source_rows[:n_rm]
-        reward = self.combine @ rm_logp[torch.arange(n_rm)[:, None], cand[rows]] if n_rm else 0.0
-        if self.reference == "base":
-            ref = base_logp.gather(1, cand)
-        elif self.reference == "rm-init":
-            ref = logp[n_rm:, :vocab].gather(1, cand)
-        else:
-            ref = torch.zeros_like(cand, dtype=base_logp.dtype)
-        reward = reward - self.combine.sum(dim=1, keepdim=True) * ref
-        cand_base = base_logp.gather(1, cand)
-        cand_scores = cand_base + self.weight * reward
-        # A token another processor banned (-inf) stays banned, whatever its reward (and -inf - -inf is NaN).
-        cand_scores = cand_scores.masked_fill(torch.isneginf(cand_base), float("-inf"))
+        batch = self.combine.shape[0]
+        logp = torch.log_softmax(scores.float(), dim=-1)
+        step = self.score_candidates(logp[:batch], logp[batch:])
+        chosen = self._choose(step)
+        chosen = torch.cat([chosen, chosen[self.source_rows]], dim=0)
         out = torch.full_like(scores, float("-inf"), dtype=torch.float32)
-        out.scatter_(1, cand, cand_scores)
-        if self.record:
-            self.records.append(StepRecord(cand.cpu(), cand_base.cpu(), reward.cpu(), cand_scores.cpu()))
-        return out
+        return out.scatter_(1, chosen, 0.0)

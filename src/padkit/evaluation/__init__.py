@@ -1,0 +1,1 @@
+"""Evaluation: benchmarks (speed) and, later, the judged comparison harness."""

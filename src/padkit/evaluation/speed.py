@@ -1,0 +1,125 @@
+"""Speed benchmark: plain ``generate`` vs padkit PAD vs a re-implementation of the official PAD loop."""
+
+from __future__ import annotations
+
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+
+from padkit.decoding import PAD
+from padkit.preferences import Preference, render_input
+
+BENCH_PROMPTS = [
+    "How can I get better at cooking?",
+    "Explain why the sky is blue.",
+    "Write a short note to a friend who just moved to a new city.",
+    "What are the pros and cons of working from home?",
+    "Give me three ideas for a rainy weekend.",
+    "How does a bicycle stay upright?",
+    "What should I know before adopting a cat?",
+    "Summarize the plot of a heist movie you would like to see.",
+]
+
+
+@dataclass
+class SpeedReport:
+    """Tokens per second of each decoder, and the ratios the targets are stated in."""
+
+    plain_tps: float
+    pad_tps: float
+    official_tps: float
+    plain_batch8_tps: float
+    pad_batch8_tps: float
+    pad_vs_plain: float
+    pad_vs_official: float
+    pad_batch8_vs_batch1: float
+    new_tokens: int
+    batch_size: int
+    peak_rss_mb: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def official_pad_loop(pad: PAD, prompt: str, preference: str, weight: float, top_k: int, new_tokens: int) -> list[int]:
+    """The official PAD code's loop: batch 1, no KV cache (both models re-read the whole prefix every token),
+    the base's top-k rescored by ``log pi_base + w * (log pi_rm - log pi_base)``; EOS is ignored."""
+    principle = Preference.parse(preference).dimensions[0].principle
+    base_ids = pad.tokenizer(render_input(pad.tokenizer, prompt), return_tensors="pt", add_special_tokens=False)
+    rm_ids = pad.rm_tokenizer(
+        render_input(pad.rm_tokenizer, prompt, principle), return_tensors="pt", add_special_tokens=False
+    )
+    base_seq, rm_seq = base_ids["input_ids"], rm_ids["input_ids"]
+    out: list[int] = []
+    with torch.inference_mode():
+        for _ in range(new_tokens):
+            base_logp = torch.log_softmax(pad.base_model(base_seq).logits[0, -1].float(), dim=-1)
+            rm_logp = torch.log_softmax(pad.rm_model(rm_seq).logits[0, -1].float(), dim=-1)
+            cand = base_logp.topk(top_k).indices
+            score = base_logp[cand] + weight * (rm_logp[cand] - base_logp[cand])
+            token = cand[score.argmax()].view(1, 1)
+            base_seq = torch.cat([base_seq, token], dim=1)
+            rm_seq = torch.cat([rm_seq, token], dim=1)
+            out.append(int(token))
+    return out
+
+
+def _timed(fn: Callable[[], int]) -> float:
+    start = time.perf_counter()
+    tokens = fn()
+    return tokens / (time.perf_counter() - start)
+
+
+def run_speed_benchmark(
+    pad: PAD,
+    preference: str = "humorous",
+    weight: float = 2.0,
+    top_k: int = 10,
+    new_tokens: int = 128,
+    batch_size: int = 8,
+    official_prompts: int = 1,
+    log: Callable[[str], None] = lambda _: None,
+) -> SpeedReport:
+    """Time each decoder on the same prompts, greedy, EOS ignored so every run makes ``new_tokens`` tokens."""
+    prompts = (BENCH_PROMPTS * (batch_size // len(BENCH_PROMPTS) + 1))[:batch_size]
+    common = dict(max_new_tokens=new_tokens, ignore_eos=True)
+
+    def plain(rows: list[str]) -> int:
+        return sum(len(g.token_ids) for g in pad.generate(rows, method="base", **common))
+
+    def guided(rows: list[str]) -> int:
+        gens = pad.generate(rows, preference, method="pad", weight=weight, top_k=top_k, **common)
+        return sum(len(g.token_ids) for g in gens)
+
+    def official() -> int:
+        return sum(
+            len(official_pad_loop(pad, p, preference, weight, top_k, new_tokens)) for p in prompts[:official_prompts]
+        )
+
+    pad.generate(prompts[:1], preference, max_new_tokens=4)
+    log("plain generate, batch 1")
+    plain_tps = _timed(lambda: plain(prompts[:1]))
+    log("PAD, batch 1")
+    pad_tps = _timed(lambda: guided(prompts[:1]))
+    log("official-style loop, batch 1")
+    official_tps = _timed(official)
+    log(f"plain generate, batch {batch_size}")
+    plain8 = _timed(lambda: plain(prompts))
+    log(f"PAD, batch {batch_size}")
+    pad8 = _timed(lambda: guided(prompts))
+    return SpeedReport(
+        plain_tps=plain_tps,
+        pad_tps=pad_tps,
+        official_tps=official_tps,
+        plain_batch8_tps=plain8,
+        pad_batch8_tps=pad8,
+        pad_vs_plain=pad_tps / plain_tps,
+        pad_vs_official=pad_tps / official_tps,
+        pad_batch8_vs_batch1=pad8 / pad_tps,
+        new_tokens=new_tokens,
+        batch_size=batch_size,
+        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    )
