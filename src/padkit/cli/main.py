@@ -179,6 +179,9 @@ def bench_speed(
     base: BaseOpt = "smollm2-135m-instruct",
     rm: RmOpt = "self",
     dtype: DtypeOpt = "float32",
+    check_bf16: Annotated[
+        bool, typer.Option("--check-bf16", help="Also report how much of the greedy output bf16 reproduces.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
 ) -> None:
     """Tokens/s of plain generate, padkit PAD and the official-style PAD loop (no cache, batch 1)."""
@@ -190,7 +193,14 @@ def bench_speed(
         torch_threads = __import__("torch").get_num_threads()
         pad = PAD.from_pretrained(base=base, rm=rm, dtype=dtype)
         report = run_speed_benchmark(
-            pad, preference, weight, top_k, new_tokens, batch_size, log=lambda m: err.print(f"timing {m} ...")
+            pad,
+            preference,
+            weight,
+            top_k,
+            new_tokens,
+            batch_size,
+            check_bf16=check_bf16,
+            log=lambda m: err.print(f"timing {m} ..."),
         )
     except PadkitError as e:
         _fail(str(e))
@@ -212,6 +222,8 @@ def bench_speed(
         (f"PAD batch {batch_size} / batch 1", report.pad_batch8_vs_batch1, ">= 4"),
         ("peak RSS (MB)", report.peak_rss_mb, ""),
     ]
+    if report.bf16_prefix_agreement is not None:
+        rows.append(("bf16: share of tokens before first divergence", report.bf16_prefix_agreement, ""))
     for name, value, target in rows:
         table.add_row(name, f"{value:.2f}", target)
     Console().print(table)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import resource
 import time
 from collections.abc import Callable
@@ -39,6 +40,7 @@ class SpeedReport:
     new_tokens: int
     batch_size: int
     peak_rss_mb: float
+    bf16_prefix_agreement: float | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -81,6 +83,7 @@ def run_speed_benchmark(
     new_tokens: int = 128,
     batch_size: int = 8,
     official_prompts: int = 1,
+    check_bf16: bool = False,
     log: Callable[[str], None] = lambda _: None,
 ) -> SpeedReport:
     """Time each decoder on the same prompts, greedy, EOS ignored so every run makes ``new_tokens`` tokens."""
@@ -110,6 +113,10 @@ def run_speed_benchmark(
     plain8 = _timed(lambda: plain(prompts))
     log(f"PAD, batch {batch_size}")
     pad8 = _timed(lambda: guided(prompts))
+    agreement = None
+    if check_bf16:
+        log("bf16 vs float32 outputs")
+        agreement = bf16_prefix_agreement(pad, prompts, preference, weight, top_k, new_tokens)
     return SpeedReport(
         plain_tps=plain_tps,
         pad_tps=pad_tps,
@@ -122,4 +129,23 @@ def run_speed_benchmark(
         new_tokens=new_tokens,
         batch_size=batch_size,
         peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        bf16_prefix_agreement=agreement,
     )
+
+
+def bf16_prefix_agreement(
+    pad: PAD, prompts: list[str], preference: str, weight: float, top_k: int, new_tokens: int
+) -> float:
+    """Mean share of greedy PAD tokens that bf16 reproduces before its first divergence from float32."""
+    kwargs = dict(weight=weight, top_k=top_k, max_new_tokens=new_tokens, ignore_eos=True)
+    full = pad.generate(prompts, preference, **kwargs)
+    half_base = copy.deepcopy(pad.base_model).to(torch.bfloat16)
+    half_rm = None if pad.rm_is_self else copy.deepcopy(pad.rm_model).to(torch.bfloat16)
+    half = PAD(half_base, pad.tokenizer, half_rm, None if pad.rm_is_self else pad.rm_tokenizer)
+    shares = []
+    for a, b in zip(full, half.generate(prompts, preference, **kwargs), strict=True):
+        same = next(
+            (i for i, (x, y) in enumerate(zip(a.token_ids, b.token_ids, strict=False)) if x != y), len(a.token_ids)
+        )
+        shares.append(same / max(len(a.token_ids), 1))
+    return sum(shares) / len(shares)

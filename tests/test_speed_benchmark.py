@@ -1,0 +1,23 @@
+"""The speed benchmark's decoders agree with each other; its figures are ratios of real timings."""
+
+from __future__ import annotations
+
+from padkit import PAD
+from padkit.evaluation.speed import official_pad_loop, run_speed_benchmark
+
+
+def test_official_loop_equals_padkit_pad(base_model, tokenizer):
+    pad = PAD(base_model, tokenizer)
+    prompt = "Tell me about cats."
+    official = official_pad_loop(pad, prompt, "humorous", weight=2.0, top_k=5, new_tokens=10)
+    ours = pad.generate([prompt], "humorous", weight=2.0, top_k=5, candidates="topk", max_new_tokens=10)[0]
+    assert tokenizer.eos_token_id not in official
+    assert ours.token_ids == official
+
+
+def test_benchmark_reports_consistent_ratios(base_model, tokenizer):
+    report = run_speed_benchmark(PAD(base_model, tokenizer), new_tokens=4, batch_size=2, check_bf16=True)
+    assert report.plain_tps > 0 and report.pad_tps > 0 and report.official_tps > 0
+    assert abs(report.pad_vs_plain - report.pad_tps / report.plain_tps) < 1e-9
+    assert abs(report.pad_batch8_vs_batch1 - report.pad_batch8_tps / report.pad_tps) < 1e-9
+    assert 0.0 <= report.bf16_prefix_agreement <= 1.0
