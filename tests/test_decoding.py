@@ -269,3 +269,12 @@ def test_fused_sampling_is_seeded_and_stays_in_candidates(base_model, tokenizer)
 def test_fused_needs_self(base_model, rm_model, tokenizer):
     with pytest.raises(GenerationError, match="fused decoding needs"):
         PAD(base_model, tokenizer, rm_model, tokenizer).generate(PROMPTS, "concise", fused=True, max_new_tokens=2)
+
+
+def test_streamer_receives_the_same_text(base_model, rm_model, tokenizer):
+    from transformers import TextIteratorStreamer
+
+    pad = PAD(base_model, tokenizer, rm_model, tokenizer)
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    gen = pad.generate(PROMPTS[:1], "concise", max_new_tokens=8, streamer=streamer)[0]
+    assert "".join(streamer).strip() == gen.text.strip()

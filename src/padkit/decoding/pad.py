@@ -280,8 +280,6 @@ class PAD:
             inputs, pad_processor = self._fused_inputs(
                 prompts, rows, weight, max_new_tokens, temperature, top_p, record=diagnostics, **rule
             )
-            processors.append(pad_processor)
-            model = self.base_model
         elif method == "pad":
             inputs, pad_processor = self.logits_processor(
                 prompts,
@@ -293,6 +291,7 @@ class PAD:
                 max_new_tokens=max_new_tokens,
                 record=diagnostics,
             )
+        if pad_processor is not None:
             processors.append(pad_processor)
             model = self.base_model
         else:
