@@ -1,0 +1,163 @@
+"""Preference pairs ``{prompt, chosen, rejected, preference}`` from files, datasets and HH-RLHF dialogues."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from padkit.errors import PadkitError
+
+Messages = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    """One preference judgement: ``chosen`` beats ``rejected`` as an answer to ``prompt`` under ``preference``.
+
+    ``prompt`` is a user text or, for multi-turn data, the chat messages before the answer.
+    """
+
+    prompt: str | Messages
+    chosen: str
+    rejected: str
+    preference: str
+
+    @property
+    def prompt_key(self) -> str:
+        """The text the train / held-out split hashes, so one prompt never lands on both sides."""
+        if isinstance(self.prompt, str):
+            return self.prompt
+        return "\n".join(f"{m['role']}: {m['content']}" for m in self.prompt)
+
+
+def _pair_from_record(record: object, where: str, preference: str | None) -> PreferencePair:
+    if not isinstance(record, Mapping):
+        raise PadkitError(f"{where}: expected an object, got {type(record).__name__}")
+    missing = [k for k in ("prompt", "chosen", "rejected") if k not in record]
+    pref = record.get("preference", preference)
+    if pref is None:
+        missing.append("preference")
+    if missing:
+        raise PadkitError(f"{where}: missing field(s) {', '.join(missing)}")
+    for key in ("chosen", "rejected"):
+        if not isinstance(record[key], str) or not record[key].strip():
+            raise PadkitError(f"{where}: field {key!r} must be a non-empty string")
+    prompt = record["prompt"]
+    if not (isinstance(prompt, str) and prompt.strip()) and not (
+        isinstance(prompt, list) and prompt and all(isinstance(m, Mapping) and "content" in m for m in prompt)
+    ):
+        raise PadkitError(f"{where}: field 'prompt' must be a non-empty string or a list of chat messages")
+    return PreferencePair(prompt, record["chosen"], record["rejected"], str(pref))
+
+
+def _open_text(path: Path):
+    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
+
+
+def _jsonl_records(path: Path) -> Iterator[tuple[object, str]]:
+    with _open_text(path) as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield json.loads(line), f"{path}:{lineno}"
+            except json.JSONDecodeError as err:
+                raise PadkitError(f"{path}:{lineno}: invalid JSON: {err.msg}") from err
+
+
+def read_pairs(path: str | Path, preference: str | None = None) -> list[PreferencePair]:
+    """Read pairs from ``.json`` (a list) or ``.jsonl`` (optionally ``.gz``); ``preference`` fills a missing field."""
+    path = Path(path)
+    if not path.is_file():
+        raise PadkitError(f"preference data not found: {path}")
+    if path.name.endswith((".jsonl", ".jsonl.gz")):
+        return [_pair_from_record(r, where, preference) for r, where in _jsonl_records(path)]
+    try:
+        with _open_text(path) as f:
+            data = json.load(f)
+    except json.JSONDecodeError as err:
+        raise PadkitError(f"{path}:{err.lineno}: invalid JSON: {err.msg}") from err
+    if not isinstance(data, list):
+        raise PadkitError(f"{path}: expected a JSON list of pairs")
+    return [_pair_from_record(r, f"{path}: item {i}", preference) for i, r in enumerate(data)]
+
+
+def parse_hh_dialogue(text: str) -> tuple[Messages, str]:
+    """Split an HH-RLHF transcript into the earlier turns (chat messages) and the final assistant turn."""
+    messages: Messages = []
+    for chunk in text.split("\n\nHuman: ")[1:] if text.startswith("\n\nHuman: ") else [None]:
+        if chunk is None:
+            raise ValueError("a dialogue must start with '\\n\\nHuman: '")
+        human, *assistant = chunk.split("\n\nAssistant: ")
+        messages.append({"role": "user", "content": human.strip()})
+        messages.extend({"role": "assistant", "content": a.strip()} for a in assistant)
+    if len(messages) < 2 or messages[-1]["role"] != "assistant":
+        raise ValueError("a dialogue must end with an assistant turn")
+    return messages[:-1], messages[-1]["content"]
+
+
+def read_hh_rlhf(path: str | Path, preference: str = "harmless") -> list[PreferencePair]:
+    """Read Anthropic HH-RLHF ``{chosen, rejected}`` transcripts (``.jsonl`` or ``.jsonl.gz``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise PadkitError(f"HH-RLHF file not found: {path}")
+    pairs = []
+    for record, where in _jsonl_records(path):
+        if not isinstance(record, Mapping) or not {"chosen", "rejected"} <= record.keys():
+            raise PadkitError(f"{where}: expected an object with 'chosen' and 'rejected' dialogues")
+        try:
+            prompt, chosen = parse_hh_dialogue(record["chosen"])
+            rejected_prompt, rejected = parse_hh_dialogue(record["rejected"])
+        except ValueError as err:
+            raise PadkitError(f"{where}: {err}") from err
+        if rejected_prompt != prompt or not chosen or not rejected or chosen == rejected:
+            continue
+        pairs.append(PreferencePair(prompt, chosen, rejected, preference))
+    return pairs
+
+
+def read_hf_dataset(
+    name_or_path: str,
+    split: str = "train",
+    columns: Mapping[str, str] | None = None,
+    preference: str | None = None,
+) -> list[PreferencePair]:
+    """Read pairs from a Hugging Face ``datasets`` dataset; ``columns`` maps our field names to its columns."""
+    try:
+        import datasets
+    except ImportError as err:
+        raise PadkitError("reading a Hugging Face dataset needs `pip install datasets`") from err
+    columns = {"prompt": "prompt", "chosen": "chosen", "rejected": "rejected", "preference": "preference"} | dict(
+        columns or {}
+    )
+    try:
+        path = Path(name_or_path)
+        ds = datasets.load_from_disk(str(path)) if path.is_dir() else datasets.load_dataset(name_or_path, split=split)
+    except (OSError, ValueError, ConnectionError) as err:
+        raise PadkitError(f"cannot load dataset {name_or_path!r}: {err}") from err
+    if isinstance(ds, datasets.DatasetDict):
+        if split not in ds:
+            raise PadkitError(f"dataset {name_or_path!r} has no split {split!r}; it has {', '.join(ds)}")
+        ds = ds[split]
+    pairs = []
+    for i, row in enumerate(ds):
+        record = {k: row[v] for k, v in columns.items() if v in row}
+        pairs.append(_pair_from_record(record, f"{name_or_path}[{split}] row {i}", preference))
+    return pairs
+
+
+def split_pairs(
+    pairs: list[PreferencePair], heldout_fraction: float = 0.1, salt: str = "padkit"
+) -> tuple[list[PreferencePair], list[PreferencePair]]:
+    """Deterministic train / held-out split by a hash of the prompt: a prompt never lands on both sides."""
+    if not 0 <= heldout_fraction <= 1:
+        raise PadkitError(f"heldout_fraction must be in [0, 1], got {heldout_fraction}")
+    train, heldout = [], []
+    for pair in pairs:
+        digest = hashlib.sha256(f"{salt}:{pair.prompt_key}".encode()).digest()
+        (heldout if int.from_bytes(digest[:8], "big") / 2**64 < heldout_fraction else train).append(pair)
+    return train, heldout
