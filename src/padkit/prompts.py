@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from padkit.errors import PadkitError
+from padkit.jsonio import iter_jsonl, load_json
 
 PROMPT_KEYS = ("prompt", "instruction", "question", "text")
 
@@ -43,30 +44,17 @@ def read_prompts(path: str | Path) -> list[PromptRow]:
     path = Path(path)
     if not path.is_file():
         raise PadkitError(f"prompt file not found: {path}")
-    text = path.read_text(encoding="utf-8")
     if path.suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise PadkitError(f"{path}:{err.lineno}: invalid JSON: {err.msg}") from err
+        data = load_json(path)
         if isinstance(data, dict):
             data = next((v for v in data.values() if isinstance(v, list)), None)
         if not isinstance(data, list):
             raise PadkitError(f"{path}: expected a JSON list of prompts")
         return [_row_from_record(r, i, f"{path}: item {i}") for i, r in enumerate(data)]
-    rows = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        if path.suffix == ".jsonl":
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise PadkitError(f"{path}:{lineno}: invalid JSON: {err.msg}") from err
-        else:
-            record = line
-        rows.append(_row_from_record(record, len(rows), f"{path}:{lineno}"))
-    return rows
+    if path.suffix == ".jsonl":
+        return [_row_from_record(r, i, where) for i, (r, where) in enumerate(iter_jsonl(path))]
+    lines = [(n, line) for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if line.strip()]
+    return [_row_from_record(line, i, f"{path}:{n}") for i, (n, line) in enumerate(lines)]
 
 
 def read_done_ids(path: str | Path) -> set[str]:

@@ -161,6 +161,8 @@ class PAD:
         top_p: float,
         **rule,
     ) -> tuple[dict[str, torch.Tensor], SelfGuidedPADLogitsProcessor]:
+        if rule.get("reference") == "rm-init":
+            rule["reference"] = "base"  # the PersRM is the base itself: its preference-free form is the base
         texts, source, combine = self._persrm_rows(prompts, rows)
         all_texts = [render_input(self.tokenizer, p) for p in prompts] + texts
         inputs = self._encode(self.tokenizer, all_texts, self.base_model, max_new_tokens)
@@ -275,21 +277,15 @@ class PAD:
         if fused and not (method == "pad" and self.rm_is_self):
             raise GenerationError("fused decoding needs method 'pad' with rm='self'")
         fused = method == "pad" and self.rm_is_self and streamer is None if fused is None else fused
-        rule = dict(top_k=top_k, reference="base" if reference == "rm-init" else reference, candidates=candidates)
+        sample_in_generate = temperature > 0 and not fused
+        rule = dict(top_k=top_k, reference=reference, candidates=candidates, record=diagnostics)
         if fused:
             inputs, pad_processor = self._fused_inputs(
-                prompts, rows, weight, max_new_tokens, temperature, top_p, record=diagnostics, **rule
+                prompts, rows, weight, max_new_tokens, temperature, top_p, **rule
             )
         elif method == "pad":
             inputs, pad_processor = self.logits_processor(
-                prompts,
-                preferences=rows,
-                weight=weight,
-                top_k=top_k,
-                reference=reference,
-                candidates=candidates,
-                max_new_tokens=max_new_tokens,
-                record=diagnostics,
+                prompts, preferences=rows, weight=weight, max_new_tokens=max_new_tokens, **rule
             )
         if pad_processor is not None:
             processors.append(pad_processor)
@@ -303,16 +299,16 @@ class PAD:
                 for p, r in zip(prompts, rows, strict=True)
             ]
             inputs = self._encode(tokenizer, texts, model, max_new_tokens)
-        if temperature > 0 and not fused:
+        if sample_in_generate:
             processors.append(TemperatureLogitsWarper(temperature))
             if top_p < 1:
                 processors.append(TopPLogitsWarper(top_p))
         config = GenerationConfig(
             max_new_tokens=max_new_tokens,
             min_new_tokens=max_new_tokens if ignore_eos else None,
-            do_sample=temperature > 0 and not fused,
+            do_sample=sample_in_generate,
             temperature=1.0,
-            top_k=0 if temperature > 0 and not fused else None,
+            top_k=0 if sample_in_generate else None,
             top_p=1.0,
             eos_token_id=_eos_ids(self.base_model, self.tokenizer),
             pad_token_id=self.tokenizer.pad_token_id,

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from padkit.errors import PadkitError
+from padkit.jsonio import iter_jsonl, load_json
 
 Messages = list[dict[str, str]]
 
@@ -54,33 +53,14 @@ def _pair_from_record(record: object, where: str, preference: str | None) -> Pre
     return PreferencePair(prompt, record["chosen"], record["rejected"], str(pref))
 
 
-def _open_text(path: Path):
-    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
-
-
-def _jsonl_records(path: Path) -> Iterator[tuple[object, str]]:
-    with _open_text(path) as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield json.loads(line), f"{path}:{lineno}"
-            except json.JSONDecodeError as err:
-                raise PadkitError(f"{path}:{lineno}: invalid JSON: {err.msg}") from err
-
-
 def read_pairs(path: str | Path, preference: str | None = None) -> list[PreferencePair]:
     """Read pairs from ``.json`` (a list) or ``.jsonl`` (optionally ``.gz``); ``preference`` fills a missing field."""
     path = Path(path)
     if not path.is_file():
         raise PadkitError(f"preference data not found: {path}")
     if path.name.endswith((".jsonl", ".jsonl.gz")):
-        return [_pair_from_record(r, where, preference) for r, where in _jsonl_records(path)]
-    try:
-        with _open_text(path) as f:
-            data = json.load(f)
-    except json.JSONDecodeError as err:
-        raise PadkitError(f"{path}:{err.lineno}: invalid JSON: {err.msg}") from err
+        return [_pair_from_record(r, where, preference) for r, where in iter_jsonl(path)]
+    data = load_json(path)
     if not isinstance(data, list):
         raise PadkitError(f"{path}: expected a JSON list of pairs")
     return [_pair_from_record(r, f"{path}: item {i}", preference) for i, r in enumerate(data)]
@@ -106,7 +86,7 @@ def read_hh_rlhf(path: str | Path, preference: str = "harmless") -> list[Prefere
     if not path.is_file():
         raise PadkitError(f"HH-RLHF file not found: {path}")
     pairs = []
-    for record, where in _jsonl_records(path):
+    for record, where in iter_jsonl(path):
         if not isinstance(record, Mapping) or not {"chosen", "rejected"} <= record.keys():
             raise PadkitError(f"{where}: expected an object with 'chosen' and 'rejected' dialogues")
         try:
