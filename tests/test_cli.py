@@ -74,3 +74,113 @@ def test_errors_exit_2_with_a_message(tmp_path, tiny_model_dir):
     assert bad_file.exit_code == 2 and "broken.jsonl:2" in bad_file.output
     neither = runner.invoke(app, ["generate"])
     assert neither.exit_code == 2
+
+
+def _pair_file(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    prompts = ["Tell me about cats.", "Why is the sky blue?", "How do planes fly?", "Write a poem about the sea."]
+    rows = [
+        {"prompt": p, "chosen": "concise and short.", "rejected": "why why why sky sky sky", "preference": "concise"}
+        for p in prompts
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_train_then_rm_eval(tmp_path, tiny_model_dir):
+    pairs = _pair_file(tmp_path)
+    out = tmp_path / "rm"
+    common = ["--max-length", "160", "--max-prompt-length", "120"]
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--data",
+            str(pairs),
+            "--output",
+            str(out),
+            "--base",
+            str(tiny_model_dir),
+            "--max-steps",
+            "10",
+            "--lr",
+            "0.02",
+            "--lora-r",
+            "4",
+            "--layers",
+            "0-1",
+            "--heldout-fraction",
+            "0",
+            "--json",
+            *common,
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    meta = json.loads(result.stdout)
+    assert meta["steps"] == 10 and meta["config"]["layers"] == [0, 1]
+    evaluated = runner.invoke(app, ["rm-eval", "--data", str(pairs), "--rm", str(out), "--split", "all", "--json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    report = json.loads(evaluated.stdout)
+    assert report["reference"] == "rm-init"
+    assert report["dimensions"]["concise"]["accuracy"] == 1.0 and report["dimensions"]["concise"]["n"] == 4
+
+
+def test_train_and_rm_eval_errors(tmp_path, tiny_model_dir):
+    no_data = runner.invoke(app, ["train", "--output", str(tmp_path / "x"), "--base", str(tiny_model_dir)])
+    assert no_data.exit_code == 2 and "no preference pairs" in no_data.output
+    bad_layers = runner.invoke(
+        app, ["train", "--data", str(_pair_file(tmp_path)), "--output", str(tmp_path / "x"), "--layers", "a-b"]
+    )
+    assert bad_layers.exit_code == 2 and "bad layer list" in bad_layers.output
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"prompt": "q", "chosen": "a", "rejected": "b", "preference": "concise"}\n{oops\n')
+    bad_file = runner.invoke(app, ["rm-eval", "--data", str(broken), "--base", str(tiny_model_dir)])
+    assert bad_file.exit_code == 2 and "broken.jsonl:2" in bad_file.output
+    bad_split = runner.invoke(app, ["rm-eval", "--data", str(broken), "--split", "test"])
+    assert bad_split.exit_code == 2 and "unknown split" in bad_split.output
+
+
+def test_data_synth_reports_counts(tmp_path, tiny_model_dir):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("Tell me about cats.\nWhy is the sky blue?\n")
+    out = tmp_path / "pairs.jsonl"
+    result = runner.invoke(
+        app,
+        [
+            "data",
+            "synth",
+            "--prompts",
+            str(prompts),
+            "--output",
+            str(out),
+            "--base",
+            str(tiny_model_dir),
+            "-d",
+            "concise",
+            "--samples",
+            "2",
+            "-n",
+            "4",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["groups"] == 2 and set(report["per_dimension"]) == {"concise", "informative"}
+    assert len(out.read_text().splitlines()) == 4
+    bad = runner.invoke(
+        app,
+        [
+            "data",
+            "synth",
+            "--prompts",
+            str(prompts),
+            "--output",
+            str(out),
+            "-d",
+            "humorous",
+            "--base",
+            str(tiny_model_dir),
+        ],
+    )
+    assert bad.exit_code == 2 and "cannot synthesize pairs for 'humorous'" in bad.output

@@ -35,12 +35,26 @@ def _row_from_record(record: Any, index: int, where: str) -> PromptRow:
         prompt = next((record[k] for k in PROMPT_KEYS if k in record), None)
     if not isinstance(prompt, str) or not prompt.strip():
         raise PadkitError(f"{where}: no non-empty prompt field (one of {', '.join(PROMPT_KEYS)}, or turns)")
+    instances = record.get("instances")
+    if isinstance(instances, list) and instances and isinstance(instances[0], dict):
+        extra = instances[0].get("input")
+        if isinstance(extra, str) and extra.strip():
+            prompt = f"{prompt}\n\n{extra.strip()}"
     rid = record.get("id", record.get("question_id", index))
     return PromptRow(str(rid), prompt, record.get("preference"))
 
 
-def read_prompts(path: str | Path) -> list[PromptRow]:
-    """Read prompts from ``.json`` (a list), ``.jsonl`` (one object per line) or any other file (one per line)."""
+def _has_input(record: Any) -> bool:
+    instances = record.get("instances") if isinstance(record, dict) else None
+    return bool(isinstance(instances, list) and instances and str(instances[0].get("input", "")).strip())
+
+
+def read_prompts(path: str | Path, with_input: bool = True) -> list[PromptRow]:
+    """Read prompts from ``.json`` (a list), ``.jsonl`` (one object per line) or any other file (one per line).
+
+    Self-instruct records append their first instance's input to the instruction; ``with_input=False`` drops
+    such records instead, keeping open questions only.
+    """
     path = Path(path)
     if not path.is_file():
         raise PadkitError(f"prompt file not found: {path}")
@@ -50,9 +64,14 @@ def read_prompts(path: str | Path) -> list[PromptRow]:
             data = next((v for v in data.values() if isinstance(v, list)), None)
         if not isinstance(data, list):
             raise PadkitError(f"{path}: expected a JSON list of prompts")
-        return [_row_from_record(r, i, f"{path}: item {i}") for i, r in enumerate(data)]
+        return [
+            _row_from_record(r, i, f"{path}: item {i}") for i, r in enumerate(data) if with_input or not _has_input(r)
+        ]
     if path.suffix == ".jsonl":
-        return [_row_from_record(r, i, where) for i, (r, where) in enumerate(iter_jsonl(path))]
+        records = list(iter_jsonl(path))
+        return [
+            _row_from_record(r, i, where) for i, (r, where) in enumerate(records) if with_input or not _has_input(r)
+        ]
     lines = [(n, line) for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if line.strip()]
     return [_row_from_record(line, i, f"{path}:{n}") for i, (n, line) in enumerate(lines)]
 

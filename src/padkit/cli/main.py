@@ -25,7 +25,12 @@ err = Console(stderr=True)
 
 BaseOpt = Annotated[str, typer.Option("--base", help="Base model: alias, local directory, .gguf file or Hub id.")]
 RmOpt = Annotated[
-    str, typer.Option("--rm", help="PersRM: 'self' (the base conditioned on the preference), a model dir or adapter.")
+    str | None,
+    typer.Option(
+        "--rm",
+        help="PersRM: 'persrm-smollm2' (shipped; the default with the default base), 'self' (the base conditioned "
+        "on the preference; the default with other bases), a model dir or a LoRA adapter dir.",
+    ),
 ]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="float32 or bfloat16.")]
 
@@ -80,7 +85,7 @@ def generate(
     top_p: Annotated[float, typer.Option("--top-p")] = 1.0,
     seed: Annotated[int | None, typer.Option(help="Random seed for sampling.")] = None,
     base: BaseOpt = "smollm2-135m-instruct",
-    rm: RmOpt = "self",
+    rm: RmOpt = None,
     dtype: DtypeOpt = "float32",
     input_path: Annotated[
         Path | None, typer.Option("--input", help="Prompt file: .json list, .jsonl with 'prompt', or text lines.")
@@ -141,7 +146,7 @@ def demo(
     weight: Annotated[float, typer.Option("--weight", "-w", help="Alignment strength w.")] = 2.0,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n")] = 60,
     base: BaseOpt = "smollm2-135m-instruct",
-    rm: RmOpt = "self",
+    rm: RmOpt = None,
     dtype: DtypeOpt = "float32",
 ) -> None:
     """Answer one prompt plainly and under several preferences, side by side."""
@@ -156,7 +161,7 @@ def demo(
         guided = pad.generate(prompts, preferences=prefs, weight=weight, max_new_tokens=max_new_tokens)
     except PadkitError as e:
         _fail(str(e))
-    table = Table(title=f"PAD demo  base={base}  rm={rm}  w={weight:g}", show_lines=True)
+    table = Table(title=f"PAD demo  base={base}  rm={pad.rm_name}  w={weight:g}", show_lines=True)
     table.add_column("preference", style="bold")
     table.add_column("answer")
     table.add_row("(none: plain base)", plain.text)
@@ -177,7 +182,7 @@ def bench_speed(
     new_tokens: Annotated[int, typer.Option("--new-tokens", "-n")] = 128,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 8,
     base: BaseOpt = "smollm2-135m-instruct",
-    rm: RmOpt = "self",
+    rm: RmOpt = None,
     dtype: DtypeOpt = "float32",
     check_bf16: Annotated[
         bool, typer.Option("--check-bf16", help="Also report how much of the greedy output bf16 reproduces.")
@@ -207,7 +212,9 @@ def bench_speed(
     if as_json:
         typer.echo(json.dumps(report.as_dict(), indent=2))
         return
-    table = Table(title=f"speed: base={base} rm={rm} dtype={dtype} {new_tokens} tokens, {torch_threads} threads")
+    table = Table(
+        title=f"speed: base={base} rm={pad.rm_name} dtype={dtype} {new_tokens} tokens, {torch_threads} threads"
+    )
     table.add_column("figure")
     table.add_column("value", justify="right")
     table.add_column("target", justify="right")
@@ -227,6 +234,242 @@ def bench_speed(
     for name, value, target in rows:
         table.add_row(name, f"{value:.2f}", target)
     Console().print(table)
+
+
+data_app = typer.Typer(help="Preference data: synthesize pairs for PersRM training.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("synth")
+def data_synth(
+    prompts: Annotated[list[Path], typer.Option("--prompts", help="Prompt file(s): .json, .jsonl or text lines.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="JSONL of pairs; a rerun resumes it.")],
+    dimension: Annotated[
+        list[str] | None,
+        typer.Option("--dimension", "-d", help="Dimension with an opposite (repeatable). Default: all three pairs."),
+    ] = None,
+    samples: Annotated[int, typer.Option(help="Answers per side; the judge pairs the most extreme.")] = 3,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n")] = 96,
+    temperature: Annotated[float, typer.Option()] = 0.8,
+    top_p: Annotated[float, typer.Option("--top-p")] = 0.95,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Generations per batch.")] = 24,
+    seed: Annotated[int, typer.Option()] = 0,
+    no_input: Annotated[
+        bool, typer.Option("--no-input", help="Skip self-instruct tasks with a separate input (keep open questions).")
+    ] = False,
+    limit: Annotated[int | None, typer.Option(help="Use the first N prompts only.")] = None,
+    base: BaseOpt = "smollm2-135m-instruct",
+    dtype: DtypeOpt = "float32",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Synthesize contrastive preference pairs with the base model, kept only where an offline judge agrees."""
+    from padkit.decoding import PAD
+    from padkit.prompts import read_prompts
+    from padkit.training.synth import SynthConfig, synthesize_pairs
+
+    try:
+        _quiet_transformers()
+        rows = [row for path in prompts for row in read_prompts(path, with_input=not no_input)][:limit]
+        config = SynthConfig(
+            samples=samples,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            batch_size=batch_size,
+            seed=seed,
+            **({"dimensions": tuple(dimension)} if dimension else {}),
+        )
+        pad = PAD.from_pretrained(base=base, dtype=dtype)
+        report = synthesize_pairs(pad, rows, output, config, progress=err.is_terminal)
+    except PadkitError as e:
+        _fail(str(e))
+    if as_json:
+        typer.echo(json.dumps(asdict(report), indent=2))
+        return
+    table = Table(title=f"{output}: {report.kept_groups}/{report.groups} groups kept, {report.pairs} pairs")
+    for col in ("dimension", "judge", "generated", "kept", "mean margin (kept)", "mean margin (all)"):
+        table.add_column(col)
+    for name, d in report.per_dimension.items():
+        table.add_row(
+            name, d["judge"], str(d["generated"]), str(d["kept"]), str(d["mean_margin_kept"]), str(d["mean_margin_all"])
+        )
+    Console().print(table)
+
+
+DataOpt = Annotated[
+    list[Path] | None, typer.Option("--data", help="Pair file(s): JSON/JSONL {prompt, chosen, rejected, preference}.")
+]
+HHOpt = Annotated[
+    list[Path] | None, typer.Option("--hh-rlhf", help="HH-RLHF file(s) (.jsonl[.gz]), read as 'harmless'.")
+]
+DatasetOpt = Annotated[list[str] | None, typer.Option("--dataset", help="Hugging Face dataset name or saved path.")]
+ColumnsOpt = Annotated[
+    str | None, typer.Option("--columns", help="Column mapping for --dataset: prompt=q,chosen=a,...")
+]
+
+
+def _int_list(spec: str | None) -> tuple[int, ...] | None:
+    """``"20-29"`` or ``"0,5,7"`` -> layer indices."""
+    if not spec:
+        return None
+    out: list[int] = []
+    try:
+        for part in spec.split(","):
+            lo, _, hi = part.partition("-")
+            out += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+    except ValueError:
+        raise PadkitError(f"bad layer list {spec!r}: use e.g. '20-29' or '0,5,7'") from None
+    return tuple(out)
+
+
+@app.command()
+def train(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Adapter directory (checkpoints go inside).")],
+    data: DataOpt = None,
+    hh_rlhf: HHOpt = None,
+    dataset: DatasetOpt = None,
+    columns: ColumnsOpt = None,
+    base: BaseOpt = "smollm2-135m-instruct",
+    beta: Annotated[float, typer.Option(help="DPO beta: higher stays closer to the base.")] = 0.1,
+    lora_r: Annotated[int, typer.Option("--lora-r", help="LoRA rank.")] = 16,
+    lora_alpha: Annotated[int, typer.Option("--lora-alpha")] = 32,
+    target_modules: Annotated[str, typer.Option("--target-modules", help="Comma-separated module names.")] = (
+        "q_proj,k_proj,v_proj,o_proj"
+    ),
+    layers: Annotated[str | None, typer.Option(help="Only these layers get LoRA, e.g. '20-29'.")] = None,
+    learning_rate: Annotated[float, typer.Option("--learning-rate", "--lr")] = 5e-4,
+    epochs: Annotated[float, typer.Option()] = 1.0,
+    max_steps: Annotated[int, typer.Option("--max-steps", help="Stop after N steps (-1: run all epochs).")] = -1,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Pairs per step.")] = 4,
+    grad_accum: Annotated[int, typer.Option("--grad-accum")] = 1,
+    max_length: Annotated[int, typer.Option("--max-length", help="Tokens of prompt + response.")] = 192,
+    max_prompt_length: Annotated[int, typer.Option("--max-prompt-length")] = 96,
+    bf16: Annotated[bool, typer.Option("--bf16", help="bf16 autocast.")] = False,
+    precompute_ref: Annotated[
+        bool, typer.Option("--precompute-ref/--no-precompute-ref", help="Reference log-probs once, up front.")
+    ] = True,
+    heldout_fraction: Annotated[float, typer.Option("--heldout-fraction")] = 0.1,
+    max_pairs: Annotated[
+        int | None, typer.Option("--max-train-pairs-per-dimension", help="Cap the training pairs of each dimension.")
+    ] = None,
+    save_steps: Annotated[int, typer.Option("--save-steps")] = 25,
+    seed: Annotated[int, typer.Option()] = 0,
+    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from the last checkpoint.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print padkit.json.")] = False,
+) -> None:
+    """Train a PersRM: DPO (TRL) with a LoRA on the base; held-out accuracy goes into padkit.json."""
+    import contextlib
+    import shlex
+
+    from padkit.training.data import load_pair_sources, parse_columns
+    from padkit.training.dpo import PersRMTrainConfig, train_persrm
+
+    try:
+        _quiet_transformers()
+        pairs, sources = load_pair_sources(data or [], hh_rlhf or [], dataset or [], parse_columns(columns))
+        config = PersRMTrainConfig(
+            base=base,
+            beta=beta,
+            lora_r=lora_r,
+            lora_alpha=lora_alpha,
+            target_modules=tuple(m.strip() for m in target_modules.split(",") if m.strip()),
+            layers=_int_list(layers),
+            learning_rate=learning_rate,
+            epochs=epochs,
+            max_steps=max_steps,
+            batch_size=batch_size,
+            gradient_accumulation=grad_accum,
+            max_length=max_length,
+            max_prompt_length=max_prompt_length,
+            bf16=bf16,
+            precompute_ref=precompute_ref,
+            heldout_fraction=heldout_fraction,
+            max_train_pairs_per_dimension=max_pairs,
+            save_steps=save_steps,
+            seed=seed,
+        )
+        command = "padkit " + shlex.join(sys.argv[1:])
+        with contextlib.redirect_stdout(sys.stderr):  # the trainer prints its logs; stdout stays for --json
+            result = train_persrm(pairs, output, config, sources, command, resume, progress=err.is_terminal)
+    except PadkitError as e:
+        _fail(str(e))
+    if as_json:
+        typer.echo(json.dumps(result.metadata, indent=2))
+        return
+    err.print(f"adapter saved to {output} ({result.steps} steps, {result.seconds:.0f} s)")
+    if result.heldout:
+        _print_rm_report(result.heldout, f"held-out accuracy ({result.heldout_pairs} pairs)")
+
+
+def _print_rm_report(report, title: str) -> None:
+    table = Table(title=f"{title}, reference={report.reference}")
+    for col in ("dimension", "accuracy", "mean margin", "pairs"):
+        table.add_column(col)
+    for name, d in report.dimensions.items():
+        table.add_row(name, f"{d.accuracy:.3f}", f"{d.margin:.3f}", str(d.n))
+    table.add_row("all", f"{report.accuracy:.3f}", "", str(report.n))
+    Console().print(table)
+
+
+@app.command("rm-eval")
+def rm_eval(
+    data: DataOpt = None,
+    hh_rlhf: HHOpt = None,
+    dataset: DatasetOpt = None,
+    columns: ColumnsOpt = None,
+    rm: RmOpt = None,
+    base: BaseOpt = "smollm2-135m-instruct",
+    split: Annotated[str, typer.Option(help="heldout, train or all (the split a padkit.json records).")] = "heldout",
+    reference: Annotated[str | None, typer.Option(help="rm-init (LoRA off), base or none.")] = None,
+    heldout_fraction: Annotated[float | None, typer.Option("--heldout-fraction")] = None,
+    max_length: Annotated[int | None, typer.Option("--max-length")] = None,
+    max_prompt_length: Annotated[int | None, typer.Option("--max-prompt-length")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 8,
+    dtype: DtypeOpt = "float32",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the accuracies as JSON.")] = False,
+) -> None:
+    """Pairwise accuracy of a PersRM's summed implicit reward (chosen above rejected), per dimension."""
+    from padkit.evaluation.rm_accuracy import evaluate_rm
+    from padkit.models.loading import default_rm, load_model, load_tokenizer, resolve_model_dir
+    from padkit.training.data import load_pair_sources, parse_columns, split_pairs
+    from padkit.training.dpo import read_metadata
+
+    if split not in ("heldout", "train", "all"):
+        _fail(f"unknown split {split!r}; use heldout, train or all")
+    try:
+        _quiet_transformers()
+        pairs, _ = load_pair_sources(data or [], hh_rlhf or [], dataset or [], parse_columns(columns))
+        rm = rm or default_rm(base)
+        meta = None
+        if rm != "self":
+            where = resolve_model_dir(rm)
+            meta = read_metadata(where) if isinstance(where, Path) else None
+        trained = (meta or {}).get("config", {})
+        fraction = heldout_fraction if heldout_fraction is not None else trained.get("heldout_fraction", 0.1)
+        train_part, heldout_part = split_pairs(pairs, fraction, trained.get("split_salt", "padkit"))
+        chosen = {"heldout": heldout_part, "train": train_part, "all": pairs}[split]
+        rm_model = load_model(base if rm == "self" else rm, dtype)
+        tokenizer = load_tokenizer(base if rm == "self" else rm)
+        is_adapter = hasattr(rm_model, "disable_adapter")
+        ref = reference or ("rm-init" if is_adapter else "base")
+        base_model = None if rm == "self" or is_adapter or ref != "base" else load_model(base, dtype)
+        report = evaluate_rm(
+            rm_model,
+            tokenizer,
+            chosen,
+            ref,
+            base_model=base_model,
+            batch_size=batch_size,
+            max_length=max_length or trained.get("max_length"),
+            max_prompt_length=max_prompt_length or trained.get("max_prompt_length"),
+            progress=err.is_terminal,
+        )
+    except PadkitError as e:
+        _fail(str(e))
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), indent=2))
+        return
+    _print_rm_report(report, f"{rm}: {split} pairs")
 
 
 def _record(gen, rid: str, prompt: str) -> dict:

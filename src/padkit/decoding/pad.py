@@ -27,8 +27,9 @@ from padkit.decoding.processor import (
 )
 from padkit.decoding.reward import RewardStream
 from padkit.errors import GenerationError, ModelLoadError
-from padkit.models.loading import DEFAULT_BASE, load_model, load_tokenizer
+from padkit.models.loading import DEFAULT_BASE, default_rm, load_model, load_tokenizer
 from padkit.preferences import Preference, PreferenceLike, render_input
+from padkit.preferences.render import Prompt
 
 Method = Literal["pad", "base", "prompt", "policy"]
 METHODS: tuple[str, ...] = ("pad", "base", "prompt", "policy")
@@ -99,8 +100,12 @@ class PAD:
             )
 
     @classmethod
-    def from_pretrained(cls, base: str = DEFAULT_BASE, rm: str = "self", dtype: str = "float32") -> PAD:
-        """Load the base model and the PersRM by alias, directory, ``.gguf`` file or Hub id."""
+    def from_pretrained(cls, base: str = DEFAULT_BASE, rm: str | None = None, dtype: str = "float32") -> PAD:
+        """Load the base model and the PersRM by alias, directory, ``.gguf`` file or Hub id.
+
+        ``rm=None`` picks the PersRM shipped for the default base, and ``"self"`` for any other base.
+        """
+        rm = default_rm(base) if rm is None else rm
         base_model = load_model(base, dtype)
         tokenizer = load_tokenizer(base)
         if rm == "self":
@@ -138,7 +143,7 @@ class PAD:
         return {k: v.to(model.device) for k, v in enc.items()}
 
     def _persrm_rows(
-        self, prompts: list[str], rows: list[Preference | None]
+        self, prompts: list[Prompt], rows: list[Preference | None]
     ) -> tuple[list[str], list[int], torch.Tensor]:
         """PersRM inputs (one per dimension of each prompt), the prompt each follows, and the weight matrix."""
         texts, source, dim_weights = [], [], []
@@ -153,7 +158,7 @@ class PAD:
 
     def _fused_inputs(
         self,
-        prompts: list[str],
+        prompts: list[Prompt],
         rows: list[Preference | None],
         weight: float | Sequence[float],
         max_new_tokens: int,
@@ -179,7 +184,7 @@ class PAD:
 
     def logits_processor(
         self,
-        prompts: Sequence[str],
+        prompts: Sequence[Prompt],
         preference: PreferenceLike | None = None,
         *,
         preferences: Sequence[PreferenceLike | None] | None = None,
@@ -234,7 +239,7 @@ class PAD:
 
     def generate(
         self,
-        prompts: str | Sequence[str],
+        prompts: str | Sequence[Prompt],
         preference: PreferenceLike | None = None,
         *,
         preferences: Sequence[PreferenceLike | None] | None = None,
@@ -371,13 +376,19 @@ class PAD:
         return infos
 
 
-def _check_prompts(prompts: Sequence[str]) -> list[str]:
+def _check_prompts(prompts: Sequence[Prompt]) -> list[Prompt]:
     prompts = list(prompts)
     if not prompts:
         raise GenerationError("no prompts given")
     for i, p in enumerate(prompts):
-        if not isinstance(p, str) or not p.strip():
-            raise GenerationError(f"prompt {i} is empty")
+        if isinstance(p, str):
+            if not p.strip():
+                raise GenerationError(f"prompt {i} is empty")
+            continue
+        if not isinstance(p, Sequence) or not p or not all(isinstance(m, dict) and "content" in m for m in p):
+            raise GenerationError(f"prompt {i} must be a non-empty string or a list of chat messages")
+        if p[-1].get("role") != "user" or not str(p[-1]["content"]).strip():
+            raise GenerationError(f"prompt {i}: a conversation must end with a non-empty user turn")
     return prompts
 
 

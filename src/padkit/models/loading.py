@@ -49,6 +49,16 @@ def _smollm2_gguf() -> Path:
 
 ALIASES: dict[str, Callable[[], Path]] = {DEFAULT_BASE: _smollm2_gguf}
 
+DEFAULT_RM = "persrm-smollm2"
+"""The PersRM shipped inside the package: a LoRA on the default base, trained with ``padkit train``."""
+
+ADAPTERS: dict[str, Path] = {DEFAULT_RM: Path(__file__).parent / "persrm_smollm2"}
+
+
+def default_rm(base: str) -> str:
+    """The shipped PersRM for the default base; ``"self"`` for other bases (the adapter needs its base's vocabulary)."""
+    return DEFAULT_RM if base == DEFAULT_BASE else "self"
+
 
 def _dtype(dtype: str | torch.dtype) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
@@ -94,6 +104,10 @@ def resolve_model_dir(spec: str) -> Path | str:
     """Turn ``spec`` into something ``from_pretrained`` can open: a local directory, or a Hub id."""
     if spec in ALIASES:
         return convert_gguf(ALIASES[spec](), _gguf_cache_dir(Path(), name=spec))
+    if spec in ADAPTERS:
+        if not (ADAPTERS[spec] / "adapter_config.json").is_file():
+            raise ModelLoadError(f"the shipped PersRM {spec!r} is missing from this install ({ADAPTERS[spec]})")
+        return ADAPTERS[spec]
     path = Path(spec).expanduser()
     if spec.endswith(".gguf"):
         if not path.is_file():
@@ -110,7 +124,7 @@ def resolve_model_dir(spec: str) -> Path | str:
     if "/" in spec or spec.startswith((".", "~")):
         raise ModelLoadError(f"model path not found: {path}")
     raise ModelLoadError(
-        f"unknown model alias {spec!r}; known aliases: {', '.join(sorted(ALIASES))}. "
+        f"unknown model alias {spec!r}; known aliases: {', '.join(sorted([*ALIASES, *ADAPTERS]))}. "
         "Pass a local directory, a .gguf file or a Hugging Face id (org/name) instead."
     )
 

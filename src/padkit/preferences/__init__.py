@@ -2,7 +2,7 @@
 
 from padkit.preferences.catalog import CATALOG, CatalogDimension, lookup
 from padkit.preferences.preference import Dimension, Preference, PreferenceLike
-from padkit.preferences.render import GUIDELINES, render_input
+from padkit.preferences.render import GUIDELINES, Prompt, render_clipped, render_input
 
 __all__ = [
     "CATALOG",
@@ -11,6 +11,8 @@ __all__ = [
     "Dimension",
     "Preference",
     "PreferenceLike",
+    "Prompt",
     "lookup",
+    "render_clipped",
     "render_input",
 ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,16 +54,26 @@ def _pair_from_record(record: object, where: str, preference: str | None) -> Pre
 
 
 def read_pairs(path: str | Path, preference: str | None = None) -> list[PreferencePair]:
-    """Read pairs from ``.json`` (a list) or ``.jsonl`` (optionally ``.gz``); ``preference`` fills a missing field."""
+    """Read pairs from ``.json`` (a list) or ``.jsonl`` (optionally ``.gz``); ``preference`` fills a missing field.
+
+    Records marked ``"kept": false`` (pairs a judge rejected during synthesis) are skipped.
+    """
     path = Path(path)
     if not path.is_file():
         raise PadkitError(f"preference data not found: {path}")
     if path.name.endswith((".jsonl", ".jsonl.gz")):
-        return [_pair_from_record(r, where, preference) for r, where in iter_jsonl(path)]
-    data = load_json(path)
-    if not isinstance(data, list):
-        raise PadkitError(f"{path}: expected a JSON list of pairs")
-    return [_pair_from_record(r, f"{path}: item {i}", preference) for i, r in enumerate(data)]
+        records = list(iter_jsonl(path))
+    else:
+        data = load_json(path)
+        if not isinstance(data, list):
+            raise PadkitError(f"{path}: expected a JSON list of pairs")
+        records = [(r, f"{path}: item {i}") for i, r in enumerate(data)]
+    return [_pair_from_record(r, where, preference) for r, where in records if not _dropped(r)]
+
+
+def _dropped(record: object) -> bool:
+    """Synthesized files keep the pairs their judge rejected, marked ``"kept": false``, for the record."""
+    return isinstance(record, Mapping) and record.get("kept") is False
 
 
 def parse_hh_dialogue(text: str) -> tuple[Messages, str]:
@@ -141,3 +151,45 @@ def split_pairs(
         digest = hashlib.sha256(f"{salt}:{pair.prompt_key}".encode()).digest()
         (heldout if int.from_bytes(digest[:8], "big") / 2**64 < heldout_fraction else train).append(pair)
     return train, heldout
+
+
+def parse_columns(spec: str | None) -> dict[str, str]:
+    """``"prompt=question,chosen=good"`` -> a column mapping for :func:`read_hf_dataset`."""
+    mapping = {}
+    for item in (spec or "").split(","):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or key.strip() not in {"prompt", "chosen", "rejected", "preference"} or not value.strip():
+            raise PadkitError(
+                f"bad column mapping {item!r}: use FIELD=COLUMN with FIELD in prompt, chosen, rejected, preference"
+            )
+        mapping[key.strip()] = value.strip()
+    return mapping
+
+
+def load_pair_sources(
+    data: Sequence[str | Path] = (),
+    hh_rlhf: Sequence[str | Path] = (),
+    datasets: Sequence[str] = (),
+    columns: Mapping[str, str] | None = None,
+    hh_preference: str = "harmless",
+) -> tuple[list[PreferencePair], list[str]]:
+    """All pairs of pair files, HH-RLHF files and HF datasets, with a description of each source."""
+    pairs: list[PreferencePair] = []
+    sources: list[str] = []
+    for path in data:
+        got = read_pairs(path)
+        pairs += got
+        sources.append(f"pairs:{path} ({len(got)})")
+    for path in hh_rlhf:
+        got = read_hh_rlhf(path, hh_preference)
+        pairs += got
+        sources.append(f"hh-rlhf:{path} as {hh_preference!r} ({len(got)})")
+    for name in datasets:
+        got = read_hf_dataset(name, columns=columns)
+        pairs += got
+        sources.append(f"dataset:{name} ({len(got)})")
+    if not pairs:
+        raise PadkitError("no preference pairs: give --data, --hh-rlhf or --dataset")
+    return pairs, sources

@@ -1,0 +1,53 @@
+"""Sequence-level log-probabilities of whole responses, the basis of the PersRM's implicit reward.
+
+The token-level reward that PAD uses at each step, summed over a response, is the DPO implicit reward
+``log pi_rm(y|x,p) - log pi_ref(y|x)``; this module computes the summed log-probabilities in batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+def encode_response(
+    tokenizer: PreTrainedTokenizerBase, context: str, response: str, max_length: int | None = None
+) -> tuple[list[int], list[int]]:
+    """Token ids of a rendered context and of ``response`` + EOS, the response cut to fit ``max_length``."""
+    add_special = not getattr(tokenizer, "chat_template", None)
+    context_ids = tokenizer(context, add_special_tokens=add_special)["input_ids"]
+    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    if max_length is not None:
+        response_ids = response_ids[: max(1, max_length - len(context_ids))]
+    return context_ids, response_ids
+
+
+@torch.inference_mode()
+def response_logprobs(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    contexts: Sequence[str],
+    responses: Sequence[str],
+    batch_size: int = 8,
+    max_length: int | None = None,
+) -> torch.Tensor:
+    """``sum_t log p(y_t | context, y_<t)`` for each (rendered context, response) pair, in float64."""
+    out = []
+    pairs = [encode_response(tokenizer, c, r, max_length) for c, r in zip(contexts, responses, strict=True)]
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start : start + batch_size]
+        width = max(len(c) + len(r) for c, r in chunk)
+        ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        target = torch.zeros_like(ids, dtype=torch.bool)
+        for i, (c, r) in enumerate(chunk):
+            ids[i, : len(c) + len(r)] = torch.tensor(c + r)
+            mask[i, : len(c) + len(r)] = 1
+            target[i, len(c) : len(c) + len(r)] = True
+        device = model.device
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits[:, :-1].float()
+        logps = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:, None].to(device)).squeeze(-1)
+        out.append((logps.double().cpu() * target[:, 1:]).sum(dim=1))
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)

@@ -1,0 +1,141 @@
+"""PersRM training (TRL DPO + LoRA) and rm-eval on tiny models."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from padkit.errors import PadkitError
+from padkit.evaluation.rm_accuracy import evaluate_rm, pair_rewards
+from padkit.models.loading import load_model, load_tokenizer
+from padkit.training.data import PreferencePair
+from padkit.training.dpo import PersRMTrainConfig, read_metadata, train_persrm
+
+PROMPTS = ["Tell me about cats.", "Why is the sky blue?", "How do planes fly?", "Write a poem about the sea."]
+
+
+def _pairs() -> list[PreferencePair]:
+    return [
+        PreferencePair(p, "concise and short.", "why why why why why why why why sky sky sky", "concise")
+        for p in PROMPTS
+    ]
+
+
+def test_train_smoke_gives_adapter_preferring_chosen(tiny_model_dir, tmp_path):
+    out = tmp_path / "persrm"
+    config = PersRMTrainConfig(
+        base=str(tiny_model_dir),
+        max_steps=12,
+        batch_size=4,
+        learning_rate=2e-2,
+        lora_r=4,
+        lora_alpha=8,
+        max_length=160,
+        max_prompt_length=120,
+        heldout_fraction=0.0,
+        save_steps=6,
+    )
+    result = train_persrm(_pairs(), out, config, data_sources=["inline"], command="pytest", progress=False)
+    assert result.steps == 12 and result.train_pairs == 4
+    assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()
+    assert not (out / ".saving").exists()
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == str(tiny_model_dir)
+    meta = read_metadata(out)
+    assert meta["pairs"]["train_per_dimension"] == {"concise": 4} and meta["command"] == "pytest"
+    assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*")) == ["checkpoint-12", "checkpoint-6"]
+
+    rm = load_model(str(out))  # the adapter loads onto the base named in its config
+    tok = load_tokenizer(str(out))
+    report = evaluate_rm(rm, tok, _pairs(), "rm-init", max_length=160, max_prompt_length=120)
+    assert report.accuracy == 1.0 and report.dimensions["concise"].margin > 0
+    untrained = evaluate_rm(load_model(str(tiny_model_dir)), tok, _pairs(), "base", max_length=160)
+    assert untrained.dimensions["concise"].margin < report.dimensions["concise"].margin
+
+
+def test_train_resumes_from_last_checkpoint(tiny_model_dir, tmp_path):
+    out = tmp_path / "persrm"
+    config = PersRMTrainConfig(
+        base=str(tiny_model_dir),
+        max_steps=4,
+        batch_size=4,
+        lora_r=2,
+        max_length=160,
+        max_prompt_length=120,
+        heldout_fraction=0.0,
+        save_steps=2,
+    )
+    train_persrm(_pairs(), out, config, progress=False)
+    config.max_steps = 6
+    result = train_persrm(_pairs(), out, config, progress=False)
+    assert result.steps == 6
+    assert "checkpoint-6" in {p.name for p in (out / "checkpoints").iterdir()}
+
+
+def test_train_config_rejects_bad_lengths():
+    with pytest.raises(PadkitError, match="max_prompt_length"):
+        PersRMTrainConfig(max_length=64, max_prompt_length=64)
+
+
+def test_rm_eval_known_answer(base_model, tokenizer):
+    """With reference 'none' the reward is the log-likelihood: a repeated, likely answer beats a random one."""
+    likely = tokenizer.decode(
+        base_model.generate(
+            **tokenizer(
+                [
+                    tokenizer.apply_chat_template(
+                        [{"role": "user", "content": "Why is the sky blue?"}],
+                        tokenize=False,
+                        add_generation_prompt=True,
+                    )
+                ],
+                return_tensors="pt",
+                add_special_tokens=False,
+            ),
+            max_new_tokens=6,
+            do_sample=False,
+            min_new_tokens=6,
+        )[0, -6:]
+    )
+    pairs = [
+        PreferencePair("Why is the sky blue?", likely, "zq xv planes sea poem cats", "concise"),
+        PreferencePair("Why is the sky blue?", "zq xv planes sea poem cats", likely, "friendly"),
+    ]
+    report = evaluate_rm(base_model, tokenizer, pairs, "none")
+    assert report.accuracy == 0.5
+    assert report.dimensions["concise"].accuracy == 1.0 and report.dimensions["friendly"].accuracy == 0.0
+    assert report.dimensions["concise"].margin > 0 > report.dimensions["friendly"].margin
+
+
+def test_rm_eval_reference_base_subtracts_plain_prompt(base_model, tokenizer):
+    pair = [PreferencePair("Tell me about cats.", "cats", "sky", "concise")]
+    with_pref, _ = pair_rewards(base_model, tokenizer, pair, "none")
+    from padkit.decoding.sequence_reward import response_logprobs
+    from padkit.preferences import render_input
+
+    plain = response_logprobs(base_model, tokenizer, [render_input(tokenizer, "Tell me about cats.")], ["cats"])
+    rewarded, _ = pair_rewards(base_model, tokenizer, pair, "base")
+    assert rewarded[0] == pytest.approx((with_pref - plain)[0].item())
+    assert torch.isfinite(rewarded).all()
+
+
+def test_train_bf16_autocast_and_layer_subset(tiny_model_dir, tmp_path):
+    from safetensors import safe_open
+
+    out = tmp_path / "persrm"
+    config = PersRMTrainConfig(
+        base=str(tiny_model_dir),
+        max_steps=2,
+        batch_size=4,
+        lora_r=2,
+        max_length=160,
+        max_prompt_length=120,
+        heldout_fraction=0.0,
+        bf16=True,
+        layers=(1,),
+    )
+    train_persrm(_pairs(), out, config, progress=False)
+    with safe_open(str(out / "adapter_model.safetensors"), "pt") as f:
+        names = list(f.keys())
+    assert names and all(".layers.1." in n for n in names)
