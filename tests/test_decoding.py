@@ -278,3 +278,29 @@ def test_streamer_receives_the_same_text(base_model, rm_model, tokenizer):
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     gen = pad.generate(PROMPTS[:1], "concise", max_new_tokens=8, streamer=streamer)[0]
     assert "".join(streamer).strip() == gen.text.strip()
+
+
+@pytest.mark.parametrize("candidates", ["topk+eos", "topk+rm"])
+def test_fused_lora_on_shared_base_equals_the_two_model_path(base_model, lora_rm, tokenizer, candidates):
+    """A LoRA PersRM on the base's weights: base rows run in its batch with the adapter off, one forward a step."""
+    pad = PAD(base_model, tokenizer, lora_rm, tokenizer, rm_shares_base=True)
+    prompts = [*PROMPTS, "How do planes fly?"]
+    kwargs = dict(
+        preferences=["concise", "humorous=0.5,concise=0.5", None],
+        weight=[1.5, 1.0, 2.0],
+        candidates=candidates,
+        top_k=5,
+        max_new_tokens=12,
+        diagnostics=True,
+    )
+    fused = pad.generate(prompts, fused=True, **kwargs)
+    stream = pad.generate(prompts, fused=False, **kwargs)
+    assert [g.token_ids for g in fused] == [g.token_ids for g in stream]
+    for f, s in zip(fused, stream, strict=True):
+        assert [round(t.reward, 6) for t in f.tokens] == [round(t.reward, 6) for t in s.tokens]
+    plain = PAD(base_model, tokenizer).generate(prompts, method="base", max_new_tokens=12)
+    assert [g.token_ids for g in pad.generate(prompts, method="base", max_new_tokens=12)] == [
+        g.token_ids for g in plain
+    ]
+    with pytest.raises(GenerationError, match="fused decoding needs"):
+        pad.generate(prompts, "concise", reference="rm-init", fused=True, max_new_tokens=2)

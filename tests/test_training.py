@@ -44,6 +44,8 @@ def test_train_smoke_gives_adapter_preferring_chosen(tiny_model_dir, tmp_path):
     assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == str(tiny_model_dir)
     meta = read_metadata(out)
     assert meta["pairs"]["train_per_dimension"] == {"concise": 4} and meta["command"] == "pytest"
+    card = (out / "README.md").read_text()
+    assert "```\npytest\n```" in card and "| concise | 4 | 0 |" in card and "12 steps" in card
     assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*")) == ["checkpoint-12", "checkpoint-6"]
 
     rm = load_model(str(out))  # the adapter loads onto the base named in its config

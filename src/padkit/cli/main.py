@@ -472,6 +472,42 @@ def rm_eval(
     _print_rm_report(report, f"{rm}: {split} pairs")
 
 
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind; 0.0.0.0 exposes the server to the network.")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option()] = 8000,
+    base: BaseOpt = "smollm2-135m-instruct",
+    rm: RmOpt = None,
+    dtype: DtypeOpt = "float32",
+    db: Annotated[Path, typer.Option("--db", help="SQLite file of user profiles.")] = Path(
+        "~/.local/share/padkit/profiles.sqlite"
+    ),
+    weight: Annotated[float, typer.Option("--weight", "-w", help="Alignment weight when a request gives none.")] = 1.0,
+    batch_window_ms: Annotated[
+        float, typer.Option("--batch-window-ms", help="How long a request waits for company.")
+    ] = (20.0),
+    max_batch: Annotated[int, typer.Option("--max-batch", help="Most requests decoded together.")] = 16,
+    max_tokens: Annotated[int, typer.Option("--max-tokens-limit", help="Largest max_tokens a request may ask.")] = 1024,
+) -> None:
+    """Serve personalized generation over an OpenAI-compatible HTTP API, with per-user profiles."""
+    import uvicorn
+
+    from padkit.decoding import PAD
+    from padkit.serving import ProfileStore, Server, create_app
+
+    try:
+        _quiet_transformers()
+        store = ProfileStore(db.expanduser())
+        pad = PAD.from_pretrained(base=base, rm=rm, dtype=dtype)
+    except PadkitError as e:
+        _fail(str(e))
+    server = Server(pad, store, weight, max_tokens, batch_window_ms / 1000, max_batch)
+    err.print(f"padkit serving {base} (rm={pad.rm_name}) on http://{host}:{port}/v1, profiles in {db}")
+    uvicorn.run(create_app(server), host=host, port=port, log_level="info")
+
+
 def _record(gen, rid: str, prompt: str) -> dict:
     return {
         "id": rid,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -27,7 +28,14 @@ from padkit.decoding.processor import (
 )
 from padkit.decoding.reward import RewardStream
 from padkit.errors import GenerationError, ModelLoadError
-from padkit.models.loading import DEFAULT_BASE, default_rm, load_model, load_tokenizer
+from padkit.models.loading import (
+    DEFAULT_BASE,
+    adapter_base,
+    default_rm,
+    load_model,
+    load_tokenizer,
+    resolve_model_dir,
+)
 from padkit.preferences import Preference, PreferenceLike, render_input
 from padkit.preferences.render import Prompt
 
@@ -74,7 +82,8 @@ class PAD:
     """A frozen base model steered at decoding time by a personalized reward model (PersRM).
 
     ``rm="self"`` uses the base model conditioned on the preference as its own PersRM (no training
-    needed); any other value is a full causal LM or a PEFT LoRA adapter directory.
+    needed); any other value is a full causal LM or a PEFT LoRA adapter directory. ``rm_shares_base`` says a
+    LoRA PersRM sits on the base's own weights, so base rows can run in its batch with the adapter off.
     """
 
     def __init__(
@@ -85,6 +94,7 @@ class PAD:
         rm_tokenizer: PreTrainedTokenizerBase | None = None,
         base_name: str = "base",
         rm_name: str = "self",
+        rm_shares_base: bool = False,
     ) -> None:
         self.base_model = base_model
         self.tokenizer = tokenizer
@@ -93,6 +103,7 @@ class PAD:
         self.rm_is_self = rm_model is None
         self.base_name = base_name
         self.rm_name = rm_name
+        self.rm_shares_base = rm_shares_base and hasattr(self.rm_model, "disable_adapter")
         if not self.rm_is_self and self.rm_tokenizer.get_vocab() != tokenizer.get_vocab():
             raise ModelLoadError(
                 f"the PersRM {rm_name!r} uses a different tokenizer from the base {base_name!r}; "
@@ -110,7 +121,12 @@ class PAD:
         tokenizer = load_tokenizer(base)
         if rm == "self":
             return cls(base_model, tokenizer, base_name=base)
-        return cls(base_model, tokenizer, load_model(rm, dtype), load_tokenizer(rm), base_name=base, rm_name=rm)
+        rm_model = load_model(rm, dtype)
+        rm_dir = resolve_model_dir(rm)
+        shares = isinstance(rm_dir, Path) and hasattr(rm_model, "disable_adapter") and adapter_base(rm_dir) == base
+        return cls(
+            base_model, tokenizer, rm_model, load_tokenizer(rm), base_name=base, rm_name=rm, rm_shares_base=shares
+        )
 
     @property
     def rm_is_adapter(self) -> bool:
@@ -171,6 +187,8 @@ class PAD:
         texts, source, combine = self._persrm_rows(prompts, rows)
         all_texts = [render_input(self.tokenizer, p) for p in prompts] + texts
         inputs = self._encode(self.tokenizer, all_texts, self.base_model, max_new_tokens)
+        if self.rm_shares_base:
+            inputs["adapter_names"] = ["__base__"] * len(prompts) + [self.rm_model.active_adapter] * len(texts)
         processor = SelfGuidedPADLogitsProcessor(
             combine,
             torch.tensor(source, dtype=torch.long),
@@ -262,8 +280,9 @@ class PAD:
         ``method``: ``pad`` (guided decoding), ``base`` (no preference), ``prompt`` (the preference in the
         base model's prompt) or ``policy`` (decode from the PersRM itself, the training-based baseline).
         ``temperature=0`` is greedy. ``diagnostics=True`` (``pad`` only) fills ``Generation.tokens``.
-        ``fused`` runs base and PersRM rows in one forward per step; it needs ``rm="self"`` and is chosen
-        automatically there unless a streamer is given (streamers take one row).
+        ``fused`` runs base and PersRM rows in one forward per step; it needs ``rm="self"`` or a LoRA PersRM on
+        the base's weights (base rows run with the adapter off), and is chosen automatically there unless a
+        streamer is given (streamers take one row).
         """
         if isinstance(prompts, str):
             prompts = [prompts]
@@ -279,9 +298,14 @@ class PAD:
         rows = self._row_preferences(len(prompts), preference, preferences)
         processors = LogitsProcessorList()
         pad_processor = None
-        if fused and not (method == "pad" and self.rm_is_self):
-            raise GenerationError("fused decoding needs method 'pad' with rm='self'")
-        fused = method == "pad" and self.rm_is_self and streamer is None if fused is None else fused
+        can_fuse = method == "pad" and (self.rm_is_self or (self.rm_shares_base and reference != "rm-init"))
+        if fused and not can_fuse:
+            raise GenerationError(
+                "fused decoding needs method 'pad' with rm='self', or a LoRA PersRM on the base's own weights "
+                "(reference base or none)"
+            )
+        if fused is None:  # a plain streamer takes one row; a ``batched`` one handles the fused batch's rows
+            fused = can_fuse and (streamer is None or getattr(streamer, "batched", False))
         sample_in_generate = temperature > 0 and not fused
         rule = dict(top_k=top_k, reference=reference, candidates=candidates, record=diagnostics)
         if fused:
@@ -294,7 +318,7 @@ class PAD:
             )
         if pad_processor is not None:
             processors.append(pad_processor)
-            model = self.base_model
+            model = self.rm_model if fused and self.rm_shares_base else self.base_model
         else:
             model, tokenizer = (
                 (self.rm_model, self.rm_tokenizer) if method == "policy" else (self.base_model, self.tokenizer)

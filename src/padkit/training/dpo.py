@@ -200,6 +200,64 @@ def train_persrm(
     return TrainResult(output_dir, len(train), len(heldout), trainer.state.global_step, seconds, report, metadata)
 
 
+def model_card(metadata: dict) -> str:
+    """A README for a trained PersRM: how it was made, on what, how long it took, and how well it ranks."""
+    cfg = metadata["config"]
+    lines = [
+        "# padkit PersRM",
+        "",
+        f"A LoRA personalized reward model on `{metadata['base']}`, trained with DPO by `padkit train`.",
+        "Use it with `padkit generate --rm DIR` or `PAD.from_pretrained(rm=DIR)`.",
+        "",
+        "## Command",
+        "",
+        "```",
+        metadata.get("command") or "(trained through the Python API)",
+        "```",
+        "",
+        "## Data",
+        "",
+        *[f"- {source}" for source in metadata["data"]],
+        "",
+        "| dimension | train pairs | held-out pairs |",
+        "|---|---|---|",
+    ]
+    pairs = metadata["pairs"]
+    for dim in sorted(set(pairs["train_per_dimension"]) | set(pairs["heldout_per_dimension"])):
+        lines.append(
+            f"| {dim} | {pairs['train_per_dimension'].get(dim, 0)} | {pairs['heldout_per_dimension'].get(dim, 0)} |"
+        )
+    lines += [
+        "",
+        "## Training",
+        "",
+        f"{metadata['steps']} steps in {metadata['train_seconds'] / 60:.1f} min; final loss {metadata['final_loss']}. "
+        f"LoRA r={cfg['lora_r']}, alpha={cfg['lora_alpha']} on {', '.join(cfg['target_modules'])}"
+        f"{' of layers ' + ', '.join(map(str, cfg['layers'])) if cfg['layers'] else ''}; beta={cfg['beta']}, "
+        f"lr={cfg['learning_rate']}, batch {cfg['batch_size']}, max length {cfg['max_length']} "
+        f"(prompt {cfg['max_prompt_length']}), bf16={cfg['bf16']}.",
+        "",
+    ]
+    heldout = metadata.get("heldout")
+    if heldout:
+        lines += [
+            "## Held-out accuracy",
+            "",
+            f"Pairwise accuracy of the summed implicit reward (reference: {heldout['reference']}), on pairs whose "
+            "prompts were never trained on.",
+            "",
+            "| dimension | accuracy | mean margin | pairs |",
+            "|---|---|---|---|",
+            *[
+                f"| {name} | {d['accuracy']:.3f} | {d['margin']:.3f} | {d['n']} |"
+                for name, d in heldout["dimensions"].items()
+            ],
+            f"| all | {heldout['accuracy']:.3f} | | {heldout['n']} |",
+            "",
+        ]
+    return "\n".join(lines)
+
+
 def _save_adapter(peft_model, tokenizer, output_dir: Path, base: str, metadata: dict) -> None:
     """Write the adapter (named after its base by alias or path, not a cache dir) and its metadata atomically."""
     tmp = output_dir / ".saving"
@@ -209,10 +267,8 @@ def _save_adapter(peft_model, tokenizer, output_dir: Path, base: str, metadata: 
     adapter_config["base_model_name_or_path"] = base
     (tmp / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2) + "\n")
     (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+    (tmp / "README.md").write_text(model_card(metadata))
     for item in tmp.iterdir():
-        if item.name == "README.md":
-            item.unlink()
-            continue
         os.replace(item, output_dir / item.name)
     tmp.rmdir()
 

@@ -1,0 +1,369 @@
+"""An OpenAI-compatible HTTP API for personalized generation, with per-user preference profiles.
+
+Apps keep the official ``openai`` client and change only the base URL. PAD's own knobs travel in the body
+(``extra_body`` in the client): ``preference`` (text, or ``[{"dimension", "weight"}]`` with catalog names),
+``alignment_weight``, ``top_k`` and ``method``. The ``user`` field selects a stored profile; an explicit
+``preference`` overrides it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict
+
+from padkit.decoding.pad import METHODS, PAD, Generation
+from padkit.errors import PadkitError
+from padkit.preferences import CATALOG, Preference, render_input
+from padkit.preferences.render import Prompt
+from padkit.serving.batcher import Batcher, Job
+from padkit.serving.profiles import ProfileStore
+
+
+class DimensionWeight(BaseModel):
+    dimension: str
+    weight: float = 1.0
+
+
+PreferenceField = str | list[DimensionWeight] | None
+
+
+class _PadFields(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    n: int = 1
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    user: str | None = None
+    preference: PreferenceField = None
+    alignment_weight: float | None = None
+    top_k: int | None = None
+    method: str | None = None
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+
+
+class ChatRequest(_PadFields):
+    messages: list[ChatMessage]
+    max_completion_tokens: int | None = None
+
+
+class CompletionRequest(_PadFields):
+    prompt: str | list[str]
+
+
+class ProfileBody(BaseModel):
+    preference: str | list[DimensionWeight]
+    alignment_weight: float | None = None
+
+
+class APIError(Exception):
+    """An OpenAI-style error: ``{"error": {"message", "type", "param", "code"}}`` with an HTTP status."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.code = status, message, param, code
+
+    def response(self) -> JSONResponse:
+        kind = "invalid_request_error" if self.status < 500 else "server_error"
+        body = {"error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}}
+        return JSONResponse(body, status_code=self.status)
+
+
+def to_preference(value: PreferenceField) -> Preference | None:
+    """The HTTP preference as a :class:`Preference`; structured dimensions must be catalog names."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return Preference.parse(value)
+    unknown = [d.dimension for d in value if d.dimension.strip().lower() not in CATALOG]
+    if unknown:
+        raise APIError(
+            400,
+            f"unknown dimension(s) {', '.join(map(repr, unknown))}; known: {', '.join(CATALOG)}. "
+            "Free-text preferences go in a 'preference' string.",
+            "preference",
+            "unknown_dimension",
+        )
+    return Preference.parse({d.dimension: d.weight for d in value})
+
+
+def _finite(name: str, value: float | None, low: float, high: float) -> None:
+    if value is not None and not (math.isfinite(value) and low <= value <= high):
+        raise APIError(400, f"{name} must be a finite number in [{low}, {high}], got {value}", name)
+
+
+class Server:
+    """The state behind the routes: the PAD model, the profile store and the batcher."""
+
+    def __init__(
+        self,
+        pad: PAD,
+        store: ProfileStore,
+        default_weight: float = 1.0,
+        max_tokens_limit: int = 1024,
+        window_s: float = 0.02,
+        max_batch: int = 16,
+    ) -> None:
+        self.pad, self.store = pad, store
+        self.default_weight = default_weight
+        self.max_tokens_limit = max_tokens_limit
+        self.batcher = Batcher(pad, window_s, max_batch)
+        self.model_id = pad.base_name
+
+    def job(self, body: _PadFields, prompt: Prompt, max_tokens: int | None) -> tuple[Job, int]:
+        """Validate one request and turn it into a batcher job; returns it with the prompt's token count."""
+        if body.n != 1:
+            raise APIError(400, "only n=1 is supported", "n")
+        if body.stop:
+            raise APIError(400, "stop sequences are not supported", "stop")
+        limit = min(128, self.max_tokens_limit) if max_tokens is None else max_tokens
+        if not 1 <= limit <= self.max_tokens_limit:
+            raise APIError(400, f"max_tokens must be between 1 and {self.max_tokens_limit}, got {limit}", "max_tokens")
+        _finite("temperature", body.temperature, 0.0, 2.0)
+        _finite("top_p", body.top_p, 1e-9, 1.0)
+        _finite("alignment_weight", body.alignment_weight, -100.0, 100.0)
+        if body.top_k is not None and not 1 <= body.top_k <= 200:
+            raise APIError(400, f"top_k must be between 1 and 200, got {body.top_k}", "top_k")
+        method = body.method or "pad"
+        if method not in METHODS:
+            raise APIError(400, f"unknown method {method!r}; use one of {', '.join(METHODS)}", "method")
+        profile = None
+        if body.user is not None:
+            profile = self.store.get(body.user)
+            if profile is None and body.preference is None:
+                raise APIError(
+                    404,
+                    f"no profile for user {body.user!r}; create it with PUT /v1/profiles/{{user}}",
+                    "user",
+                    "profile_not_found",
+                )
+        try:
+            preference = to_preference(body.preference)
+            if preference is None and profile is not None:
+                preference = to_preference(_profile_field(profile.preference))
+        except PadkitError as err:
+            raise APIError(400, str(err), "preference") from err
+        weight = body.alignment_weight
+        if weight is None:
+            weight = profile.alignment_weight if profile and profile.alignment_weight is not None else None
+        weight = self.default_weight if weight is None else weight
+        n_prompt = self.prompt_tokens(prompt)
+        context = getattr(self.pad.base_model.config, "max_position_embeddings", None)
+        if context is not None and n_prompt + limit > context:
+            raise APIError(
+                400,
+                f"the prompt is {n_prompt} tokens; with max_tokens={limit} it exceeds the context of {context} tokens",
+                "messages",
+                "context_length_exceeded",
+            )
+        settings = (
+            ("method", method),
+            ("top_k", body.top_k or 10),
+            ("temperature", 1.0 if body.temperature is None else body.temperature),
+            ("top_p", 1.0 if body.top_p is None else body.top_p),
+            ("seed", body.seed),
+        )
+        return Job(prompt, preference, weight, limit, settings, asyncio.get_running_loop()), n_prompt
+
+    def prompt_tokens(self, prompt: Prompt) -> int:
+        try:
+            text = render_input(self.pad.tokenizer, prompt)
+        except ValueError as err:
+            raise APIError(400, str(err), "messages") from err
+        return len(self.pad.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _profile_field(stored: str | list[dict]) -> PreferenceField:
+    return stored if isinstance(stored, str) else [DimensionWeight(**d) for d in stored]
+
+
+def _chat_prompt(messages: list[ChatMessage]) -> Prompt:
+    turns = []
+    for m in messages:
+        content = m.content
+        if isinstance(content, list):
+            content = "".join(part.get("text", "") for part in content if part.get("type") == "text")
+        turns.append({"role": m.role, "content": content or ""})
+    if not turns or turns[-1]["role"] != "user" or not turns[-1]["content"].strip():
+        raise APIError(400, "messages must end with a non-empty user message", "messages")
+    return turns
+
+
+def _usage(n_prompt: int, gen: Generation) -> dict:
+    n = len(gen.token_ids)
+    return {"prompt_tokens": n_prompt, "completion_tokens": n, "total_tokens": n_prompt + n}
+
+
+def create_app(server: Server) -> FastAPI:
+    """The FastAPI app: OpenAI-compatible completions, models, health, and the profile API."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        server.batcher.close()
+
+    app = FastAPI(title="padkit", description=__doc__, lifespan=lifespan)
+    app.state.server = server
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, exc: APIError) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        if first.get("type") == "json_invalid":
+            return APIError(400, "the request body is not valid JSON", None, "invalid_json").response()
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        return APIError(400, f"{where or 'body'}: {first.get('msg', 'invalid request')}", where or None).response()
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok", "model": server.model_id, "rm": server.pad.rm_name}
+
+    @app.get("/v1/models")
+    async def models() -> dict:
+        return {
+            "object": "list",
+            "data": [{"id": server.model_id, "object": "model", "created": 0, "owned_by": "padkit"}],
+        }
+
+    @app.post("/v1/chat/completions")
+    async def chat(body: ChatRequest):
+        prompt = _chat_prompt(body.messages)
+        job, n_prompt = server.job(body, prompt, body.max_completion_tokens or body.max_tokens)
+        return await _respond(server, body, job, n_prompt, "chat")
+
+    @app.post("/v1/completions")
+    async def completions(body: CompletionRequest):
+        prompt = body.prompt if isinstance(body.prompt, str) else (body.prompt[0] if len(body.prompt) == 1 else None)
+        if prompt is None or not prompt.strip():
+            raise APIError(400, "prompt must be one non-empty string", "prompt")
+        job, n_prompt = server.job(body, prompt, body.max_tokens)
+        return await _respond(server, body, job, n_prompt, "text")
+
+    @app.put("/v1/profiles/{user}")
+    async def put_profile(user: str, body: ProfileBody) -> dict:
+        _finite("alignment_weight", body.alignment_weight, -100.0, 100.0)
+        try:
+            to_preference(body.preference)
+        except PadkitError as err:
+            raise APIError(400, str(err), "preference") from err
+        stored = body.preference if isinstance(body.preference, str) else [d.model_dump() for d in body.preference]
+        return server.store.put(user, stored, body.alignment_weight).as_dict()
+
+    @app.get("/v1/profiles/{user}")
+    async def get_profile(user: str) -> dict:
+        profile = server.store.get(user)
+        if profile is None:
+            raise APIError(404, f"no profile for user {user!r}", "user", "profile_not_found")
+        return profile.as_dict()
+
+    @app.delete("/v1/profiles/{user}")
+    async def delete_profile(user: str) -> dict:
+        if not server.store.delete(user):
+            raise APIError(404, f"no profile for user {user!r}", "user", "profile_not_found")
+        return {"user": user, "deleted": True}
+
+    return app
+
+
+async def _respond(server: Server, body: _PadFields, job: Job, n_prompt: int, kind: Literal["chat", "text"]):
+    rid = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex[:24]}"
+    created = int(time.time())
+    server.batcher.submit(job)
+    if not body.stream:
+        gen = await _final(job)
+        choice = {"index": 0, "finish_reason": gen.finish_reason, "logprobs": None}
+        if kind == "chat":
+            choice["message"] = {"role": "assistant", "content": gen.text}
+        else:
+            choice["text"] = gen.text
+        return {
+            "id": rid,
+            "object": "chat.completion" if kind == "chat" else "text_completion",
+            "created": created,
+            "model": server.model_id,
+            "choices": [choice],
+            "usage": _usage(n_prompt, gen),
+            "preference": gen.preference,
+        }
+    include_usage = bool((body.stream_options or {}).get("include_usage"))
+    return StreamingResponse(
+        _sse(server, job, n_prompt, kind, rid, created, include_usage), media_type="text/event-stream"
+    )
+
+
+async def _final(job: Job) -> Generation:
+    while True:
+        event, value = await job.events.get()
+        if event == "done":
+            return value
+        if event == "error":
+            raise APIError(400 if isinstance(value, PadkitError) else 500, str(value))
+
+
+async def _sse(
+    server: Server, job: Job, n_prompt: int, kind: str, rid: str, created: int, include_usage: bool
+) -> AsyncIterator[str]:
+    obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
+
+    def chunk(text: str | None, finish: str | None, first: bool = False) -> str:
+        if kind == "chat":
+            delta: dict = {"role": "assistant", "content": ""} if first else ({"content": text} if text else {})
+            choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+        else:
+            choice = {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}
+        payload = {"id": rid, "object": obj, "created": created, "model": server.model_id, "choices": [choice]}
+        return f"data: {json.dumps(payload)}\n\n"
+
+    if kind == "chat":
+        yield chunk(None, None, first=True)
+    sent = ""
+    while True:
+        event, value = await job.events.get()
+        if event == "delta":
+            sent += value
+            yield chunk(value, None)
+        elif event == "error":
+            error = {"message": str(value), "type": "server_error", "param": None, "code": None}
+            yield f"data: {json.dumps({'error': error})}\n\n"
+            break
+        else:
+            if value.text.startswith(sent) and len(value.text) > len(sent):
+                yield chunk(value.text[len(sent) :], None)
+            yield chunk(None, value.finish_reason)
+            if include_usage:
+                usage = {
+                    "id": rid,
+                    "object": obj,
+                    "created": created,
+                    "model": server.model_id,
+                    "choices": [],
+                    "usage": _usage(n_prompt, value),
+                }
+                yield f"data: {json.dumps(usage)}\n\n"
+            break
+    yield "data: [DONE]\n\n"

@@ -1,0 +1,155 @@
+"""Group concurrent requests into batched PAD decodes, one worker thread, each row with its own preference.
+
+Requests wait at most ``window_s`` for company. Rows that share the decoding settings (method, top-k,
+temperature, ...) run in one ``PAD.generate`` call; each row keeps its own preference, weight and token limit
+(the batch decodes to the largest limit and every row is cut at its own, which for greedy decoding is exactly
+what the row alone gives). Tokens are pushed to each request's queue as they are decoded, without waiting for
+readers, so a slow client never holds back the batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers.generation.streamers import BaseStreamer
+
+from padkit.decoding.pad import PAD, Generation
+from padkit.preferences import Preference
+from padkit.preferences.render import Prompt
+
+
+@dataclass
+class Job:
+    """One request: what to decode, and where its text deltas and final result go."""
+
+    prompt: Prompt
+    preference: Preference | None
+    weight: float
+    max_tokens: int
+    settings: tuple[tuple[str, Any], ...]
+    loop: asyncio.AbstractEventLoop
+    events: asyncio.Queue = field(default_factory=asyncio.Queue)
+
+    def emit(self, kind: str, value: Any) -> None:
+        self.loop.call_soon_threadsafe(self.events.put_nowait, (kind, value))
+
+
+class _RowStreamer(BaseStreamer):
+    """Sends each row's new text to its job as tokens arrive; rows stop at EOS or their own token limit."""
+
+    batched = True
+
+    def __init__(self, pad: PAD, jobs: list[Job], eos: set[int]) -> None:
+        self.pad, self.jobs, self.eos = pad, jobs, eos
+        self.tokens: list[list[int]] = [[] for _ in jobs]
+        self.sent = [""] * len(jobs)
+        self.done = [False] * len(jobs)
+        self.prompt_seen = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.prompt_seen:  # generate first passes the prompt ids
+            self.prompt_seen = True
+            return
+        for i, token in enumerate(value.reshape(-1)[: len(self.jobs)].tolist()):
+            if self.done[i]:
+                continue
+            if token in self.eos:
+                self.done[i] = True
+                continue
+            self.tokens[i].append(token)
+            text = self.pad.tokenizer.decode(self.tokens[i], skip_special_tokens=True)
+            if not text.endswith("\ufffd") and len(text) > len(self.sent[i]):
+                self.jobs[i].emit("delta", text[len(self.sent[i]) :])
+                self.sent[i] = text
+            if len(self.tokens[i]) >= self.jobs[i].max_tokens:
+                self.done[i] = True
+
+    def end(self) -> None:
+        pass
+
+
+def _cut(gen: Generation, limit: int, tokenizer) -> Generation:
+    if len(gen.token_ids) <= limit:
+        return gen
+    ids = gen.token_ids[:limit]
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    return Generation(text, ids, "length", gen.method, gen.preference)
+
+
+class Batcher:
+    """A worker thread that drains a request queue into batched ``PAD.generate`` calls."""
+
+    def __init__(self, pad: PAD, window_s: float = 0.02, max_batch: int = 16) -> None:
+        self.pad = pad
+        self.window_s = window_s
+        self.max_batch = max_batch
+        self.queue: queue.Queue[Job | None] = queue.Queue()
+        self.batches: list[int] = []  # sizes of the decodes run, for tests and logs
+        self.thread = threading.Thread(target=self._run, name="padkit-batcher", daemon=True)
+        self.thread.start()
+
+    def submit(self, job: Job) -> None:
+        self.queue.put(job)
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join(timeout=10)
+
+    def _collect(self) -> list[Job] | None:
+        first = self.queue.get()
+        if first is None:
+            return None
+        jobs = [first]
+        deadline = threading.Event()
+        timer = threading.Timer(self.window_s, deadline.set)
+        timer.start()
+        while len(jobs) < self.max_batch and not deadline.is_set():
+            try:
+                job = self.queue.get(timeout=max(self.window_s / 4, 0.001))
+            except queue.Empty:
+                continue
+            if job is None:
+                self.queue.put(None)
+                break
+            jobs.append(job)
+        timer.cancel()
+        return jobs
+
+    def _run(self) -> None:
+        while (jobs := self._collect()) is not None:
+            groups: dict[tuple, list[Job]] = {}
+            for job in jobs:
+                groups.setdefault(job.settings, []).append(job)
+            for settings, group in groups.items():
+                self._decode(dict(settings), group)
+
+    def _decode(self, settings: dict, jobs: list[Job]) -> None:
+        self.batches.append(len(jobs))
+        eos = {self.pad.tokenizer.eos_token_id, *(_as_list(self.pad.base_model.generation_config.eos_token_id))}
+        streamer = _RowStreamer(self.pad, jobs, eos)
+        try:
+            gens = self.pad.generate(
+                [j.prompt for j in jobs],
+                preferences=[j.preference for j in jobs],
+                weight=[j.weight for j in jobs],
+                max_new_tokens=max(j.max_tokens for j in jobs),
+                streamer=streamer,
+                **settings,
+            )
+        except Exception as exc:  # a failed decode fails its requests, never the server
+            for job in jobs:
+                job.emit("error", exc)
+            return
+        for job, gen in zip(jobs, gens, strict=True):
+            job.emit("done", _cut(gen, job.max_tokens, self.pad.tokenizer))
+
+
+def _as_list(value) -> list[int]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list | tuple) else [value]

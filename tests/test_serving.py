@@ -1,0 +1,216 @@
+"""The real HTTP server on 127.0.0.1 with a tiny model, driven by the official openai client."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx2 as httpx
+import openai
+import pytest
+import uvicorn
+
+from padkit import PAD
+from padkit.serving import ProfileStore, Server, create_app
+
+PROMPTS = ["Tell me about cats.", "Why is the sky blue?", "How do planes fly?", "Write a poem about the sea."]
+PREFS = ["concise", "humorous", "friendly=0.5,concise=0.5", None]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, request):
+    from conftest import make_model, make_tokenizer
+
+    tokenizer = make_tokenizer()
+    pad = PAD(make_model(tokenizer, seed=0), tokenizer, base_name="tiny")
+    store = ProfileStore(tmp_path_factory.mktemp("db") / "profiles.sqlite")
+    server = Server(pad, store, default_weight=1.5, max_tokens_limit=64, window_s=0.05, max_batch=16)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    uv = uvicorn.Server(uvicorn.Config(create_app(server), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=uv.run, daemon=True)
+    thread.start()
+    while not uv.started:
+        time.sleep(0.02)
+    yield server, f"http://127.0.0.1:{port}"
+    uv.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def client(served):
+    return openai.OpenAI(base_url=f"{served[1]}/v1", api_key="unused", max_retries=0)
+
+
+def _alone(server, prompt, preference, weight=1.5, max_tokens=8, method="pad"):
+    return server.pad.generate([prompt], preference, weight=weight, max_new_tokens=max_tokens, method=method)[0]
+
+
+def test_chat_matches_the_python_api(served, client):
+    server, _ = served
+    reply = client.chat.completions.create(
+        model="tiny",
+        messages=[{"role": "user", "content": PROMPTS[0]}],
+        max_tokens=8,
+        temperature=0,
+        extra_body={"preference": "concise", "alignment_weight": 2.0},
+    )
+    expected = _alone(server, PROMPTS[0], "concise", weight=2.0)
+    assert reply.choices[0].message.content == expected.text
+    assert reply.choices[0].finish_reason == expected.finish_reason
+    assert reply.usage.completion_tokens == len(expected.token_ids) and reply.usage.prompt_tokens > 5
+    assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
+    structured = client.chat.completions.create(
+        model="tiny",
+        messages=[{"role": "user", "content": PROMPTS[0]}],
+        max_tokens=8,
+        temperature=0,
+        extra_body={"preference": [{"dimension": "concise", "weight": 1.0}], "alignment_weight": 2.0},
+    )
+    assert structured.choices[0].message.content == expected.text
+
+
+def test_completions_and_models(served, client):
+    server, url = served
+    reply = client.completions.create(
+        model="tiny", prompt=PROMPTS[1], max_tokens=6, temperature=0, extra_body={"method": "base"}
+    )
+    assert reply.choices[0].text == _alone(server, PROMPTS[1], None, max_tokens=6, method="base").text
+    assert [m.id for m in client.models.list().data] == ["tiny"]
+    assert httpx.get(f"{url}/health").json()["status"] == "ok"
+
+
+def test_streaming_gives_the_same_text_and_usage(served, client):
+    server, _ = served
+    stream = client.chat.completions.create(
+        model="tiny",
+        messages=[{"role": "user", "content": PROMPTS[2]}],
+        max_tokens=10,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body={"preference": "humorous"},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    expected = _alone(server, PROMPTS[2], "humorous", max_tokens=10)
+    assert text == expected.text
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == expected.finish_reason
+    assert chunks[-1].usage.completion_tokens == len(expected.token_ids)
+    assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content) >= 2  # it really streamed
+
+
+def test_profiles_select_the_preference(served, client):
+    server, url = served
+    put = httpx.put(
+        f"{url}/v1/profiles/alice", json={"preference": "humorous=0.7,concise=0.3", "alignment_weight": 2.5}
+    )
+    assert put.status_code == 200
+    assert httpx.get(f"{url}/v1/profiles/alice").json()["preference"] == "humorous=0.7,concise=0.3"
+    msgs = [{"role": "user", "content": PROMPTS[3]}]
+    by_profile = client.chat.completions.create(model="tiny", messages=msgs, max_tokens=8, temperature=0, user="alice")
+    assert by_profile.choices[0].message.content == _alone(server, PROMPTS[3], "humorous=0.7,concise=0.3", 2.5).text
+    override = client.chat.completions.create(
+        model="tiny", messages=msgs, max_tokens=8, temperature=0, user="alice", extra_body={"preference": "friendly"}
+    )
+    assert override.choices[0].message.content == _alone(server, PROMPTS[3], "friendly", 2.5).text
+    assert ProfileStore(server.store.path).get("alice").alignment_weight == 2.5  # really on disk
+    assert httpx.delete(f"{url}/v1/profiles/alice").status_code == 200
+    assert httpx.get(f"{url}/v1/profiles/alice").status_code == 404
+    with pytest.raises(openai.NotFoundError, match="no profile for user 'alice'"):
+        client.chat.completions.create(model="tiny", messages=msgs, max_tokens=4, user="alice")
+
+
+def test_32_concurrent_requests_batch_and_match_alone(served, client):
+    server, _ = served
+    jobs = [(PROMPTS[i % 4], PREFS[(i // 4) % 4], 4 + i % 5) for i in range(32)]
+
+    def ask(job):
+        prompt, pref, n = job
+        extra = {} if pref is None else {"preference": pref}
+        reply = client.chat.completions.create(
+            model="tiny",
+            messages=[{"role": "user", "content": prompt}],
+            max_tokens=n,
+            temperature=0,
+            extra_body=extra,
+        )
+        return reply.choices[0].message.content
+
+    before = len(server.batcher.batches)
+    with ThreadPoolExecutor(32) as pool:
+        got = list(pool.map(ask, jobs))
+    assert len(got) == 32
+    assert got == [_alone(server, p, pref, max_tokens=n).text for p, pref, n in jobs]
+    sizes = server.batcher.batches[before:]
+    assert sum(sizes) == 32 and max(sizes) > 1
+
+
+def test_a_slow_stream_reader_does_not_hold_back_others(served, client):
+    _, url = served
+    body = {
+        "messages": [{"role": "user", "content": PROMPTS[0]}],
+        "max_tokens": 30,
+        "temperature": 0,
+        "stream": True,
+        "preference": "concise",
+    }
+    with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=30) as slow:
+        lines = slow.iter_lines()
+        next(lines)  # read one event, then stall
+        start = time.monotonic()
+        other = client.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": PROMPTS[1]}], max_tokens=4, temperature=0
+        )
+        assert other.choices[0].message.content is not None and time.monotonic() - start < 20
+        rest = [line for line in lines if line]
+    assert rest[-1] == "data: [DONE]"
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "match"),
+    [
+        ('{"messages": [', 400, "not valid JSON"),
+        (
+            {"messages": [{"role": "user", "content": "hi"}], "preference": [{"dimension": "sarcastic-ish"}]},
+            400,
+            "unknown dimension",
+        ),
+        (
+            '{"messages": [{"role": "user", "content": "hi"}], "preference": "concise", "alignment_weight": NaN}',
+            400,
+            "alignment_weight must be a finite number",
+        ),
+        ({"messages": [{"role": "user", "content": "hi"}], "preference": "concise=inf"}, 400, "finite"),
+        ({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}, 400, "max_tokens must be between"),
+        ({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 100000}, 400, "max_tokens must be between"),
+        ({"messages": [{"role": "user", "content": "cats " * 400}], "max_tokens": 8}, 400, "exceeds the context"),
+        ({"messages": [{"role": "user", "content": "hi"}], "user": "nobody"}, 404, "no profile for user 'nobody'"),
+        ({"messages": [{"role": "assistant", "content": "hi"}]}, 400, "must end with a non-empty user message"),
+        ({"messages": "hi"}, 400, "messages"),
+        ({"messages": [{"role": "user", "content": "hi"}], "method": "magic"}, 400, "unknown method"),
+    ],
+)
+def test_bad_input_gets_openai_style_errors(served, payload, status, match):
+    _, url = served
+    kwargs = (
+        {"content": payload, "headers": {"content-type": "application/json"}}
+        if isinstance(payload, str)
+        else {"json": payload}
+    )
+    response = httpx.post(f"{url}/v1/chat/completions", timeout=30, **kwargs)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert match in error["message"] and error["type"] == "invalid_request_error"
+    assert httpx.get(f"{url}/health").status_code == 200  # still up
+
+
+def test_profile_api_rejects_bad_profiles(served):
+    _, url = served
+    bad = httpx.put(f"{url}/v1/profiles/bob", json={"preference": [{"dimension": "nope", "weight": 1}]})
+    assert bad.status_code == 400 and "unknown dimension" in bad.json()["error"]["message"]
+    assert httpx.put(f"{url}/v1/profiles/bob", json={"preference": ""}).status_code == 400
+    assert httpx.get(f"{url}/v1/profiles/bob").status_code == 404
