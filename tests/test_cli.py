@@ -184,3 +184,10 @@ def test_data_synth_reports_counts(tmp_path, tiny_model_dir):
         ],
     )
     assert bad.exit_code == 2 and "cannot synthesize pairs for 'humorous'" in bad.output
+
+
+def test_serve_binds_loopback_by_default_and_fails_cleanly(tmp_path):
+    help_text = runner.invoke(app, ["serve", "--help"]).stdout
+    assert "127.0.0.1" in help_text and "--db" in help_text
+    bad = runner.invoke(app, ["serve", "--base", str(tmp_path / "missing"), "--db", str(tmp_path / "p.sqlite")])
+    assert bad.exit_code == 2 and "model path not found" in bad.output

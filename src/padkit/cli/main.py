@@ -472,6 +472,67 @@ def rm_eval(
     _print_rm_report(report, f"{rm}: {split} pairs")
 
 
+@app.command("eval")
+def eval_command(
+    preference: Annotated[list[str], typer.Option("--preference", "-p", help="Preference to evaluate (repeatable).")],
+    prompts: Annotated[Path | None, typer.Option("--prompts", help="Prompt file: .json, .jsonl or text lines.")] = None,
+    dataset: Annotated[str | None, typer.Option("--dataset", help="Hugging Face dataset (name or saved path).")] = None,
+    prompt_column: Annotated[str, typer.Option("--prompt-column")] = "prompt",
+    methods: Annotated[
+        str, typer.Option(help="Comma-separated: base, prompt, policy, pad, pad-rm-init, pad-self.")
+    ] = "base,prompt,pad",
+    judges: Annotated[
+        str | None, typer.Option(help="Comma-separated judges (words, grade, sentiment); default: per dimension.")
+    ] = None,
+    weights: Annotated[str, typer.Option(help="Comma-separated alignment weights for the PAD methods.")] = "1.0",
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n")] = 128,
+    limit: Annotated[int | None, typer.Option(help="Use the first N prompts.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 8,
+    top_k: Annotated[int, typer.Option("--top-k")] = 10,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Report directory; a rerun resumes it.")] = Path(
+        "runs/eval"
+    ),
+    base: BaseOpt = "smollm2-135m-instruct",
+    rm: RmOpt = None,
+    dtype: DtypeOpt = "float32",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary table as JSON.")] = False,
+) -> None:
+    """Run methods x preferences (x weights) over a prompt set, judge every answer, and write a report."""
+    from padkit.decoding import PAD
+    from padkit.evaluation.harness import EvalConfig, run_eval
+    from padkit.prompts import read_prompt_dataset, read_prompts
+
+    if (prompts is None) == (dataset is None):
+        _fail("give either --prompts FILE or --dataset NAME")
+    try:
+        _quiet_transformers()
+        rows = read_prompts(prompts) if prompts is not None else read_prompt_dataset(dataset, prompt_column)
+        rows = rows[:limit]
+        try:
+            weight_values = tuple(float(w) for w in weights.split(","))
+        except ValueError:
+            raise PadkitError(f"bad --weights {weights!r}: use numbers like 0.5,1,2") from None
+        config = EvalConfig(
+            methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
+            preferences=tuple(preference),
+            weights=weight_values,
+            judges=tuple(j.strip() for j in judges.split(",")) if judges else None,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            top_k=top_k,
+        )
+        pad = PAD.from_pretrained(base=base, rm=rm, dtype=dtype)
+        pads = {"main": pad, "self": PAD(pad.base_model, pad.tokenizer, base_name=base)}
+        report = run_eval(pads, rows, output, config, progress=err.is_terminal, log=err.print)
+    except PadkitError as e:
+        _fail(str(e))
+    if as_json:
+        typer.echo(json.dumps(report.summary(), indent=2))
+        return
+    typer.echo(report.markdown())
+    err.print(f"report, CSV and plots in {output}")
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind; 0.0.0.0 exposes the server to the network.")] = (

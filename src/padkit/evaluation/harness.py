@@ -1,0 +1,322 @@
+"""``padkit eval``: methods x preferences x weights over a prompt set, scored by offline judges.
+
+Every method is the core API with a parameter (see :data:`METHODS`). Generations are appended to
+``generations.jsonl`` as they are made, keyed by method, preference, weight and prompt id, so an interrupted
+run resumes. The report has, per method, preference and judge: the mean with a 95% bootstrap interval, the
+win rate against the base answer to the same prompt, mean tokens, tokens/s, and fluency (perplexity of the
+output under the base model).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from padkit.decoding.pad import PAD
+from padkit.decoding.sequence_reward import response_logprobs
+from padkit.errors import PadkitError
+from padkit.evaluation.judges import DIMENSION_JUDGES, get_judge
+from padkit.preferences import Preference, render_input
+from padkit.prompts import PromptRow, append_jsonl, read_done_ids
+
+METHODS: dict[str, dict] = {
+    "base": {"method": "base"},
+    "prompt": {"method": "prompt"},
+    "policy": {"method": "policy"},
+    "pad": {"method": "pad", "reference": "base"},
+    "pad-rm-init": {"method": "pad", "reference": "rm-init"},
+}
+"""Method name -> ``PAD.generate`` arguments. ``pad-self`` (PAD with ``rm="self"``) is added when the run
+is given a second PAD object whose PersRM is the base itself."""
+
+
+@dataclass
+class EvalConfig:
+    """What to run: the methods, preferences and weights crossed over the prompts."""
+
+    methods: tuple[str, ...] = ("base", "prompt", "pad")
+    preferences: tuple[str, ...] = ("concise",)
+    weights: tuple[float, ...] = (1.0,)
+    judges: tuple[str, ...] | None = None
+    max_new_tokens: int = 128
+    batch_size: int = 8
+    top_k: int = 10
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.methods if m not in METHODS and m != "pad-self"]
+        if unknown:
+            raise PadkitError(f"unknown method(s) {', '.join(unknown)}; use {', '.join([*METHODS, 'pad-self'])}")
+        for judge in self.judges or ():
+            get_judge(judge)
+        for pref in self.preferences:
+            Preference.parse(pref)
+        if not self.methods or not self.preferences or not self.weights:
+            raise PadkitError("give at least one method, one preference and one weight")
+        if any(not math.isfinite(w) for w in self.weights):
+            raise PadkitError(f"weights must be finite numbers, got {self.weights}")
+
+    def judges_for(self, preference: str) -> list[tuple[str, int]]:
+        """(judge, direction) pairs: the ones asked for, or those mapped to each dimension of the preference."""
+        if self.judges:
+            return [(j, _direction(j, preference)) for j in self.judges]
+        found = []
+        for dim in Preference.parse(preference).dimensions:
+            spec = DIMENSION_JUDGES.get(dim.text.lower())
+            if spec and (spec.judge, spec.direction) not in found:
+                found.append((spec.judge, spec.direction if dim.weight >= 0 else -spec.direction))
+        return found or [("words", -1)]
+
+
+def _direction(judge: str, preference: str) -> int:
+    for dim in Preference.parse(preference).dimensions:
+        spec = DIMENSION_JUDGES.get(dim.text.lower())
+        if spec and spec.judge == judge:
+            return spec.direction
+    return 1
+
+
+def _key(method: str, preference: str, weight: float, pid: str) -> str:
+    return f"{method}|{preference}|{weight:g}|{pid}"
+
+
+def run_generations(
+    pads: dict[str, PAD],
+    prompts: Sequence[PromptRow],
+    output: Path,
+    config: EvalConfig,
+    progress: bool = True,
+) -> list[dict]:
+    """Generate what is missing from ``output`` (JSONL) and return all its records."""
+    done = read_done_ids(output)
+    plan = []
+    for pref in config.preferences:
+        for method in config.methods:
+            weights = config.weights if method.startswith("pad") else (0.0,)
+            for w in weights:
+                todo = [r for r in prompts if _key(method, pref, w, r.id) not in done]
+                for start in range(0, len(todo), config.batch_size):
+                    plan.append((method, pref, w, todo[start : start + config.batch_size]))
+    bar = tqdm(total=sum(len(b) for *_, b in plan), desc="eval generations", unit="answer", disable=not progress)
+    for method, pref, w, batch in plan:
+        pad = pads["self"] if method == "pad-self" else pads["main"]
+        kwargs = dict(METHODS.get(method, {"method": "pad", "reference": "base"}))
+        start = time.monotonic()
+        gens = pad.generate(
+            [r.prompt for r in batch],
+            None if method == "base" else pref,
+            weight=w,
+            top_k=config.top_k,
+            max_new_tokens=config.max_new_tokens,
+            **kwargs,
+        )
+        seconds = time.monotonic() - start
+        records = [
+            {
+                "id": _key(method, pref, w, row.id),
+                "prompt_id": row.id,
+                "prompt": row.prompt,
+                "method": method,
+                "preference": pref,
+                "weight": w,
+                "text": gen.text,
+                "n_tokens": len(gen.token_ids),
+                "batch_seconds": seconds,
+                "batch_tokens": sum(len(g.token_ids) for g in gens),
+            }
+            for row, gen in zip(batch, gens, strict=True)
+        ]
+        append_jsonl(output, records)
+        bar.update(len(batch))
+    bar.close()
+    return [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def bootstrap_ci(values: Sequence[float], resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile bootstrap interval of the mean."""
+    if not values:
+        return (math.nan, math.nan)
+    rng = random.Random(seed)
+    n = len(values)
+    means = sorted(sum(rng.choices(values, k=n)) / n for _ in range(resamples))
+    return means[int(0.025 * resamples)], means[int(0.975 * resamples) - 1]
+
+
+@torch.inference_mode()
+def perplexity(pad: PAD, prompts: Sequence[str], texts: Sequence[str]) -> list[float]:
+    """Per-output perplexity under the base model, given the plain prompt: a fluency check."""
+    contexts = [render_input(pad.tokenizer, p) for p in prompts]
+    logps = response_logprobs(pad.base_model, pad.tokenizer, contexts, list(texts), batch_size=8)
+    counts = [len(pad.tokenizer(t, add_special_tokens=False)["input_ids"]) + 1 for t in texts]
+    return [math.exp(-lp / n) for lp, n in zip(logps.tolist(), counts, strict=True)]
+
+
+@dataclass
+class ReportRow:
+    method: str
+    preference: str
+    weight: float
+    judge: str
+    mean: float
+    ci_low: float
+    ci_high: float
+    win_rate: float | None
+    mean_tokens: float
+    tokens_per_s: float
+    perplexity: float
+    n: int
+
+
+@dataclass
+class EvalReport:
+    rows: list[ReportRow] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        keys = ("method", "preference", "judge", "mean", "ci_low", "ci_high", "win_rate", "tokens_per_s")
+        return {"rows": [{k: getattr(r, k) for k in (*keys, "weight")} for r in self.rows]}
+
+    def csv(self) -> str:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(ReportRow.__dataclass_fields__))
+        writer.writeheader()
+        for r in self.rows:
+            writer.writerow(asdict(r))
+        return buf.getvalue()
+
+    def markdown(self) -> str:
+        lines = [
+            "| method | preference | w | judge | mean [95% CI] | win vs base | tokens | tok/s | ppl | n |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in self.rows:
+            win = "" if r.win_rate is None else f"{r.win_rate:.2f}"
+            lines.append(
+                f"| {r.method} | {r.preference} | {r.weight:g} | {r.judge} | {r.mean:.3f} [{r.ci_low:.3f}, "
+                f"{r.ci_high:.3f}] | {win} | {r.mean_tokens:.1f} | {r.tokens_per_s:.1f} | {r.perplexity:.1f} | {r.n} |"
+            )
+        return "\n".join(lines) + "\n"
+
+
+def build_report(pad: PAD, records: list[dict], config: EvalConfig, progress: bool = False) -> EvalReport:
+    """Score every record with its preference's judges and aggregate per method, preference and weight."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in records:
+        groups[(r["method"], r["preference"], r["weight"])].append(r)
+    base_text = {(r["preference"], r["prompt_id"]): r for r in records if r["method"] == "base"}
+    report = EvalReport()
+    for (method, pref, w), rows in tqdm(
+        sorted(groups.items(), key=lambda kv: str(kv[0])), disable=not progress, desc="scoring"
+    ):
+        ppl = perplexity(pad, [r["prompt"] for r in rows], [r["text"] for r in rows])
+        batches = {(r["batch_seconds"], r["batch_tokens"]) for r in rows}
+        tps = sum(t for _, t in batches) / max(sum(s for s, _ in batches), 1e-9)
+        for judge_name, direction in config.judges_for(pref):
+            judge = get_judge(judge_name)
+            scores = [judge.score(r["prompt"], r["text"]) for r in rows]
+            win = None
+            if method != "base":
+                outcomes = []
+                for r, s in zip(rows, scores, strict=True):
+                    other = base_text.get((pref, r["prompt_id"]))
+                    if other is not None:
+                        diff = direction * (s - judge.score(other["prompt"], other["text"]))
+                        outcomes.append(1.0 if diff > 0 else 0.5 if diff == 0 else 0.0)
+                win = sum(outcomes) / len(outcomes) if outcomes else None
+            low, high = bootstrap_ci(scores)
+            report.rows.append(
+                ReportRow(
+                    method,
+                    pref,
+                    w,
+                    judge_name,
+                    sum(scores) / len(scores),
+                    low,
+                    high,
+                    win,
+                    sum(r["n_tokens"] for r in rows) / len(rows),
+                    tps,
+                    sorted(ppl)[len(ppl) // 2],
+                    len(rows),
+                )
+            )
+    return report
+
+
+def plot_report(report: EvalReport, out_dir: Path) -> list[Path]:
+    """A bar chart per preference (mean and CI per method), and a trade-off curve when weights were swept."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for pref in sorted({r.preference for r in report.rows}):
+        rows = [r for r in report.rows if r.preference == pref]
+        for judge in sorted({r.judge for r in rows}):
+            sel = [r for r in rows if r.judge == judge]
+            fig, ax = plt.subplots(figsize=(max(4, 1.1 * len(sel)), 3.2))
+            labels = [r.method if r.weight == 0 else f"{r.method}\nw={r.weight:g}" for r in sel]
+            ax.bar(
+                labels,
+                [r.mean for r in sel],
+                yerr=[[r.mean - r.ci_low for r in sel], [r.ci_high - r.mean for r in sel]],
+                capsize=3,
+            )
+            ax.set_title(f"{pref}: {judge}")
+            fig.tight_layout()
+            path = out_dir / f"bar_{_slug(pref)}_{judge}.png"
+            fig.savefig(path, dpi=100)
+            plt.close(fig)
+            paths.append(path)
+            swept = sorted((r.weight, r.mean, r.perplexity) for r in sel if r.method == "pad")
+            if len(swept) > 2:
+                fig, ax = plt.subplots(figsize=(4, 3.2))
+                ax.plot([s[2] for s in swept], [s[1] for s in swept], marker="o")
+                for wt, m, p in swept:
+                    ax.annotate(f"w={wt:g}", (p, m))
+                ax.set_xlabel("perplexity under base (fluency cost)")
+                ax.set_ylabel(judge)
+                ax.set_title(f"{pref}: weight sweep")
+                fig.tight_layout()
+                path = out_dir / f"sweep_{_slug(pref)}_{judge}.png"
+                fig.savefig(path, dpi=100)
+                plt.close(fig)
+                paths.append(path)
+    return paths
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text).strip("-")[:40]
+
+
+def run_eval(
+    pads: dict[str, PAD],
+    prompts: Sequence[PromptRow],
+    out_dir: str | Path,
+    config: EvalConfig,
+    progress: bool = True,
+    log: Callable[[str], None] = lambda m: None,
+) -> EvalReport:
+    """Generate (resuming), score, and write ``report.md``, ``report.csv``, ``summary.json`` and plots."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records = run_generations(pads, prompts, out_dir / "generations.jsonl", config, progress)
+    wanted = {(m, p) for m in config.methods for p in config.preferences}
+    records = [r for r in records if (r["method"], r["preference"]) in wanted]
+    log(f"scoring {len(records)} answers")
+    report = build_report(pads["main"], records, config, progress)
+    (out_dir / "report.md").write_text(report.markdown())
+    (out_dir / "report.csv").write_text(report.csv())
+    (out_dir / "summary.json").write_text(json.dumps(report.summary(), indent=2) + "\n")
+    plot_report(report, out_dir)
+    return report

@@ -1,0 +1,111 @@
+"""The evaluation harness on a tiny model: generations, resume, judges, report files."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from padkit import PAD
+from padkit.errors import PadkitError
+from padkit.evaluation.harness import EvalConfig, bootstrap_ci, perplexity, run_eval
+from padkit.prompts import PromptRow
+
+ROWS = [
+    PromptRow("a", "Tell me about cats."),
+    PromptRow("b", "Why is the sky blue?"),
+    PromptRow("c", "How do planes fly?"),
+]
+
+
+def test_eval_runs_resumes_and_reports(base_model, rm_model, tokenizer, tmp_path, monkeypatch):
+    pad = PAD(base_model, tokenizer, rm_model, tokenizer)
+    pads = {"main": pad, "self": PAD(base_model, tokenizer)}
+    config = EvalConfig(
+        methods=("base", "prompt", "pad", "pad-self"),
+        preferences=("concise",),
+        weights=(1.0, 3.0),
+        max_new_tokens=6,
+        batch_size=2,
+    )
+    report = run_eval(pads, ROWS, tmp_path, config, progress=False)
+    records = [json.loads(line) for line in (tmp_path / "generations.jsonl").read_text().splitlines()]
+    assert len(records) == 3 * (1 + 1 + 2 + 2)
+    pad_w3 = next(r for r in records if r["method"] == "pad" and r["weight"] == 3.0 and r["prompt_id"] == "a")
+    assert pad_w3["text"] == pad.generate(["Tell me about cats."], "concise", weight=3.0, max_new_tokens=6)[0].text
+
+    rows = {(r.method, r.weight): r for r in report.rows}
+    assert set(rows) == {
+        ("base", 0.0),
+        ("prompt", 0.0),
+        ("pad", 1.0),
+        ("pad", 3.0),
+        ("pad-self", 1.0),
+        ("pad-self", 3.0),
+    }
+    assert all(r.judge == "words" for r in report.rows) and rows[("base", 0.0)].win_rate is None
+    for r in report.rows:
+        assert r.ci_low <= r.mean <= r.ci_high and r.n == 3 and r.tokens_per_s > 0 and r.perplexity > 1
+        assert r.mean == pytest.approx(
+            sum(len(x["text"].split()) for x in records if x["method"] == r.method and x["weight"] == r.weight) / 3,
+            abs=2,
+        )
+        assert r.win_rate is None or 0 <= r.win_rate <= 1
+    same = [x for x in records if x["method"] == "prompt"]
+    base = {x["prompt_id"]: x for x in records if x["method"] == "base"}
+    from padkit.evaluation.judges import WordsJudge
+
+    judge = WordsJudge()
+    expected = (
+        sum(
+            1.0
+            if judge.score("", x["text"]) < judge.score("", base[x["prompt_id"]]["text"])
+            else 0.5
+            if judge.score("", x["text"]) == judge.score("", base[x["prompt_id"]]["text"])
+            else 0.0
+            for x in same
+        )
+        / 3
+    )
+    assert rows[("prompt", 0.0)].win_rate == pytest.approx(expected)
+
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert {"method", "preference", "judge", "mean", "ci_low", "ci_high", "win_rate", "tokens_per_s"} <= set(
+        summary["rows"][0]
+    )
+    assert (tmp_path / "report.md").read_text().count("\n") == 2 + len(report.rows)
+    assert (tmp_path / "report.csv").read_text().startswith("method,preference,weight,judge,mean")
+    assert (tmp_path / "bar_concise_words.png").stat().st_size > 1000
+
+    calls = []
+    monkeypatch.setattr(pad, "generate", lambda *a, **k: calls.append(a) or [])
+    run_eval(pads, ROWS, tmp_path, config, progress=False)
+    assert calls == []  # everything was already generated
+
+
+def test_weight_sweep_draws_a_tradeoff_curve(base_model, tokenizer, tmp_path):
+    pad = PAD(base_model, tokenizer)
+    config = EvalConfig(methods=("pad",), preferences=("friendly",), weights=(0.0, 1.0, 4.0), max_new_tokens=4)
+    report = run_eval({"main": pad, "self": pad}, ROWS[:2], tmp_path, config, progress=False)
+    assert {r.judge for r in report.rows} == {"sentiment"}
+    assert (tmp_path / "sweep_friendly_sentiment.png").is_file()
+
+
+def test_bad_configs_are_refused_early():
+    with pytest.raises(PadkitError, match="unknown method"):
+        EvalConfig(methods=("magic",))
+    with pytest.raises(PadkitError, match="unknown judge"):
+        EvalConfig(judges=("vibes",))
+    with pytest.raises(PadkitError, match="finite"):
+        EvalConfig(weights=(float("nan"),))
+
+
+def test_bootstrap_and_perplexity(base_model, tokenizer):
+    assert bootstrap_ci([2.0] * 10) == (2.0, 2.0)
+    low, high = bootstrap_ci([0.0, 10.0] * 20)
+    assert 2 < low < 5 < high < 8
+    pad = PAD(base_model, tokenizer)
+    likely = pad.generate(["Tell me about cats."], method="base", max_new_tokens=5, ignore_eos=True)[0].text
+    ppl_likely, ppl_noise = perplexity(pad, ["Tell me about cats."] * 2, [likely, "zq sky sea poem planes why"])
+    assert math.isfinite(ppl_likely) and 1 < ppl_likely < ppl_noise
