@@ -304,3 +304,17 @@ def test_fused_lora_on_shared_base_equals_the_two_model_path(base_model, lora_rm
     ]
     with pytest.raises(GenerationError, match="fused decoding needs"):
         pad.generate(prompts, "concise", reference="rm-init", fused=True, max_new_tokens=2)
+
+
+def test_best_of_n_keeps_the_sample_with_the_highest_implicit_reward(base_model, rm_model, tokenizer):
+    pad = PAD(base_model, tokenizer, rm_model, tokenizer)
+    kwargs = dict(max_new_tokens=8, temperature=1.0, seed=3)
+    samples = pad.generate([PROMPTS[0]] * 4, method="base", **kwargs)
+    best = pad.generate(PROMPTS[:1], "concise", method="best-of-n", best_of=4, **kwargs)[0]
+    from padkit.preferences import Dimension
+
+    rewards = pad.sequence_rewards(PROMPTS[0], Dimension("concise").principle, [s.text for s in samples])
+    assert best.text == samples[int(torch.argmax(rewards))].text and best.method == "best-of-n"
+    assert len({s.text for s in samples}) > 1  # the pick was a real choice
+    one = pad.generate(PROMPTS[:1], "concise", method="best-of-n", best_of=1, **kwargs)[0]
+    assert one.text == pad.generate(PROMPTS[:1], method="base", **kwargs)[0].text

@@ -214,3 +214,21 @@ def test_profile_api_rejects_bad_profiles(served):
     assert bad.status_code == 400 and "unknown dimension" in bad.json()["error"]["message"]
     assert httpx.put(f"{url}/v1/profiles/bob", json={"preference": ""}).status_code == 400
     assert httpx.get(f"{url}/v1/profiles/bob").status_code == 404
+
+
+def test_llm_judge_talks_to_an_openai_compatible_endpoint(served, tmp_path):
+    """padkit's own server stands in for GPT-4: the judge's requests arrive and its verdicts are parsed."""
+    from padkit.evaluation.harness import EvalConfig, run_eval
+    from padkit.evaluation.judges import LLMPairwiseJudge
+    from padkit.prompts import PromptRow
+
+    server, url = served
+    judge = LLMPairwiseJudge(f"{url}/v1", "tiny")
+    before = sum(server.batcher.batches)
+    assert judge.compare("Why?", "Be concise.", "Because.", "Because.") in (0.0, 0.5, 1.0)
+    config = EvalConfig(methods=("base", "prompt"), preferences=("concise",), max_new_tokens=4, llm_judge=judge)
+    rows = [PromptRow("a", "Tell me about cats."), PromptRow("b", "How do planes fly?")]
+    report = run_eval({"main": server.pad, "self": server.pad}, rows, tmp_path, config, progress=False)
+    llm = [r for r in report.rows if r.judge == "llm-win"]
+    assert len(llm) == 1 and llm[0].method == "prompt" and 0 <= llm[0].mean <= 1 and llm[0].n == 2
+    assert sum(server.batcher.batches) == before + 3  # one direct call + one per prompt

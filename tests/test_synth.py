@@ -109,3 +109,25 @@ def test_read_prompts_open_questions_only(tmp_path):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert [r.prompt for r in read_prompts(path)] == ["Rewrite this.\n\nbad text", "Suggest games."]
     assert [r.id for r in read_prompts(path, with_input=False)] == ["t2"]
+
+
+def test_profanity_and_reward_model_judges(tmp_path):
+    import torch
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    from conftest import make_tokenizer
+
+    from padkit.evaluation.judges import ProfanityJudge
+
+    assert ProfanityJudge().score("", "you are a stupid idiot") > 0.9 > 0.2 > ProfanityJudge().score("", "nice day")
+    tok = make_tokenizer(chat_template=None)
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(tok), n_embd=16, n_layer=1, n_head=2, num_labels=1,
+                        pad_token_id=tok.pad_token_id)
+    GPT2ForSequenceClassification(config).save_pretrained(tmp_path / "rm")
+    tok.save_pretrained(tmp_path / "rm")
+    judge = get_judge(f"rm:{tmp_path / 'rm'}")
+    a, b = judge.score("Tell me about cats.", "cats are fun"), judge.score("Tell me about cats.", "why sky sea")
+    assert a != b and a == judge.score("Tell me about cats.", "cats are fun")
+    with pytest.raises(PadkitError, match="cannot load a reward model judge"):
+        get_judge(f"rm:{tmp_path / 'missing'}")

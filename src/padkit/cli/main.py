@@ -75,7 +75,7 @@ def generate(
         str | None,
         typer.Option("--preference", "-p", help="e.g. 'humorous', 'concise=0.7,humorous=0.3' or free text."),
     ] = None,
-    method: Annotated[str, typer.Option(help="pad, base, prompt or policy.")] = "pad",
+    method: Annotated[str, typer.Option(help="pad, base, prompt, policy or best-of-n.")] = "pad",
     weight: Annotated[float, typer.Option("--weight", "-w", help="Alignment strength w.")] = 1.0,
     top_k: Annotated[int, typer.Option("--top-k", help="Base top-k candidates rescored by PAD.")] = 10,
     reference: Annotated[str, typer.Option(help="Reward reference: base, rm-init or none.")] = "base",
@@ -479,12 +479,16 @@ def eval_command(
     dataset: Annotated[str | None, typer.Option("--dataset", help="Hugging Face dataset (name or saved path).")] = None,
     prompt_column: Annotated[str, typer.Option("--prompt-column")] = "prompt",
     methods: Annotated[
-        str, typer.Option(help="Comma-separated: base, prompt, policy, pad, pad-rm-init, pad-self.")
+        str, typer.Option(help="Comma-separated: base, prompt, policy, pad, pad-rm-init, pad-self, best-of-n.")
     ] = "base,prompt,pad",
     judges: Annotated[
         str | None, typer.Option(help="Comma-separated judges (words, grade, sentiment); default: per dimension.")
     ] = None,
     weights: Annotated[str, typer.Option(help="Comma-separated alignment weights for the PAD methods.")] = "1.0",
+    llm_judge_url: Annotated[
+        str | None, typer.Option("--llm-judge-url", help="OpenAI-compatible base URL of an LLM judge (off by default).")
+    ] = None,
+    llm_judge_model: Annotated[str, typer.Option("--llm-judge-model")] = "gpt-4o",
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n")] = 128,
     limit: Annotated[int | None, typer.Option(help="Use the first N prompts.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 8,
@@ -500,6 +504,7 @@ def eval_command(
     """Run methods x preferences (x weights) over a prompt set, judge every answer, and write a report."""
     from padkit.decoding import PAD
     from padkit.evaluation.harness import EvalConfig, run_eval
+    from padkit.evaluation.judges import LLMPairwiseJudge
     from padkit.prompts import read_prompt_dataset, read_prompts
 
     if (prompts is None) == (dataset is None):
@@ -520,6 +525,9 @@ def eval_command(
             max_new_tokens=max_new_tokens,
             batch_size=batch_size,
             top_k=top_k,
+            llm_judge=LLMPairwiseJudge(llm_judge_url, llm_judge_model, os.environ.get("OPENAI_API_KEY", "unused"))
+            if llm_judge_url
+            else None,
         )
         pad = PAD.from_pretrained(base=base, rm=rm, dtype=dtype)
         pads = {"main": pad, "self": PAD(pad.base_model, pad.tokenizer, base_name=base)}

@@ -27,6 +27,7 @@ from padkit.decoding.processor import (
     StepRecord,
 )
 from padkit.decoding.reward import RewardStream
+from padkit.decoding.sequence_reward import response_logprobs
 from padkit.errors import GenerationError, ModelLoadError
 from padkit.models.loading import (
     DEFAULT_BASE,
@@ -39,8 +40,8 @@ from padkit.models.loading import (
 from padkit.preferences import Preference, PreferenceLike, render_input
 from padkit.preferences.render import Prompt
 
-Method = Literal["pad", "base", "prompt", "policy"]
-METHODS: tuple[str, ...] = ("pad", "base", "prompt", "policy")
+Method = Literal["pad", "base", "prompt", "policy", "best-of-n"]
+METHODS: tuple[str, ...] = ("pad", "base", "prompt", "policy", "best-of-n")
 
 
 @dataclass
@@ -274,11 +275,13 @@ class PAD:
         diagnostics: bool = False,
         streamer: BaseStreamer | None = None,
         fused: bool | None = None,
+        best_of: int = 4,
     ) -> list[Generation]:
         """Generate one answer per prompt with ``method`` and return them in order.
 
         ``method``: ``pad`` (guided decoding), ``base`` (no preference), ``prompt`` (the preference in the
-        base model's prompt) or ``policy`` (decode from the PersRM itself, the training-based baseline).
+        base model's prompt), ``policy`` (decode from the PersRM itself, the training-based baseline) or
+        ``best-of-n`` (``best_of`` base samples, reranked by the PersRM's sequence-level implicit reward).
         ``temperature=0`` is greedy. ``diagnostics=True`` (``pad`` only) fills ``Generation.tokens``.
         ``fused`` runs base and PersRM rows in one forward per step; it needs ``rm="self"`` or a LoRA PersRM on
         the base's weights (base rows run with the adapter off), and is chosen automatically there unless a
@@ -296,6 +299,10 @@ class PAD:
         if not (0 < top_p <= 1):
             raise GenerationError(f"top_p must be in (0, 1], got {top_p}")
         rows = self._row_preferences(len(prompts), preference, preferences)
+        if method == "best-of-n":
+            return self._best_of_n(
+                prompts, rows, best_of, reference, max_new_tokens, temperature or 1.0, top_p, seed, ignore_eos
+            )
         processors = LogitsProcessorList()
         pad_processor = None
         can_fuse = method == "pad" and (self.rm_is_self or (self.rm_shares_base and reference != "rm-init"))
@@ -368,6 +375,61 @@ class PAD:
                 )
             )
         return results
+
+    def _best_of_n(
+        self,
+        prompts: list[Prompt],
+        rows: list[Preference | None],
+        n: int,
+        reference: Reference,
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        seed: int | None,
+        ignore_eos: bool,
+    ) -> list[Generation]:
+        """Sample ``n`` base answers per prompt and keep the one with the highest summed implicit reward."""
+        if n < 1:
+            raise GenerationError(f"best_of must be at least 1, got {n}")
+        samples = self.generate(
+            [p for p in prompts for _ in range(n)],
+            method="base",
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+            ignore_eos=ignore_eos,
+        )
+        scores = torch.zeros(len(samples), dtype=torch.float64)
+        for b, (prompt, pref) in enumerate(zip(prompts, rows, strict=True)):
+            texts = [g.text for g in samples[b * n : (b + 1) * n]]
+            for dim in pref.dimensions if pref is not None else ():
+                scores[b * n : (b + 1) * n] += dim.weight * self.sequence_rewards(
+                    prompt, dim.principle, texts, reference
+                )
+        out = []
+        for b, pref in enumerate(rows):
+            best = samples[b * n + int(torch.argmax(scores[b * n : (b + 1) * n]))]
+            out.append(
+                Generation(
+                    best.text, best.token_ids, best.finish_reason, "best-of-n", None if pref is None else str(pref)
+                )
+            )
+        return out
+
+    def sequence_rewards(
+        self, prompt: Prompt, principle: str, responses: Sequence[str], reference: Reference = "base"
+    ) -> torch.Tensor:
+        """The PersRM's summed implicit reward of whole responses: ``log pi_rm(y|x,p) - log pi_ref(y|...)``."""
+        with_pref = [render_input(self.rm_tokenizer, prompt, principle)] * len(responses)
+        scores = response_logprobs(self.rm_model, self.rm_tokenizer, with_pref, list(responses))
+        if reference == "none":
+            return scores
+        if reference == "rm-init" and self.rm_is_adapter:
+            with self.rm_model.disable_adapter():
+                return scores - response_logprobs(self.rm_model, self.rm_tokenizer, with_pref, list(responses))
+        plain = [render_input(self.tokenizer, prompt)] * len(responses)
+        return scores - response_logprobs(self.base_model, self.tokenizer, plain, list(responses))
 
     def _token_infos(self, records: list[StepRecord], row: int, chosen: list[int]) -> list[TokenInfo]:
         infos = []

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from padkit.decoding.pad import PAD
 from padkit.decoding.sequence_reward import response_logprobs
 from padkit.errors import PadkitError
-from padkit.evaluation.judges import DIMENSION_JUDGES, get_judge
+from padkit.evaluation.judges import DIMENSION_JUDGES, LLMPairwiseJudge, get_judge
 from padkit.preferences import Preference, render_input
 from padkit.prompts import PromptRow, append_jsonl, read_done_ids
 
@@ -36,6 +36,7 @@ METHODS: dict[str, dict] = {
     "policy": {"method": "policy"},
     "pad": {"method": "pad", "reference": "base"},
     "pad-rm-init": {"method": "pad", "reference": "rm-init"},
+    "best-of-n": {"method": "best-of-n", "best_of": 4, "temperature": 1.0, "seed": 0},
 }
 """Method name -> ``PAD.generate`` arguments. ``pad-self`` (PAD with ``rm="self"``) is added when the run
 is given a second PAD object whose PersRM is the base itself."""
@@ -52,6 +53,7 @@ class EvalConfig:
     max_new_tokens: int = 128
     batch_size: int = 8
     top_k: int = 10
+    llm_judge: LLMPairwiseJudge | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS and m != "pad-self"]
@@ -207,6 +209,25 @@ class EvalReport:
         return "\n".join(lines) + "\n"
 
 
+def _row(method, pref, w, judge, scores, win, rows, tps, ppl) -> ReportRow:
+    low, high = bootstrap_ci(scores)
+    mean_tokens = sum(r["n_tokens"] for r in rows) / len(rows)
+    return ReportRow(
+        method,
+        pref,
+        w,
+        judge,
+        sum(scores) / len(scores),
+        low,
+        high,
+        win,
+        mean_tokens,
+        tps,
+        sorted(ppl)[len(ppl) // 2],
+        len(scores),
+    )
+
+
 def build_report(pad: PAD, records: list[dict], config: EvalConfig, progress: bool = False) -> EvalReport:
     """Score every record with its preference's judges and aggregate per method, preference and weight."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
@@ -232,23 +253,16 @@ def build_report(pad: PAD, records: list[dict], config: EvalConfig, progress: bo
                         diff = direction * (s - judge.score(other["prompt"], other["text"]))
                         outcomes.append(1.0 if diff > 0 else 0.5 if diff == 0 else 0.0)
                 win = sum(outcomes) / len(outcomes) if outcomes else None
-            low, high = bootstrap_ci(scores)
-            report.rows.append(
-                ReportRow(
-                    method,
-                    pref,
-                    w,
-                    judge_name,
-                    sum(scores) / len(scores),
-                    low,
-                    high,
-                    win,
-                    sum(r["n_tokens"] for r in rows) / len(rows),
-                    tps,
-                    sorted(ppl)[len(ppl) // 2],
-                    len(rows),
-                )
-            )
+            report.rows.append(_row(method, pref, w, judge_name, scores, win, rows, tps, ppl))
+        if config.llm_judge is not None and method != "base":
+            principle = Preference.parse(pref).prompt_principle()
+            wins = [
+                config.llm_judge.compare(r["prompt"], principle, r["text"], base_text[(pref, r["prompt_id"])]["text"])
+                for r in rows
+                if (pref, r["prompt_id"]) in base_text
+            ]
+            if wins:
+                report.rows.append(_row(method, pref, w, "llm-win", wins, sum(wins) / len(wins), rows, tps, ppl))
     return report
 
 
