@@ -113,17 +113,17 @@ def test_read_prompts_open_questions_only(tmp_path):
 
 def test_profanity_and_reward_model_judges(tmp_path):
     import torch
-    from transformers import GPT2Config, GPT2ForSequenceClassification
-
     from conftest import make_tokenizer
+    from transformers import GPT2Config, GPT2ForSequenceClassification
 
     from padkit.evaluation.judges import ProfanityJudge
 
     assert ProfanityJudge().score("", "you are a stupid idiot") > 0.9 > 0.2 > ProfanityJudge().score("", "nice day")
     tok = make_tokenizer(chat_template=None)
     torch.manual_seed(0)
-    config = GPT2Config(vocab_size=len(tok), n_embd=16, n_layer=1, n_head=2, num_labels=1,
-                        pad_token_id=tok.pad_token_id)
+    config = GPT2Config(
+        vocab_size=len(tok), n_embd=16, n_layer=1, n_head=2, num_labels=1, pad_token_id=tok.pad_token_id
+    )
     GPT2ForSequenceClassification(config).save_pretrained(tmp_path / "rm")
     tok.save_pretrained(tmp_path / "rm")
     judge = get_judge(f"rm:{tmp_path / 'rm'}")
