@@ -84,6 +84,20 @@ def test_eval_runs_resumes_and_reports(base_model, rm_model, tokenizer, tmp_path
     assert calls == []  # everything was already generated
 
 
+def test_base_answers_are_made_once_and_judged_per_preference(base_model, tokenizer, tmp_path):
+    pad = PAD(base_model, tokenizer)
+    config = EvalConfig(methods=("base", "prompt"), preferences=("concise", "friendly"), max_new_tokens=4)
+    report = run_eval({"main": pad, "self": pad}, ROWS[:2], tmp_path, config, progress=False)
+    records = [json.loads(line) for line in (tmp_path / "generations.jsonl").read_text().splitlines()]
+    assert sum(r["method"] == "base" for r in records) == 2 and len(records) == 2 + 4
+    assert {(r.method, r.preference, r.judge) for r in report.rows} == {
+        ("base", "concise", "words"),
+        ("base", "friendly", "sentiment"),
+        ("prompt", "concise", "words"),
+        ("prompt", "friendly", "sentiment"),
+    }
+
+
 def test_weight_sweep_draws_a_tradeoff_curve(base_model, tokenizer, tmp_path):
     pad = PAD(base_model, tokenizer)
     config = EvalConfig(methods=("pad",), preferences=("friendly",), weights=(0.0, 1.0, 4.0), max_new_tokens=4)

@@ -42,3 +42,20 @@ def test_default_alias_converts_once_and_loads(tmp_path):
     assert (path / "model.safetensors").is_file() and (path / "config.json").is_file()
     assert "quantization_config" not in json.loads((path / "config.json").read_text())
     assert resolve_model_dir("smollm2-135m-instruct") == path
+
+
+def test_shipped_persrm_is_the_default_and_steers():
+    from padkit import PAD
+    from padkit.models import ADAPTERS
+    from padkit.training.dpo import read_metadata
+
+    pad = PAD.from_pretrained()
+    assert pad.rm_name == "persrm-smollm2" and pad.rm_is_adapter and pad.rm_shares_base
+    meta = read_metadata(ADAPTERS["persrm-smollm2"])
+    assert meta["base"] == "smollm2-135m-instruct" and meta["heldout"]["dimensions"]["concise"]["n"] > 0
+    concise = pad.generate(PROMPTS, "concise", weight=2.0, max_new_tokens=60)
+    informative = pad.generate(PROMPTS, "informative", weight=2.0, max_new_tokens=60)
+    assert sum(len(g.text.split()) for g in concise) < sum(len(g.text.split()) for g in informative)
+    fused = pad.generate(PROMPTS[:1], "concise", weight=2.0, max_new_tokens=20, fused=True)[0]
+    unfused = pad.generate(PROMPTS[:1], "concise", weight=2.0, max_new_tokens=20, fused=False)[0]
+    assert fused.token_ids == unfused.token_ids

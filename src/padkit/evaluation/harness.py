@@ -88,6 +88,9 @@ def _direction(judge: str, preference: str) -> int:
     return 1
 
 
+BASE_PREFERENCE = "-"
+
+
 def _key(method: str, preference: str, weight: float, pid: str) -> str:
     return f"{method}|{preference}|{weight:g}|{pid}"
 
@@ -104,11 +107,14 @@ def run_generations(
     plan = []
     for pref in config.preferences:
         for method in config.methods:
+            if method == "base" and pref != config.preferences[0]:
+                continue  # the base answer ignores the preference: made once, scored under each preference
+            key_pref = BASE_PREFERENCE if method == "base" else pref
             weights = config.weights if method.startswith("pad") else (0.0,)
             for w in weights:
-                todo = [r for r in prompts if _key(method, pref, w, r.id) not in done]
+                todo = [r for r in prompts if _key(method, key_pref, w, r.id) not in done]
                 for start in range(0, len(todo), config.batch_size):
-                    plan.append((method, pref, w, todo[start : start + config.batch_size]))
+                    plan.append((method, key_pref, w, todo[start : start + config.batch_size]))
     bar = tqdm(total=sum(len(b) for *_, b in plan), desc="eval generations", unit="answer", disable=not progress)
     for method, pref, w, batch in plan:
         pad = pads["self"] if method == "pad-self" else pads["main"]
@@ -326,6 +332,11 @@ def run_eval(
     out_dir.mkdir(parents=True, exist_ok=True)
     records = run_generations(pads, prompts, out_dir / "generations.jsonl", config, progress)
     wanted = {(m, p) for m in config.methods for p in config.preferences}
+    records = [
+        {**r, "preference": pref} if r["method"] == "base" else r
+        for r in records
+        for pref in (config.preferences if r["method"] == "base" else (r["preference"],))
+    ]
     records = [r for r in records if (r["method"], r["preference"]) in wanted]
     log(f"scoring {len(records)} answers")
     report = build_report(pads["main"], records, config, progress)
