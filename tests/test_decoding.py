@@ -318,3 +318,31 @@ def test_best_of_n_keeps_the_sample_with_the_highest_implicit_reward(base_model,
     assert len({s.text for s in samples}) > 1  # the pick was a real choice
     one = pad.generate(PROMPTS[:1], "concise", method="best-of-n", best_of=1, **kwargs)[0]
     assert one.text == pad.generate(PROMPTS[:1], method="base", **kwargs)[0].text
+
+
+def test_args_processor_rescores_topk_with_a_sequence_reward():
+    from padkit.decoding.processor import ARGSLogitsProcessor
+
+    scores = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    ids = torch.tensor([[9, 9, 1]])
+    seen = []
+
+    def reward(row, seqs):
+        seen.append(seqs)
+        return torch.tensor([5.0 if s[-1] == 2 else 0.0 for s in seqs], dtype=torch.float64)
+
+    out = ARGSLogitsProcessor(reward, prompt_length=2, weight=1.0, top_k=3)(ids, scores.clone())
+    assert int(out.argmax()) == 2 and out[0, 3] == float("-inf")
+    assert sorted(seen[0]) == [[1, 0], [1, 1], [1, 2]]  # generated prefix + each candidate
+    assert out[0, 2] == pytest.approx(math.log(0.15) + 5.0)
+
+
+def test_args_method_weight_zero_is_greedy_and_guided_stays_in_topk(base_model, rm_model, tokenizer):
+    pad = PAD(base_model, tokenizer, rm_model, tokenizer)
+    plain = pad.generate(PROMPTS, method="base", max_new_tokens=6)
+    assert [g.token_ids for g in pad.generate(PROMPTS, "concise", method="args", weight=0.0, max_new_tokens=6)] == [
+        g.token_ids for g in plain
+    ]
+    guided = pad.generate(PROMPTS, "concise", method="args", weight=5.0, top_k=3, max_new_tokens=6)
+    assert [g.token_ids for g in guided] != [g.token_ids for g in plain]
+    assert all(g.method == "args" for g in guided)

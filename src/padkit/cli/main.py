@@ -75,7 +75,7 @@ def generate(
         str | None,
         typer.Option("--preference", "-p", help="e.g. 'humorous', 'concise=0.7,humorous=0.3' or free text."),
     ] = None,
-    method: Annotated[str, typer.Option(help="pad, base, prompt, policy or best-of-n.")] = "pad",
+    method: Annotated[str, typer.Option(help="pad, base, prompt, policy, best-of-n or args.")] = "pad",
     weight: Annotated[float, typer.Option("--weight", "-w", help="Alignment strength w.")] = 1.0,
     top_k: Annotated[int, typer.Option("--top-k", help="Base top-k candidates rescored by PAD.")] = 10,
     reference: Annotated[str, typer.Option(help="Reward reference: base, rm-init or none.")] = "base",
@@ -479,7 +479,7 @@ def eval_command(
     dataset: Annotated[str | None, typer.Option("--dataset", help="Hugging Face dataset (name or saved path).")] = None,
     prompt_column: Annotated[str, typer.Option("--prompt-column")] = "prompt",
     methods: Annotated[
-        str, typer.Option(help="Comma-separated: base, prompt, policy, pad, pad-rm-init, pad-self, best-of-n.")
+        str, typer.Option(help="Comma-separated: base, prompt, policy, pad, pad-rm-init, pad-self, best-of-n, args.")
     ] = "base,prompt,pad",
     judges: Annotated[
         str | None, typer.Option(help="Comma-separated judges (words, grade, sentiment); default: per dimension.")

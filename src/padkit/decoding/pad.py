@@ -20,6 +20,7 @@ from transformers import (
 from transformers.generation.streamers import BaseStreamer
 
 from padkit.decoding.processor import (
+    ARGSLogitsProcessor,
     Candidates,
     PADLogitsProcessor,
     Reference,
@@ -40,8 +41,8 @@ from padkit.models.loading import (
 from padkit.preferences import Preference, PreferenceLike, render_input
 from padkit.preferences.render import Prompt
 
-Method = Literal["pad", "base", "prompt", "policy", "best-of-n"]
-METHODS: tuple[str, ...] = ("pad", "base", "prompt", "policy", "best-of-n")
+Method = Literal["pad", "base", "prompt", "policy", "best-of-n", "args"]
+METHODS: tuple[str, ...] = ("pad", "base", "prompt", "policy", "best-of-n", "args")
 
 
 @dataclass
@@ -281,7 +282,9 @@ class PAD:
 
         ``method``: ``pad`` (guided decoding), ``base`` (no preference), ``prompt`` (the preference in the
         base model's prompt), ``policy`` (decode from the PersRM itself, the training-based baseline) or
-        ``best-of-n`` (``best_of`` base samples, reranked by the PersRM's sequence-level implicit reward).
+        ``best-of-n`` (``best_of`` base samples, reranked by the PersRM's sequence-level implicit reward) or
+        ``args`` (ARGS-style: the base's top-k rescored by the sequence-level reward of prefix + candidate,
+        recomputed every step; slow, for comparison).
         ``temperature=0`` is greedy. ``diagnostics=True`` (``pad`` only) fills ``Generation.tokens``.
         ``fused`` runs base and PersRM rows in one forward per step; it needs ``rm="self"`` or a LoRA PersRM on
         the base's weights (base rows run with the adapter off), and is chosen automatically there unless a
@@ -323,9 +326,16 @@ class PAD:
             inputs, pad_processor = self.logits_processor(
                 prompts, preferences=rows, weight=weight, max_new_tokens=max_new_tokens, **rule
             )
+        elif method == "args":
+            inputs = self._encode(
+                self.tokenizer, [render_input(self.tokenizer, p) for p in prompts], self.base_model, max_new_tokens
+            )
+            processors.append(self._args_processor(prompts, rows, weight, top_k, reference, inputs))
         if pad_processor is not None:
             processors.append(pad_processor)
             model = self.rm_model if fused and self.rm_shares_base else self.base_model
+        elif method == "args":
+            model = self.base_model
         else:
             model, tokenizer = (
                 (self.rm_model, self.rm_tokenizer) if method == "policy" else (self.base_model, self.tokenizer)
@@ -376,6 +386,18 @@ class PAD:
             )
         return results
 
+    def _args_processor(self, prompts, rows, weight, top_k, reference, inputs) -> ARGSLogitsProcessor:
+        weights = _check_weights(weight, len(prompts))
+
+        def reward(row: int, sequences: list[list[int]]) -> torch.Tensor:
+            total = torch.zeros(len(sequences), dtype=torch.float64)
+            texts = [self.tokenizer.decode(s, skip_special_tokens=True) for s in sequences]
+            for dim in rows[row].dimensions if rows[row] is not None else ():
+                total += dim.weight * self.sequence_rewards(prompts[row], dim.principle, texts, reference, eos=False)
+            return total
+
+        return ARGSLogitsProcessor(reward, inputs["input_ids"].shape[1], weights, top_k)
+
     def _best_of_n(
         self,
         prompts: list[Prompt],
@@ -418,18 +440,27 @@ class PAD:
         return out
 
     def sequence_rewards(
-        self, prompt: Prompt, principle: str, responses: Sequence[str], reference: Reference = "base"
+        self,
+        prompt: Prompt,
+        principle: str,
+        responses: Sequence[str],
+        reference: Reference = "base",
+        eos: bool = True,
     ) -> torch.Tensor:
-        """The PersRM's summed implicit reward of whole responses: ``log pi_rm(y|x,p) - log pi_ref(y|...)``."""
+        """The PersRM's summed implicit reward of whole responses: ``log pi_rm(y|x,p) - log pi_ref(y|...)``.
+
+        ``eos=False`` scores unfinished responses (prefixes) without the closing EOS token.
+        """
         with_pref = [render_input(self.rm_tokenizer, prompt, principle)] * len(responses)
-        scores = response_logprobs(self.rm_model, self.rm_tokenizer, with_pref, list(responses))
+        scores = response_logprobs(self.rm_model, self.rm_tokenizer, with_pref, list(responses), add_eos=eos)
         if reference == "none":
             return scores
         if reference == "rm-init" and self.rm_is_adapter:
             with self.rm_model.disable_adapter():
-                return scores - response_logprobs(self.rm_model, self.rm_tokenizer, with_pref, list(responses))
+                ref = response_logprobs(self.rm_model, self.rm_tokenizer, with_pref, list(responses), add_eos=eos)
+            return scores - ref
         plain = [render_input(self.tokenizer, prompt)] * len(responses)
-        return scores - response_logprobs(self.base_model, self.tokenizer, plain, list(responses))
+        return scores - response_logprobs(self.base_model, self.tokenizer, plain, list(responses), add_eos=eos)
 
     def _token_infos(self, records: list[StepRecord], row: int, chosen: list[int]) -> list[TokenInfo]:
         infos = []

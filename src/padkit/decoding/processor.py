@@ -185,3 +185,35 @@ class SelfGuidedPADLogitsProcessor(_PADRule, LogitsProcessor):
         chosen = torch.cat([chosen, chosen[self.source_rows]], dim=0)
         out = torch.full_like(scores, float("-inf"), dtype=torch.float32)
         return out.scatter_(1, chosen, 0.0)
+
+
+class ARGSLogitsProcessor(LogitsProcessor):
+    """ARGS-style guided decoding (Khanov et al., 2024), the baseline PAD is compared with: the base's top-k
+    next tokens are rescored by ``log pi_base + w * R(prefix + candidate)``, where ``R`` is a sequence-level
+    reward recomputed over the whole text for every candidate at every step (no cache).
+
+    ``reward_fn(row, candidate_sequences)`` returns one reward per candidate sequence (generated token ids).
+
+    Example::
+
+        processor = ARGSLogitsProcessor(lambda row, seqs: torch.zeros(len(seqs)), prompt_length=12, weight=1.0)
+        model.generate(**inputs, logits_processor=[processor], do_sample=False)
+    """
+
+    def __init__(self, reward_fn, prompt_length: int, weight: float | torch.Tensor = 1.0, top_k: int = 10) -> None:
+        self.reward_fn = reward_fn
+        self.prompt_length = prompt_length
+        self.weight = weight
+        self.top_k = top_k
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        logp = torch.log_softmax(scores.float(), dim=-1)
+        top = logp.topk(min(self.top_k, logp.shape[-1]), dim=-1)
+        out = torch.full_like(scores, float("-inf"))
+        for b in range(input_ids.shape[0]):
+            prefix = input_ids[b, self.prompt_length :].tolist()
+            rewards = self.reward_fn(b, [prefix + [c] for c in top.indices[b].tolist()]).to(logp.dtype)
+            w = self.weight[b] if isinstance(self.weight, torch.Tensor) else self.weight
+            total = top.values[b] + w * rewards
+            out[b, top.indices[b]] = torch.where(torch.isfinite(top.values[b]), total, top.values[b]).to(scores.dtype)
+        return out

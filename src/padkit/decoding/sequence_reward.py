@@ -13,12 +13,16 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
 def encode_response(
-    tokenizer: PreTrainedTokenizerBase, context: str, response: str, max_length: int | None = None
+    tokenizer: PreTrainedTokenizerBase,
+    context: str,
+    response: str,
+    max_length: int | None = None,
+    add_eos: bool = True,
 ) -> tuple[list[int], list[int]]:
-    """Token ids of a rendered context and of ``response`` + EOS, the response cut to fit ``max_length``."""
+    """Token ids of a rendered context and of ``response`` (+ EOS), the response cut to fit ``max_length``."""
     add_special = not getattr(tokenizer, "chat_template", None)
     context_ids = tokenizer(context, add_special_tokens=add_special)["input_ids"]
-    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + ([tokenizer.eos_token_id] * add_eos)
     if max_length is not None:
         response_ids = response_ids[: max(1, max_length - len(context_ids))]
     return context_ids, response_ids
@@ -32,10 +36,11 @@ def response_logprobs(
     responses: Sequence[str],
     batch_size: int = 8,
     max_length: int | None = None,
+    add_eos: bool = True,
 ) -> torch.Tensor:
     """``sum_t log p(y_t | context, y_<t)`` for each (rendered context, response) pair, in float64."""
     out = []
-    pairs = [encode_response(tokenizer, c, r, max_length) for c, r in zip(contexts, responses, strict=True)]
+    pairs = [encode_response(tokenizer, c, r, max_length, add_eos) for c, r in zip(contexts, responses, strict=True)]
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start : start + batch_size]
         width = max(len(c) + len(r) for c, r in chunk)

@@ -37,7 +37,9 @@ METHODS: dict[str, dict] = {
     "pad": {"method": "pad", "reference": "base"},
     "pad-rm-init": {"method": "pad", "reference": "rm-init"},
     "best-of-n": {"method": "best-of-n", "best_of": 4, "temperature": 1.0, "seed": 0},
+    "args": {"method": "args", "reference": "base"},
 }
+WEIGHTED = ("pad", "pad-rm-init", "pad-self", "args")
 """Method name -> ``PAD.generate`` arguments. ``pad-self`` (PAD with ``rm="self"``) is added when the run
 is given a second PAD object whose PersRM is the base itself."""
 
@@ -110,7 +112,7 @@ def run_generations(
             if method == "base" and pref != config.preferences[0]:
                 continue  # the base answer ignores the preference: made once, scored under each preference
             key_pref = BASE_PREFERENCE if method == "base" else pref
-            weights = config.weights if method.startswith("pad") else (0.0,)
+            weights = config.weights if method in WEIGHTED else (0.0,)
             for w in weights:
                 todo = [r for r in prompts if _key(method, key_pref, w, r.id) not in done]
                 for start in range(0, len(todo), config.batch_size):
