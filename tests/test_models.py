@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -79,3 +81,19 @@ def test_default_rm_depends_on_the_base(tmp_path, monkeypatch):
     monkeypatch.setitem(loading.ADAPTERS, "persrm-smollm2", tmp_path / "gone")
     with pytest.raises(ModelLoadError, match="shipped PersRM 'persrm-smollm2' is missing"):
         resolve_model_dir("persrm-smollm2")
+
+
+def test_shipped_persrm_is_complete():
+    from padkit.models import ADAPTERS
+    from padkit.training.dpo import read_metadata
+
+    path = ADAPTERS["persrm-smollm2"]
+    config = json.loads((path / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "smollm2-135m-instruct"
+    assert (path / "adapter_model.safetensors").stat().st_size < 20_000_000
+    meta = read_metadata(path)
+    assert meta["heldout"]["n"] > 0 and {"harmless", "concise", "elementary", "friendly"} <= set(
+        meta["heldout"]["dimensions"]
+    )
+    card = (path / "README.md").read_text()
+    assert "padkit train" in card and "padkit data synth" in card and "Held-out accuracy" in card

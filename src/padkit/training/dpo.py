@@ -231,7 +231,8 @@ def model_card(metadata: dict) -> str:
         "",
         "## Training",
         "",
-        f"{metadata['steps']} steps in {metadata['train_seconds'] / 60:.1f} min; final loss {metadata['final_loss']}. "
+        f"{metadata['steps']} steps in {metadata['train_seconds'] / 60:.1f} min; mean training loss "
+        f"{metadata['final_loss'] if metadata['final_loss'] is None else round(metadata['final_loss'], 4)}. "
         f"LoRA r={cfg['lora_r']}, alpha={cfg['lora_alpha']} on {', '.join(cfg['target_modules'])}"
         f"{' of layers ' + ', '.join(map(str, cfg['layers'])) if cfg['layers'] else ''}; beta={cfg['beta']}, "
         f"lr={cfg['learning_rate']}, batch {cfg['batch_size']}, max length {cfg['max_length']} "
