@@ -612,7 +612,10 @@ def _generate_file(pad, rows, preference, kwargs, output_path, batch_size, as_js
 
 
 def main() -> None:
+    import warnings
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", category=FutureWarning)
     app()
 
 
