@@ -123,3 +123,17 @@ def test_bootstrap_and_perplexity(base_model, tokenizer):
     likely = pad.generate(["Tell me about cats."], method="base", max_new_tokens=5, ignore_eos=True)[0].text
     ppl_likely, ppl_noise = perplexity(pad, ["Tell me about cats."] * 2, [likely, "zq sky sea poem planes why"])
     assert math.isfinite(ppl_likely) and 1 < ppl_likely < ppl_noise
+
+
+def test_prompt_sets_from_a_saved_dataset(tmp_path):
+    import datasets
+
+    from padkit.prompts import read_prompt_dataset
+
+    datasets.Dataset.from_list(
+        [{"question": "Why is the sky blue?", "id": "q1"}, {"question": "Cats?", "id": "q2"}]
+    ).save_to_disk(str(tmp_path / "ds"))
+    rows = read_prompt_dataset(str(tmp_path / "ds"), column="question")
+    assert [(r.id, r.prompt) for r in rows] == [("q1", "Why is the sky blue?"), ("q2", "Cats?")]
+    with pytest.raises(PadkitError, match="no column 'prompt'"):
+        read_prompt_dataset(str(tmp_path / "ds"))

@@ -35,3 +35,19 @@ def load_json(path: Path) -> Any:
             return json.load(f)
     except json.JSONDecodeError as err:
         raise PadkitError(f"{path}:{err.lineno}: invalid JSON: {err.msg}") from err
+
+
+def load_dataset_split(name_or_path: str, split: str = "train"):
+    """One split of a Hugging Face ``datasets`` dataset, from a ``save_to_disk`` folder or by name."""
+    import datasets
+
+    path = Path(name_or_path)
+    try:
+        ds = datasets.load_from_disk(str(path)) if path.is_dir() else datasets.load_dataset(name_or_path, split=split)
+    except (OSError, ValueError, ConnectionError) as err:
+        raise PadkitError(f"cannot load dataset {name_or_path!r}: {err}") from err
+    if isinstance(ds, datasets.DatasetDict):
+        if split not in ds:
+            raise PadkitError(f"dataset {name_or_path!r} has no split {split!r}; it has {', '.join(ds)}")
+        ds = ds[split]
+    return ds

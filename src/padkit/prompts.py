@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from padkit.errors import PadkitError
-from padkit.jsonio import iter_jsonl, load_json
+from padkit.jsonio import iter_jsonl, load_dataset_split, load_json
 
 PROMPT_KEYS = ("prompt", "instruction", "question", "text")
 
@@ -118,17 +118,7 @@ def append_jsonl(path: str | Path, records: list[dict]) -> None:
 
 def read_prompt_dataset(name_or_path: str, column: str = "prompt", split: str = "train") -> list[PromptRow]:
     """Prompts from a Hugging Face ``datasets`` dataset (a saved path or a name), one per row of ``column``."""
-    import datasets
-
-    path = Path(name_or_path)
-    try:
-        ds = datasets.load_from_disk(str(path)) if path.is_dir() else datasets.load_dataset(name_or_path, split=split)
-    except (OSError, ValueError, ConnectionError) as err:
-        raise PadkitError(f"cannot load dataset {name_or_path!r}: {err}") from err
-    if isinstance(ds, datasets.DatasetDict):
-        if split not in ds:
-            raise PadkitError(f"dataset {name_or_path!r} has no split {split!r}; it has {', '.join(ds)}")
-        ds = ds[split]
+    ds = load_dataset_split(name_or_path, split)
     if column not in ds.column_names:
         raise PadkitError(f"dataset {name_or_path!r} has no column {column!r}; it has {', '.join(ds.column_names)}")
     return [_row_from_record({**row, "prompt": row[column]}, i, f"{name_or_path} row {i}") for i, row in enumerate(ds)]

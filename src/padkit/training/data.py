@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from padkit.errors import PadkitError
-from padkit.jsonio import iter_jsonl, load_json
+from padkit.jsonio import iter_jsonl, load_dataset_split, load_json
 
 Messages = list[dict[str, str]]
 
@@ -117,22 +117,10 @@ def read_hf_dataset(
     preference: str | None = None,
 ) -> list[PreferencePair]:
     """Read pairs from a Hugging Face ``datasets`` dataset; ``columns`` maps our field names to its columns."""
-    try:
-        import datasets
-    except ImportError as err:
-        raise PadkitError("reading a Hugging Face dataset needs `pip install datasets`") from err
     columns = {"prompt": "prompt", "chosen": "chosen", "rejected": "rejected", "preference": "preference"} | dict(
         columns or {}
     )
-    try:
-        path = Path(name_or_path)
-        ds = datasets.load_from_disk(str(path)) if path.is_dir() else datasets.load_dataset(name_or_path, split=split)
-    except (OSError, ValueError, ConnectionError) as err:
-        raise PadkitError(f"cannot load dataset {name_or_path!r}: {err}") from err
-    if isinstance(ds, datasets.DatasetDict):
-        if split not in ds:
-            raise PadkitError(f"dataset {name_or_path!r} has no split {split!r}; it has {', '.join(ds)}")
-        ds = ds[split]
+    ds = load_dataset_split(name_or_path, split)
     pairs = []
     for i, row in enumerate(ds):
         record = {k: row[v] for k, v in columns.items() if v in row}
