@@ -137,3 +137,12 @@ def test_prompt_sets_from_a_saved_dataset(tmp_path):
     assert [(r.id, r.prompt) for r in rows] == [("q1", "Why is the sky blue?"), ("q2", "Cats?")]
     with pytest.raises(PadkitError, match="no column 'prompt'"):
         read_prompt_dataset(str(tmp_path / "ds"))
+
+
+def test_two_dimension_mix_draws_a_scatter(base_model, tokenizer, tmp_path):
+    pad = PAD(base_model, tokenizer)
+    prefs = ("concise=1,friendly=0.2", "concise=0.5,friendly=0.5", "concise=0.2,friendly=1")
+    config = EvalConfig(methods=("pad",), preferences=prefs, weights=(2.0,), max_new_tokens=4)
+    report = run_eval({"main": pad, "self": pad}, ROWS[:2], tmp_path, config, progress=False)
+    assert {r.judge for r in report.rows} == {"words", "sentiment"} and len(report.rows) == 6
+    assert (tmp_path / "scatter_concise_friendly.png").stat().st_size > 1000

@@ -314,6 +314,42 @@ def plot_report(report: EvalReport, out_dir: Path) -> list[Path]:
                 fig.savefig(path, dpi=100)
                 plt.close(fig)
                 paths.append(path)
+    paths += _plot_two_dimension_sweeps(report, out_dir, plt)
+    return paths
+
+
+def _plot_two_dimension_sweeps(report: EvalReport, out_dir: Path, plt) -> list[Path]:
+    """For preferences mixing the same two dimensions with different weights: one point per mix and method,
+    at (score on the first dimension's judge, score on the second's)."""
+    mixes: dict[tuple[str, str], list[tuple[str, ReportRow, ReportRow]]] = defaultdict(list)
+    for pref in sorted({r.preference for r in report.rows}):
+        dims = Preference.parse(pref).dimensions
+        specs = [DIMENSION_JUDGES.get(d.text.lower()) for d in dims]
+        if len(dims) != 2 or None in specs or specs[0].judge == specs[1].judge:
+            continue
+        names = (dims[0].text.lower(), dims[1].text.lower())
+        for method in sorted({r.method for r in report.rows if r.preference == pref}):
+            for w in sorted({r.weight for r in report.rows if r.preference == pref and r.method == method}):
+                by_judge = {r.judge: r for r in report.rows if (r.preference, r.method, r.weight) == (pref, method, w)}
+                if specs[0].judge in by_judge and specs[1].judge in by_judge:
+                    label = f"{method} {pref}" + (f" w={w:g}" if w else "")
+                    mixes[names].append((label, by_judge[specs[0].judge], by_judge[specs[1].judge]))
+    paths = []
+    for (first, second), points in mixes.items():
+        if len(points) < 2:
+            continue
+        fig, ax = plt.subplots(figsize=(5, 4))
+        for label, x, y in points:
+            ax.scatter(x.mean, y.mean)
+            ax.annotate(label, (x.mean, y.mean), fontsize=7)
+        ax.set_xlabel(f"{first}: {points[0][1].judge}")
+        ax.set_ylabel(f"{second}: {points[0][2].judge}")
+        ax.set_title(f"{first} x {second}")
+        fig.tight_layout()
+        path = out_dir / f"scatter_{_slug(first)}_{_slug(second)}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        paths.append(path)
     return paths
 
 
