@@ -76,21 +76,26 @@ def read_prompts(path: str | Path, with_input: bool = True) -> list[PromptRow]:
     return [_row_from_record(line, i, f"{path}:{n}") for i, (n, line) in enumerate(lines)]
 
 
-def read_done_ids(path: str | Path) -> set[str]:
-    """Ids already in a JSONL output; a torn last line from an interrupted run is dropped (atomically)."""
+def intact_jsonl(path: str | Path) -> list[tuple[dict, str]]:
+    """The records of a JSONL output with their lines, skipping the torn line an interrupted run leaves."""
     path = Path(path)
     if not path.is_file():
-        return set()
-    good, ids = [], set()
+        return []
+    out = []
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
-            record = json.loads(line)
+            out.append((json.loads(line), line))
         except json.JSONDecodeError:
             continue
-        good.append(line)
-        ids.add(str(record.get("id")))
-    atomic_write_text(path, "".join(g + "\n" for g in good))
-    return ids
+    return out
+
+
+def read_done_ids(path: str | Path) -> set[str]:
+    """Ids already in a JSONL output; a torn last line from an interrupted run is dropped (atomically)."""
+    records = intact_jsonl(path)
+    if Path(path).is_file():
+        atomic_write_text(path, "".join(line + "\n" for _, line in records))
+    return {str(record.get("id")) for record, _ in records}
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -28,7 +28,7 @@ from padkit.decoding.processor import (
     StepRecord,
 )
 from padkit.decoding.reward import RewardStream
-from padkit.decoding.sequence_reward import response_logprobs
+from padkit.decoding.sequence_reward import implicit_rewards
 from padkit.errors import GenerationError, ModelLoadError
 from padkit.models.loading import (
     DEFAULT_BASE,
@@ -197,7 +197,7 @@ class PAD:
             temperature=temperature,
             top_p=top_p,
             weight=_check_weights(weight, len(prompts)),
-            eos_token_ids=_eos_ids(self.base_model, self.tokenizer),
+            eos_token_ids=eos_token_ids(self.base_model, self.tokenizer),
             **rule,
         )
         return inputs, processor
@@ -252,7 +252,7 @@ class PAD:
             reference=reference,
             top_k=top_k,
             candidates=candidates,
-            eos_token_ids=_eos_ids(self.base_model, self.tokenizer),
+            eos_token_ids=eos_token_ids(self.base_model, self.tokenizer),
             record=record,
         )
         return base_inputs, processor
@@ -356,7 +356,7 @@ class PAD:
             temperature=1.0,
             top_k=0 if sample_in_generate else None,
             top_p=1.0,
-            eos_token_id=_eos_ids(self.base_model, self.tokenizer),
+            eos_token_id=eos_token_ids(self.base_model, self.tokenizer),
             pad_token_id=self.tokenizer.pad_token_id,
         )
         if seed is not None:
@@ -451,16 +451,19 @@ class PAD:
 
         ``eos=False`` scores unfinished responses (prefixes) without the closing EOS token.
         """
-        with_pref = [render_input(self.rm_tokenizer, prompt, principle)] * len(responses)
-        scores = response_logprobs(self.rm_model, self.rm_tokenizer, with_pref, list(responses), add_eos=eos)
-        if reference == "none":
-            return scores
-        if reference == "rm-init" and self.rm_is_adapter:
-            with self.rm_model.disable_adapter():
-                ref = response_logprobs(self.rm_model, self.rm_tokenizer, with_pref, list(responses), add_eos=eos)
-            return scores - ref
-        plain = [render_input(self.tokenizer, prompt)] * len(responses)
-        return scores - response_logprobs(self.base_model, self.tokenizer, plain, list(responses), add_eos=eos)
+        if reference == "rm-init" and not self.rm_is_adapter:
+            reference = "base"  # without a LoRA to switch off, the preference-free base is the reference
+        return implicit_rewards(
+            self.rm_model,
+            self.rm_tokenizer,
+            [render_input(self.rm_tokenizer, prompt, principle)] * len(responses),
+            list(responses),
+            reference,
+            plain=[render_input(self.tokenizer, prompt)] * len(responses),
+            base_model=self.base_model,
+            base_tokenizer=self.tokenizer,
+            add_eos=eos,
+        )
 
     def _token_infos(self, records: list[StepRecord], row: int, chosen: list[int]) -> list[TokenInfo]:
         infos = []
@@ -519,7 +522,8 @@ def _check_weights(weight: float | Sequence[float], n: int) -> torch.Tensor:
     return torch.tensor(values, dtype=torch.float32)
 
 
-def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+def eos_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Every token that ends an answer: the generation config's EOS ids and the tokenizer's."""
     ids = model.generation_config.eos_token_id
     ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
     if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:

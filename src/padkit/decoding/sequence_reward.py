@@ -7,6 +7,7 @@ The token-level reward that PAD uses at each step, summed over a response, is th
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -56,3 +57,34 @@ def response_logprobs(
         logps = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:, None].to(device)).squeeze(-1)
         out.append((logps.double().cpu() * target[:, 1:]).sum(dim=1))
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+
+
+def implicit_rewards(
+    rm_model: PreTrainedModel,
+    rm_tokenizer: PreTrainedTokenizerBase,
+    with_preference: Sequence[str],
+    responses: Sequence[str],
+    reference: str = "base",
+    plain: Sequence[str] | None = None,
+    base_model: PreTrainedModel | None = None,
+    base_tokenizer: PreTrainedTokenizerBase | None = None,
+    batch_size: int = 8,
+    max_length: int | None = None,
+    add_eos: bool = True,
+) -> torch.Tensor:
+    """Summed implicit reward ``log pi_rm(y | x, p) - log pi_ref(y | ...)`` of each response.
+
+    ``with_preference`` are the PersRM's rendered contexts. The reference is ``"rm-init"`` (the PersRM's LoRA
+    off, same contexts), ``"base"`` (``base_model``, or the PersRM with its LoRA off, on the ``plain``
+    contexts rendered without the preference) or ``"none"`` (0).
+    """
+    kwargs = dict(batch_size=batch_size, max_length=max_length, add_eos=add_eos)
+    scores = response_logprobs(rm_model, rm_tokenizer, with_preference, responses, **kwargs)
+    if reference == "none":
+        return scores
+    if reference == "rm-init":
+        with rm_model.disable_adapter():
+            return scores - response_logprobs(rm_model, rm_tokenizer, with_preference, responses, **kwargs)
+    model = base_model if base_model is not None else rm_model
+    with model.disable_adapter() if hasattr(model, "disable_adapter") else nullcontext():
+        return scores - response_logprobs(model, base_tokenizer or rm_tokenizer, plain, responses, **kwargs)

@@ -295,11 +295,7 @@ def plot_report(report: EvalReport, out_dir: Path) -> list[Path]:
                 capsize=3,
             )
             ax.set_title(f"{pref}: {judge}")
-            fig.tight_layout()
-            path = out_dir / f"bar_{_slug(pref)}_{judge}.png"
-            fig.savefig(path, dpi=100)
-            plt.close(fig)
-            paths.append(path)
+            paths.append(_save(fig, out_dir / f"bar_{_slug(pref)}_{judge}.png", plt))
             swept = sorted((r.weight, r.mean, r.perplexity) for r in sel if r.method == "pad")
             if len(swept) > 2:
                 fig, ax = plt.subplots(figsize=(4, 3.2))
@@ -309,11 +305,7 @@ def plot_report(report: EvalReport, out_dir: Path) -> list[Path]:
                 ax.set_xlabel("perplexity under base (fluency cost)")
                 ax.set_ylabel(judge)
                 ax.set_title(f"{pref}: weight sweep")
-                fig.tight_layout()
-                path = out_dir / f"sweep_{_slug(pref)}_{judge}.png"
-                fig.savefig(path, dpi=100)
-                plt.close(fig)
-                paths.append(path)
+                paths.append(_save(fig, out_dir / f"sweep_{_slug(pref)}_{judge}.png", plt))
     paths += _plot_two_dimension_sweeps(report, out_dir, plt)
     return paths
 
@@ -345,12 +337,15 @@ def _plot_two_dimension_sweeps(report: EvalReport, out_dir: Path, plt) -> list[P
         ax.set_xlabel(f"{first}: {points[0][1].judge}")
         ax.set_ylabel(f"{second}: {points[0][2].judge}")
         ax.set_title(f"{first} x {second}")
-        fig.tight_layout()
-        path = out_dir / f"scatter_{_slug(first)}_{_slug(second)}.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save(fig, out_dir / f"scatter_{_slug(first)}_{_slug(second)}.png", plt))
     return paths
+
+
+def _save(fig, path: Path, plt) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def _slug(text: str) -> str:

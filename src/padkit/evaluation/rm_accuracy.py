@@ -9,7 +9,6 @@ without the preference (what PAD decodes with by default); with ``"none"`` it is
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -17,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from padkit.decoding.sequence_reward import response_logprobs
+from padkit.decoding.sequence_reward import implicit_rewards
 from padkit.errors import PadkitError
 from padkit.preferences import Dimension, render_clipped
 from padkit.training.data import PreferencePair
@@ -76,33 +75,23 @@ def pair_rewards(
         with_pref = [
             render_clipped(tokenizer, p.prompt, Dimension(p.preference).principle, max_prompt_length) for p in chunk
         ]
-        responses = [p.chosen for p in chunk] + [p.rejected for p in chunk]
-        score = dict(tokenizer=tokenizer, responses=responses, batch_size=2 * batch_size, max_length=max_length)
-        reward = _logps(rm_model, with_pref + with_pref, **score)
-        if reference == "rm-init":
-            reward = reward - _logps(rm_model, with_pref + with_pref, adapter_off=True, **score)
-        elif reference == "base":
-            plain = [render_clipped(tokenizer, p.prompt, None, max_prompt_length) for p in chunk]
-            reward = reward - _logps(
-                base_model if base_model is not None else rm_model, plain + plain, adapter_off=True, **score
-            )
+        plain = None
+        if reference == "base":
+            plain = 2 * [render_clipped(tokenizer, p.prompt, None, max_prompt_length) for p in chunk]
+        reward = implicit_rewards(
+            rm_model,
+            tokenizer,
+            with_pref + with_pref,
+            [p.chosen for p in chunk] + [p.rejected for p in chunk],
+            reference,
+            plain=plain,
+            base_model=base_model,
+            batch_size=2 * batch_size,
+            max_length=max_length,
+        )
         chosen.append(reward[: len(chunk)])
         rejected.append(reward[len(chunk) :])
     return torch.cat(chosen), torch.cat(rejected)
-
-
-def _logps(
-    model: PreTrainedModel,
-    contexts: list[str],
-    tokenizer: PreTrainedTokenizerBase,
-    responses: list[str],
-    batch_size: int,
-    max_length: int | None,
-    adapter_off: bool = False,
-) -> torch.Tensor:
-    guard = model.disable_adapter() if adapter_off and hasattr(model, "disable_adapter") else nullcontext()
-    with guard:
-        return response_logprobs(model, tokenizer, contexts, responses, batch_size, max_length)
 
 
 def evaluate_rm(

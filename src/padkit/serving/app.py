@@ -165,10 +165,8 @@ class Server:
                 preference = to_preference(_profile_field(profile.preference))
         except PadkitError as err:
             raise APIError(400, str(err), "preference") from err
-        weight = body.alignment_weight
-        if weight is None:
-            weight = profile.alignment_weight if profile and profile.alignment_weight is not None else None
-        weight = self.default_weight if weight is None else weight
+        stored_weight = profile.alignment_weight if profile is not None else None
+        weight = next((w for w in (body.alignment_weight, stored_weight) if w is not None), self.default_weight)
         n_prompt = self.prompt_tokens(prompt)
         context = getattr(self.pad.base_model.config, "max_position_embeddings", None)
         if context is not None and n_prompt + limit > context:

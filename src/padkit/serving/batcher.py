@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from transformers.generation.streamers import BaseStreamer
 
-from padkit.decoding.pad import PAD, Generation
+from padkit.decoding.pad import PAD, Generation, eos_token_ids
 from padkit.preferences import Preference
 from padkit.preferences.render import Prompt
 
@@ -105,19 +106,16 @@ class Batcher:
         if first is None:
             return None
         jobs = [first]
-        deadline = threading.Event()
-        timer = threading.Timer(self.window_s, deadline.set)
-        timer.start()
-        while len(jobs) < self.max_batch and not deadline.is_set():
+        deadline = time.monotonic() + self.window_s
+        while len(jobs) < self.max_batch and (left := deadline - time.monotonic()) > 0:
             try:
-                job = self.queue.get(timeout=max(self.window_s / 4, 0.001))
+                job = self.queue.get(timeout=left)
             except queue.Empty:
-                continue
+                break
             if job is None:
                 self.queue.put(None)
                 break
             jobs.append(job)
-        timer.cancel()
         return jobs
 
     def _run(self) -> None:
@@ -130,8 +128,7 @@ class Batcher:
 
     def _decode(self, settings: dict, jobs: list[Job]) -> None:
         self.batches.append(len(jobs))
-        eos = {self.pad.tokenizer.eos_token_id, *(_as_list(self.pad.base_model.generation_config.eos_token_id))}
-        streamer = _RowStreamer(self.pad, jobs, eos)
+        streamer = _RowStreamer(self.pad, jobs, set(eos_token_ids(self.pad.base_model, self.pad.tokenizer)))
         try:
             gens = self.pad.generate(
                 [j.prompt for j in jobs],
@@ -147,9 +144,3 @@ class Batcher:
             return
         for job, gen in zip(jobs, gens, strict=True):
             job.emit("done", _cut(gen, job.max_tokens, self.pad.tokenizer))
-
-
-def _as_list(value) -> list[int]:
-    if value is None:
-        return []
-    return list(value) if isinstance(value, list | tuple) else [value]

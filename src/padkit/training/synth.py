@@ -22,7 +22,7 @@ from padkit.decoding.pad import PAD
 from padkit.errors import PadkitError
 from padkit.evaluation.judges import DIMENSION_JUDGES, get_judge
 from padkit.preferences.catalog import lookup
-from padkit.prompts import PromptRow, append_jsonl, atomic_write_text
+from padkit.prompts import PromptRow, append_jsonl, atomic_write_text, intact_jsonl
 
 DEFAULT_MARGINS: dict[str, float] = {"grade": 2.0, "words": 25.0, "sentiment": 0.4}
 
@@ -64,18 +64,10 @@ def _complete_groups(path: Path) -> set[str]:
     """Groups fully written; lines of a group cut short by an interruption are removed (atomically)."""
     if not path.is_file():
         return set()
-    records, lines = [], []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(json.loads(line))
-            lines.append(line)
-        except json.JSONDecodeError:
-            continue
-    counts = Counter(r.get("group") for r in records)
+    records = intact_jsonl(path)
+    counts = Counter(r.get("group") for r, _ in records)
     done = {g for g, c in counts.items() if c == 2}
-    atomic_write_text(
-        path, "".join(line + "\n" for r, line in zip(records, lines, strict=True) if r.get("group") in done)
-    )
+    atomic_write_text(path, "".join(line + "\n" for r, line in records if r.get("group") in done))
     return done
 
 
@@ -92,28 +84,20 @@ def _group_records(
     kept = margin >= config.min_margin.get(spec.judge, 0.0) and best[1].strip() != "" and worst[1].strip() != ""
     group = f"{row.id}/{dimension}-{opposite}"
     common = {"group": group, "prompt": row.prompt, "judge": spec.judge, "margin": round(margin, 4), "kept": kept}
-    return [
-        {
-            "id": f"{group}/{dimension}",
-            "preference": dimension,
-            "chosen": best[1],
-            "rejected": worst[1],
-            "chosen_score": round(spec.direction * best[0], 4),
-            "rejected_score": round(spec.direction * worst[0], 4),
+
+    def record(preference: str, chosen: tuple[float, str], rejected: tuple[float, str]) -> dict:
+        return {
+            "id": f"{group}/{preference}",
+            "preference": preference,
+            "chosen": chosen[1],
+            "rejected": rejected[1],
+            "chosen_score": round(spec.direction * chosen[0], 4),
+            "rejected_score": round(spec.direction * rejected[0], 4),
             **common,
             "settings": settings,
-        },
-        {
-            "id": f"{group}/{opposite}",
-            "preference": opposite,
-            "chosen": worst[1],
-            "rejected": best[1],
-            "chosen_score": round(spec.direction * worst[0], 4),
-            "rejected_score": round(spec.direction * best[0], 4),
-            **common,
-            "settings": settings,
-        },
-    ]
+        }
+
+    return [record(dimension, best, worst), record(opposite, worst, best)]
 
 
 def synthesize_pairs(
