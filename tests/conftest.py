@@ -27,7 +27,15 @@ CORPUS = [
 ] * 20
 
 
-def make_tokenizer(vocab_size: int = 320, chat_template: str | None = CHAT_TEMPLATE):
+def make_tokenizer(
+    vocab_size: int = 320,
+    chat_template: str | None = CHAT_TEMPLATE,
+    all_bytes: bool = True,
+    specials: tuple[str, ...] = ("<|endoftext|>", "<|im_start|>", "<|im_end|>"),
+):
+    """A byte-level BPE tokenizer; ``all_bytes=False`` keeps only the corpus's (ASCII) characters, so no token
+    holds part of a UTF-8 character, and a tiny ``vocab_size`` leaves no merges: one token per character.
+    ``<|im_end|>`` (EOS and padding) must be among ``specials``; the others are optional."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -36,13 +44,16 @@ def make_tokenizer(vocab_size: int = 320, chat_template: str | None = CHAT_TEMPL
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=list(specials),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet() if all_bytes else [],
         show_progress=False,
     )
     tok.train_from_iterator(CORPUS, trainer)
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|im_end|>", bos_token="<|im_start|>"
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|im_end|>",
+        bos_token="<|im_start|>" if "<|im_start|>" in specials else None,
     )
     fast.chat_template = chat_template
     fast.padding_side = "left"

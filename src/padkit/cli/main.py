@@ -79,7 +79,13 @@ def generate(
     weight: Annotated[float, typer.Option("--weight", "-w", help="Alignment strength w.")] = 1.0,
     top_k: Annotated[int, typer.Option("--top-k", help="Base top-k candidates rescored by PAD.")] = 10,
     reference: Annotated[str, typer.Option(help="Reward reference: base, rm-init or none.")] = "base",
-    candidates: Annotated[str, typer.Option(help="Candidate set: topk, topk+eos or topk+rm.")] = "topk+eos",
+    candidates: Annotated[
+        str | None,
+        typer.Option(
+            help="Candidate set: topk, topk+eos or topk+rm. Default topk+eos; topk when the PersRM's tokenizer "
+            "differs from the base's."
+        ),
+    ] = None,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n")] = 128,
     temperature: Annotated[float, typer.Option(help="0 means greedy.")] = 0.0,
     top_p: Annotated[float, typer.Option("--top-p")] = 1.0,
@@ -187,9 +193,18 @@ def bench_speed(
     check_bf16: Annotated[
         bool, typer.Option("--check-bf16", help="Also report how much of the greedy output bf16 reproduces.")
     ] = False,
+    text_path: Annotated[
+        bool,
+        typer.Option(
+            "--text-path", help="Also time the cross-tokenizer path (PersRM scores text) on these same models."
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
 ) -> None:
-    """Tokens/s of plain generate, padkit PAD and the official-style PAD loop (no cache, batch 1)."""
+    """Tokens/s of plain generate, padkit PAD and the official-style PAD loop (no cache, batch 1).
+
+    With a base whose tokenizer differs from the PersRM's (e.g. --base gemma3-270m) PAD runs the
+    cross-tokenizer path and the official loop is skipped (it needs a shared vocabulary)."""
     from padkit.decoding import PAD
     from padkit.evaluation.speed import run_speed_benchmark
 
@@ -205,6 +220,7 @@ def bench_speed(
             new_tokens,
             batch_size,
             check_bf16=check_bf16,
+            text_path=text_path,
             log=lambda m: err.print(f"timing {m} ..."),
         )
     except PadkitError as e:
@@ -220,7 +236,11 @@ def bench_speed(
     table.add_column("target", justify="right")
     rows = [
         ("plain generate, batch 1 (tok/s)", report.plain_tps, ""),
-        ("PAD, batch 1 (tok/s)", report.pad_tps, ""),
+        (
+            "PAD, batch 1 (tok/s)" + (" [text-scored, cross-tokenizer]" if report.cross_tokenizer else ""),
+            report.pad_tps,
+            "",
+        ),
         ("official-style loop, batch 1 (tok/s)", report.official_tps, ""),
         (f"plain generate, batch {batch_size} (tok/s)", report.plain_batch8_tps, ""),
         (f"PAD, batch {batch_size} (tok/s)", report.pad_batch8_tps, ""),
@@ -229,10 +249,13 @@ def bench_speed(
         (f"PAD batch {batch_size} / batch 1", report.pad_batch8_vs_batch1, ">= 4"),
         ("peak RSS (MB)", report.peak_rss_mb, ""),
     ]
+    if report.text_path_tps is not None:
+        rows.append(("PAD scoring text (cross-tokenizer path), batch 1 (tok/s)", report.text_path_tps, ""))
+        rows.append(("text path / token path, batch 1", report.text_path_vs_token_path, ""))
     if report.bf16_prefix_agreement is not None:
         rows.append(("bf16: share of tokens before first divergence", report.bf16_prefix_agreement, ""))
     for name, value, target in rows:
-        table.add_row(name, f"{value:.2f}", target)
+        table.add_row(name, "n/a" if value is None else f"{value:.2f}", target)
     Console().print(table)
 
 

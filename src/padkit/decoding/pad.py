@@ -19,9 +19,11 @@ from transformers import (
 )
 from transformers.generation.streamers import BaseStreamer
 
+from padkit.decoding.crossing import TextRewardStream
 from padkit.decoding.processor import (
     ARGSLogitsProcessor,
     Candidates,
+    CrossTokenizerPADLogitsProcessor,
     PADLogitsProcessor,
     Reference,
     SelfGuidedPADLogitsProcessor,
@@ -86,6 +88,8 @@ class PAD:
     ``rm="self"`` uses the base model conditioned on the preference as its own PersRM (no training
     needed); any other value is a full causal LM or a PEFT LoRA adapter directory. ``rm_shares_base`` says a
     LoRA PersRM sits on the base's own weights, so base rows can run in its batch with the adapter off.
+    A PersRM with another tokenizer than the base's scores each candidate's text instead of its token id
+    (``cross_tokenizer``, chosen automatically; ``True`` forces the text path for a shared tokenizer too).
     """
 
     def __init__(
@@ -97,6 +101,7 @@ class PAD:
         base_name: str = "base",
         rm_name: str = "self",
         rm_shares_base: bool = False,
+        cross_tokenizer: bool | None = None,
     ) -> None:
         self.base_model = base_model
         self.tokenizer = tokenizer
@@ -106,11 +111,13 @@ class PAD:
         self.base_name = base_name
         self.rm_name = rm_name
         self.rm_shares_base = rm_shares_base and hasattr(self.rm_model, "disable_adapter")
-        if not self.rm_is_self and self.rm_tokenizer.get_vocab() != tokenizer.get_vocab():
+        differs = not self.rm_is_self and self.rm_tokenizer.get_vocab() != tokenizer.get_vocab()
+        if cross_tokenizer is False and differs:
             raise ModelLoadError(
                 f"the PersRM {rm_name!r} uses a different tokenizer from the base {base_name!r}; "
-                "token-level guidance needs a shared vocabulary"
+                "token-level guidance needs a shared vocabulary (leave cross_tokenizer unset to score text)"
             )
+        self.cross_tokenizer = differs if cross_tokenizer is None else cross_tokenizer
 
     @classmethod
     def from_pretrained(cls, base: str = DEFAULT_BASE, rm: str | None = None, dtype: str = "float32") -> PAD:
@@ -129,6 +136,12 @@ class PAD:
         return cls(
             base_model, tokenizer, rm_model, load_tokenizer(rm), base_name=base, rm_name=rm, rm_shares_base=shares
         )
+
+    @property
+    def default_candidates(self) -> Candidates:
+        """``topk+eos``, or ``topk`` across tokenizers: there the two models' EOS are unrelated, and a forced EOS
+        the base finds unlikely gets a huge log-ratio reward."""
+        return "topk" if self.cross_tokenizer else "topk+eos"
 
     @property
     def rm_is_adapter(self) -> bool:
@@ -211,14 +224,15 @@ class PAD:
         weight: float | Sequence[float] = 1.0,
         top_k: int = 10,
         reference: Reference = "base",
-        candidates: Candidates = "topk+eos",
+        candidates: Candidates | None = None,
         max_new_tokens: int = 128,
         record: bool = False,
-    ) -> tuple[dict[str, torch.Tensor], PADLogitsProcessor]:
-        """Base-model inputs and a :class:`PADLogitsProcessor` for them, for use with ``model.generate``."""
+    ) -> tuple[dict[str, torch.Tensor], PADLogitsProcessor | CrossTokenizerPADLogitsProcessor]:
+        """Base-model inputs and a PAD logits processor for them, for use with ``model.generate``."""
         prompts = _check_prompts(prompts)
         rows = self._row_preferences(len(prompts), preference, preferences)
         weights = _check_weights(weight, len(prompts))
+        candidates = candidates or self.default_candidates
         if reference == "rm-init" and not self.rm_is_self and not self.rm_is_adapter:
             raise GenerationError(
                 "reference 'rm-init' needs a LoRA PersRM (its adapter disabled is the reference); "
@@ -238,16 +252,8 @@ class PAD:
         if not texts:
             texts, source = [render_input(self.rm_tokenizer, prompts[0])], [0]
         rm_inputs = self._encode(self.rm_tokenizer, texts, self.rm_model, max_new_tokens)
-        stream = RewardStream(
-            self.rm_model,
-            rm_inputs["input_ids"],
-            rm_inputs["attention_mask"],
-            torch.tensor(source, dtype=torch.long),
-            adapter_names,
-        )
-        processor = PADLogitsProcessor(
-            stream,
-            combine,
+        rule = dict(
+            combine=combine,
             weight=weights,
             reference=reference,
             top_k=top_k,
@@ -255,7 +261,29 @@ class PAD:
             eos_token_ids=eos_token_ids(self.base_model, self.tokenizer),
             record=record,
         )
-        return base_inputs, processor
+        if self.cross_tokenizer:
+            if candidates == "topk+rm":
+                raise GenerationError("candidates 'topk+rm' needs a PersRM with the base's tokenizer")
+            text_stream = TextRewardStream(
+                self.rm_model,
+                self.rm_tokenizer,
+                self.tokenizer,
+                rm_inputs["input_ids"],
+                rm_inputs["attention_mask"],
+                torch.tensor(source, dtype=torch.long),
+                base_eos=rule["eos_token_ids"],
+                eos_token_id=self.rm_tokenizer.eos_token_id,
+                adapter_names=adapter_names,
+            )
+            return base_inputs, CrossTokenizerPADLogitsProcessor(text_stream, **rule)
+        stream = RewardStream(
+            self.rm_model,
+            rm_inputs["input_ids"],
+            rm_inputs["attention_mask"],
+            torch.tensor(source, dtype=torch.long),
+            adapter_names,
+        )
+        return base_inputs, PADLogitsProcessor(stream, **rule)
 
     def generate(
         self,
@@ -267,7 +295,7 @@ class PAD:
         weight: float | Sequence[float] = 1.0,
         top_k: int = 10,
         reference: Reference = "base",
-        candidates: Candidates = "topk+eos",
+        candidates: Candidates | None = None,
         max_new_tokens: int = 128,
         temperature: float = 0.0,
         top_p: float = 1.0,
@@ -308,7 +336,15 @@ class PAD:
             )
         processors = LogitsProcessorList()
         pad_processor = None
-        can_fuse = method == "pad" and (self.rm_is_self or (self.rm_shares_base and reference != "rm-init"))
+        # the policy decodes in the PersRM's own vocabulary
+        model, tokenizer = (
+            (self.rm_model, self.rm_tokenizer) if method == "policy" else (self.base_model, self.tokenizer)
+        )
+        can_fuse = (
+            method == "pad"
+            and not self.cross_tokenizer
+            and (self.rm_is_self or (self.rm_shares_base and reference != "rm-init"))
+        )
         if fused and not can_fuse:
             raise GenerationError(
                 "fused decoding needs method 'pad' with rm='self', or a LoRA PersRM on the base's own weights "
@@ -317,7 +353,8 @@ class PAD:
         if fused is None:  # a plain streamer takes one row; a ``batched`` one handles the fused batch's rows
             fused = can_fuse and (streamer is None or getattr(streamer, "batched", False))
         sample_in_generate = temperature > 0 and not fused
-        rule = dict(top_k=top_k, reference=reference, candidates=candidates, record=diagnostics)
+        rule = dict(top_k=top_k, reference=reference, candidates=candidates or self.default_candidates)
+        rule["record"] = diagnostics
         if fused:
             inputs, pad_processor = self._fused_inputs(
                 prompts, rows, weight, max_new_tokens, temperature, top_p, **rule
@@ -334,12 +371,7 @@ class PAD:
         if pad_processor is not None:
             processors.append(pad_processor)
             model = self.rm_model if fused and self.rm_shares_base else self.base_model
-        elif method == "args":
-            model = self.base_model
-        else:
-            model, tokenizer = (
-                (self.rm_model, self.rm_tokenizer) if method == "policy" else (self.base_model, self.tokenizer)
-            )
+        elif method != "args":
             texts = [
                 render_input(tokenizer, p, None if method == "base" or r is None else r.prompt_principle())
                 for p, r in zip(prompts, rows, strict=True)
@@ -356,8 +388,8 @@ class PAD:
             temperature=1.0,
             top_k=0 if sample_in_generate else None,
             top_p=1.0,
-            eos_token_id=eos_token_ids(self.base_model, self.tokenizer),
-            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=eos_token_ids(model, tokenizer),
+            pad_token_id=tokenizer.pad_token_id,
         )
         if seed is not None:
             torch.manual_seed(seed)
@@ -376,7 +408,7 @@ class PAD:
                 tokens = self._token_infos(pad_processor.records, b, row[: len(ids) + (stop is not None)])
             results.append(
                 Generation(
-                    text=self.tokenizer.decode(ids, skip_special_tokens=True),
+                    text=tokenizer.decode(ids, skip_special_tokens=True),
                     token_ids=ids,
                     finish_reason="stop" if stop is not None and not ignore_eos else "length",
                     method=method,

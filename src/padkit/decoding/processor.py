@@ -8,6 +8,7 @@ from typing import Literal
 import torch
 from transformers import LogitsProcessor
 
+from padkit.decoding.crossing import TextRewardStream
 from padkit.decoding.reward import RewardStream
 
 Reference = Literal["base", "rm-init", "none"]
@@ -54,7 +55,7 @@ class _PADRule:
         self.record = record
         self.records: list[StepRecord] = []
 
-    def _candidate_ids(self, base_logp: torch.Tensor, rm_logp: torch.Tensor) -> torch.Tensor:
+    def _candidate_ids(self, base_logp: torch.Tensor, rm_logp: torch.Tensor | None = None) -> torch.Tensor:
         k = min(self.top_k, base_logp.shape[-1])
         ids = base_logp.topk(k, dim=-1).indices
         if self.candidates == "topk+eos" and self.eos.numel():
@@ -71,14 +72,33 @@ class _PADRule:
         base_logp, rm_logp = base_logp[:, :vocab], rm_logp[:, :vocab]
         cand = self._candidate_ids(base_logp, rm_logp)
         n_rm = rm_logp.shape[0]
-        reward = self.combine @ rm_logp[torch.arange(n_rm)[:, None], cand[self.source_rows]] if n_rm else 0.0
+        rm_cand = rm_logp[torch.arange(n_rm)[:, None], cand[self.source_rows]]
+        ref_cand = ref_logp[:, :vocab].gather(1, cand) if self.reference == "rm-init" else None
+        return self.combine_rewards(base_logp, cand, rm_cand, ref_cand)
+
+    def combine_rewards(
+        self,
+        base_logp: torch.Tensor,
+        cand: torch.Tensor,
+        rm_cand: torch.Tensor,
+        ref_cand: torch.Tensor | None = None,
+        neutral: torch.Tensor | None = None,
+    ) -> StepRecord:
+        """Sum the PersRM rows' candidate log-probs per prompt, subtract the reference's and add to the base's.
+
+        ``rm_cand`` is ``(n_rm_rows, k)``; ``ref_cand`` the ``rm-init`` rows' ``(batch, k)``; ``neutral``
+        marks candidates whose reward is fixed at 0.
+        """
+        reward = self.combine @ rm_cand if rm_cand.shape[0] else torch.zeros_like(cand, dtype=base_logp.dtype)
         if self.reference == "base":
             ref = base_logp.gather(1, cand)
         elif self.reference == "rm-init":
-            ref = ref_logp[:, :vocab].gather(1, cand)
+            ref = ref_cand
         else:
             ref = torch.zeros_like(cand, dtype=base_logp.dtype)
         reward = reward - self.combine.sum(dim=1, keepdim=True) * ref
+        if neutral is not None:
+            reward = reward.masked_fill(neutral, 0.0)
         cand_base = base_logp.gather(1, cand)
         cand_scores = cand_base + self.weight * reward
         # A token another processor banned (-inf) stays banned, whatever its reward (and -inf - -inf is NaN).
@@ -109,8 +129,9 @@ class PADLogitsProcessor(_PADRule, LogitsProcessor):
         reference: ``"base"`` (the base model's own distribution, as in the paper's code), ``"rm-init"``
             (the DPO reference) or ``"none"``.
         top_k: how many of the base's top tokens are candidates.
-        candidates: ``"topk"`` (the paper), ``"topk+eos"`` (default in :class:`padkit.PAD`: EOS is always a
-            candidate, so a PersRM that wants to stop can) or ``"topk+rm"`` (adds the PersRM's own top-k).
+        candidates: ``"topk"`` (the paper), ``"topk+eos"`` (default in :class:`padkit.PAD` for a shared
+            tokenizer: EOS is always a candidate, so a PersRM that wants to stop can) or ``"topk+rm"`` (adds
+            the PersRM's own top-k).
         eos_token_ids: the ids added by ``"topk+eos"``.
         record: keep a :class:`StepRecord` per step in ``self.records`` for diagnostics.
 
@@ -136,6 +157,46 @@ class PADLogitsProcessor(_PADRule, LogitsProcessor):
         n_rm = self.combine.shape[1]
         ref = logp[n_rm:] if self.reference == "rm-init" else None
         step = self.score_candidates(torch.log_softmax(scores.float(), dim=-1), logp[:n_rm], ref)
+        out = torch.full_like(scores, float("-inf"), dtype=torch.float32)
+        return out.scatter_(1, step.candidates, step.scores)
+
+
+class CrossTokenizerPADLogitsProcessor(_PADRule, LogitsProcessor):
+    r"""PAD with a PersRM whose tokenizer differs from the base model's.
+
+    The rule is :class:`PADLogitsProcessor`'s, but ``log pi_rm(a | s, p)`` is the PersRM's log-probability of
+    candidate ``a``'s *text* as a continuation of the text decoded so far (several PersRM tokens where
+    needed), computed by a :class:`~padkit.decoding.crossing.TextRewardStream`; the ``rm-init`` reference is
+    the same text scored with the adapter off. A candidate without text of its own yet (part of a UTF-8
+    character, a special token) gets a reward of 0. With ``reference="base"`` the reference is the base's
+    log-probability of the token, so the reward compares the two models on the same string.
+    ``candidates="topk+rm"`` is not available: PersRM tokens are not base tokens.
+
+    Example:
+
+    ```python
+    >>> pad = PAD.from_pretrained("gemma3-270m", rm="persrm-smollm2")   # different vocabularies
+    >>> inputs, processor = pad.logits_processor(["Tell me about cats."], preference="concise")
+    >>> out = pad.base_model.generate(**inputs, logits_processor=[processor], do_sample=False,
+    ...                               max_new_tokens=20)
+    ```
+    """
+
+    def __init__(self, stream: TextRewardStream, combine: torch.Tensor, **kwargs) -> None:
+        super().__init__(combine, stream.source_rows, **kwargs)
+        if self.candidates == "topk+rm":
+            raise ValueError("candidates 'topk+rm' needs a shared vocabulary; use topk or topk+eos")
+        self.stream = stream
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        base_logp = torch.log_softmax(scores.float(), dim=-1)
+        cand = self._candidate_ids(base_logp)
+        text_logp, has_text = self.stream.score(input_ids, cand.cpu())
+        n_rm = self.combine.shape[1]
+        ref = text_logp[n_rm:].to(base_logp.device) if self.reference == "rm-init" else None
+        step = self.combine_rewards(
+            base_logp, cand, text_logp[:n_rm].to(base_logp.device), ref, ~has_text.to(base_logp.device)
+        )
         out = torch.full_like(scores, float("-inf"), dtype=torch.float32)
         return out.scatter_(1, step.candidates, step.scores)
 

@@ -31,15 +31,18 @@ class SpeedReport:
 
     plain_tps: float
     pad_tps: float
-    official_tps: float
+    official_tps: float | None
     plain_batch8_tps: float
     pad_batch8_tps: float
     pad_vs_plain: float
-    pad_vs_official: float
+    pad_vs_official: float | None
     pad_batch8_vs_batch1: float
     new_tokens: int
     batch_size: int
     peak_rss_mb: float
+    cross_tokenizer: bool = False
+    text_path_tps: float | None = None
+    text_path_vs_token_path: float | None = None
     bf16_prefix_agreement: float | None = None
 
     def as_dict(self) -> dict:
@@ -84,17 +87,23 @@ def run_speed_benchmark(
     batch_size: int = 8,
     official_prompts: int = 1,
     check_bf16: bool = False,
+    text_path: bool = False,
     log: Callable[[str], None] = lambda _: None,
 ) -> SpeedReport:
-    """Time each decoder on the same prompts, greedy, EOS ignored so every run makes ``new_tokens`` tokens."""
+    """Time each decoder on the same prompts, greedy, EOS ignored so every run makes ``new_tokens`` tokens.
+
+    Across tokenizers (``pad.cross_tokenizer``) there is no official-style loop to time: the official code
+    needs a shared vocabulary. ``text_path`` also times the cross-tokenizer (text-scored) path on these same,
+    shared-tokenizer models, which isolates what scoring text instead of token ids costs.
+    """
     prompts = (BENCH_PROMPTS * (batch_size // len(BENCH_PROMPTS) + 1))[:batch_size]
     common = dict(max_new_tokens=new_tokens, ignore_eos=True)
 
     def plain(rows: list[str]) -> int:
         return sum(len(g.token_ids) for g in pad.generate(rows, method="base", **common))
 
-    def guided(rows: list[str]) -> int:
-        gens = pad.generate(rows, preference, method="pad", weight=weight, top_k=top_k, **common)
+    def guided(rows: list[str], decoder: PAD = pad) -> int:
+        gens = decoder.generate(rows, preference, method="pad", weight=weight, top_k=top_k, **common)
         return sum(len(g.token_ids) for g in gens)
 
     def official() -> int:
@@ -107,8 +116,16 @@ def run_speed_benchmark(
     plain_tps = _timed(lambda: plain(prompts[:1]))
     log("PAD, batch 1")
     pad_tps = _timed(lambda: guided(prompts[:1]))
-    log("official-style loop, batch 1")
-    official_tps = _timed(official)
+    official_tps = None
+    if not pad.cross_tokenizer:
+        log("official-style loop, batch 1")
+        official_tps = _timed(official)
+    text_tps = None
+    if text_path and not pad.cross_tokenizer:
+        log("PAD scoring text (the cross-tokenizer path), batch 1")
+        rm = None if pad.rm_is_self else pad.rm_model
+        text_pad = PAD(pad.base_model, pad.tokenizer, rm, pad.rm_tokenizer, rm_name=pad.rm_name, cross_tokenizer=True)
+        text_tps = _timed(lambda: guided(prompts[:1], text_pad))
     log(f"plain generate, batch {batch_size}")
     plain8 = _timed(lambda: plain(prompts))
     log(f"PAD, batch {batch_size}")
@@ -124,11 +141,14 @@ def run_speed_benchmark(
         plain_batch8_tps=plain8,
         pad_batch8_tps=pad8,
         pad_vs_plain=pad_tps / plain_tps,
-        pad_vs_official=pad_tps / official_tps,
+        pad_vs_official=None if official_tps is None else pad_tps / official_tps,
         pad_batch8_vs_batch1=pad8 / pad_tps,
         new_tokens=new_tokens,
         batch_size=batch_size,
         peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        cross_tokenizer=pad.cross_tokenizer,
+        text_path_tps=text_tps,
+        text_path_vs_token_path=None if text_tps is None else text_tps / pad_tps,
         bf16_prefix_agreement=agreement,
     )
 

