@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -232,3 +233,70 @@ def test_llm_judge_talks_to_an_openai_compatible_endpoint(served, tmp_path):
     llm = [r for r in report.rows if r.judge == "llm-win"]
     assert len(llm) == 1 and llm[0].method == "prompt" and 0 <= llm[0].mean <= 1 and llm[0].n == 2
     assert sum(server.batcher.batches) == before + 3  # one direct call + one per prompt
+
+
+def _chat(url: str, **body) -> dict:
+    body = {"messages": [{"role": "user", "content": PROMPTS[0]}], "max_tokens": 8, "temperature": 0, **body}
+    response = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_diagnostics_extension_gives_each_tokens_reward(served):
+    server, url = served
+    reply = _chat(url, preference="concise", alignment_weight=2.0, diagnostics=True)
+    expected = server.pad.generate([PROMPTS[0]], "concise", weight=2.0, max_new_tokens=8, diagnostics=True)[0]
+    tokens = reply["tokens"]
+    assert [t["token_id"] for t in tokens] == [t.token_id for t in expected.tokens]
+    assert [t["eos"] for t in tokens] == [i >= len(expected.token_ids) for i in range(len(tokens))]
+    for got, want in zip(tokens, expected.tokens, strict=True):
+        assert got["reward"] == pytest.approx(want.reward) and got["base_logprob"] == pytest.approx(want.base_logprob)
+        assert [a["token_id"] for a in got["alternatives"]] == [a.token_id for a in want.alternatives]
+        assert got["token_id"] in [a["token_id"] for a in got["alternatives"]]
+    assert "tokens" not in _chat(url, preference="concise")
+    body = {"messages": [{"role": "user", "content": PROMPTS[0]}], "max_tokens": 8, "temperature": 0}
+    body |= {"preference": "concise", "alignment_weight": 2.0, "diagnostics": True, "stream": True}
+    with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=30) as response:
+        chunks = [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: {")]
+    final = [c for c in chunks if c.get("choices") and c["choices"][0]["finish_reason"]]
+    assert len(final) == 1 and [t["token_id"] for t in final[0]["tokens"]] == [t["token_id"] for t in tokens]
+    bad = httpx.post(f"{url}/v1/chat/completions", json={**body, "stream": False, "method": "prompt"}, timeout=30)
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "diagnostics"
+
+
+def test_free_text_items_mix_with_catalog_dimensions(served):
+    server, url = served
+    items = [{"dimension": "concise", "weight": 0.5}, {"text": "talks like a pirate", "weight": 1.0}]
+    reply = _chat(url, preference=items, alignment_weight=2.0)
+    pref = [{"dimension": "concise", "weight": 0.5}, {"dimension": "talks like a pirate", "weight": 1.0}]
+    assert reply["choices"][0]["message"]["content"] == _alone(server, PROMPTS[0], pref, weight=2.0).text
+    assert reply["preference"] == "concise=0.5,talks like a pirate=1"
+    for bad in ([{"weight": 1.0}], [{"dimension": "concise", "text": "x"}]):
+        response = httpx.post(
+            f"{url}/v1/chat/completions",
+            json={"messages": [{"role": "user", "content": "hi"}], "preference": bad},
+            timeout=30,
+        )
+        assert response.status_code == 400 and "exactly one of" in response.json()["error"]["message"]
+
+
+def test_greedy_base_requests_join_pad_batches(served):
+    server, url = served
+    before = len(server.batcher.batches)
+    with ThreadPoolExecutor(2) as pool:
+        base, guided = pool.map(
+            lambda body: _chat(url, **body), [{"method": "base"}, {"preference": "concise", "alignment_weight": 2.0}]
+        )
+    assert server.batcher.batches[before:] == [2]
+    assert base["choices"][0]["message"]["content"] == _alone(server, PROMPTS[0], None, method="base").text
+    assert guided["choices"][0]["message"]["content"] == _alone(server, PROMPTS[0], "concise", weight=2.0).text
+
+
+def test_playground_page_and_dimensions_are_served(served):
+    _, url = served
+    page = httpx.get(f"{url}/")
+    assert page.status_code == 200 and "padkit playground" in page.text and "/static/playground.js" in page.text
+    script = httpx.get(f"{url}/static/playground.js")
+    assert script.status_code == 200 and "/v1/chat/completions" in script.text
+    dims = {d["name"]: d for d in httpx.get(f"{url}/v1/dimensions").json()["data"]}
+    assert dims["concise"]["opposite"] == "informative" and dims["humorous"]["opposite"] is None

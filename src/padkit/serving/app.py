@@ -1,9 +1,12 @@
 """An OpenAI-compatible HTTP API for personalized generation, with per-user preference profiles.
 
 Apps keep the official ``openai`` client and change only the base URL. PAD's own knobs travel in the body
-(``extra_body`` in the client): ``preference`` (text, or ``[{"dimension", "weight"}]`` with catalog names),
-``alignment_weight``, ``top_k`` and ``method``. The ``user`` field selects a stored profile; an explicit
-``preference`` overrides it.
+(``extra_body`` in the client): ``preference`` (text, or a list of ``{"dimension": catalog name, "weight"}``
+and ``{"text": free-text preference, "weight"}`` items), ``alignment_weight``, ``top_k``, ``method`` and
+``diagnostics`` (``true`` adds ``tokens``: each generated token with its base log-prob, reward, score and the
+alternatives it beat, the last one with ``eos: true`` when the answer stopped; in a stream, on the chunk that
+carries ``finish_reason``). The ``user`` field selects a
+stored profile; an explicit ``preference`` overrides it. ``/`` serves the playground page.
 """
 
 from __future__ import annotations
@@ -15,12 +18,15 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import asdict
+from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from padkit.decoding.pad import METHODS, PAD, Generation
 from padkit.errors import PadkitError
@@ -29,10 +35,23 @@ from padkit.preferences.render import Prompt
 from padkit.serving.batcher import Batcher, Job
 from padkit.serving.profiles import ProfileStore
 
+STATIC = Path(__file__).parent / "static"
+
 
 class DimensionWeight(BaseModel):
-    dimension: str
+    """One weighted part of a preference: a catalog ``dimension``, or free ``text``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dimension: str | None = None
+    text: str | None = None
     weight: float = 1.0
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> DimensionWeight:
+        if (self.dimension is None) == (self.text is None):
+            raise ValueError("each preference item needs exactly one of 'dimension' (catalog name) or 'text'")
+        return self
 
 
 PreferenceField = str | list[DimensionWeight] | None
@@ -55,6 +74,7 @@ class _PadFields(BaseModel):
     alignment_weight: float | None = None
     top_k: int | None = None
     method: str | None = None
+    diagnostics: bool = False
 
 
 class ChatMessage(BaseModel):
@@ -97,16 +117,16 @@ def to_preference(value: PreferenceField) -> Preference | None:
         return None
     if isinstance(value, str):
         return Preference.parse(value)
-    unknown = [d.dimension for d in value if d.dimension.strip().lower() not in CATALOG]
+    unknown = [d.dimension for d in value if d.dimension is not None and d.dimension.strip().lower() not in CATALOG]
     if unknown:
         raise APIError(
             400,
             f"unknown dimension(s) {', '.join(map(repr, unknown))}; known: {', '.join(CATALOG)}. "
-            "Free-text preferences go in a 'preference' string.",
+            "Free-text preferences go in a 'text' item or a 'preference' string.",
             "preference",
             "unknown_dimension",
         )
-    return Preference.parse({d.dimension: d.weight for d in value})
+    return Preference.parse([{"dimension": d.dimension or d.text, "weight": d.weight} for d in value])
 
 
 def _finite(name: str, value: float | None, low: float, high: float) -> None:
@@ -149,6 +169,8 @@ class Server:
         method = body.method or "pad"
         if method not in METHODS:
             raise APIError(400, f"unknown method {method!r}; use one of {', '.join(METHODS)}", "method")
+        if body.diagnostics and method != "pad":
+            raise APIError(400, f"diagnostics are for method 'pad', not {method!r}", "diagnostics")
         profile = None
         if body.user is not None:
             profile = self.store.get(body.user)
@@ -176,14 +198,20 @@ class Server:
                 "messages",
                 "context_length_exceeded",
             )
+        temperature = 1.0 if body.temperature is None else body.temperature
+        if method == "base":
+            preference = None
+            if temperature == 0:
+                method = "pad"  # greedy PAD on a row without preference is greedy base: it joins PAD batches
         settings = (
             ("method", method),
             ("top_k", body.top_k or 10),
-            ("temperature", 1.0 if body.temperature is None else body.temperature),
+            ("temperature", temperature),
             ("top_p", 1.0 if body.top_p is None else body.top_p),
             ("seed", body.seed),
         )
-        return Job(prompt, preference, weight, limit, settings, asyncio.get_running_loop()), n_prompt
+        job = Job(prompt, preference, weight, limit, settings, asyncio.get_running_loop(), body.diagnostics)
+        return job, n_prompt
 
     def prompt_tokens(self, prompt: Prompt) -> int:
         try:
@@ -209,6 +237,32 @@ def _chat_prompt(messages: list[ChatMessage]) -> Prompt:
     return turns
 
 
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _diagnostics(job: Job, gen: Generation) -> dict:
+    """The ``tokens`` extension: per generated token, its base log-prob, reward, score and the alternatives."""
+    if not job.diagnostics or gen.tokens is None:
+        return {}
+
+    def entry(t) -> dict:
+        return {
+            "token_id": t.token_id,
+            "text": t.text,
+            "base_logprob": _finite_or_none(t.base_logprob),
+            "reward": _finite_or_none(t.reward),
+            "score": _finite_or_none(t.score),
+        }
+
+    return {
+        "tokens": [
+            {**entry(t), "eos": i >= len(gen.token_ids), "alternatives": [entry(a) for a in t.alternatives]}
+            for i, t in enumerate(gen.tokens)
+        ]
+    }
+
+
 def _usage(n_prompt: int, gen: Generation) -> dict:
     n = len(gen.token_ids)
     return {"prompt_tokens": n_prompt, "completion_tokens": n, "total_tokens": n_prompt + n}
@@ -224,6 +278,16 @@ def create_app(server: Server) -> FastAPI:
 
     app = FastAPI(title="padkit", description=__doc__, lifespan=lifespan)
     app.state.server = server
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def playground() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/v1/dimensions")
+    async def dimensions() -> dict:
+        """The catalog dimensions with their opposites, for clients that build preference controls."""
+        return {"data": [asdict(d) for d in CATALOG.values()]}
 
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> JSONResponse:
@@ -231,10 +295,12 @@ def create_app(server: Server) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {}
-        if first.get("type") == "json_invalid":
+        errors = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errors):
             return APIError(400, "the request body is not valid JSON", None, "invalid_json").response()
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        # of a union's failed alternatives, the deepest says most (a bad list item, not "not a string")
+        first = max(errors, key=lambda e: len(e.get("loc", ())), default={})
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body" and "[" not in str(p))
         return APIError(400, f"{where or 'body'}: {first.get('msg', 'invalid request')}", where or None).response()
 
     @app.get("/health")
@@ -269,7 +335,11 @@ def create_app(server: Server) -> FastAPI:
             to_preference(body.preference)
         except PadkitError as err:
             raise APIError(400, str(err), "preference") from err
-        stored = body.preference if isinstance(body.preference, str) else [d.model_dump() for d in body.preference]
+        stored = (
+            body.preference
+            if isinstance(body.preference, str)
+            else [d.model_dump(exclude_none=True) for d in body.preference]
+        )
         return server.store.put(user, stored, body.alignment_weight).as_dict()
 
     @app.get("/v1/profiles/{user}")
@@ -307,6 +377,7 @@ async def _respond(server: Server, body: _PadFields, job: Job, n_prompt: int, ki
             "choices": [choice],
             "usage": _usage(n_prompt, gen),
             "preference": gen.preference,
+            **_diagnostics(job, gen),
         }
     include_usage = bool((body.stream_options or {}).get("include_usage"))
     return StreamingResponse(
@@ -328,14 +399,14 @@ async def _sse(
 ) -> AsyncIterator[str]:
     obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
 
-    def chunk(text: str | None, finish: str | None, first: bool = False) -> str:
+    def chunk(text: str | None, finish: str | None, first: bool = False, extra: dict | None = None) -> str:
         if kind == "chat":
             delta: dict = {"role": "assistant", "content": ""} if first else ({"content": text} if text else {})
             choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
         else:
             choice = {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}
         payload = {"id": rid, "object": obj, "created": created, "model": server.model_id, "choices": [choice]}
-        return f"data: {json.dumps(payload)}\n\n"
+        return f"data: {json.dumps({**payload, **(extra or {})})}\n\n"
 
     if kind == "chat":
         yield chunk(None, None, first=True)
@@ -352,7 +423,7 @@ async def _sse(
         else:
             if value.text.startswith(sent) and len(value.text) > len(sent):
                 yield chunk(value.text[len(sent) :], None)
-            yield chunk(None, value.finish_reason)
+            yield chunk(None, value.finish_reason, extra=_diagnostics(job, value))
             if include_usage:
                 usage = {
                     "id": rid,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from transformers import PreTrainedTokenizerBase
 from transformers.generation.streamers import BaseStreamer
 
 from padkit.decoding.pad import PAD, Generation, eos_token_ids
@@ -34,6 +35,7 @@ class Job:
     max_tokens: int
     settings: tuple[tuple[str, Any], ...]
     loop: asyncio.AbstractEventLoop
+    diagnostics: bool = False
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
 
     def emit(self, kind: str, value: Any) -> None:
@@ -45,8 +47,8 @@ class _RowStreamer(BaseStreamer):
 
     batched = True
 
-    def __init__(self, pad: PAD, jobs: list[Job], eos: set[int]) -> None:
-        self.pad, self.jobs, self.eos = pad, jobs, eos
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, jobs: list[Job], eos: set[int]) -> None:
+        self.tokenizer, self.jobs, self.eos = tokenizer, jobs, eos
         self.tokens: list[list[int]] = [[] for _ in jobs]
         self.sent = [""] * len(jobs)
         self.done = [False] * len(jobs)
@@ -63,7 +65,7 @@ class _RowStreamer(BaseStreamer):
                 self.done[i] = True
                 continue
             self.tokens[i].append(token)
-            text = self.pad.tokenizer.decode(self.tokens[i], skip_special_tokens=True)
+            text = self.tokenizer.decode(self.tokens[i], skip_special_tokens=True)
             if not text.endswith("\ufffd") and len(text) > len(self.sent[i]):
                 self.jobs[i].emit("delta", text[len(self.sent[i]) :])
                 self.sent[i] = text
@@ -79,7 +81,8 @@ def _cut(gen: Generation, limit: int, tokenizer) -> Generation:
         return gen
     ids = gen.token_ids[:limit]
     text = tokenizer.decode(ids, skip_special_tokens=True)
-    return Generation(text, ids, "length", gen.method, gen.preference)
+    tokens = None if gen.tokens is None else gen.tokens[:limit]
+    return Generation(text, ids, "length", gen.method, gen.preference, tokens)
 
 
 class Batcher:
@@ -128,7 +131,11 @@ class Batcher:
 
     def _decode(self, settings: dict, jobs: list[Job]) -> None:
         self.batches.append(len(jobs))
-        streamer = _RowStreamer(self.pad, jobs, set(eos_token_ids(self.pad.base_model, self.pad.tokenizer)))
+        policy = settings["method"] == "policy"  # decodes in the PersRM's vocabulary
+        model, tokenizer = (
+            (self.pad.rm_model, self.pad.rm_tokenizer) if policy else (self.pad.base_model, self.pad.tokenizer)
+        )
+        streamer = _RowStreamer(tokenizer, jobs, set(eos_token_ids(model, tokenizer)))
         try:
             gens = self.pad.generate(
                 [j.prompt for j in jobs],
@@ -136,6 +143,7 @@ class Batcher:
                 weight=[j.weight for j in jobs],
                 max_new_tokens=max(j.max_tokens for j in jobs),
                 streamer=streamer,
+                diagnostics=any(j.diagnostics for j in jobs),
                 **settings,
             )
         except Exception as exc:  # a failed decode fails its requests, never the server
@@ -143,4 +151,4 @@ class Batcher:
                 job.emit("error", exc)
             return
         for job, gen in zip(jobs, gens, strict=True):
-            job.emit("done", _cut(gen, job.max_tokens, self.pad.tokenizer))
+            job.emit("done", _cut(gen, job.max_tokens, tokenizer))
