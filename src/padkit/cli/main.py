@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -33,6 +34,14 @@ RmOpt = Annotated[
     ),
 ]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="float32 or bfloat16.")]
+RayOpt = Annotated[bool, typer.Option("--ray", help="Spread generation over Ray actors (pip install 'padkit[ray]').")]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option("--ray-address", help="Join a running Ray cluster (e.g. 'auto' or HOST:6379); default: start one."),
+]
+NumWorkersOpt = Annotated[int, typer.Option("--num-workers", help="Ray actors, each with its own model copy.")]
+CpusOpt = Annotated[float, typer.Option("--cpus-per-worker", help="CPUs per Ray actor (its torch threads).")]
+GpusOpt = Annotated[float, typer.Option("--gpus-per-worker", help="GPUs Ray reserves per actor.")]
 
 
 def _quiet_transformers() -> None:
@@ -101,14 +110,25 @@ def generate(
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Prompts per batch with --input.")] = 8,
     as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON lines.")] = False,
+    ray: RayOpt = False,
+    ray_address: RayAddressOpt = None,
+    num_workers: NumWorkersOpt = 2,
+    cpus_per_worker: CpusOpt = 1,
+    gpus_per_worker: GpusOpt = 0,
 ) -> None:
-    """Generate personalized answers. Streams to a terminal; prints only the text unless --json."""
+    """Generate personalized answers. Streams to a terminal; prints only the text unless --json.
+
+    With --input, rows may carry their own "preference"; --output keeps each row's id and a rerun skips the
+    ids already written. --ray spreads the batches over Ray actors (pip install 'padkit[ray]').
+    """
     from padkit.decoding import PAD
 
     if (prompt is None) == (input_path is None):
         _fail("give either a PROMPT or --input FILE")
     if output_path is not None and input_path is None:
         _fail("--output goes with --input")
+    if ray and input_path is None:
+        _fail("--ray goes with --input")
     kwargs = dict(
         method=method,
         weight=weight,
@@ -126,6 +146,13 @@ def generate(
             from padkit.prompts import read_prompts
 
             rows = read_prompts(input_path)
+            if ray:
+                from padkit.distributed import ModelSpec, RayPool
+
+                models = {"main": ModelSpec(base, rm, dtype)}
+                with RayPool(models, num_workers, ray_address, cpus_per_worker, gpus_per_worker) as pool:
+                    _generate_file(pool.map, rows, preference, kwargs, output_path, batch_size, as_json)
+                return
         pad = PAD.from_pretrained(base=base, rm=rm, dtype=dtype)
         if prompt is not None:
             if sys.stdout.isatty() and not as_json:
@@ -134,7 +161,10 @@ def generate(
             gen = pad.generate([prompt], preference, **kwargs)[0]
             typer.echo(json.dumps(_record(gen, "0", prompt), ensure_ascii=False) if as_json else gen.text)
             return
-        _generate_file(pad, rows, preference, kwargs, output_path, batch_size, as_json)
+        from padkit.distributed import run_local
+
+        run = functools.partial(run_local, {"main": pad})
+        _generate_file(run, rows, preference, kwargs, output_path, batch_size, as_json)
     except PadkitError as e:
         _fail(str(e))
 
@@ -523,8 +553,15 @@ def eval_command(
     rm: RmOpt = None,
     dtype: DtypeOpt = "float32",
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary table as JSON.")] = False,
+    ray: RayOpt = False,
+    ray_address: RayAddressOpt = None,
+    num_workers: NumWorkersOpt = 2,
+    cpus_per_worker: CpusOpt = 1,
+    gpus_per_worker: GpusOpt = 0,
 ) -> None:
-    """Run methods x preferences (x weights) over a prompt set, judge every answer, and write a report."""
+    """Run methods x preferences (x weights) over a prompt set, judge every answer, and write a report.
+
+    --ray generates on Ray actors; judging and perplexity run here."""
     from padkit.decoding import PAD
     from padkit.evaluation.harness import EvalConfig, run_eval
     from padkit.evaluation.judges import LLMPairwiseJudge
@@ -554,7 +591,14 @@ def eval_command(
         )
         pad = PAD.from_pretrained(base=base, rm=rm, dtype=dtype)
         pads = {"main": pad, "self": PAD(pad.base_model, pad.tokenizer, base_name=base)}
-        report = run_eval(pads, rows, output, config, progress=err.is_terminal, log=err.print)
+        if ray:
+            from padkit.distributed import ModelSpec, RayPool
+
+            models = {"main": ModelSpec(base, rm, dtype), "self": ModelSpec(base, "self", dtype)}
+            with RayPool(models, num_workers, ray_address, cpus_per_worker, gpus_per_worker) as pool:
+                report = run_eval(pads, rows, output, config, progress=err.is_terminal, log=err.print, run=pool.map)
+        else:
+            report = run_eval(pads, rows, output, config, progress=err.is_terminal, log=err.print)
     except PadkitError as e:
         _fail(str(e))
     if as_json:
@@ -612,26 +656,38 @@ def _record(gen, rid: str, prompt: str) -> dict:
     }
 
 
-def _generate_file(pad, rows, preference, kwargs, output_path, batch_size, as_json) -> None:
+def _generate_file(run, rows, preference, kwargs, output_path, batch_size, as_json) -> None:
+    """Cut the rows not yet in ``output_path`` into batches; ``run(batches, on_result)`` decodes them (here or
+    on Ray workers) and this process alone writes each result, so ids are written once."""
+    from padkit.distributed import Batch
     from padkit.prompts import append_jsonl, read_done_ids
 
     done = read_done_ids(output_path) if output_path is not None else set()
     todo = [r for r in rows if r.id not in done]
     if done:
         err.print(f"resuming: {len(done)} of {len(rows)} prompts already in {output_path}")
+    batches = [
+        Batch(
+            [r.prompt for r in chunk],
+            [r.preference if r.preference is not None else preference for r in chunk],
+            kwargs,
+            tag=chunk,
+        )
+        for chunk in (todo[i : i + batch_size] for i in range(0, len(todo), batch_size))
+    ]
     columns = (TextColumn("generating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err, disable=not err.is_terminal) as progress:
         task = progress.add_task("generate", total=len(todo))
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start : start + batch_size]
-            prefs = [r.preference if r.preference is not None else preference for r in batch]
-            gens = pad.generate([r.prompt for r in batch], preferences=prefs, **kwargs)
-            records = [_record(g, r.id, r.prompt) for g, r in zip(gens, batch, strict=True)]
+
+        def write(batch, gens, seconds) -> None:
+            records = [_record(g, r.id, r.prompt) for g, r in zip(gens, batch.tag, strict=True)]
             if output_path is not None:
                 append_jsonl(output_path, records)
             for rec in records:
                 typer.echo(json.dumps(rec, ensure_ascii=False) if as_json else rec["text"])
-            progress.advance(task, len(batch))
+            progress.advance(task, len(records))
+
+        run(batches, write)
 
 
 def main() -> None:

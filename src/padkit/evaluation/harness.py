@@ -10,11 +10,11 @@ output under the base model).
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import math
 import random
-import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from padkit.decoding.pad import PAD
 from padkit.decoding.sequence_reward import response_logprobs
+from padkit.distributed.jobs import Batch, OnResult, run_local
 from padkit.errors import PadkitError
 from padkit.evaluation.judges import DIMENSION_JUDGES, LLMPairwiseJudge, get_judge
 from padkit.preferences import Preference, render_input
@@ -103,10 +104,15 @@ def run_generations(
     output: Path,
     config: EvalConfig,
     progress: bool = True,
+    run: Callable[[list[Batch], OnResult], None] | None = None,
 ) -> list[dict]:
-    """Generate what is missing from ``output`` (JSONL) and return all its records."""
+    """Generate what is missing from ``output`` (JSONL) and return all its records.
+
+    ``run(batches, on_result)`` decodes the batches: by default here with ``pads``; a
+    :meth:`padkit.distributed.RayPool.map` spreads them over Ray workers (``pads`` is then not used).
+    """
     done = read_done_ids(output)
-    plan = []
+    batches = []
     for pref in config.preferences:
         for method in config.methods:
             if method == "base" and pref != config.preferences[0]:
@@ -115,22 +121,23 @@ def run_generations(
             weights = config.weights if method in WEIGHTED else (0.0,)
             for w in weights:
                 todo = [r for r in prompts if _key(method, key_pref, w, r.id) not in done]
+                kwargs = dict(METHODS.get(method, {"method": "pad", "reference": "base"}))
+                kwargs |= dict(weight=w, top_k=config.top_k, max_new_tokens=config.max_new_tokens)
                 for start in range(0, len(todo), config.batch_size):
-                    plan.append((method, key_pref, w, todo[start : start + config.batch_size]))
-    bar = tqdm(total=sum(len(b) for *_, b in plan), desc="eval generations", unit="answer", disable=not progress)
-    for method, pref, w, batch in plan:
-        pad = pads["self"] if method == "pad-self" else pads["main"]
-        kwargs = dict(METHODS.get(method, {"method": "pad", "reference": "base"}))
-        start = time.monotonic()
-        gens = pad.generate(
-            [r.prompt for r in batch],
-            None if method == "base" else pref,
-            weight=w,
-            top_k=config.top_k,
-            max_new_tokens=config.max_new_tokens,
-            **kwargs,
-        )
-        seconds = time.monotonic() - start
+                    rows = todo[start : start + config.batch_size]
+                    batches.append(
+                        Batch(
+                            [r.prompt for r in rows],
+                            [None if method == "base" else pref] * len(rows),
+                            kwargs,
+                            model="self" if method == "pad-self" else "main",
+                            tag=(method, key_pref, w, rows),
+                        )
+                    )
+    bar = tqdm(total=sum(len(b.prompts) for b in batches), desc="eval generations", unit="answer", disable=not progress)
+
+    def write(batch: Batch, gens: list, seconds: float) -> None:
+        method, pref, w, rows = batch.tag
         records = [
             {
                 "id": _key(method, pref, w, row.id),
@@ -144,10 +151,12 @@ def run_generations(
                 "batch_seconds": seconds,
                 "batch_tokens": sum(len(g.token_ids) for g in gens),
             }
-            for row, gen in zip(batch, gens, strict=True)
+            for row, gen in zip(rows, gens, strict=True)
         ]
         append_jsonl(output, records)
-        bar.update(len(batch))
+        bar.update(len(rows))
+
+    (run or functools.partial(run_local, pads))(batches, write)
     bar.close()
     return [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines() if line.strip()]
 
@@ -359,11 +368,12 @@ def run_eval(
     config: EvalConfig,
     progress: bool = True,
     log: Callable[[str], None] = lambda m: None,
+    run: Callable[[list[Batch], OnResult], None] | None = None,
 ) -> EvalReport:
     """Generate (resuming), score, and write ``report.md``, ``report.csv``, ``summary.json`` and plots."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    records = run_generations(pads, prompts, out_dir / "generations.jsonl", config, progress)
+    records = run_generations(pads, prompts, out_dir / "generations.jsonl", config, progress, run)
     wanted = {(m, p) for m in config.methods for p in config.preferences}
     records = [
         {**r, "preference": pref} if r["method"] == "base" else r
