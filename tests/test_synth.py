@@ -8,7 +8,7 @@ import pytest
 
 from padkit import PAD
 from padkit.errors import PadkitError
-from padkit.evaluation.judges import GradeJudge, SentimentJudge, WordsJudge, get_judge
+from padkit.evaluation.judges import BulletsJudge, GradeJudge, SentimentJudge, WordsJudge, get_judge, split_direction
 from padkit.prompts import PromptRow, read_prompts
 from padkit.training.data import read_pairs
 from padkit.training.synth import SynthConfig, _group_records, summarize_synth, synthesize_pairs
@@ -23,6 +23,18 @@ def test_judges_score_in_the_expected_direction():
     assert SentimentJudge().score("", "I hate this. You are awful and stupid.") < -0.5
     with pytest.raises(PadkitError, match="unknown judge"):
         get_judge("vibes")
+    listed = "Three ways:\n- walk\n* swim\n1. run\n2) jump\nA - dash inside a line does not count."
+    assert BulletsJudge().score("", listed) == 4 and BulletsJudge().score("", "Plain prose, no list.") == 0
+
+
+def test_judge_directions_can_be_stated():
+    from padkit.evaluation.harness import EvalConfig
+
+    assert split_direction("words:lower") == ("words", -1) and split_direction("rm:/x/y:higher") == ("rm:/x/y", 1)
+    assert split_direction("rm:/x/y") == ("rm:/x/y", None)
+    config = EvalConfig(preferences=("Answer in one short sentence.",), judges=("words:lower", "bullets"))
+    assert config.judges_for("Answer in one short sentence.") == [("words", -1), ("bullets", 1)]
+    assert EvalConfig(judges=("words",)).judges_for("concise") == [("words", -1)]  # the catalog's direction
 
 
 def test_group_picks_most_extreme_answers_and_writes_both_directions():

@@ -535,7 +535,11 @@ def eval_command(
         str, typer.Option(help="Comma-separated: base, prompt, policy, pad, pad-rm-init, pad-self, best-of-n, args.")
     ] = "base,prompt,pad",
     judges: Annotated[
-        str | None, typer.Option(help="Comma-separated judges (words, grade, sentiment); default: per dimension.")
+        str | None,
+        typer.Option(
+            help="Comma-separated judges (words, grade, sentiment, profanity, bullets, rm:PATH), each optionally "
+            "with :lower or :higher (which way is more of the preference); default: per dimension."
+        ),
     ] = None,
     weights: Annotated[str, typer.Option(help="Comma-separated alignment weights for the PAD methods.")] = "1.0",
     llm_judge_url: Annotated[

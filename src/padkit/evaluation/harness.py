@@ -27,7 +27,7 @@ from padkit.decoding.pad import PAD
 from padkit.decoding.sequence_reward import response_logprobs
 from padkit.distributed.jobs import Batch, OnResult, run_local
 from padkit.errors import PadkitError
-from padkit.evaluation.judges import DIMENSION_JUDGES, LLMPairwiseJudge, get_judge
+from padkit.evaluation.judges import DIMENSION_JUDGES, LLMPairwiseJudge, get_judge, split_direction
 from padkit.preferences import Preference, render_input
 from padkit.prompts import PromptRow, append_jsonl, read_done_ids
 
@@ -63,7 +63,7 @@ class EvalConfig:
         if unknown:
             raise PadkitError(f"unknown method(s) {', '.join(unknown)}; use {', '.join([*METHODS, 'pad-self'])}")
         for judge in self.judges or ():
-            get_judge(judge)
+            get_judge(split_direction(judge)[0])
         for pref in self.preferences:
             Preference.parse(pref)
         if not self.methods or not self.preferences or not self.weights:
@@ -72,9 +72,11 @@ class EvalConfig:
             raise PadkitError(f"weights must be finite numbers, got {self.weights}")
 
     def judges_for(self, preference: str) -> list[tuple[str, int]]:
-        """(judge, direction) pairs: the ones asked for, or those mapped to each dimension of the preference."""
+        """(judge, direction) pairs: the ones asked for (``words:lower`` states the direction; otherwise the
+        catalog's for that judge, else higher-is-more), or those mapped to each dimension of the preference."""
         if self.judges:
-            return [(j, _direction(j, preference)) for j in self.judges]
+            specs = [split_direction(j) for j in self.judges]
+            return [(j, d if d is not None else _direction(j, preference)) for j, d in specs]
         found = []
         for dim in Preference.parse(preference).dimensions:
             spec = DIMENSION_JUDGES.get(dim.text.lower())

