@@ -338,3 +338,27 @@ def test_args_method_weight_zero_is_greedy_and_guided_stays_in_topk(base_model, 
     guided = pad.generate(PROMPTS, "concise", method="args", weight=5.0, top_k=3, max_new_tokens=6)
     assert [g.token_ids for g in guided] != [g.token_ids for g in plain]
     assert all(g.method == "args" for g in guided)
+
+
+@pytest.mark.parametrize("method", ["base", "pad"])
+def test_stop_strings_cut_the_answer(base_model, tokenizer, method):
+    pad = PAD(base_model, tokenizer)
+    kwargs = dict(method=method, preference=None if method == "base" else "concise", max_new_tokens=24)
+    full = pad.generate(["Tell me about cats."], **kwargs)[0]
+    assert len(full.text) > 8
+    stop = full.text[5:8]
+    cut = pad.generate(["Tell me about cats."], stop=[stop], **kwargs)[0]
+    assert cut.text == full.text[: full.text.find(stop)]
+    assert cut.finish_reason == "stop"
+    assert cut.token_ids == full.token_ids[: len(cut.token_ids)] and len(cut.token_ids) < len(full.token_ids)
+    assert tokenizer.decode(cut.token_ids).startswith(cut.text)  # the tokens cover the text, no more than needed
+    assert not tokenizer.decode(cut.token_ids[:-1]).startswith(cut.text) or not cut.text
+    assert pad.generate(["Tell me about cats."], stop=["no such text"], **kwargs)[0].text == full.text
+
+
+def test_a_base_model_without_chat_template_stops_at_the_next_question():
+    from conftest import make_tokenizer
+
+    plain = make_tokenizer(chat_template=None)
+    assert PAD.stop_strings(plain) == ["\nQuestion:"]
+    assert PAD.stop_strings(make_tokenizer()) == []

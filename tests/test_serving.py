@@ -300,3 +300,22 @@ def test_playground_page_and_dimensions_are_served(served):
     assert script.status_code == 200 and "/v1/chat/completions" in script.text
     dims = {d["name"]: d for d in httpx.get(f"{url}/v1/dimensions").json()["data"]}
     assert dims["concise"]["opposite"] == "informative" and dims["humorous"]["opposite"] is None
+
+
+def test_stop_sequences_cut_plain_and_streamed_answers(served):
+    server, url = served
+    full = _alone(server, PROMPTS[1], "concise", weight=2.0, max_tokens=24)
+    stop = full.text[4:7]
+    want = server.pad.generate([PROMPTS[1]], "concise", weight=2.0, max_new_tokens=24, stop=[stop])[0]
+    assert want.text == full.text[: full.text.find(stop)]
+    body = {"messages": [{"role": "user", "content": PROMPTS[1]}], "max_tokens": 24, "temperature": 0}
+    body |= {"preference": "concise", "alignment_weight": 2.0, "stop": stop}
+    reply = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=30).json()
+    assert reply["choices"][0]["message"]["content"] == want.text
+    assert reply["choices"][0]["finish_reason"] == "stop"
+    with httpx.stream("POST", f"{url}/v1/chat/completions", json={**body, "stream": True}, timeout=30) as response:
+        chunks = [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: {")]
+    streamed = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices"))
+    assert streamed == want.text
+    too_many = httpx.post(f"{url}/v1/chat/completions", json={**body, "stop": ["a", "b", "c", "d", "e"]}, timeout=30)
+    assert too_many.status_code == 400 and too_many.json()["error"]["param"] == "stop"

@@ -143,6 +143,11 @@ class PAD:
         the base finds unlikely gets a huge log-ratio reward."""
         return "topk" if self.cross_tokenizer else "topk+eos"
 
+    @staticmethod
+    def stop_strings(tokenizer: PreTrainedTokenizerBase) -> list[str]:
+        """Default stop strings: the next ``Question:`` of the frame a tokenizer without chat template gets."""
+        return [] if getattr(tokenizer, "chat_template", None) else ["\nQuestion:"]
+
     @property
     def rm_is_adapter(self) -> bool:
         return hasattr(self.rm_model, "disable_adapter")
@@ -305,6 +310,7 @@ class PAD:
         streamer: BaseStreamer | None = None,
         fused: bool | None = None,
         best_of: int = 4,
+        stop: Sequence[str] | None = None,
     ) -> list[Generation]:
         """Generate one answer per prompt with ``method`` and return them in order.
 
@@ -317,6 +323,8 @@ class PAD:
         ``fused`` runs base and PersRM rows in one forward per step; it needs ``rm="self"`` or a LoRA PersRM on
         the base's weights (base rows run with the adapter off), and is chosen automatically there unless a
         streamer is given (streamers take one row).
+        ``stop`` strings end an answer (cut before them, ``finish_reason="stop"``); by default a base model
+        without a chat template stops at ``"\nQuestion:"``, where its ``Question: … Answer:`` frame repeats.
         """
         if isinstance(prompts, str):
             prompts = [prompts]
@@ -332,7 +340,7 @@ class PAD:
         rows = self._row_preferences(len(prompts), preference, preferences)
         if method == "best-of-n":
             return self._best_of_n(
-                prompts, rows, best_of, reference, max_new_tokens, temperature or 1.0, top_p, seed, ignore_eos
+                prompts, rows, best_of, reference, max_new_tokens, temperature or 1.0, top_p, seed, ignore_eos, stop
             )
         processors = LogitsProcessorList()
         pad_processor = None
@@ -391,26 +399,32 @@ class PAD:
             eos_token_id=eos_token_ids(model, tokenizer),
             pad_token_id=tokenizer.pad_token_id,
         )
+        stops = [s for s in (self.stop_strings(tokenizer) if stop is None else stop) if s] if not ignore_eos else []
+        if stops:
+            config.stop_strings = stops
         if seed is not None:
             torch.manual_seed(seed)
         with torch.inference_mode():
             sequences = model.generate(
-                **inputs, generation_config=config, logits_processor=processors, streamer=streamer
+                **inputs, generation_config=config, logits_processor=processors, streamer=streamer, tokenizer=tokenizer
             )
         new_tokens = sequences[: len(prompts), inputs["input_ids"].shape[1] :]
         eos = set(config.eos_token_id)
         results = []
         for b, row in enumerate(new_tokens.tolist()):
-            stop = next((i for i, t in enumerate(row) if t in eos), None)
-            ids = row if stop is None else row[:stop]
+            stop_at = next((i for i, t in enumerate(row) if t in eos), None)
+            ids = row if stop_at is None else row[:stop_at]
+            text, cut = _cut_at_stop(tokenizer, ids, stops)
+            if cut is not None:
+                ids, stop_at = ids[:cut], None
             tokens = None
             if pad_processor is not None and diagnostics:
-                tokens = self._token_infos(pad_processor.records, b, row[: len(ids) + (stop is not None)])
+                tokens = self._token_infos(pad_processor.records, b, row[: len(ids) + (stop_at is not None)])
             results.append(
                 Generation(
-                    text=tokenizer.decode(ids, skip_special_tokens=True),
+                    text=text,
                     token_ids=ids,
-                    finish_reason="stop" if stop is not None and not ignore_eos else "length",
+                    finish_reason="stop" if (stop_at is not None or cut is not None) and not ignore_eos else "length",
                     method=method,
                     preference=None if method == "base" or rows[b] is None else str(rows[b]),
                     tokens=tokens,
@@ -441,6 +455,7 @@ class PAD:
         top_p: float,
         seed: int | None,
         ignore_eos: bool,
+        stop: Sequence[str] | None,
     ) -> list[Generation]:
         """Sample ``n`` base answers per prompt and keep the one with the highest summed implicit reward."""
         if n < 1:
@@ -453,6 +468,7 @@ class PAD:
             top_p=top_p,
             seed=seed,
             ignore_eos=ignore_eos,
+            stop=stop,
         )
         scores = torch.zeros(len(samples), dtype=torch.float64)
         for b, (prompt, pref) in enumerate(zip(prompts, rows, strict=True)):
@@ -542,6 +558,25 @@ def _check_prompts(prompts: Sequence[Prompt]) -> list[Prompt]:
         if p[-1].get("role") != "user" or not str(p[-1]["content"]).strip():
             raise GenerationError(f"prompt {i}: a conversation must end with a non-empty user turn")
     return prompts
+
+
+def _cut_at_stop(tokenizer: PreTrainedTokenizerBase, ids: list[int], stops: list[str]) -> tuple[str, int | None]:
+    """The answer's text cut before its first stop string, and how many tokens cover that text (None: no cut).
+
+    The last kept token may reach into the stop string when one token holds both."""
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    found = [i for i in (text.find(s) for s in stops) if i >= 0]
+    if not found:
+        return text, None
+    end = min(found)
+    low, high = 0, len(ids)  # the fewest tokens whose text covers text[:end]
+    while low < high:
+        mid = (low + high) // 2
+        if len(tokenizer.decode(ids[:mid], skip_special_tokens=True)) >= end:
+            high = mid
+        else:
+            low = mid + 1
+    return text[:end], low
 
 
 def _check_weights(weight: float | Sequence[float], n: int) -> torch.Tensor:

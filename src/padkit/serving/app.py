@@ -156,8 +156,9 @@ class Server:
         """Validate one request and turn it into a batcher job; returns it with the prompt's token count."""
         if body.n != 1:
             raise APIError(400, "only n=1 is supported", "n")
-        if body.stop:
-            raise APIError(400, "stop sequences are not supported", "stop")
+        stops = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+        if len(stops) > 4 or not all(stops):
+            raise APIError(400, "stop takes up to 4 non-empty strings", "stop")
         limit = min(128, self.max_tokens_limit) if max_tokens is None else max_tokens
         if not 1 <= limit <= self.max_tokens_limit:
             raise APIError(400, f"max_tokens must be between 1 and {self.max_tokens_limit}, got {limit}", "max_tokens")
@@ -209,6 +210,7 @@ class Server:
             ("temperature", temperature),
             ("top_p", 1.0 if body.top_p is None else body.top_p),
             ("seed", body.seed),
+            ("stop", tuple(stops)),
         )
         job = Job(prompt, preference, weight, limit, settings, asyncio.get_running_loop(), body.diagnostics)
         return job, n_prompt

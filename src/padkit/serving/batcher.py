@@ -47,8 +47,10 @@ class _RowStreamer(BaseStreamer):
 
     batched = True
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, jobs: list[Job], eos: set[int]) -> None:
-        self.tokenizer, self.jobs, self.eos = tokenizer, jobs, eos
+    def __init__(
+        self, tokenizer: PreTrainedTokenizerBase, jobs: list[Job], eos: set[int], stops: list[str] | None = None
+    ) -> None:
+        self.tokenizer, self.jobs, self.eos, self.stops = tokenizer, jobs, eos, stops or []
         self.tokens: list[list[int]] = [[] for _ in jobs]
         self.sent = [""] * len(jobs)
         self.done = [False] * len(jobs)
@@ -65,12 +67,22 @@ class _RowStreamer(BaseStreamer):
                 self.done[i] = True
                 continue
             self.tokens[i].append(token)
-            text = self.tokenizer.decode(self.tokens[i], skip_special_tokens=True)
+            text = self._safe_text(i)
             if not text.endswith("\ufffd") and len(text) > len(self.sent[i]):
                 self.jobs[i].emit("delta", text[len(self.sent[i]) :])
                 self.sent[i] = text
             if len(self.tokens[i]) >= self.jobs[i].max_tokens:
                 self.done[i] = True
+
+    def _safe_text(self, i: int) -> str:
+        """The row's text so far, cut before a stop string, and holding back a tail that may start one."""
+        text = self.tokenizer.decode(self.tokens[i], skip_special_tokens=True)
+        found = [k for k in (text.find(s) for s in self.stops) if k >= 0]
+        if found:
+            self.done[i] = True
+            return text[: min(found)]
+        held = max((n for s in self.stops for n in range(1, len(s)) if text.endswith(s[:n])), default=0)
+        return text[: len(text) - held]
 
     def end(self) -> None:
         pass
@@ -135,7 +147,8 @@ class Batcher:
         model, tokenizer = (
             (self.pad.rm_model, self.pad.rm_tokenizer) if policy else (self.pad.base_model, self.pad.tokenizer)
         )
-        streamer = _RowStreamer(tokenizer, jobs, set(eos_token_ids(model, tokenizer)))
+        stops = list(settings.pop("stop") or ()) or self.pad.stop_strings(tokenizer)
+        streamer = _RowStreamer(tokenizer, jobs, set(eos_token_ids(model, tokenizer)), stops)
         try:
             gens = self.pad.generate(
                 [j.prompt for j in jobs],
@@ -144,6 +157,7 @@ class Batcher:
                 max_new_tokens=max(j.max_tokens for j in jobs),
                 streamer=streamer,
                 diagnostics=any(j.diagnostics for j in jobs),
+                stop=stops,
                 **settings,
             )
         except Exception as exc:  # a failed decode fails its requests, never the server
