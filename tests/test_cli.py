@@ -191,3 +191,16 @@ def test_serve_binds_loopback_by_default_and_fails_cleanly(tmp_path):
     assert "127.0.0.1" in help_text and "--db" in help_text
     bad = runner.invoke(app, ["serve", "--base", str(tmp_path / "missing"), "--db", str(tmp_path / "p.sqlite")])
     assert bad.exit_code == 2 and "model path not found" in bad.output
+
+
+def test_terminal_streaming_never_prints_the_stop_string(capsys, tiny_model_dir):
+    from padkit import PAD
+    from padkit.cli.main import _stream_one
+
+    pad = PAD.from_pretrained(str(tiny_model_dir), rm="self")
+    full = pad.generate(["Tell me about cats."], "concise", max_new_tokens=24)[0].text
+    stop = full[6:9]
+    _stream_one(pad, "Tell me about cats.", {"preference": "concise", "max_new_tokens": 24, "stop": [stop]})
+    assert capsys.readouterr().out == full[: full.find(stop)] + "\n"
+    _stream_one(pad, "Tell me about cats.", {"preference": "concise", "max_new_tokens": 24, "stop": None})
+    assert capsys.readouterr().out == full + "\n"

@@ -73,8 +73,26 @@ def dimensions(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.
 def _stream_one(pad, prompt: str, kwargs: dict) -> None:
     from transformers import TextStreamer
 
-    streamer = TextStreamer(pad.tokenizer, skip_prompt=True, skip_special_tokens=True)
-    pad.generate([prompt], streamer=streamer, **kwargs)
+    from padkit.decoding.stops import streamable
+
+    stops = kwargs["stop"] if kwargs.get("stop") is not None else pad.stop_strings(pad.tokenizer)
+
+    class StopAwareStreamer(TextStreamer):
+        """Prints the answer as it comes, never the stop string that ends it."""
+
+        shown, text, stopped = 0, "", False
+
+        def on_finalized_text(self, chunk: str, stream_end: bool = False) -> None:
+            self.text += chunk
+            safe, self.stopped = streamable(self.text, stops) if not self.stopped else (self.text[: self.shown], True)
+            if stream_end and not self.stopped:
+                safe = self.text
+            print(safe[self.shown :], end="\n" if stream_end else "", flush=True)
+            self.shown = max(self.shown, len(safe))
+
+    pad.generate(
+        [prompt], streamer=StopAwareStreamer(pad.tokenizer, skip_prompt=True, skip_special_tokens=True), **kwargs
+    )
 
 
 @app.command()
@@ -99,6 +117,14 @@ def generate(
     temperature: Annotated[float, typer.Option(help="0 means greedy.")] = 0.0,
     top_p: Annotated[float, typer.Option("--top-p")] = 1.0,
     seed: Annotated[int | None, typer.Option(help="Random seed for sampling.")] = None,
+    stop: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--stop",
+            help="End the answer before this text (repeatable). Default: none, or '\\nQuestion:' for a "
+            "base model without chat template.",
+        ),
+    ] = None,
     base: BaseOpt = "smollm2-135m-instruct",
     rm: RmOpt = None,
     dtype: DtypeOpt = "float32",
@@ -139,6 +165,7 @@ def generate(
         temperature=temperature,
         top_p=top_p,
         seed=seed,
+        stop=stop or None,
     )
     try:
         _quiet_transformers()

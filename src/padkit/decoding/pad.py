@@ -31,6 +31,7 @@ from padkit.decoding.processor import (
 )
 from padkit.decoding.reward import RewardStream
 from padkit.decoding.sequence_reward import implicit_rewards
+from padkit.decoding.stops import find_stop
 from padkit.errors import GenerationError, ModelLoadError
 from padkit.models.loading import (
     DEFAULT_BASE,
@@ -565,10 +566,9 @@ def _cut_at_stop(tokenizer: PreTrainedTokenizerBase, ids: list[int], stops: list
 
     The last kept token may reach into the stop string when one token holds both."""
     text = tokenizer.decode(ids, skip_special_tokens=True)
-    found = [i for i in (text.find(s) for s in stops) if i >= 0]
-    if not found:
+    end = find_stop(text, stops)
+    if end is None:
         return text, None
-    end = min(found)
     low, high = 0, len(ids)  # the fewest tokens whose text covers text[:end]
     while low < high:
         mid = (low + high) // 2

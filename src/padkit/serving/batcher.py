@@ -21,6 +21,7 @@ from transformers import PreTrainedTokenizerBase
 from transformers.generation.streamers import BaseStreamer
 
 from padkit.decoding.pad import PAD, Generation, eos_token_ids
+from padkit.decoding.stops import streamable
 from padkit.preferences import Preference
 from padkit.preferences.render import Prompt
 
@@ -76,13 +77,9 @@ class _RowStreamer(BaseStreamer):
 
     def _safe_text(self, i: int) -> str:
         """The row's text so far, cut before a stop string, and holding back a tail that may start one."""
-        text = self.tokenizer.decode(self.tokens[i], skip_special_tokens=True)
-        found = [k for k in (text.find(s) for s in self.stops) if k >= 0]
-        if found:
-            self.done[i] = True
-            return text[: min(found)]
-        held = max((n for s in self.stops for n in range(1, len(s)) if text.endswith(s[:n])), default=0)
-        return text[: len(text) - held]
+        text, stopped = streamable(self.tokenizer.decode(self.tokens[i], skip_special_tokens=True), self.stops)
+        self.done[i] = self.done[i] or stopped
+        return text
 
     def end(self) -> None:
         pass
