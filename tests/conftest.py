@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
+import socket
+import threading
+import time
 
 import pytest
 import torch
@@ -127,3 +131,29 @@ def tiny_model_dir(tmp_path, tokenizer):
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("PADKIT_CACHE", str(tmp_path / "cache"))
+
+
+@contextlib.contextmanager
+def running_server(db_dir, **server_options):
+    """A real uvicorn server on 127.0.0.1 (free port) with a tiny model: yields ``(Server, base URL)``."""
+    import uvicorn
+
+    from padkit import PAD
+    from padkit.serving import ProfileStore, Server, create_app
+
+    tokenizer = make_tokenizer()
+    pad = PAD(make_model(tokenizer, seed=0), tokenizer, base_name="tiny")
+    server = Server(pad, ProfileStore(db_dir / "profiles.sqlite"), **server_options)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    uv = uvicorn.Server(uvicorn.Config(create_app(server), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=uv.run, daemon=True)
+    thread.start()
+    while not uv.started:
+        time.sleep(0.02)
+    try:
+        yield server, f"http://127.0.0.1:{port}"
+    finally:
+        uv.should_exit = True
+        thread.join(timeout=10)

@@ -4,16 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import threading
-import time
 
 import httpx2 as httpx
 import pytest
-import uvicorn
-
-from padkit import PAD
-from padkit.serving import ProfileStore, Server, create_app
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None and os.environ.get("PADKIT_REQUIRE_BROWSER") != "1":
@@ -36,23 +29,13 @@ FLAGS = [
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
-    from conftest import make_model, make_tokenizer
+    from conftest import running_server
 
-    tokenizer = make_tokenizer()
-    pad = PAD(make_model(tokenizer, seed=0), tokenizer, base_name="tiny")
-    store = ProfileStore(tmp_path_factory.mktemp("db") / "profiles.sqlite")
-    server = Server(pad, store, default_weight=1.5, max_tokens_limit=64, window_s=0.05)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    uv = uvicorn.Server(uvicorn.Config(create_app(server), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    while not uv.started:
-        time.sleep(0.02)
-    yield server, f"http://127.0.0.1:{port}"
-    uv.should_exit = True
-    thread.join(timeout=10)
+    with running_server(tmp_path_factory.mktemp("db"), default_weight=1.5, max_tokens_limit=64, window_s=0.05) as (
+        server,
+        url,
+    ):
+        yield server, url
 
 
 @pytest.fixture(scope="module")

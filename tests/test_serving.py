@@ -3,42 +3,27 @@
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx2 as httpx
 import openai
 import pytest
-import uvicorn
 
-from padkit import PAD
-from padkit.serving import ProfileStore, Server, create_app
+from padkit.serving import ProfileStore
 
 PROMPTS = ["Tell me about cats.", "Why is the sky blue?", "How do planes fly?", "Write a poem about the sea."]
 PREFS = ["concise", "humorous", "friendly=0.5,concise=0.5", None]
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, request):
-    from conftest import make_model, make_tokenizer
+def served(tmp_path_factory):
+    from conftest import running_server
 
-    tokenizer = make_tokenizer()
-    pad = PAD(make_model(tokenizer, seed=0), tokenizer, base_name="tiny")
-    store = ProfileStore(tmp_path_factory.mktemp("db") / "profiles.sqlite")
-    server = Server(pad, store, default_weight=1.5, max_tokens_limit=64, window_s=0.05, max_batch=16)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    uv = uvicorn.Server(uvicorn.Config(create_app(server), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    while not uv.started:
-        time.sleep(0.02)
-    yield server, f"http://127.0.0.1:{port}"
-    uv.should_exit = True
-    thread.join(timeout=10)
+    with running_server(
+        tmp_path_factory.mktemp("db"), default_weight=1.5, max_tokens_limit=64, window_s=0.05, max_batch=16
+    ) as (server, url):
+        yield server, url
 
 
 @pytest.fixture

@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from padkit.decoding.reward import CachedRows
+
 REPLACEMENT = "\ufffd"
 """What a tokenizer decodes an incomplete UTF-8 sequence to."""
 
@@ -85,7 +87,7 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
-class TextRewardStream:
+class TextRewardStream(CachedRows):
     """A PersRM fed the base's decoded text, scoring each candidate's text in one batched forward per step.
 
     Each PersRM row keeps a KV cache over its prompt and the *stable* tokens of the text so far: the PersRM's
@@ -98,8 +100,8 @@ class TextRewardStream:
     one PersRM token) is not fed at all, its log-prob is read off its parent. Tree tokens are cropped from the
     cache afterwards.
 
-    ``source_rows[j]`` is the decoding row that PersRM row ``j`` follows; ``adapter_names`` runs rows with a
-    LoRA adapter on or off (``"__base__"``) in one batch, as in :class:`RewardStream`.
+    ``source_rows[j]`` is the decoding row that PersRM row ``j`` follows; ``adapter_names`` as in
+    :class:`~padkit.decoding.reward.CachedRows`.
     """
 
     def __init__(
@@ -115,30 +117,21 @@ class TextRewardStream:
         adapter_names: list[str] | None = None,
         retokenize: int = 3,
     ) -> None:
-        self.model = model
+        super().__init__(model, adapter_names)
         self.tokenizer = tokenizer
         self.base_tokenizer = base_tokenizer
         self.input_ids = input_ids
         self.source_rows = source_rows
         self.base_eos = set(base_eos)
         self.eos_token_id = eos_token_id
-        self.adapter_names = adapter_names
         self.retokenize = retokenize
         self.mask = attention_mask.clone()
-        self.cache = None
         self.prompt_length: int | None = None
         rows = input_ids.shape[0]
         self.stable: list[list[int]] = [[] for _ in range(rows)]
         self.slots: list[list[int]] = [[] for _ in range(rows)]
         self.prompt_logp: torch.Tensor | None = None
         self.next_logp: torch.Tensor | None = None
-
-    def _forward(self, **inputs) -> torch.Tensor:
-        if self.adapter_names is not None:
-            inputs["adapter_names"] = self.adapter_names
-        out = self.model(cache=self.cache, use_cache=True, **inputs)
-        self.cache = out.cache
-        return torch.log_softmax(out.logits.float(), dim=-1)
 
     def _start(self) -> None:
         position_ids = (self.mask.cumsum(dim=1) - 1).clamp(min=0)

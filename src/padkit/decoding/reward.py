@@ -6,7 +6,25 @@ import torch
 from transformers import PreTrainedModel
 
 
-class RewardStream:
+class CachedRows:
+    """A model run over a batch of rows that keeps its own KV cache between forwards; ``adapter_names`` (PEFT
+    mixed-adapter batches) switch a LoRA adapter on or off (``"__base__"``) per row."""
+
+    def __init__(self, model: PreTrainedModel, adapter_names: list[str] | None = None) -> None:
+        self.model = model
+        self.adapter_names = adapter_names
+        self.cache = None
+
+    def _forward(self, **inputs) -> torch.Tensor:
+        """Run the rows on ``inputs`` after the cache; return float32 log-probabilities of the kept logits."""
+        if self.adapter_names is not None:
+            inputs["adapter_names"] = self.adapter_names
+        out = self.model(cache=self.cache, use_cache=True, **inputs)
+        self.cache = out.cache
+        return torch.log_softmax(out.logits.float(), dim=-1)
+
+
+class RewardStream(CachedRows):
     """Feeds each decoded token to a PersRM and returns next-token log-probabilities for its rows.
 
     The PersRM reads its own, preference-conditioned input, so it cannot share the base model's cache.
@@ -25,26 +43,20 @@ class RewardStream:
         source_rows: torch.LongTensor,
         adapter_names: list[str] | None = None,
     ) -> None:
-        self.model = model
+        super().__init__(model, adapter_names)
         self.input_ids = input_ids
         self.attention_mask = attention_mask
         self.source_rows = source_rows
-        self.adapter_names = adapter_names
-        self.cache = None
         self.positions = (attention_mask.sum(dim=1, keepdim=True) - 1).clamp(min=0)
 
-    def _forward(self, **inputs) -> torch.Tensor:
-        if self.adapter_names is not None:
-            inputs["adapter_names"] = self.adapter_names
-        out = self.model(cache=self.cache, use_cache=True, logits_to_keep=1, **inputs)
-        self.cache = out.cache
-        return torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
+    def _next_logp(self, **inputs) -> torch.Tensor:
+        return self._forward(logits_to_keep=1, **inputs)[:, -1, :]
 
     @torch.inference_mode()
     def start(self) -> torch.Tensor:
         """Encode the rows' prompts; return log-probabilities of the first new token."""
         position_ids = (self.attention_mask.cumsum(dim=1) - 1).clamp(min=0)
-        return self._forward(input_ids=self.input_ids, attention_mask=self.attention_mask, position_ids=position_ids)
+        return self._next_logp(input_ids=self.input_ids, attention_mask=self.attention_mask, position_ids=position_ids)
 
     @torch.inference_mode()
     def step(self, new_tokens: torch.LongTensor) -> torch.Tensor:
@@ -52,4 +64,4 @@ class RewardStream:
         tokens = new_tokens[self.source_rows].unsqueeze(1)
         self.attention_mask = torch.cat([self.attention_mask, torch.ones_like(tokens)], dim=1)
         self.positions = self.positions + 1
-        return self._forward(input_ids=tokens, attention_mask=self.attention_mask, position_ids=self.positions)
+        return self._next_logp(input_ids=tokens, attention_mask=self.attention_mask, position_ids=self.positions)
