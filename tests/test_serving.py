@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -304,3 +305,29 @@ def test_stop_sequences_cut_plain_and_streamed_answers(served):
     assert streamed == want.text
     too_many = httpx.post(f"{url}/v1/chat/completions", json={**body, "stop": ["a", "b", "c", "d", "e"]}, timeout=30)
     assert too_many.status_code == 400 and too_many.json()["error"]["param"] == "stop"
+
+
+def test_counting_prompt_tokens_is_safe_while_a_batch_encodes(served):
+    """Regression: request threads counted tokens with the decoder's tokenizer, whose padding state the batcher
+    thread sets; a padded batch then came back unpadded ("Unable to create tensor", a 500) under load."""
+    server, _ = served
+    pad, stop, errors = server.pad, time.monotonic() + 2.0, []
+
+    def count() -> None:
+        while time.monotonic() < stop:
+            try:
+                server.prompt_tokens("Why is the sky blue?")
+            except Exception as err:  # noqa: BLE001 - any error is the failure being tested for
+                errors.append(err)
+
+    threads = [threading.Thread(target=count) for _ in range(3)]
+    for t in threads:
+        t.start()
+    while time.monotonic() < stop:
+        try:
+            pad._encode(pad.tokenizer, ["Tell me about cats. " * 20, "Why is the sky blue?"], pad.base_model, 8)
+        except Exception as err:  # noqa: BLE001
+            errors.append(err)
+    for t in threads:
+        t.join()
+    assert errors == []

@@ -12,6 +12,7 @@ stored profile; an explicit ``preference`` overrides it. ``/`` serves the playgr
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import math
 import time
@@ -151,6 +152,9 @@ class Server:
         self.max_tokens_limit = max_tokens_limit
         self.batcher = Batcher(pad, window_s, max_batch)
         self.model_id = pad.base_name
+        # The batcher's thread encodes with padding, which a fast tokenizer holds as state on its Rust object;
+        # counting tokens with that same object from this thread races with it (a padded batch came back unpadded).
+        self.tokenizer = copy.deepcopy(pad.tokenizer)
 
     def job(self, body: _PadFields, prompt: Prompt, max_tokens: int | None) -> tuple[Job, int]:
         """Validate one request and turn it into a batcher job; returns it with the prompt's token count."""
@@ -217,10 +221,10 @@ class Server:
 
     def prompt_tokens(self, prompt: Prompt) -> int:
         try:
-            text = render_input(self.pad.tokenizer, prompt)
+            text = render_input(self.tokenizer, prompt)
         except ValueError as err:
             raise APIError(400, str(err), "messages") from err
-        return len(self.pad.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def _profile_field(stored: str | list[dict]) -> PreferenceField:
