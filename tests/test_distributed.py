@@ -144,6 +144,9 @@ def test_ray_is_an_optional_extra_with_a_clear_error(monkeypatch, model_dir, tmp
         RayPool({"main": ModelSpec(str(model_dir), "self")})
     result = CliRunner().invoke(app, ["generate", "hello", "--ray"])
     assert result.exit_code != 0 and "--ray goes with --input" in result.output
+    prompts = _input_file(tmp_path)
+    result = CliRunner().invoke(app, ["generate", "--input", str(prompts), "--base", str(model_dir), "--ray"])
+    assert result.exit_code == 2 and "pip install 'padkit[ray]'" in result.output  # brackets survive rich markup
     with pytest.raises(PadkitError, match="model path not found"):
         RayPool({"main": ModelSpec(str(tmp_path / "missing"), "self")})
 

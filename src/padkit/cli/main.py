@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -29,12 +30,13 @@ RmOpt = Annotated[
     str | None,
     typer.Option(
         "--rm",
-        help="PersRM: 'persrm-smollm2' (shipped; the default with the default base), 'self' (the base conditioned "
-        "on the preference; the default with other bases), a model dir or a LoRA adapter dir.",
+        help="PersRM: 'persrm-smollm2' (shipped; the default with the built-in bases, scoring text when the "
+        "tokenizer differs), 'self' (the base conditioned on the preference; the default with your own models), "
+        "a model dir or a LoRA adapter dir.",
     ),
 ]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="float32 or bfloat16.")]
-RayOpt = Annotated[bool, typer.Option("--ray", help="Spread generation over Ray actors (pip install 'padkit[ray]').")]
+RayOpt = Annotated[bool, typer.Option("--ray", help="Spread generation over Ray actors (pip install 'padkit\\[ray]').")]
 RayAddressOpt = Annotated[
     str | None,
     typer.Option("--ray-address", help="Join a running Ray cluster (e.g. 'auto' or HOST:6379); default: start one."),
@@ -52,7 +54,7 @@ def _quiet_transformers() -> None:
 
 
 def _fail(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(2)
 
 
@@ -145,7 +147,7 @@ def generate(
     """Generate personalized answers. Streams to a terminal; prints only the text unless --json.
 
     With --input, rows may carry their own "preference"; --output keeps each row's id and a rerun skips the
-    ids already written. --ray spreads the batches over Ray actors (pip install 'padkit[ray]').
+    ids already written. --ray spreads the batches over Ray actors (pip install 'padkit\\[ray]').
     """
     from padkit.decoding import PAD
 
