@@ -77,7 +77,8 @@ def _stream_one(pad, prompt: str, kwargs: dict) -> None:
 
     from padkit.decoding.stops import streamable
 
-    stops = kwargs["stop"] if kwargs.get("stop") is not None else pad.stop_strings(pad.tokenizer)
+    method = kwargs.get("method", "pad")
+    stops = pad.stops(method, kwargs.get("stop"))
 
     class StopAwareStreamer(TextStreamer):
         """Prints the answer as it comes, never the stop string that ends it."""
@@ -93,7 +94,9 @@ def _stream_one(pad, prompt: str, kwargs: dict) -> None:
             self.shown = max(self.shown, len(safe))
 
     pad.generate(
-        [prompt], streamer=StopAwareStreamer(pad.tokenizer, skip_prompt=True, skip_special_tokens=True), **kwargs
+        [prompt],
+        streamer=StopAwareStreamer(pad.decoder(method)[1], skip_prompt=True, skip_special_tokens=True),
+        **kwargs,
     )
 
 
@@ -595,7 +598,7 @@ def eval_command(
     """Run methods x preferences (x weights) over a prompt set, judge every answer, and write a report.
 
     --ray generates on Ray actors; judging and perplexity run here."""
-    from padkit.decoding import PAD
+    from padkit.distributed.jobs import ModelSpec, load_pads
     from padkit.evaluation.harness import EvalConfig, run_eval
     from padkit.evaluation.judges import LLMPairwiseJudge
     from padkit.prompts import read_prompt_dataset, read_prompts
@@ -622,12 +625,11 @@ def eval_command(
             if llm_judge_url
             else None,
         )
-        pad = PAD.from_pretrained(base=base, rm=rm, dtype=dtype)
-        pads = {"main": pad, "self": PAD(pad.base_model, pad.tokenizer, base_name=base)}
+        models = {"main": ModelSpec(base, rm, dtype), "self": ModelSpec(base, "self", dtype)}
+        pads = load_pads(models)  # judging and perplexity run here, with or without --ray
         if ray:
-            from padkit.distributed import ModelSpec, RayPool
+            from padkit.distributed import RayPool
 
-            models = {"main": ModelSpec(base, rm, dtype), "self": ModelSpec(base, "self", dtype)}
             with RayPool(models, num_workers, ray_address, cpus_per_worker, gpus_per_worker) as pool:
                 report = run_eval(pads, rows, output, config, progress=err.is_terminal, log=err.print, run=pool.map)
         else:

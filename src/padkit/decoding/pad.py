@@ -149,6 +149,14 @@ class PAD:
         """Default stop strings: the next ``Question:`` of the frame a tokenizer without chat template gets."""
         return [] if getattr(tokenizer, "chat_template", None) else ["\nQuestion:"]
 
+    def decoder(self, method: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+        """The model and tokenizer whose vocabulary ``method``'s output is in: the PersRM's for ``policy``."""
+        return (self.rm_model, self.rm_tokenizer) if method == "policy" else (self.base_model, self.tokenizer)
+
+    def stops(self, method: str, stop: Sequence[str] | None = None) -> list[str]:
+        """The stop strings ``method`` ends at: ``stop`` as given, else :meth:`stop_strings` of its tokenizer."""
+        return [s for s in (self.stop_strings(self.decoder(method)[1]) if stop is None else stop) if s]
+
     @property
     def rm_is_adapter(self) -> bool:
         return hasattr(self.rm_model, "disable_adapter")
@@ -345,10 +353,7 @@ class PAD:
             )
         processors = LogitsProcessorList()
         pad_processor = None
-        # the policy decodes in the PersRM's own vocabulary
-        model, tokenizer = (
-            (self.rm_model, self.rm_tokenizer) if method == "policy" else (self.base_model, self.tokenizer)
-        )
+        model, tokenizer = self.decoder(method)
         can_fuse = (
             method == "pad"
             and not self.cross_tokenizer
@@ -362,8 +367,8 @@ class PAD:
         if fused is None:  # a plain streamer takes one row; a ``batched`` one handles the fused batch's rows
             fused = can_fuse and (streamer is None or getattr(streamer, "batched", False))
         sample_in_generate = temperature > 0 and not fused
-        rule = dict(top_k=top_k, reference=reference, candidates=candidates or self.default_candidates)
-        rule["record"] = diagnostics
+        candidates = candidates or self.default_candidates
+        rule = dict(top_k=top_k, reference=reference, candidates=candidates, record=diagnostics)
         if fused:
             inputs, pad_processor = self._fused_inputs(
                 prompts, rows, weight, max_new_tokens, temperature, top_p, **rule
@@ -400,7 +405,7 @@ class PAD:
             eos_token_id=eos_token_ids(model, tokenizer),
             pad_token_id=tokenizer.pad_token_id,
         )
-        stops = [s for s in (self.stop_strings(tokenizer) if stop is None else stop) if s] if not ignore_eos else []
+        stops = [] if ignore_eos else self.stops(method, stop)
         if stops:
             config.stop_strings = stops
         if seed is not None:

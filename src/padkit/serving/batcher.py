@@ -140,11 +140,8 @@ class Batcher:
 
     def _decode(self, settings: dict, jobs: list[Job]) -> None:
         self.batches.append(len(jobs))
-        policy = settings["method"] == "policy"  # decodes in the PersRM's vocabulary
-        model, tokenizer = (
-            (self.pad.rm_model, self.pad.rm_tokenizer) if policy else (self.pad.base_model, self.pad.tokenizer)
-        )
-        stops = list(settings.pop("stop") or ()) or self.pad.stop_strings(tokenizer)
+        model, tokenizer = self.pad.decoder(settings["method"])
+        stops = self.pad.stops(settings["method"], settings.pop("stop") or None)
         streamer = _RowStreamer(tokenizer, jobs, set(eos_token_ids(model, tokenizer)), stops)
         try:
             gens = self.pad.generate(
