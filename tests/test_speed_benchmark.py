@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import torch
+
 from padkit import PAD
-from padkit.evaluation.speed import official_pad_loop, run_speed_benchmark
+from padkit.evaluation.speed import forced_choices, official_pad_loop, run_speed_benchmark
 
 
 def test_official_loop_equals_padkit_pad(base_model, tokenizer):
@@ -21,3 +23,19 @@ def test_benchmark_reports_consistent_ratios(base_model, tokenizer):
     assert abs(report.pad_vs_plain - report.pad_tps / report.plain_tps) < 1e-9
     assert abs(report.pad_batch8_vs_batch1 - report.pad_batch8_tps / report.pad_tps) < 1e-9
     assert 0.0 <= report.bf16_prefix_agreement <= 1.0
+    assert 0.0 <= report.bf16_token_agreement <= 1.0
+
+
+def test_forced_choices_are_pads_own_greedy_choices(base_model, rm_model, tokenizer):
+    """Teacher forcing PAD along its own greedy output agrees at every step; forcing another first token still
+    reports PAD's choice for that step."""
+    pad = PAD(base_model, tokenizer, rm_model, tokenizer)
+    prompts = ["Tell me about cats.", "Why is the sky blue?"]
+    gens = pad.generate(prompts, "humorous", weight=2.0, top_k=5, max_new_tokens=8, ignore_eos=True)
+    tokens = torch.tensor([g.token_ids for g in gens])
+    assert torch.equal(forced_choices(pad, prompts, "humorous", tokens, 2.0, 5), tokens)
+    other = tokens.clone()
+    other[:, 0] = (tokens[:, 0] + 1) % len(tokenizer)
+    chosen = forced_choices(pad, prompts, "humorous", other, 2.0, 5)
+    assert torch.equal(chosen[:, 0], tokens[:, 0])
+    assert not torch.equal(chosen, tokens)  # after another first token PAD continues differently

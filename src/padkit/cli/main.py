@@ -253,7 +253,7 @@ def bench_speed(
     rm: RmOpt = None,
     dtype: DtypeOpt = "float32",
     check_bf16: Annotated[
-        bool, typer.Option("--check-bf16", help="Also report how much of the greedy output bf16 reproduces.")
+        bool, typer.Option("--check-bf16", help="Also report how closely a bf16 copy follows the float32 greedy output (free running and teacher forced).")
     ] = False,
     text_path: Annotated[
         bool,
@@ -316,6 +316,7 @@ def bench_speed(
         rows.append(("text path / token path, batch 1", report.text_path_vs_token_path, ""))
     if report.bf16_prefix_agreement is not None:
         rows.append(("bf16: share of tokens before first divergence", report.bf16_prefix_agreement, ""))
+        rows.append(("bf16: share of steps choosing float32's token", report.bf16_token_agreement, ""))
     for name, value, target in rows:
         table.add_row(name, "n/a" if value is None else f"{value:.2f}", target)
     Console().print(table)

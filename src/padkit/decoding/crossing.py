@@ -13,6 +13,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from padkit.decoding.reward import CachedRows
+from padkit.models.row_lora import LoRARows
 
 REPLACEMENT = "\ufffd"
 """What a tokenizer decodes an incomplete UTF-8 sequence to."""
@@ -100,7 +101,7 @@ class TextRewardStream(CachedRows):
     one PersRM token) is not fed at all, its log-prob is read off its parent. Tree tokens are cropped from the
     cache afterwards.
 
-    ``source_rows[j]`` is the decoding row that PersRM row ``j`` follows; ``adapter_names`` as in
+    ``source_rows[j]`` is the decoding row that PersRM row ``j`` follows; ``lora_rows`` as in
     :class:`~padkit.decoding.reward.CachedRows`.
     """
 
@@ -114,10 +115,10 @@ class TextRewardStream(CachedRows):
         source_rows: torch.LongTensor,
         base_eos: list[int],
         eos_token_id: int,
-        adapter_names: list[str] | None = None,
+        lora_rows: LoRARows | None = None,
         retokenize: int = 3,
     ) -> None:
-        super().__init__(model, adapter_names)
+        super().__init__(model, lora_rows)
         self.tokenizer = tokenizer
         self.base_tokenizer = base_tokenizer
         self.input_ids = input_ids

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -41,6 +42,7 @@ from padkit.models.loading import (
     load_tokenizer,
     resolve_model_dir,
 )
+from padkit.models.row_lora import LoRARows
 from padkit.preferences import Preference, PreferenceLike, render_input
 from padkit.preferences.render import Prompt
 
@@ -210,14 +212,18 @@ class PAD:
         temperature: float,
         top_p: float,
         **rule,
-    ) -> tuple[dict[str, torch.Tensor], SelfGuidedPADLogitsProcessor]:
+    ) -> tuple[dict[str, torch.Tensor], SelfGuidedPADLogitsProcessor, AbstractContextManager]:
+        """Inputs for one batch of base rows then PersRM rows, their processor, and the context to generate in
+        (the LoRA on the PersRM rows only, for a LoRA PersRM on the base's weights)."""
         if rule.get("reference") == "rm-init":
             rule["reference"] = "base"  # the PersRM is the base itself: its preference-free form is the base
         texts, source, combine = self._persrm_rows(prompts, rows)
         all_texts = [render_input(self.tokenizer, p) for p in prompts] + texts
         inputs = self._encode(self.tokenizer, all_texts, self.base_model, max_new_tokens)
+        context: AbstractContextManager = nullcontext()
         if self.rm_shares_base:
-            inputs["adapter_names"] = ["__base__"] * len(prompts) + [self.rm_model.active_adapter] * len(texts)
+            context = LoRARows(self.rm_model, slice(len(prompts), len(all_texts)), len(all_texts))
+            inputs.update(context.forward_kwargs())
         processor = SelfGuidedPADLogitsProcessor(
             combine,
             torch.tensor(source, dtype=torch.long),
@@ -227,7 +233,7 @@ class PAD:
             eos_token_ids=eos_token_ids(self.base_model, self.tokenizer),
             **rule,
         )
-        return inputs, processor
+        return inputs, processor, context
 
     def logits_processor(
         self,
@@ -258,9 +264,9 @@ class PAD:
             self.tokenizer, [render_input(self.tokenizer, p) for p in prompts], self.base_model, max_new_tokens
         )
         texts, source, combine = self._persrm_rows(prompts, rows)
-        adapter_names = None
+        lora_rows = None
         if reference == "rm-init":
-            adapter_names = [self.rm_model.active_adapter] * len(texts) + ["__base__"] * len(prompts)
+            lora_rows = LoRARows(self.rm_model, slice(0, len(texts)), len(texts) + len(prompts))
             texts += [render_input(self.rm_tokenizer, p) for p in prompts]
             source += list(range(len(prompts)))
         if not texts:
@@ -287,7 +293,7 @@ class PAD:
                 torch.tensor(source, dtype=torch.long),
                 base_eos=rule["eos_token_ids"],
                 eos_token_id=self.rm_tokenizer.eos_token_id,
-                adapter_names=adapter_names,
+                lora_rows=lora_rows,
             )
             return base_inputs, CrossTokenizerPADLogitsProcessor(text_stream, **rule)
         stream = RewardStream(
@@ -295,7 +301,7 @@ class PAD:
             rm_inputs["input_ids"],
             rm_inputs["attention_mask"],
             torch.tensor(source, dtype=torch.long),
-            adapter_names,
+            lora_rows,
         )
         return base_inputs, PADLogitsProcessor(stream, **rule)
 
@@ -353,6 +359,7 @@ class PAD:
             )
         processors = LogitsProcessorList()
         pad_processor = None
+        context: AbstractContextManager = nullcontext()
         model, tokenizer = self.decoder(method)
         can_fuse = (
             method == "pad"
@@ -370,7 +377,7 @@ class PAD:
         candidates = candidates or self.default_candidates
         rule = dict(top_k=top_k, reference=reference, candidates=candidates, record=diagnostics)
         if fused:
-            inputs, pad_processor = self._fused_inputs(
+            inputs, pad_processor, context = self._fused_inputs(
                 prompts, rows, weight, max_new_tokens, temperature, top_p, **rule
             )
         elif method == "pad":
@@ -410,7 +417,7 @@ class PAD:
             config.stop_strings = stops
         if seed is not None:
             torch.manual_seed(seed)
-        with torch.inference_mode():
+        with torch.inference_mode(), context:
             sequences = model.generate(
                 **inputs, generation_config=config, logits_processor=processors, streamer=streamer, tokenizer=tokenizer
             )

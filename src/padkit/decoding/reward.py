@@ -5,21 +5,25 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel
 
+from padkit.models.row_lora import LoRARows
+
 
 class CachedRows:
-    """A model run over a batch of rows that keeps its own KV cache between forwards; ``adapter_names`` (PEFT
-    mixed-adapter batches) switch a LoRA adapter on or off (``"__base__"``) per row."""
+    """A model run over a batch of rows that keeps its own KV cache between forwards; ``lora_rows`` switches a
+    LoRA adapter on for some rows only (the others run the base weights)."""
 
-    def __init__(self, model: PreTrainedModel, adapter_names: list[str] | None = None) -> None:
+    def __init__(self, model: PreTrainedModel, lora_rows: LoRARows | None = None) -> None:
         self.model = model
-        self.adapter_names = adapter_names
+        self.lora_rows = lora_rows
         self.cache = None
 
     def _forward(self, **inputs) -> torch.Tensor:
         """Run the rows on ``inputs`` after the cache; return float32 log-probabilities of the kept logits."""
-        if self.adapter_names is not None:
-            inputs["adapter_names"] = self.adapter_names
-        out = self.model(cache=self.cache, use_cache=True, **inputs)
+        if self.lora_rows is None:
+            out = self.model(cache=self.cache, use_cache=True, **inputs)
+        else:
+            with self.lora_rows:
+                out = self.model(cache=self.cache, use_cache=True, **inputs, **self.lora_rows.forward_kwargs())
         self.cache = out.cache
         return torch.log_softmax(out.logits.float(), dim=-1)
 
@@ -31,8 +35,7 @@ class RewardStream(CachedRows):
     Every row (one per preference dimension of each prompt, plus the ``rm-init`` reference rows) lives in one
     left-padded batch with one :class:`~transformers.DynamicCache`: the prefix is encoded once, then each
     step is a single-token forward. ``source_rows[j]`` is the decoding row whose tokens row ``j`` follows.
-    ``adapter_names`` (PEFT mixed-adapter batches) lets reference rows run with the LoRA adapter disabled
-    (``"__base__"``) in the same forward as the adapted rows.
+    ``lora_rows`` lets reference rows run with the LoRA adapter off in the same forward as the adapted rows.
     """
 
     def __init__(
@@ -41,9 +44,9 @@ class RewardStream(CachedRows):
         input_ids: torch.LongTensor,
         attention_mask: torch.LongTensor,
         source_rows: torch.LongTensor,
-        adapter_names: list[str] | None = None,
+        lora_rows: LoRARows | None = None,
     ) -> None:
-        super().__init__(model, adapter_names)
+        super().__init__(model, lora_rows)
         self.input_ids = input_ids
         self.attention_mask = attention_mask
         self.source_rows = source_rows

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
+from transformers import GenerationConfig, LogitsProcessor
 
 from padkit.decoding import PAD
 from padkit.preferences import Preference, render_input
@@ -44,6 +45,7 @@ class SpeedReport:
     text_path_tps: float | None = None
     text_path_vs_token_path: float | None = None
     bf16_prefix_agreement: float | None = None
+    bf16_token_agreement: float | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -130,10 +132,10 @@ def run_speed_benchmark(
     plain8 = _timed(lambda: plain(prompts))
     log(f"PAD, batch {batch_size}")
     pad8 = _timed(lambda: guided(prompts))
-    agreement = None
+    agreement = (None, None)
     if check_bf16:
         log("bf16 vs float32 outputs")
-        agreement = bf16_prefix_agreement(pad, prompts, preference, weight, top_k, new_tokens)
+        agreement = bf16_agreement(pad, prompts, preference, weight, top_k, new_tokens)
     return SpeedReport(
         plain_tps=plain_tps,
         pad_tps=pad_tps,
@@ -149,14 +151,45 @@ def run_speed_benchmark(
         cross_tokenizer=pad.cross_tokenizer,
         text_path_tps=text_tps,
         text_path_vs_token_path=None if text_tps is None else text_tps / pad_tps,
-        bf16_prefix_agreement=agreement,
+        bf16_prefix_agreement=agreement[0],
+        bf16_token_agreement=agreement[1],
     )
 
 
-def bf16_prefix_agreement(
+class _ForceTokens(LogitsProcessor):
+    """Forces ``tokens[:, step]`` at each step and records what the processors before it would have chosen."""
+
+    def __init__(self, tokens: torch.Tensor) -> None:
+        self.tokens = tokens
+        self.choices: list[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        self.choices.append(scores.argmax(dim=-1))
+        forced = self.tokens[:, len(self.choices) - 1 : len(self.choices)].to(scores.device)
+        return torch.full_like(scores, float("-inf")).scatter_(1, forced, 0.0)
+
+
+def forced_choices(
+    pad: PAD, prompts: list[str], preference: str, tokens: torch.Tensor, weight: float, top_k: int
+) -> torch.Tensor:
+    """PAD's greedy choice at every step of the given continuations (teacher forcing): ``(batch, steps)``."""
+    steps = tokens.shape[1]
+    inputs, processor = pad.logits_processor(prompts, preference, weight=weight, top_k=top_k, max_new_tokens=steps)
+    force = _ForceTokens(tokens)
+    config = GenerationConfig(
+        max_new_tokens=steps, min_new_tokens=steps, do_sample=False, pad_token_id=pad.tokenizer.pad_token_id
+    )
+    with torch.inference_mode():
+        pad.base_model.generate(**inputs, generation_config=config, logits_processor=[processor, force])
+    return torch.stack(force.choices, dim=1).cpu()
+
+
+def bf16_agreement(
     pad: PAD, prompts: list[str], preference: str, weight: float, top_k: int, new_tokens: int
-) -> float:
-    """Mean share of greedy PAD tokens that bf16 reproduces before its first divergence from float32."""
+) -> tuple[float, float]:
+    """How closely a bf16 copy follows float32 greedy PAD: the mean share of tokens it reproduces before its
+    first divergence (free running, where one flip changes all that follows), and the share of steps where it
+    picks float32's token given float32's prefix (teacher forcing: each decision judged alone)."""
     kwargs = dict(weight=weight, top_k=top_k, max_new_tokens=new_tokens, ignore_eos=True)
     full = pad.generate(prompts, preference, **kwargs)
     half_base = copy.deepcopy(pad.base_model).to(torch.bfloat16)
@@ -168,4 +201,6 @@ def bf16_prefix_agreement(
             (i for i, (x, y) in enumerate(zip(a.token_ids, b.token_ids, strict=False)) if x != y), len(a.token_ids)
         )
         shares.append(same / max(len(a.token_ids), 1))
-    return sum(shares) / len(shares)
+    tokens = torch.tensor([g.token_ids for g in full])
+    chosen = forced_choices(half, prompts, preference, tokens, weight, top_k)
+    return sum(shares) / len(shares), (chosen == tokens).float().mean().item()

@@ -1,0 +1,70 @@
+"""LoRARows: a LoRA adapter on one block of a batch's rows equals PEFT's mixed-adapter batches and per-row runs."""
+
+import copy
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+
+from padkit.models.row_lora import LoRARows
+
+TEXTS = ["Tell me a joke.", "Why is the sky blue?", "Hi", "Explain how a bicycle stays upright in wind."]
+
+
+@pytest.fixture(scope="module")
+def batch(tokenizer):
+    return tokenizer(TEXTS, return_tensors="pt", padding=True)
+
+
+def _logits(model, batch, **kwargs):
+    with torch.inference_mode():
+        return model(**batch, **kwargs).logits
+
+
+@pytest.mark.parametrize("rows", [slice(1, 3), slice(0, 2), slice(2, 4), slice(0, 4)])
+def test_adapted_rows_equal_the_lora_model_and_the_rest_the_base(base_model, lora_rm, batch, rows):
+    lora_rows = LoRARows(lora_rm, rows, len(TEXTS))
+    assert lora_rows.fast
+    with lora_rows:
+        mixed = _logits(lora_rm, batch, **lora_rows.forward_kwargs())
+    peft_mixed = _logits(lora_rm, batch, adapter_names=lora_rows.adapter_names())
+    adapted, base = _logits(lora_rm, batch), _logits(base_model, batch)
+    assert not torch.allclose(adapted, base, atol=1e-3)  # the adapter does change the outputs
+    inside = torch.zeros(len(TEXTS), dtype=torch.bool)
+    inside[rows] = True
+    torch.testing.assert_close(mixed[inside], adapted[inside], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(mixed[~inside], base[~inside], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(mixed, peft_mixed, atol=1e-5, rtol=1e-5)
+
+
+def test_the_context_restores_the_model(lora_rm, batch):
+    before = _logits(lora_rm, batch)
+    with LoRARows(lora_rm, slice(0, 1), len(TEXTS)):
+        pass
+    torch.testing.assert_close(_logits(lora_rm, batch), before)
+    with lora_rm.disable_adapter():
+        off = _logits(lora_rm, batch)
+        with LoRARows(lora_rm, slice(0, 1), len(TEXTS)):
+            pass
+        torch.testing.assert_close(_logits(lora_rm, batch), off)  # still off: the context kept the user's state
+
+
+def test_an_exception_inside_leaves_no_hooks(lora_rm, batch):
+    before = _logits(lora_rm, batch)
+    with pytest.raises(RuntimeError, match="boom"), LoRARows(lora_rm, slice(0, 2), len(TEXTS)):
+        raise RuntimeError("boom")
+    torch.testing.assert_close(_logits(lora_rm, batch), before)
+
+
+def test_a_lora_beyond_linear_layers_falls_back_to_peft_mixed_batches(base_model, batch):
+    torch.manual_seed(3)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "embed_tokens"], init_lora_weights=False)
+    lora = get_peft_model(copy.deepcopy(base_model), config).eval()
+    lora_rows = LoRARows(lora, slice(1, 3), len(TEXTS))
+    assert not lora_rows.fast
+    assert lora_rows.forward_kwargs() == {"adapter_names": ["__base__", "default", "default", "__base__"]}
+    with lora_rows:
+        mixed = _logits(lora, batch, **lora_rows.forward_kwargs())
+    adapted, base = _logits(lora, batch), _logits(base_model, batch)
+    torch.testing.assert_close(mixed[1:3], adapted[1:3], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(mixed[[0, 3]], base[[0, 3]], atol=1e-5, rtol=1e-5)
