@@ -18,7 +18,8 @@ def test_official_loop_equals_padkit_pad(base_model, tokenizer):
 
 
 def test_benchmark_reports_consistent_ratios(base_model, tokenizer):
-    report = run_speed_benchmark(PAD(base_model, tokenizer), new_tokens=4, batch_size=2, check_bf16=True)
+    report = run_speed_benchmark(PAD(base_model, tokenizer), new_tokens=4, batch_size=2, check_bf16=True, repeats=2)
+    assert report.repeats == 2
     assert report.plain_tps > 0 and report.pad_tps > 0 and report.official_tps > 0
     assert abs(report.pad_vs_plain - report.pad_tps / report.plain_tps) < 1e-9
     assert abs(report.pad_batch8_vs_batch1 - report.pad_batch8_tps / report.pad_tps) < 1e-9

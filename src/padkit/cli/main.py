@@ -253,7 +253,11 @@ def bench_speed(
     rm: RmOpt = None,
     dtype: DtypeOpt = "float32",
     check_bf16: Annotated[
-        bool, typer.Option("--check-bf16", help="Also report how closely a bf16 copy follows the float32 greedy output (free running and teacher forced).")
+        bool,
+        typer.Option(
+            "--check-bf16",
+            help="Also report how closely a bf16 copy follows float32 greedy PAD (free running and teacher forced).",
+        ),
     ] = False,
     text_path: Annotated[
         bool,
@@ -261,6 +265,9 @@ def bench_speed(
             "--text-path", help="Also time the cross-tokenizer path (PersRM scores text) on these same models."
         ),
     ] = False,
+    repeats: Annotated[
+        int, typer.Option("--repeats", min=1, help="Time each decoder this many times and keep the fastest run.")
+    ] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
 ) -> None:
     """Tokens/s of plain generate, padkit PAD and the official-style PAD loop (no cache, batch 1).
@@ -283,6 +290,7 @@ def bench_speed(
             batch_size,
             check_bf16=check_bf16,
             text_path=text_path,
+            repeats=repeats,
             log=lambda m: err.print(f"timing {m} ..."),
         )
     except PadkitError as e:
@@ -291,7 +299,8 @@ def bench_speed(
         typer.echo(json.dumps(report.as_dict(), indent=2))
         return
     table = Table(
-        title=f"speed: base={base} rm={pad.rm_name} dtype={dtype} {new_tokens} tokens, {torch_threads} threads"
+        title=f"speed: base={base} rm={pad.rm_name} dtype={dtype} {new_tokens} tokens, {torch_threads} threads, "
+        f"fastest of {repeats}"
     )
     table.add_column("figure")
     table.add_column("value", justify="right")

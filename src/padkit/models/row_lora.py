@@ -24,7 +24,7 @@ class LoRARows:
     with the 135M base at batch 1. Here the adapted rows are one slice, so while the context is active each
     LoRA layer runs with its adapter off and a forward hook adds the LoRA delta to that slice of its output.
     Models this fast path cannot serve exactly (LoRA variants such as DoRA, non-``Linear`` LoRA layers,
-    ``modules_to_save``, merged adapters) fall back to PEFT: the context does nothing and
+    ``lora_bias``, ``modules_to_save``, merged adapters) fall back to PEFT: the context does nothing and
     :meth:`forward_kwargs` returns the ``adapter_names`` list.
 
     Example:
@@ -44,6 +44,7 @@ class LoRARows:
         self.layers = self._fast_layers(model, self.adapter)
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._was_disabled: list[bool] = []
+        self._weights: dict[Any, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
     def fast(self) -> bool:
@@ -64,6 +65,7 @@ class LoRARows:
                     and hasattr(module, "_disable_adapters")
                     and not module.merged
                     and adapter not in module.lora_variant
+                    and (adapter not in module.lora_B or module.lora_B[adapter].bias is None)
                 )
                 if not plain:
                     return None
@@ -82,15 +84,22 @@ class LoRARows:
         return {} if self.fast else {"adapter_names": self.adapter_names()}
 
     def _add_delta(self, layer: Any, args: tuple, kwargs: dict, output: torch.Tensor) -> torch.Tensor:
+        weight_a, weight_b = self._weights[layer]
         x = (args[0] if args else kwargs["x"])[self.rows]
-        lora_a, lora_b = layer.lora_A[self.adapter], layer.lora_B[self.adapter]
-        delta = lora_b(lora_a(layer.lora_dropout[self.adapter](x.to(lora_a.weight.dtype))))
-        output[self.rows] += (delta * layer.scaling[self.adapter]).to(output.dtype)
+        dropout = layer.lora_dropout[self.adapter]
+        if not isinstance(dropout, torch.nn.Identity):
+            x = dropout(x)
+        delta = torch.nn.functional.linear(torch.nn.functional.linear(x.to(weight_a.dtype), weight_a), weight_b)
+        output[self.rows] += delta.to(output.dtype)
         return output
 
     def __enter__(self) -> LoRARows:
         if self.layers is None:
             return self
+        if not self._weights:  # B pre-scaled once: two matmuls and an add per layer and step
+            for layer in self.layers:
+                weight_b = layer.lora_B[self.adapter].weight * layer.scaling[self.adapter]
+                self._weights[layer] = (layer.lora_A[self.adapter].weight, weight_b)
         for layer in self.layers:
             self._was_disabled.append(layer._disable_adapters)
             layer._disable_adapters = True
