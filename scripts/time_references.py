@@ -2,6 +2,8 @@
 batch 1 and batch 8, fastest of N runs. Run it against another checkout to compare versions on one machine:
 
     PYTHONPATH=/path/to/other/checkout/src python scripts/time_references.py
+
+It times with its own loop (the benchmark's helper is not in older checkouts) and needs only ``PAD``.
 """
 
 from __future__ import annotations

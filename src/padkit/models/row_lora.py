@@ -34,14 +34,17 @@ class LoRARows:
     """
 
     def __init__(self, model: PreTrainedModel, rows: slice, batch_size: int) -> None:
-        self.model = model
         self.rows = rows
         self.batch_size = batch_size
         self.adapter: str = model.active_adapter
         self.layers = self._fast_layers(model, self.adapter)
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._was_disabled: list[bool] = []
-        self._weights: dict[Any, tuple[torch.Tensor, torch.Tensor]] = {}
+        # B pre-scaled once: two matmuls and an add per layer and step
+        self._weights = {
+            layer: (layer.lora_A[self.adapter].weight, layer.lora_B[self.adapter].weight * layer.scaling[self.adapter])
+            for layer in self.layers or ()
+        }
 
     @property
     def fast(self) -> bool:
@@ -91,10 +94,6 @@ class LoRARows:
     def __enter__(self) -> LoRARows:
         if self.layers is None:
             return self
-        if not self._weights:  # B pre-scaled once: two matmuls and an add per layer and step
-            for layer in self.layers:
-                weight_b = layer.lora_B[self.adapter].weight * layer.scaling[self.adapter]
-                self._weights[layer] = (layer.lora_A[self.adapter].weight, weight_b)
         for layer in self.layers:
             self._was_disabled.append(layer._disable_adapters)
             layer._disable_adapters = True
