@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -21,6 +21,7 @@ from transformers import (
 from transformers.generation.streamers import BaseStreamer
 
 from padkit.decoding.crossing import TextRewardStream
+from padkit.decoding.kv_cache import reserved_cache
 from padkit.decoding.processor import (
     ARGSLogitsProcessor,
     Candidates,
@@ -42,6 +43,7 @@ from padkit.models.loading import (
     load_tokenizer,
     resolve_model_dir,
 )
+from padkit.models.packed_gemm import PackedGemm
 from padkit.models.row_lora import LoRARows
 from padkit.preferences import Preference, PreferenceLike, render_input
 from padkit.preferences.render import Prompt
@@ -417,9 +419,17 @@ class PAD:
             config.stop_strings = stops
         if seed is not None:
             torch.manual_seed(seed)
-        with torch.inference_mode(), context:
+        with torch.inference_mode(), ExitStack() as stack:
+            stack.enter_context(context)
+            stack.enter_context(PackedGemm(model, inputs["input_ids"].shape[0], max_new_tokens))
+            cache = reserved_cache(model.config, inputs["input_ids"].shape[1] + max_new_tokens)
             sequences = model.generate(
-                **inputs, generation_config=config, logits_processor=processors, streamer=streamer, tokenizer=tokenizer
+                **inputs,
+                **({} if cache is None else {"cache": cache}),
+                generation_config=config,
+                logits_processor=processors,
+                streamer=streamer,
+                tokenizer=tokenizer,
             )
         new_tokens = sequences[: len(prompts), inputs["input_ids"].shape[1] :]
         eos = set(config.eos_token_id)

@@ -5,17 +5,19 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel
 
+from padkit.decoding.kv_cache import reserved_cache
 from padkit.models.row_lora import LoRARows
 
 
 class CachedRows:
-    """A model run over a batch of rows that keeps its own KV cache between forwards; ``lora_rows`` switches a
-    LoRA adapter on for some rows only (the others run the base weights)."""
+    """A model run over a batch of rows that keeps its own KV cache between forwards (reserved memory that grows by
+    doubling, where the model allows); ``lora_rows`` switches a LoRA adapter on for some rows only (the others run
+    the base weights)."""
 
     def __init__(self, model: PreTrainedModel, lora_rows: LoRARows | None = None) -> None:
         self.model = model
         self.lora_rows = lora_rows
-        self.cache = None
+        self.cache = reserved_cache(model.config, 0)
 
     def _forward(self, **inputs) -> torch.Tensor:
         """Run the rows on ``inputs`` after the cache; return float32 log-probabilities of the kept logits."""
