@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from padkit import PAD, Preference, render_input
+from padkit.decoding.processor import BanTokensLogitsProcessor
 from padkit.errors import GenerationError
 
 PROMPTS = ["Tell me about cats.", "Why is the sky blue? Answer in a poem about the sea, please."]
@@ -362,3 +363,26 @@ def test_a_base_model_without_chat_template_stops_at_the_next_question():
     plain = make_tokenizer(chat_template=None)
     assert PAD.stop_strings(plain) == ["\nQuestion:"]
     assert PAD.stop_strings(make_tokenizer()) == []
+
+
+def test_ban_tokens_processor_bans_in_place_and_only_those():
+    scores = torch.arange(12, dtype=torch.float32).reshape(2, 6)
+    out = BanTokensLogitsProcessor([1, 4])(torch.zeros(2, 3, dtype=torch.long), scores)
+    assert out is scores
+    assert torch.isneginf(out[:, [1, 4]]).all() and torch.equal(
+        out[:, [0, 2, 3, 5]], torch.tensor([[0.0, 2, 3, 5], [6, 8, 9, 11]])
+    )
+
+
+def test_ignore_eos_equals_transformers_min_new_tokens(base_model, lora_rm, tokenizer):
+    pad = PAD(base_model, tokenizer, lora_rm, tokenizer, rm_shares_base=True)
+    ours = pad.generate(PROMPTS, method="base", max_new_tokens=16, ignore_eos=True)
+    batch = tokenizer([render_input(tokenizer, p) for p in PROMPTS], return_tensors="pt", padding=True)
+    with torch.inference_mode():
+        theirs = base_model.generate(**batch, max_new_tokens=16, min_new_tokens=16, do_sample=False)
+    assert [g.token_ids for g in ours] == theirs[:, batch["input_ids"].shape[1] :].tolist()
+    for fused in (True, False):
+        kwargs = dict(weight=2.0, max_new_tokens=16, fused=fused)
+        assert any(g.finish_reason == "stop" for g in pad.generate(PROMPTS, "concise", **kwargs))  # EOS is picked
+        guided = pad.generate(PROMPTS, "concise", ignore_eos=True, **kwargs)
+        assert all(len(g.token_ids) == 16 and tokenizer.eos_token_id not in g.token_ids for g in guided)

@@ -24,6 +24,7 @@ from padkit.decoding.crossing import TextRewardStream
 from padkit.decoding.kv_cache import reserved_cache
 from padkit.decoding.processor import (
     ARGSLogitsProcessor,
+    BanTokensLogitsProcessor,
     Candidates,
     CrossTokenizerPADLogitsProcessor,
     PADLogitsProcessor,
@@ -359,10 +360,12 @@ class PAD:
             return self._best_of_n(
                 prompts, rows, best_of, reference, max_new_tokens, temperature or 1.0, top_p, seed, ignore_eos, stop
             )
-        processors = LogitsProcessorList()
+        model, tokenizer = self.decoder(method)
+        processors = LogitsProcessorList(
+            [BanTokensLogitsProcessor(eos_token_ids(model, tokenizer))] if ignore_eos else []
+        )
         pad_processor = None
         context: AbstractContextManager = nullcontext()
-        model, tokenizer = self.decoder(method)
         can_fuse = (
             method == "pad"
             and not self.cross_tokenizer
@@ -406,7 +409,6 @@ class PAD:
                 processors.append(TopPLogitsWarper(top_p))
         config = GenerationConfig(
             max_new_tokens=max_new_tokens,
-            min_new_tokens=max_new_tokens if ignore_eos else None,
             do_sample=sample_in_generate,
             temperature=1.0,
             top_k=0 if sample_in_generate else None,

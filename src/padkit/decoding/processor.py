@@ -248,6 +248,31 @@ class SelfGuidedPADLogitsProcessor(_PADRule, LogitsProcessor):
         return out.scatter_(1, chosen, 0.0)
 
 
+class BanTokensLogitsProcessor(LogitsProcessor):
+    """Give ``token_ids`` a score of ``-inf`` at every step, in place: how padkit ignores EOS.
+
+    ``generate(min_new_tokens=...)`` does the same through transformers' min-length processors, which build a
+    vocabulary-sized mask and copy the scores at every step (at batch 8 with PAD's 16 rows, about 5 ms of an
+    80 ms step on a 2-core CPU). ``generate`` hands processors its own float32 copy of the logits, so writing
+    into it is safe.
+
+    Example:
+
+    ```python
+    >>> no_eos = BanTokensLogitsProcessor([tokenizer.eos_token_id])
+    >>> model.generate(**inputs, logits_processor=[no_eos], max_new_tokens=128)   # always 128 tokens
+    ```
+    """
+
+    def __init__(self, token_ids: list[int]) -> None:
+        self.token_ids = torch.tensor(token_ids, dtype=torch.long)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.token_ids.device != scores.device:
+            self.token_ids = self.token_ids.to(scores.device)
+        return scores.index_fill_(1, self.token_ids, float("-inf"))
+
+
 class ARGSLogitsProcessor(LogitsProcessor):
     """ARGS-style guided decoding (Khanov et al., 2024), the baseline PAD is compared with: the base's top-k
     next tokens are rescored by ``log pi_base + w * R(prefix + candidate)``, where ``R`` is a sequence-level
