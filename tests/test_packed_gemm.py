@@ -69,3 +69,16 @@ def test_generate_packs_a_float32_batch_and_keeps_its_tokens(tokenizer, monkeypa
     plain = pad.generate(prompts, **kwargs)
     assert not any(packed_calls)
     assert [g.token_ids for g in packed] == [g.token_ids for g in plain]
+
+
+def test_a_persrm_beside_generate_is_packed_for_its_rows(tokenizer, monkeypatch):
+    base, rm = (make_model(tokenizer, seed=s, dtype=torch.float32) for s in (0, 7))
+    pad = PAD(base, tokenizer, rm, tokenizer)
+    prompts = ["Tell me a joke.", "Hi", "Why is the sky blue?", "Name a color."]
+    packed_calls = []
+    rm.lm_head.register_forward_pre_hook(lambda m, args: packed_calls.append("forward" in vars(m)))
+    kwargs = dict(weight=2.0, max_new_tokens=20, ignore_eos=True)
+    packed = pad.generate(prompts, "humorous", **kwargs)
+    assert len(packed_calls) == 20 and all(packed_calls)
+    monkeypatch.setattr(packed_gemm, "PACK_MIN_ROWS", 1000)
+    assert [g.token_ids for g in packed] == [g.token_ids for g in pad.generate(prompts, "humorous", **kwargs)]

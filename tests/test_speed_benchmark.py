@@ -27,6 +27,18 @@ def test_benchmark_reports_consistent_ratios(base_model, tokenizer):
     assert 0.0 <= report.bf16_token_agreement <= 1.0
 
 
+def test_rounds_interleave_every_decoder_and_the_text_path_is_reported(base_model, tokenizer):
+    lines: list[str] = []
+    report = run_speed_benchmark(
+        PAD(base_model, tokenizer), new_tokens=3, batch_size=2, text_path=True, repeats=2, log=lines.append
+    )
+    names = [line.split(" (round")[0] for line in lines]
+    assert len(set(names)) == 6 and names[:6] == names[6:]  # each round times all six decoders, in the same order
+    assert all("round 1/2" in line for line in lines[:6]) and all("round 2/2" in line for line in lines[6:])
+    assert report.text_path_tps > 0 and report.official_tps > 0
+    assert abs(report.text_path_vs_token_path - report.text_path_tps / report.pad_tps) < 1e-9
+
+
 def test_forced_choices_are_pads_own_greedy_choices(base_model, rm_model, tokenizer):
     """Teacher forcing PAD along its own greedy output agrees at every step; forcing another first token still
     reports PAD's choice for that step."""

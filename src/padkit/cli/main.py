@@ -266,7 +266,10 @@ def bench_speed(
         ),
     ] = False,
     repeats: Annotated[
-        int, typer.Option("--repeats", min=1, help="Time each decoder this many times and keep the fastest run.")
+        int,
+        typer.Option(
+            "--repeats", min=1, help="Rounds: each times every decoder once, in turn; the fastest run of each counts."
+        ),
     ] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
 ) -> None:

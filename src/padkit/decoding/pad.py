@@ -424,6 +424,9 @@ class PAD:
         with torch.inference_mode(), ExitStack() as stack:
             stack.enter_context(context)
             stack.enter_context(PackedGemm(model, inputs["input_ids"].shape[0], max_new_tokens))
+            if isinstance(pad_processor, PADLogitsProcessor):  # a PersRM beside generate: its rows are fixed too
+                stream = pad_processor.stream
+                stack.enter_context(PackedGemm(stream.model, len(stream.source_rows), max_new_tokens))
             cache = reserved_cache(model.config, inputs["input_ids"].shape[1] + max_new_tokens)
             sequences = model.generate(
                 **inputs,

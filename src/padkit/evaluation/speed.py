@@ -75,15 +75,22 @@ def official_pad_loop(pad: PAD, prompt: str, preference: str, weight: float, top
     return out
 
 
-def _timed(fn: Callable[[int], int], new_tokens: int, repeats: int = 1) -> float:
-    """Tokens/s of the fastest of ``repeats`` runs of ``fn(new_tokens)`` after a short untimed warm-up: the least
-    disturbed run is the best estimate of a decoder's own speed on a shared machine (as ``timeit`` reports)."""
-    fn(min(4, new_tokens))
-    best = 0.0
-    for _ in range(repeats):
-        start = time.perf_counter()
-        tokens = fn(new_tokens)
-        best = max(best, tokens / (time.perf_counter() - start))
+def _timed_rounds(
+    decoders: dict[str, Callable[[int], int]], new_tokens: int, repeats: int, log: Callable[[str], None]
+) -> dict[str, float]:
+    """Tokens/s of each ``decoders[name](new_tokens)``: the fastest of ``repeats`` rounds after a short untimed
+    warm-up, where each round times every decoder once in turn. Interleaving spreads a slow spell of a shared
+    machine over all decoders instead of whichever one it overlapped, and the least disturbed run is the best
+    estimate of a decoder's own speed (as ``timeit`` reports)."""
+    for fn in decoders.values():
+        fn(min(4, new_tokens))
+    best = dict.fromkeys(decoders, 0.0)
+    for round_ in range(1, repeats + 1):
+        for name, fn in decoders.items():
+            log(f"{name} (round {round_}/{repeats})")
+            start = time.perf_counter()
+            tokens = fn(new_tokens)
+            best[name] = max(best[name], tokens / (time.perf_counter() - start))
     return best
 
 
@@ -105,7 +112,7 @@ def run_speed_benchmark(
     Across tokenizers (``pad.cross_tokenizer``) there is no official-style loop to time: the official code
     needs a shared vocabulary. ``text_path`` also times the cross-tokenizer (text-scored) path on these same,
     shared-tokenizer models, which isolates what scoring text instead of token ids costs. Each decoder gets a
-    short untimed warm-up, then the fastest of ``repeats`` timed runs counts.
+    short untimed warm-up, then the fastest of ``repeats`` interleaved rounds counts.
     """
     prompts = (BENCH_PROMPTS * (batch_size // len(BENCH_PROMPTS) + 1))[:batch_size]
 
@@ -127,24 +134,19 @@ def run_speed_benchmark(
     def official(n: int) -> int:
         return sum(len(official_pad_loop(pad, p, preference, weight, top_k, n)) for p in prompts[:official_prompts])
 
-    log("plain generate, batch 1")
-    plain_tps = _timed(plain(prompts[:1]), new_tokens, repeats)
-    log("PAD, batch 1")
-    pad_tps = _timed(guided(prompts[:1]), new_tokens, repeats)
-    official_tps = None
+    decoders = {"plain generate, batch 1": plain(prompts[:1]), "PAD, batch 1": guided(prompts[:1])}
     if not pad.cross_tokenizer:
-        log("official-style loop, batch 1")
-        official_tps = _timed(official, new_tokens, repeats)
-    text_tps = None
+        decoders["official-style loop, batch 1"] = official
     if text_path and not pad.cross_tokenizer:
-        log("PAD scoring text (the cross-tokenizer path), batch 1")
         rm = None if pad.rm_is_self else pad.rm_model
         text_pad = PAD(pad.base_model, pad.tokenizer, rm, pad.rm_tokenizer, rm_name=pad.rm_name, cross_tokenizer=True)
-        text_tps = _timed(guided(prompts[:1], text_pad), new_tokens, repeats)
-    log(f"plain generate, batch {batch_size}")
-    plain8 = _timed(plain(prompts), new_tokens, repeats)
-    log(f"PAD, batch {batch_size}")
-    pad8 = _timed(guided(prompts), new_tokens, repeats)
+        decoders["PAD scoring text (the cross-tokenizer path), batch 1"] = guided(prompts[:1], text_pad)
+    decoders[f"plain generate, batch {batch_size}"] = plain(prompts)
+    decoders[f"PAD, batch {batch_size}"] = guided(prompts)
+    tps = list(_timed_rounds(decoders, new_tokens, repeats, log).values())
+    plain_tps, pad_tps, *single, plain8, pad8 = tps
+    official_tps = single.pop(0) if not pad.cross_tokenizer else None
+    text_tps = single.pop(0) if single else None
     agreement = (None, None)
     if check_bf16:
         log("bf16 vs float32 outputs")
