@@ -134,19 +134,24 @@ def run_speed_benchmark(
     def official(n: int) -> int:
         return sum(len(official_pad_loop(pad, p, preference, weight, top_k, n)) for p in prompts[:official_prompts])
 
-    decoders = {"plain generate, batch 1": plain(prompts[:1]), "PAD, batch 1": guided(prompts[:1])}
+    plain1, pad1, official1, text1 = (
+        "plain generate, batch 1",
+        "PAD, batch 1",
+        "official-style loop, batch 1",
+        "PAD scoring text (the cross-tokenizer path), batch 1",
+    )
+    plain_n, pad_n = f"plain generate, batch {batch_size}", f"PAD, batch {batch_size}"
+    decoders = {plain1: plain(prompts[:1]), pad1: guided(prompts[:1])}
     if not pad.cross_tokenizer:
-        decoders["official-style loop, batch 1"] = official
+        decoders[official1] = official
     if text_path and not pad.cross_tokenizer:
         rm = None if pad.rm_is_self else pad.rm_model
         text_pad = PAD(pad.base_model, pad.tokenizer, rm, pad.rm_tokenizer, rm_name=pad.rm_name, cross_tokenizer=True)
-        decoders["PAD scoring text (the cross-tokenizer path), batch 1"] = guided(prompts[:1], text_pad)
-    decoders[f"plain generate, batch {batch_size}"] = plain(prompts)
-    decoders[f"PAD, batch {batch_size}"] = guided(prompts)
-    tps = list(_timed_rounds(decoders, new_tokens, repeats, log).values())
-    plain_tps, pad_tps, *single, plain8, pad8 = tps
-    official_tps = single.pop(0) if not pad.cross_tokenizer else None
-    text_tps = single.pop(0) if single else None
+        decoders[text1] = guided(prompts[:1], text_pad)
+    decoders[plain_n], decoders[pad_n] = plain(prompts), guided(prompts)
+    tps = _timed_rounds(decoders, new_tokens, repeats, log)
+    plain_tps, pad_tps, plain8, pad8 = tps[plain1], tps[pad1], tps[plain_n], tps[pad_n]
+    official_tps, text_tps = tps.get(official1), tps.get(text1)
     agreement = (None, None)
     if check_bf16:
         log("bf16 vs float32 outputs")
