@@ -11,9 +11,10 @@ class ReservedLayer(DynamicLayer):
     """A :class:`~transformers.cache_utils.DynamicLayer` whose keys and values are views into buffers with room
     for ``capacity`` positions.
 
-    ``DynamicLayer`` appends with ``torch.cat``, which copies the layer's whole cache at every step: by the end of
-    a 128-token PAD generation at batch 8 (16 rows) that copying is a tenth of each step on a CPU. Here a step
-    writes its new positions in place; past ``capacity`` the buffers double (one copy), so any length works.
+    ``DynamicLayer`` appends with ``torch.cat``, which copies the layer's whole cache at every step: with 142
+    cached positions and PAD's 16 rows at batch 8, a decode step of the 135M default took 69-70 ms that way and
+    64 ms this way on a 2-core CPU. Here a step writes its new positions in place; past ``capacity`` the buffers
+    double (one copy), so any length works.
     """
 
     def __init__(self, capacity: int = 0) -> None:
