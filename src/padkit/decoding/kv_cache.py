@@ -24,11 +24,6 @@ class ReservedLayer(DynamicLayer):
         self._key_buffer: torch.Tensor | None = None
         self._value_buffer: torch.Tensor | None = None
 
-    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
-        super().lazy_initialization(key_states, value_states)
-        self.length = 0
-        self._key_buffer = self._value_buffer = None
-
     def _reserve(self, needed: int, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         size = max(needed, self.capacity, 2 * (0 if self._key_buffer is None else self._key_buffer.shape[-2]))
         keys = key_states.new_empty(*key_states.shape[:-2], size, key_states.shape[-1])
@@ -73,13 +68,9 @@ class ReservedLayer(DynamicLayer):
 
     def _rebuild(self) -> None:
         """After a batch reshuffle the views are new tensors: copy them into fresh buffers."""
-        keys, values = self.keys, self.values
+        self.length = self.keys.shape[-2]
         self._key_buffer = self._value_buffer = None
-        self.length = 0
-        self._reserve(keys.shape[-2], keys, values)
-        self._key_buffer[..., : keys.shape[-2], :] = keys
-        self._value_buffer[..., : values.shape[-2], :] = values
-        self.length = keys.shape[-2]
+        self._reserve(self.length, self.keys, self.values)
         self._expose()
 
     def batch_repeat_interleave(self, repeats: int) -> None:
