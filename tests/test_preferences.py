@@ -9,6 +9,7 @@ import pytest
 from padkit import CATALOG, Dimension, Preference, render_input
 from padkit.errors import PreferenceError
 from padkit.preferences import GUIDELINES
+from padkit.preferences.catalog import TRAIN_WORDINGS, dimension_pairs
 
 
 def test_parse_single_catalog_name():
@@ -37,7 +38,7 @@ def test_free_text_keeps_commas_and_becomes_a_principle():
     pref = Preference.parse("like a pirate, with lots of arrr")
     assert len(pref.dimensions) == 1
     assert pref.dimensions[0].principle == "like a pirate, with lots of arrr"
-    assert Dimension("formal").principle == "Generate a response that is formal."
+    assert Dimension("rhyming").principle == "Generate a response that follows this preference: rhyming."
 
 
 @pytest.mark.parametrize(
@@ -58,16 +59,32 @@ def test_bad_preferences_are_named(spec, message):
         Preference.parse(spec)
 
 
-def test_catalog_has_the_psoups_pairs_and_more():
-    for a, b in [("elementary", "knowledgeable"), ("concise", "informative"), ("friendly", "unfriendly")]:
+def test_catalog_has_twelve_trained_pairs_and_three_unseen_ones():
+    trained, unseen = dimension_pairs(True), dimension_pairs(False)
+    assert len(trained) == 12 and len(unseen) == 3
+    assert ("concise", "detailed") in trained and ("pirate", "plain-voice") in unseen
+    for a, b in trained + unseen:
         assert CATALOG[a].opposite == b and CATALOG[b].opposite == a
-    for name in ("helpful", "harmless", "humorous"):
+        assert CATALOG[a].trained == CATALOG[b].trained
+    for name in ("helpful", "harmless", "humorous", "knowledgeable"):
         assert CATALOG[name].description
+
+
+def test_every_paired_direction_has_train_and_heldout_wordings_and_a_judge():
+    from padkit.evaluation.judges import DIMENSION_JUDGES
+
+    for a, b in dimension_pairs(True) + dimension_pairs(False):
+        for name in (a, b):
+            entry = CATALOG[name]
+            assert len(entry.train_wordings) == TRAIN_WORDINGS and len(entry.heldout_wordings) >= 2
+            assert len(set(entry.all_wordings)) == len(entry.all_wordings) >= 10
+            assert entry.all_wordings[0] == entry.principle
+            assert name in DIMENSION_JUDGES
 
 
 def test_prompt_principle_uses_opposites_for_negative_weights():
     text = Preference.parse("concise=-1,humorous=0.5").prompt_principle()
-    assert CATALOG["informative"].principle in text and CATALOG["humorous"].principle in text
+    assert CATALOG["detailed"].principle in text and CATALOG["humorous"].principle in text
     assert CATALOG["concise"].principle not in text
     assert not math.isnan(Preference.parse("concise").dimensions[0].weight)
 

@@ -285,7 +285,7 @@ def test_playground_page_and_dimensions_are_served(served):
     script = httpx.get(f"{url}/static/playground.js")
     assert script.status_code == 200 and "/v1/chat/completions" in script.text
     dims = {d["name"]: d for d in httpx.get(f"{url}/v1/dimensions").json()["data"]}
-    assert dims["concise"]["opposite"] == "informative" and dims["humorous"]["opposite"] is None
+    assert dims["concise"]["opposite"] == "detailed" and dims["humorous"]["opposite"] is None
 
 
 def test_stop_sequences_cut_plain_and_streamed_answers(served):

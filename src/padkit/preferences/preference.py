@@ -40,14 +40,15 @@ class Dimension:
     def principle(self) -> str:
         """The sentence the PersRM is conditioned on.
 
-        Catalog names map to their principle; a short free text becomes "Generate a response that is
-        <text>."; a longer free text (a whole sentence) is used as written.
+        Catalog names map to their principle; a short free text (a label such as "formal" or "bullet points")
+        becomes "Generate a response that follows this preference: <text>."; a longer free text (a whole
+        sentence) is used as written.
         """
         entry = lookup(self.text)
         if entry is not None:
             return entry.principle
         if len(self.text.split()) <= 4 and not self.text.endswith((".", "!", "?")):
-            return f"Generate a response that is {self.text}."
+            return f"Generate a response that follows this preference: {self.text}."
         return self.text
 
 
