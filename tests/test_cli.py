@@ -15,7 +15,7 @@ def test_dimensions_lists_the_catalog():
     result = runner.invoke(app, ["dimensions", "--json"])
     assert result.exit_code == 0
     data = json.loads(result.stdout)
-    assert data["concise"]["opposite"] == "informative"
+    assert data["concise"]["opposite"] == "detailed"
 
 
 def test_generate_prints_only_text(tiny_model_dir):
@@ -132,6 +132,10 @@ def test_train_and_rm_eval_errors(tmp_path, tiny_model_dir):
         app, ["train", "--data", str(_pair_file(tmp_path)), "--output", str(tmp_path / "x"), "--layers", "a-b"]
     )
     assert bad_layers.exit_code == 2 and "bad layer list" in bad_layers.output
+    bad_cap = runner.invoke(
+        app, ["train", "--data", str(_pair_file(tmp_path)), "--output", str(tmp_path / "x"), "--cap", "harmless=x"]
+    )
+    assert bad_cap.exit_code == 2 and "bad --cap 'harmless=x'" in bad_cap.output
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"prompt": "q", "chosen": "a", "rejected": "b", "preference": "concise"}\n{oops\n')
     bad_file = runner.invoke(app, ["rm-eval", "--data", str(broken), "--base", str(tiny_model_dir)])
@@ -144,46 +148,17 @@ def test_data_synth_reports_counts(tmp_path, tiny_model_dir):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("Tell me about cats.\nWhy is the sky blue?\n")
     out = tmp_path / "pairs.jsonl"
-    result = runner.invoke(
-        app,
-        [
-            "data",
-            "synth",
-            "--prompts",
-            str(prompts),
-            "--output",
-            str(out),
-            "--base",
-            str(tiny_model_dir),
-            "-d",
-            "concise",
-            "--samples",
-            "2",
-            "-n",
-            "4",
-            "--json",
-        ],
-    )
+    args = ["data", "synth", "--prompts", str(prompts), "--output", str(out), "--base", str(tiny_model_dir)]
+    result = runner.invoke(app, [*args, "-n", "4", "--max-perplexity", "1e9", "--min-relevance", "-1", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["groups"] == 2 and set(report["per_dimension"]) == {"concise", "informative"}
-    assert len(out.read_text().splitlines()) == 4
-    bad = runner.invoke(
-        app,
-        [
-            "data",
-            "synth",
-            "--prompts",
-            str(prompts),
-            "--output",
-            str(out),
-            "-d",
-            "humorous",
-            "--base",
-            str(tiny_model_dir),
-        ],
-    )
-    assert bad.exit_code == 2 and "cannot synthesize pairs for 'humorous'" in bad.output
+    assert report["prompts"] == 2 and report["pool_answers"] == 10  # 2 prompts x 5 pool sources
+    assert len((tmp_path / "pairs.pool.jsonl").read_text().splitlines()) == 10
+    assert json.loads((tmp_path / "pairs.report.json").read_text())["pool_answers"] == 10
+    # 4 tokens never make a whole sentence: every answer is dropped, and the report says which filter did it
+    assert report["removed"]["too short (after cutting to whole sentences)"] == 10 and report["pairs"] == 0
+    bad = runner.invoke(app, [*args, "--batch-size", "0"])
+    assert bad.exit_code == 2 and "batch_size" in bad.output
 
 
 def test_serve_binds_loopback_by_default_and_fails_cleanly(tmp_path):
@@ -204,3 +179,24 @@ def test_terminal_streaming_never_prints_the_stop_string(capsys, tiny_model_dir)
     assert capsys.readouterr().out == full[: full.find(stop)] + "\n"
     _stream_one(pad, "Tell me about cats.", {"preference": "concise", "max_new_tokens": 24, "stop": None})
     assert capsys.readouterr().out == full + "\n"
+
+
+def test_judge_check_reports_agreement_with_hand_labels(tmp_path):
+    labels = tmp_path / "labels.jsonl"
+    rows = [
+        {"judge": "bullets", "a": "- one\n- two", "b": "One and two.", "more": "a"},
+        {"judge": "bullets", "a": "One.", "b": "Two.", "more": "same"},
+        {"judge": "bullets", "a": "One.", "b": "- two", "more": "a"},  # a labeller the judge disagrees with
+        {"judge": "sentiment", "a": "I love it, wonderful!", "b": "I love it, wonderful!!", "more": "same"},
+    ]
+    labels.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = runner.invoke(app, ["judge-check", str(labels), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["bullets"] == {"judge": "bullets", "agreement": 0.6667, "n": 3, "disagreements": [2]}
+    assert report["sentiment"]["agreement"] == 1.0  # within the tie tolerance
+    missing = runner.invoke(app, ["judge-check", str(tmp_path / "none.jsonl")])
+    assert missing.exit_code == 2 and "label file not found" in missing.output
+    labels.write_text(json.dumps(dict(rows[0], more="maybe")) + "\n")
+    bad = runner.invoke(app, ["judge-check", str(labels)])
+    assert bad.exit_code == 2 and "'more' must be" in bad.output

@@ -74,6 +74,7 @@ def test_eval_runs_resumes_and_reports(base_model, rm_model, tokenizer, tmp_path
     assert {"method", "preference", "judge", "mean", "ci_low", "ci_high", "win_rate", "tokens_per_s"} <= set(
         summary["rows"][0]
     )
+    assert rows[("prompt", 0.0)].shift is not None and rows[("base", 0.0)].shift is None
     assert (tmp_path / "report.md").read_text().count("\n") == 2 + len(report.rows)
     assert (tmp_path / "report.csv").read_text().startswith("method,preference,weight,judge,mean")
     assert (tmp_path / "bar_concise_words.png").stat().st_size > 1000
@@ -146,3 +147,11 @@ def test_two_dimension_mix_draws_a_scatter(base_model, tokenizer, tmp_path):
     report = run_eval({"main": pad, "self": pad}, ROWS[:2], tmp_path, config, progress=False)
     assert {r.judge for r in report.rows} == {"words", "sentiment"} and len(report.rows) == 6
     assert (tmp_path / "scatter_concise_friendly.png").stat().st_size > 1000
+
+
+def test_standardized_shift_is_in_pooled_standard_deviations():
+    from padkit.evaluation.harness import standardized_shift
+
+    assert standardized_shift([2.0, 4.0], [0.0, 2.0], +1) == pytest.approx(2 / 2**0.5)
+    assert standardized_shift([2.0, 4.0], [0.0, 2.0], -1) == pytest.approx(-(2**0.5))
+    assert standardized_shift([0.0, 0.0], [0.0, 0.0], +1) == 0.0

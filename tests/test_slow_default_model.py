@@ -54,7 +54,7 @@ def test_shipped_persrm_is_the_default_and_steers():
     meta = read_metadata(ADAPTERS["persrm-smollm2"])
     assert meta["base"] == "smollm2-135m-instruct" and meta["heldout"]["dimensions"]["concise"]["n"] > 0
     concise = pad.generate(PROMPTS, "concise", weight=2.0, max_new_tokens=60)
-    informative = pad.generate(PROMPTS, "informative", weight=2.0, max_new_tokens=60)
+    informative = pad.generate(PROMPTS, "detailed", weight=2.0, max_new_tokens=60)
     assert sum(len(g.text.split()) for g in concise) < sum(len(g.text.split()) for g in informative)
     fused = pad.generate(PROMPTS[:1], "concise", weight=2.0, max_new_tokens=20, fused=True)[0]
     unfused = pad.generate(PROMPTS[:1], "concise", weight=2.0, max_new_tokens=20, fused=False)[0]
@@ -74,3 +74,32 @@ def test_smollm2_persrm_guides_gemma_across_tokenizers():
     rewards = [t.reward for t in gen.tokens]
     assert len(rewards) == len(gen.token_ids) and all(abs(r) < 100 for r in rewards)
     assert sum(abs(r) > 1e-3 for r in rewards) > len(rewards) // 2  # scored on text, not neutral
+
+
+def test_shipped_persrm_heldout_slice_matches_its_record():
+    """The accuracy recorded for the shipped PersRM is what rm-eval computes now (a 24-pair slice of the split)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    record = json.loads((root / "data" / "persrm" / "rm_eval_slice.json").read_text())
+    result = CliRunner().invoke(
+        app,
+        [
+            "rm-eval",
+            "--data",
+            str(root / "data" / "persrm" / "pairs.jsonl"),
+            "--hh-rlhf",
+            str(root.parent / "shared" / "data" / "hh_rlhf_harmless_base_test.jsonl.gz"),
+            "--reference",
+            "base",
+            "--sample",
+            "24",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    now = json.loads(result.stdout)
+    assert now["n"] == record["n"] == 24 and now["accuracy"] == record["accuracy"]
+    for name, dim in record["dimensions"].items():
+        assert now["dimensions"][name]["accuracy"] == dim["accuracy"]
+        assert abs(now["dimensions"][name]["margin"] - dim["margin"]) < 1e-3

@@ -1,91 +1,197 @@
-"""Synthesized pairs: judge selection, the JSONL records, resume, and the judges themselves."""
+"""Synthesized pairs: the judges, the rewrites, the pool filters, pair building, and resume."""
 
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 
 from padkit import PAD
 from padkit.errors import PadkitError
-from padkit.evaluation.judges import BulletsJudge, GradeJudge, SentimentJudge, WordsJudge, get_judge, split_direction
+from padkit.evaluation import judges as J
+from padkit.preferences.catalog import CATALOG, dimension_pairs
 from padkit.prompts import PromptRow, read_prompts
-from padkit.training.data import read_pairs
-from padkit.training.synth import SynthConfig, _group_records, summarize_synth, synthesize_pairs
+from padkit.training import rewrites
+from padkit.training.data import is_heldout, read_pairs
+from padkit.training.synth import RECIPES, SynthConfig, build_pairs, distinct_trigrams, filter_pool, generate_pool
+
+TEXT = "Cats sleep a lot because they are predators. They do not need to hunt often. It is a way to save energy."
 
 
 def test_judges_score_in_the_expected_direction():
-    assert WordsJudge().score("", "one two, three.") == 3
+    assert J.WordsJudge().score("", "one two, three.") == 3
     easy = "The cat sat on the mat. It was fun."
     hard = "Thermodynamic equilibrium necessitates comprehensive consideration of stochastic fluctuations."
-    assert GradeJudge().score("", easy) < 3 < 12 < GradeJudge().score("", hard)
-    assert SentimentJudge().score("", "I love this, you are wonderful!") > 0.5
-    assert SentimentJudge().score("", "I hate this. You are awful and stupid.") < -0.5
+    assert J.GradeJudge().score("", easy) < 3 < 12 < J.GradeJudge().score("", hard)
+    assert J.SentimentJudge().score("", "I love this, you are wonderful!") > 0.5
+    assert J.SentimentJudge().score("", "I hate this. You are awful and stupid.") < -0.5
     with pytest.raises(PadkitError, match="unknown judge"):
-        get_judge("vibes")
+        J.get_judge("vibes")
     listed = "Three ways:\n- walk\n* swim\n1. run\n2) jump\nA - dash inside a line does not count."
-    assert BulletsJudge().score("", listed) == 4 and BulletsJudge().score("", "Plain prose, no list.") == 0
+    assert J.BulletsJudge().score("", listed) == 2 and J.NumberedJudge().score("", listed) == 2
+    assert J.BulletsJudge().score("", "Plain prose, no list.") == J.NumberedJudge().score("", "In 1. place") == 0
 
 
 def test_judge_directions_can_be_stated():
     from padkit.evaluation.harness import EvalConfig
 
-    assert split_direction("words:lower") == ("words", -1) and split_direction("rm:/x/y:higher") == ("rm:/x/y", 1)
-    assert split_direction("rm:/x/y") == ("rm:/x/y", None)
+    assert J.split_direction("words:lower") == ("words", -1) and J.split_direction("rm:/x/y:higher") == ("rm:/x/y", 1)
+    assert J.split_direction("rm:/x/y") == ("rm:/x/y", None)
     config = EvalConfig(preferences=("Answer in one short sentence.",), judges=("words:lower", "bullets"))
     assert config.judges_for("Answer in one short sentence.") == [("words", -1), ("bullets", 1)]
     assert EvalConfig(judges=("words",)).judges_for("concise") == [("words", -1)]  # the catalog's direction
 
 
-def test_group_picks_most_extreme_answers_and_writes_both_directions():
-    row = PromptRow("p1", "Tell me about cats.")
-    answers = {"concise": ["one two three", "one", "a b c d e f g"], "informative": ["x " * 40, "y " * 10, "z " * 30]}
-    config = SynthConfig(dimensions=("concise",), min_margin={"words": 25})
-    first, second = _group_records(row, "concise", answers, config, {"seed": 0})
-    assert (first["preference"], first["chosen"], first["rejected"].split()[0]) == ("concise", "one", "x")
-    assert (
-        first["margin"] == 39
-        and first["kept"] is True
-        and first["group"] == second["group"] == "p1/concise-informative"
-    )
-    assert (second["preference"], second["chosen"], second["rejected"]) == ("informative", first["rejected"], "one")
-    assert second["chosen_score"] == 40 and second["rejected_score"] == 1
-    strict = SynthConfig(dimensions=("concise",), min_margin={"words": 50})
-    assert _group_records(row, "concise", answers, strict, {})[0]["kept"] is False
+@pytest.mark.parametrize(
+    ("judge", "more", "less"),
+    [
+        ("register", "Hey, it's gonna be super easy! You'll love it.", "It is going to be easy. You will like it."),
+        ("follow-up", "Cats sleep. Would you like to know more?", "Cats sleep. Why? Because they can."),
+        ("summary", "In short: cats sleep.\n\nThey hunt at night.", "Cats sleep. In short, they hunt."),
+        ("caution", "Be careful and consult a doctor; there are risks.", "Cats sleep all day."),
+        ("bold", "Cats are **predators** that **sleep**.", "Cats are predators that sleep * a lot."),
+        ("emoji", "Cats sleep 😊 a lot ✨", "Cats sleep :) a lot"),
+        ("sign-off", "Cats sleep a lot.\n\nHope this helps!", "Cats sleep a lot, and I hope this helps them."),
+        ("headings", "## Overview\nCats sleep.", "Cats sleep. # is a hash."),
+        ("exclaim", "Wow! Cats sleep!", "Cats sleep."),
+        ("pirate", "Arr, matey, ye cats sleep a lot, aye.", "Your cats sleep a lot, yes."),
+    ],
+)
+def test_marker_judges_tell_the_forms_apart(judge, more, less):
+    j = J.get_judge(judge)
+    assert j.score("", more) > j.score("", less) >= 0
 
 
-def test_config_rejects_dimensions_without_an_opposite():
-    with pytest.raises(PadkitError, match="cannot synthesize pairs for 'humorous'"):
-        SynthConfig(dimensions=("humorous",))
+def test_relevance_judge_prefers_on_topic_answers():
+    j = J.get_judge("relevance")
+    on, off = j.scores(["Why do cats sleep so much?"] * 2, [TEXT, "The stock market closed higher on Tuesday."])
+    assert on > 0.4 > off and abs(j.score("Why do cats sleep so much?", TEXT) - on) < 1e-5
 
 
-def test_synthesize_writes_records_and_resumes(base_model, tokenizer, tmp_path, monkeypatch):
+def test_rewrites_make_the_target_form():
+    rng = random.Random(0)
+    assert rewrites.sentences(TEXT)[1] == "They do not need to hunt often."
+    assert rewrites.bulleted(TEXT).splitlines()[0] == "- Cats sleep a lot because they are predators."
+    assert rewrites.numbered(TEXT).splitlines()[2] == "3. It is a way to save energy."
+    assert rewrites.shortened(TEXT) == "Cats sleep a lot because they are predators."
+    assert rewrites.summary_first(TEXT, rng).split("\n\n")[0].endswith(": Cats sleep a lot because they are predators.")
+    assert rewrites.bold_terms(TEXT) == TEXT.replace("predators", "**predators**").replace("energy", "**energy**")
+    assert rewrites.casual(TEXT, rng).count("'") >= 2 and "do not" not in rewrites.casual(TEXT, rng)
+    assert rewrites.formal("It's fine, don't worry!") == "It is fine, do not worry."
+    assert rewrites.with_headings(TEXT).startswith("## Overview\nCats sleep")
+    assert rewrites.calm("Wow! Fine!") == "Wow. Fine."
+    assert rewrites.whole_sentences("One thing. Two things are cut") == "One thing."
+    assert rewrites.whole_sentences("Only a fragment") == ""
+    assert rewrites.is_list("Intro:\n1. a\n2. b") and not rewrites.is_list(TEXT)
+    for make in (rewrites.with_emoji, rewrites.with_follow_up, rewrites.with_caveat, rewrites.with_sign_off):
+        assert make(TEXT, random.Random(3)) == make(TEXT, random.Random(3)) != TEXT  # deterministic under a seed
+
+
+def test_every_recipe_moves_its_judge():
+    for (first, second), recipe in RECIPES.items():
+        if recipe.rewrite is None:
+            continue
+        spec = J.DIMENSION_JUDGES[first]
+        judge = J.get_judge(spec.judge)
+        a, b = (fn(TEXT, random.Random(1)) for fn in recipe.rewrite)
+        assert spec.direction * (judge.score("", a) - judge.score("", b)) > 0, (first, a, b)
+    assert set(RECIPES) == set(dimension_pairs(True)) | set(dimension_pairs(False))
+
+
+def test_distinct_trigrams_flags_loops():
+    assert distinct_trigrams(TEXT) == 1.0
+    assert distinct_trigrams("the cat sat " * 10) < 0.2
+
+
+def _pool(tmp_path, prompts: dict[str, str], answers: dict[str, str]):
+    path = tmp_path / "pool.jsonl"
+    rows = [
+        {"id": f"{pid}/{s}", "prompt_id": pid, "prompt": p, "source": s, "text": answers[s]}
+        for pid, p in prompts.items()
+        for s in answers
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+ANSWERS = {
+    "plain": TEXT + " Predators rest a great deal between meals",  # cut mid-sentence: the tail goes
+    "elementary": "Cats sleep a lot. They are tired. They like naps.",
+    "sophisticated": "Felines exhibit considerable somnolence, attributable to evolutionary predatory adaptations.",
+    "friendly": "Great question, friend! Cats love sleeping, and it is wonderful and sweet. Enjoy your happy cat!",
+    "unfriendly": "Obviously cats sleep. It is a stupid question and I hate answering it. Go away.",
+}
+
+
+def test_build_pairs_writes_both_directions_with_wordings(base_model, tokenizer, tmp_path):
     pad = PAD(base_model, tokenizer)
-    rows = [PromptRow("a", "Tell me about cats."), PromptRow("b", "Why is the sky blue?")]
-    config = SynthConfig(
-        dimensions=("concise", "friendly"),
-        samples=2,
-        max_new_tokens=6,
-        batch_size=8,
-        min_margin={"words": 0, "sentiment": -2},
-    )
-    out = tmp_path / "pairs.jsonl"
-    report = synthesize_pairs(pad, rows, out, config, progress=False)
-    records = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(records) == 8 and report.groups == 4 and report.kept_groups == 4 and report.pairs == 8
-    assert {r["preference"] for r in records} == {"concise", "informative", "friendly", "unfriendly"}
-    assert all(r["settings"]["samples"] == 2 and r["settings"]["method"] == "prompt" for r in records)
-    assert len(read_pairs(out)) == 8
+    prompts = {f"p{i}": f"Why do cats sleep so much, question {i}?" for i in range(12)}
+    pool = _pool(tmp_path, prompts, ANSWERS)
+    config = SynthConfig(max_perplexity=1e9, min_relevance=-1.0)
+    report = build_pairs(pad, pool, tmp_path / "pairs.jsonl", config)
+    records = [json.loads(line) for line in (tmp_path / "pairs.jsonl").read_text().splitlines()]
+    heldout_prompts = {p for p in prompts.values() if is_heldout(p, 0.2)}
+    assert 0 < len(heldout_prompts) < len(prompts)
+    trained = [r for r in records if "holdout" not in r]
+    assert report.pairs == len(trained) == 24 * len(prompts)  # every trained direction on every prompt
+    by_id = {r["id"]: r for r in trained}
+    bullets, prose = by_id["p0/bulleted"], by_id["p0/prose"]
+    assert bullets["chosen"] == prose["rejected"] and bullets["rejected"] == prose["chosen"]
+    assert bullets["chosen"].startswith("- Cats sleep") and bullets["kind"] == "rewrite"
+    assert "Predators rest" not in prose["chosen"]  # cut to whole sentences
+    assert by_id["p0/elementary"]["chosen"] == ANSWERS["elementary"] and by_id["p0/friendly"]["kind"] == "contrast"
+    for r in trained:
+        assert r["preference"] in CATALOG[r["dimension"]].train_wordings
+    wording = [r for r in records if r.get("holdout") == "wording"]
+    unseen = [r for r in records if r.get("holdout") == "dimension"]
+    assert {r["prompt"] for r in wording} == {r["prompt"] for r in unseen} == heldout_prompts
+    assert all(r["preference"] in CATALOG[r["dimension"]].heldout_wordings for r in wording)
+    assert {r["dimension"] for r in unseen} == {d for pair in dimension_pairs(False) for d in pair}
+    assert report.heldout_pairs == {"wording": len(wording), "dimension": len(unseen)}
+    pairs = read_pairs(tmp_path / "pairs.jsonl")
+    assert {p.holdout for p in pairs} == {None, "wording", "dimension"}
+    assert pairs[0].dimension == records[0]["dimension"]
 
-    lines = out.read_text().splitlines()  # interrupted in the middle of the last group: one line of it, half torn
-    out.write_text("\n".join(lines[:7]) + "\n" + lines[7][:20])
+    again = build_pairs(pad, pool, tmp_path / "again.jsonl", config)  # deterministic under the seed
+    assert (tmp_path / "again.jsonl").read_text() == (tmp_path / "pairs.jsonl").read_text() and again == report
+    build_pairs(pad, pool, tmp_path / "seed1.jsonl", SynthConfig(max_perplexity=1e9, min_relevance=-1.0, seed=1))
+    assert (tmp_path / "seed1.jsonl").read_text() != (tmp_path / "pairs.jsonl").read_text()
+
+
+def test_filters_remove_and_count(base_model, tokenizer, tmp_path):
+    pad = PAD(base_model, tokenizer)
+    answers = dict(ANSWERS, unfriendly="word " * 30 + ".", friendly="Too short.")
+    pool = _pool(tmp_path, {"p0": "Why do cats sleep so much?"}, answers)
+    records = [json.loads(line) for line in pool.read_text().splitlines()]
+    kept, removed = filter_pool(pad, records, SynthConfig(max_perplexity=1e9, min_relevance=-1.0))
+    assert removed["repetition"] == 1 and removed["too short (after cutting to whole sentences)"] == 1
+    assert set(kept) == {("p0", "plain"), ("p0", "elementary"), ("p0", "sophisticated")}
+    kept, removed = filter_pool(pad, records, SynthConfig(max_perplexity=1.0, min_relevance=-1.0))
+    assert kept == {} and removed["perplexity"] == 3  # a random tiny model is never that fluent
+    kept, removed = filter_pool(pad, records, SynthConfig(max_perplexity=1e9, min_relevance=0.99))
+    assert kept == {} and removed["relevance"] == 3
+
+
+def test_pool_resumes_and_skips_long_prompts(base_model, tokenizer, tmp_path, monkeypatch):
+    pad = PAD(base_model, tokenizer)
+    rows = [PromptRow("a", "Tell me about cats."), PromptRow("b", "Why is the sky blue?"), PromptRow("c", "x " * 99)]
+    config = SynthConfig(sources=("plain", "concise"), max_new_tokens=4, batch_size=3)
+    path = tmp_path / "pool.jsonl"
+    assert generate_pool(pad, rows, path, config, progress=False) == 4
+    lines = path.read_text().splitlines()
+    assert {json.loads(line)["prompt_id"] for line in lines} == {"a", "b"}
+    path.write_text("\n".join(lines[:2]) + "\n" + lines[2][:15])  # interrupted: a torn line
     calls = []
     real = pad.generate
     monkeypatch.setattr(pad, "generate", lambda *a, **k: calls.append(len(a[0])) or real(*a, **k))
-    synthesize_pairs(pad, rows, out, config, progress=False)
-    assert calls == [4]  # only the broken group is generated again: 2 sides x 2 samples
-    again = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(again) == 8 and [r["id"] for r in again[:6]] == [r["id"] for r in records[:6]]
+    generate_pool(pad, rows, path, config, progress=False)
+    assert calls == [2] and len(path.read_text().splitlines()) == 4
+
+
+def test_config_rejects_unknown_sources():
+    with pytest.raises(PadkitError, match="unknown pool source"):
+        SynthConfig(sources=("plain", "vibes"))
 
 
 def test_read_pairs_skips_rejected_synth_records(tmp_path):
@@ -93,23 +199,9 @@ def test_read_pairs_skips_rejected_synth_records(tmp_path):
     rows = [{"prompt": "q", "chosen": "a", "rejected": "b", "preference": "concise", "kept": k} for k in (True, False)]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert len(read_pairs(path)) == 1
-
-
-def test_summary_counts_per_dimension(tmp_path):
-    path = tmp_path / "p.jsonl"
-    recs = [
-        {"group": f"g{i}", "preference": "concise", "judge": "words", "margin": m, "kept": m > 10}
-        for i, m in enumerate((5, 20, 40))
-    ]
-    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
-    summary = summarize_synth(path)
-    assert summary.per_dimension["concise"] == {
-        "generated": 3,
-        "kept": 2,
-        "judge": "words",
-        "mean_margin_kept": 30.0,
-        "mean_margin_all": 21.667,
-    }
+    path.write_text(json.dumps(dict(rows[0], holdout="sometimes")) + "\n")
+    with pytest.raises(PadkitError, match="holdout"):
+        read_pairs(path)
 
 
 def test_read_prompts_open_questions_only(tmp_path):
@@ -128,9 +220,7 @@ def test_profanity_and_reward_model_judges(tmp_path):
     from conftest import make_tokenizer
     from transformers import GPT2Config, GPT2ForSequenceClassification
 
-    from padkit.evaluation.judges import ProfanityJudge
-
-    assert ProfanityJudge().score("", "you are a stupid idiot") > 0.9 > 0.2 > ProfanityJudge().score("", "nice day")
+    assert J.ProfanityJudge().score("", "you are a stupid idiot") > 0.9 > 0.2 > J.ProfanityJudge().score("", "nice day")
     tok = make_tokenizer(chat_template=None)
     torch.manual_seed(0)
     config = GPT2Config(
@@ -138,8 +228,8 @@ def test_profanity_and_reward_model_judges(tmp_path):
     )
     GPT2ForSequenceClassification(config).save_pretrained(tmp_path / "rm")
     tok.save_pretrained(tmp_path / "rm")
-    judge = get_judge(f"rm:{tmp_path / 'rm'}")
+    judge = J.get_judge(f"rm:{tmp_path / 'rm'}")
     a, b = judge.score("Tell me about cats.", "cats are fun"), judge.score("Tell me about cats.", "why sky sea")
     assert a != b and a == judge.score("Tell me about cats.", "cats are fun")
     with pytest.raises(PadkitError, match="cannot load a reward model judge"):
-        get_judge(f"rm:{tmp_path / 'missing'}")
+        J.get_judge(f"rm:{tmp_path / 'missing'}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -37,8 +38,9 @@ def test_train_smoke_gives_adapter_preferring_chosen(tiny_model_dir, tmp_path):
         heldout_fraction=0.0,
         save_steps=6,
     )
-    result = train_persrm(_pairs(), out, config, data_sources=["inline"], command="pytest", progress=False)
-    assert result.steps == 12 and result.train_pairs == 4
+    held = [PreferencePair(p, "no.", "yes yes", "Keep it short.", "concise", "wording") for p in PROMPTS]
+    result = train_persrm(_pairs() + held, out, config, data_sources=["inline"], command="pytest", progress=False)
+    assert result.steps == 12 and result.train_pairs == 4  # held-out wordings never train
     assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()
     assert not (out / ".saving").exists()
     assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == str(tiny_model_dir)
@@ -47,6 +49,9 @@ def test_train_smoke_gives_adapter_preferring_chosen(tiny_model_dir, tmp_path):
     card = (out / "README.md").read_text()
     assert "```\npytest\n```" in card and "| concise | 4 | 0 |" in card and "12 steps" in card
     assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*")) == ["checkpoint-12", "checkpoint-6"]
+    curve = meta["loss_curve"]
+    assert [step for step, _ in curve] == [5, 10] and curve[-1][1] < min(curve[0][1], math.log(2))  # it learnt
+    assert (out / "loss_curve.png").stat().st_size > 1000 and "![training loss](loss_curve.png)" in card
 
     rm = load_model(str(out))  # the adapter loads onto the base named in its config
     tok = load_tokenizer(str(out))
@@ -141,3 +146,19 @@ def test_train_bf16_autocast_and_layer_subset(tiny_model_dir, tmp_path):
     with safe_open(str(out / "adapter_model.safetensors"), "pt") as f:
         names = list(f.keys())
     assert names and all(".layers.1." in n for n in names)
+
+
+def test_mirrored_order_keeps_each_pair_beside_its_mirror():
+    from padkit.training.dpo import mirrored_order
+
+    pairs = []
+    for p in PROMPTS:
+        pairs += [PreferencePair(p, f"- {p}", p, "bulleted"), PreferencePair(p, p, f"- {p}", "prose")]
+    pairs += [PreferencePair([{"role": "user", "content": f"q{i}"}], "no", "yes", "harmless") for i in range(3)]
+    order = mirrored_order(pairs, seed=0)
+    assert sorted(map(repr, order)) == sorted(map(repr, pairs)) and order == mirrored_order(pairs, seed=0)
+    assert order != mirrored_order(pairs, seed=1)
+    blocks = [order[i : i + 2] for i in range(0, len(order), 2)]
+    mirrored = [b for b in blocks if b[0].preference != "harmless"]
+    assert len(mirrored) == len(PROMPTS)  # every block of two is a pair and its mirror (or two singles)
+    assert all(a.prompt == b.prompt and (a.chosen, a.rejected) == (b.rejected, b.chosen) for a, b in mirrored)

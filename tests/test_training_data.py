@@ -97,3 +97,17 @@ def test_split_is_deterministic_and_keeps_prompts_on_one_side():
     assert {p.prompt for p in train}.isdisjoint({p.prompt for p in heldout})
     assert 0.1 < len(heldout) / len(pairs) < 0.45
     assert split_pairs(pairs, 0.25, salt="other") != (train, heldout)
+
+
+def test_spaced_sample_keeps_the_mix_and_groups_name_holdouts():
+    from padkit.training.data import spaced_sample
+
+    pairs = [PreferencePair(f"p{i}", "a", "b", w, d) for i in range(10) for w, d in (("Be brief.", "concise"),)]
+    pairs += [PreferencePair(f"q{i}", "a", "b", "Keep it short.", "concise", "wording") for i in range(10)]
+    sample = spaced_sample(pairs, 4)
+    assert [p.prompt for p in sample] == ["p0", "p5", "q0", "q5"]
+    assert spaced_sample(pairs, None) is pairs and spaced_sample(pairs, 99) is pairs
+    assert {p.group for p in sample} == {"concise", "concise (wording held out)"}
+    assert PreferencePair("x", "a", "b", "terse").group == "terse"
+    with pytest.raises(PadkitError, match="at least 1"):
+        spaced_sample(pairs, 0)

@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from padkit.errors import PadkitError
+from padkit.evaluation.judges import JUDGES
 
 app = typer.Typer(
     help="padkit: Personalized Alignment at Decoding-time. Steer a frozen LLM towards each user's preference.",
@@ -66,9 +67,33 @@ def dimensions(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.
     if as_json:
         typer.echo(json.dumps({k: asdict(v) for k, v in CATALOG.items()}, indent=2))
         return
-    table = Table("name", "opposite", "description", "principle given to the PersRM")
+    table = Table("name", "opposite", "trained", "description", "principle given to the PersRM")
     for d in CATALOG.values():
-        table.add_row(d.name, d.opposite or "", d.description, d.principle)
+        table.add_row(d.name, d.opposite or "", "yes" if d.trained else "no", d.description, d.principle)
+    Console().print(table)
+
+
+@app.command("judge-check")
+def judge_check(
+    labels: Annotated[Path, typer.Argument(help="JSONL of hand labels: {judge, a, b, more: a|b|same}.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """How often each offline judge agrees with texts labelled by hand (is the judge evidence or a proxy?)."""
+    from padkit.evaluation.judges import judge_agreement
+    from padkit.jsonio import iter_jsonl
+
+    try:
+        if not labels.is_file():
+            raise PadkitError(f"label file not found: {labels}")
+        report = judge_agreement([record for record, _ in iter_jsonl(labels)])
+    except PadkitError as e:
+        _fail(str(e))
+    if as_json:
+        typer.echo(json.dumps({k: asdict(v) for k, v in report.items()}, indent=2))
+        return
+    table = Table("judge", "agreement", "labelled pairs", "disagreeing labels (line - 1)")
+    for a in report.values():
+        table.add_row(a.judge, f"{a.agreement:.2f}", str(a.n), ", ".join(map(str, a.disagreements)))
     Console().print(table)
 
 
@@ -341,16 +366,23 @@ app.add_typer(data_app, name="data")
 @data_app.command("synth")
 def data_synth(
     prompts: Annotated[list[Path], typer.Option("--prompts", help="Prompt file(s): .json, .jsonl or text lines.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="JSONL of pairs; a rerun resumes it.")],
-    dimension: Annotated[
-        list[str] | None,
-        typer.Option("--dimension", "-d", help="Dimension with an opposite (repeatable). Default: all three pairs."),
-    ] = None,
-    samples: Annotated[int, typer.Option(help="Answers per side; the judge pairs the most extreme.")] = 3,
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n")] = 96,
-    temperature: Annotated[float, typer.Option()] = 0.8,
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="JSONL of pairs; the pool (NAME.pool.jsonl) resumes beside it.")
+    ],
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n", help="Tokens per pool answer.")] = 64,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature of the pool.")] = 0.8,
     top_p: Annotated[float, typer.Option("--top-p")] = 0.95,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Generations per batch.")] = 24,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Generations per batch.")] = 48,
+    max_perplexity: Annotated[
+        float, typer.Option("--max-perplexity", help="Fluency filter: the base model's perplexity of an answer.")
+    ] = 12.0,
+    min_relevance: Annotated[
+        float, typer.Option("--min-relevance", help="Relevance filter: MiniLM cosine of prompt and answer.")
+    ] = 0.15,
+    heldout_fraction: Annotated[
+        float,
+        typer.Option("--heldout-fraction", help="Prompts that also get held-out wordings and unseen dimensions."),
+    ] = 0.2,
     seed: Annotated[int, typer.Option()] = 0,
     no_input: Annotated[
         bool, typer.Option("--no-input", help="Skip self-instruct tasks with a separate input (keep open questions).")
@@ -360,7 +392,9 @@ def data_synth(
     dtype: DtypeOpt = "float32",
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Synthesize contrastive preference pairs with the base model, kept only where an offline judge agrees."""
+    """Synthesize preference pairs for every catalog dimension pair: a pool of base-model answers (plain and
+    under a few principles), filtered for fluency, repetition and relevance, then contrasted by a judge or
+    rewritten into each form."""
     from padkit.decoding import PAD
     from padkit.prompts import read_prompts
     from padkit.training.synth import SynthConfig, synthesize_pairs
@@ -369,27 +403,35 @@ def data_synth(
         _quiet_transformers()
         rows = [row for path in prompts for row in read_prompts(path, with_input=not no_input)][:limit]
         config = SynthConfig(
-            samples=samples,
             max_new_tokens=max_new_tokens,
             temperature=temperature,
             top_p=top_p,
             batch_size=batch_size,
             seed=seed,
-            **({"dimensions": tuple(dimension)} if dimension else {}),
+            max_perplexity=max_perplexity,
+            min_relevance=min_relevance,
+            heldout_fraction=heldout_fraction,
         )
-        pad = PAD.from_pretrained(base=base, dtype=dtype)
+        pad = PAD.from_pretrained(base=base, rm="self", dtype=dtype)
         report = synthesize_pairs(pad, rows, output, config, progress=err.is_terminal)
     except PadkitError as e:
         _fail(str(e))
     if as_json:
         typer.echo(json.dumps(asdict(report), indent=2))
         return
-    table = Table(title=f"{output}: {report.kept_groups}/{report.groups} groups kept, {report.pairs} pairs")
-    for col in ("dimension", "judge", "generated", "kept", "mean margin (kept)", "mean margin (all)"):
+    removed = ", ".join(f"{k}: {v}" for k, v in report.removed.items())
+    err.print(f"{report.prompts} prompts, {report.pool_answers} pool answers; removed {removed}")
+    table = Table(title=f"{output}: {report.pairs} training pairs, held out {report.heldout_pairs}")
+    for col in ("dimension", "judge", "prompts with a pair", "by contrast", "by rewrite", "mean judge margin"):
         table.add_column(col)
     for name, d in report.per_dimension.items():
         table.add_row(
-            name, d["judge"], str(d["generated"]), str(d["kept"]), str(d["mean_margin_kept"]), str(d["mean_margin_all"])
+            name,
+            d["judge"],
+            str(d["prompts_with_pair"]),
+            str(d["by_contrast"]),
+            str(d["by_rewrite"]),
+            str(d["mean_margin"]),
         )
     Console().print(table)
 
@@ -418,6 +460,17 @@ def _int_list(spec: str | None) -> tuple[int, ...] | None:
     except ValueError:
         raise PadkitError(f"bad layer list {spec!r}: use e.g. '20-29' or '0,5,7'") from None
     return tuple(out)
+
+
+def _caps(specs: list[str]) -> dict[str, int]:
+    """``["harmless=400"]`` -> ``{"harmless": 400}``."""
+    caps = {}
+    for spec in specs:
+        name, sep, value = spec.rpartition("=")
+        if not sep or not name.strip() or not value.strip().isdigit():
+            raise PadkitError(f"bad --cap {spec!r}: use DIMENSION=N, e.g. harmless=400")
+        caps[name.strip()] = int(value)
+    return caps
 
 
 @app.command()
@@ -449,6 +502,14 @@ def train(
     heldout_fraction: Annotated[float, typer.Option("--heldout-fraction")] = 0.1,
     max_pairs: Annotated[
         int | None, typer.Option("--max-train-pairs-per-dimension", help="Cap the training pairs of each dimension.")
+    ] = None,
+    cap: Annotated[
+        list[str] | None,
+        typer.Option("--cap", help="DIMENSION=N: a cap for one dimension, over the per-dimension one (repeatable)."),
+    ] = None,
+    heldout_eval_pairs: Annotated[
+        int | None,
+        typer.Option("--heldout-eval-pairs", help="Score N held-out pairs (evenly spaced) at the end; default all."),
     ] = None,
     save_steps: Annotated[int, typer.Option("--save-steps")] = 25,
     seed: Annotated[int, typer.Option()] = 0,
@@ -483,6 +544,8 @@ def train(
             precompute_ref=precompute_ref,
             heldout_fraction=heldout_fraction,
             max_train_pairs_per_dimension=max_pairs,
+            dimension_caps=_caps(cap or []),
+            heldout_eval_pairs=heldout_eval_pairs,
             save_steps=save_steps,
             seed=seed,
         )
@@ -523,13 +586,17 @@ def rm_eval(
     max_length: Annotated[int | None, typer.Option("--max-length")] = None,
     max_prompt_length: Annotated[int | None, typer.Option("--max-prompt-length")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 8,
+    sample: Annotated[
+        int | None, typer.Option(help="Score N pairs of the split, evenly spaced (every k-th), instead of all.")
+    ] = None,
     dtype: DtypeOpt = "float32",
     as_json: Annotated[bool, typer.Option("--json", help="Print the accuracies as JSON.")] = False,
 ) -> None:
-    """Pairwise accuracy of a PersRM's summed implicit reward (chosen above rejected), per dimension."""
+    """Pairwise accuracy of a PersRM's summed implicit reward (chosen above rejected), per dimension; held-out
+    wordings and dimensions (synthesized pairs marked ``holdout``) are reported on their own rows."""
     from padkit.evaluation.rm_accuracy import evaluate_rm
     from padkit.models.loading import default_rm, load_model, load_tokenizer, resolve_model_dir
-    from padkit.training.data import load_pair_sources, parse_columns, split_pairs
+    from padkit.training.data import load_pair_sources, parse_columns, spaced_sample, split_pairs
     from padkit.training.dpo import read_metadata
 
     if split not in ("heldout", "train", "all"):
@@ -545,7 +612,7 @@ def rm_eval(
         trained = (meta or {}).get("config", {})
         fraction = heldout_fraction if heldout_fraction is not None else trained.get("heldout_fraction", 0.1)
         train_part, heldout_part = split_pairs(pairs, fraction, trained.get("split_salt", "padkit"))
-        chosen = {"heldout": heldout_part, "train": train_part, "all": pairs}[split]
+        chosen = spaced_sample({"heldout": heldout_part, "train": train_part, "all": pairs}[split], sample)
         rm_model = load_model(base if rm == "self" else rm, dtype)
         tokenizer = load_tokenizer(base if rm == "self" else rm)
         is_adapter = hasattr(rm_model, "disable_adapter")
@@ -582,8 +649,8 @@ def eval_command(
     judges: Annotated[
         str | None,
         typer.Option(
-            help="Comma-separated judges (words, grade, sentiment, profanity, bullets, rm:PATH), each optionally "
-            "with :lower or :higher (which way is more of the preference); default: per dimension."
+            help=f"Comma-separated judges ({', '.join(JUDGES)}, rm:PATH), each optionally with :lower or :higher "
+            "(which way is more of the preference); default: the dimension's judge (padkit dimensions)."
         ),
     ] = None,
     weights: Annotated[str, typer.Option(help="Comma-separated alignment weights for the PAD methods.")] = "1.0",

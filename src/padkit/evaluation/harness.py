@@ -196,6 +196,7 @@ class ReportRow:
     tokens_per_s: float
     perplexity: float
     n: int
+    shift: float | None = None
 
 
 @dataclass
@@ -203,7 +204,7 @@ class EvalReport:
     rows: list[ReportRow] = field(default_factory=list)
 
     def summary(self) -> dict:
-        keys = ("method", "preference", "judge", "mean", "ci_low", "ci_high", "win_rate", "tokens_per_s")
+        keys = ("method", "preference", "judge", "mean", "ci_low", "ci_high", "win_rate", "shift", "tokens_per_s")
         return {"rows": [{k: getattr(r, k) for k in (*keys, "weight")} for r in self.rows]}
 
     def csv(self) -> str:
@@ -216,19 +217,31 @@ class EvalReport:
 
     def markdown(self) -> str:
         lines = [
-            "| method | preference | w | judge | mean [95% CI] | win vs base | tokens | tok/s | ppl | n |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| method | preference | w | judge | mean [95% CI] | win vs base | shift (d) | tokens | tok/s | ppl | n |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in self.rows:
             win = "" if r.win_rate is None else f"{r.win_rate:.2f}"
+            shift = "" if r.shift is None else f"{r.shift:+.2f}"
             lines.append(
                 f"| {r.method} | {r.preference} | {r.weight:g} | {r.judge} | {r.mean:.3f} [{r.ci_low:.3f}, "
-                f"{r.ci_high:.3f}] | {win} | {r.mean_tokens:.1f} | {r.tokens_per_s:.1f} | {r.perplexity:.1f} | {r.n} |"
+                f"{r.ci_high:.3f}] | {win} | {shift} | {r.mean_tokens:.1f} | {r.tokens_per_s:.1f} | "
+                f"{r.perplexity:.1f} | {r.n} |"
             )
         return "\n".join(lines) + "\n"
 
 
-def _row(method, pref, w, judge, scores, win, rows, tps, ppl) -> ReportRow:
+def standardized_shift(scores: Sequence[float], base: Sequence[float], direction: int) -> float:
+    """How far ``scores`` moved from ``base`` towards the preference, in pooled standard deviations (Cohen's d),
+    so judges on different scales (words, VADER, counts) compare."""
+    mean_a, mean_b = sum(scores) / len(scores), sum(base) / len(base)
+    var_a = sum((x - mean_a) ** 2 for x in scores) / max(len(scores) - 1, 1)
+    var_b = sum((x - mean_b) ** 2 for x in base) / max(len(base) - 1, 1)
+    pooled = math.sqrt((var_a + var_b) / 2)
+    return 0.0 if pooled == 0 else direction * (mean_a - mean_b) / pooled
+
+
+def _row(method, pref, w, judge, scores, win, rows, tps, ppl, shift=None) -> ReportRow:
     low, high = bootstrap_ci(scores)
     mean_tokens = sum(r["n_tokens"] for r in rows) / len(rows)
     return ReportRow(
@@ -244,6 +257,7 @@ def _row(method, pref, w, judge, scores, win, rows, tps, ppl) -> ReportRow:
         tps,
         sorted(ppl)[len(ppl) // 2],
         len(scores),
+        shift,
     )
 
 
@@ -263,8 +277,12 @@ def build_report(pad: PAD, records: list[dict], config: EvalConfig, progress: bo
         for judge_name, direction in config.judges_for(pref):
             judge = get_judge(judge_name)
             scores = [judge.score(r["prompt"], r["text"]) for r in rows]
-            win = None
+            win = shift = None
             if method != "base":
+                base_rows = [b for (p, _), b in base_text.items() if p == pref]
+                if base_rows:
+                    base_scores = [judge.score(b["prompt"], b["text"]) for b in base_rows]
+                    shift = standardized_shift(scores, base_scores, direction)
                 outcomes = []
                 for r, s in zip(rows, scores, strict=True):
                     other = base_text.get((pref, r["prompt_id"]))
@@ -272,7 +290,7 @@ def build_report(pad: PAD, records: list[dict], config: EvalConfig, progress: bo
                         diff = direction * (s - judge.score(other["prompt"], other["text"]))
                         outcomes.append(1.0 if diff > 0 else 0.5 if diff == 0 else 0.0)
                 win = sum(outcomes) / len(outcomes) if outcomes else None
-            report.rows.append(_row(method, pref, w, judge_name, scores, win, rows, tps, ppl))
+            report.rows.append(_row(method, pref, w, judge_name, scores, win, rows, tps, ppl, shift))
         if config.llm_judge is not None and method != "base":
             principle = Preference.parse(pref).prompt_principle()
             wins = [

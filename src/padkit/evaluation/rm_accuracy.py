@@ -108,8 +108,8 @@ def evaluate_rm(
     wins = (chosen > rejected).double()
     gaps = chosen - rejected
     report = RMReport(reference, round(wins.mean().item(), 4), len(pairs))
-    for name in sorted({p.preference for p in pairs}):
-        idx = torch.tensor([i for i, p in enumerate(pairs) if p.preference == name])
+    for name in sorted({p.group for p in pairs}):
+        idx = torch.tensor([i for i, p in enumerate(pairs) if p.group == name])
         report.dimensions[name] = DimensionAccuracy(
             round(wins[idx].mean().item(), 4), round(gaps[idx].mean().item(), 4), len(idx)
         )

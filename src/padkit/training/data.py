@@ -17,13 +17,25 @@ Messages = list[dict[str, str]]
 class PreferencePair:
     """One preference judgement: ``chosen`` beats ``rejected`` as an answer to ``prompt`` under ``preference``.
 
-    ``prompt`` is a user text or, for multi-turn data, the chat messages before the answer.
+    ``prompt`` is a user text or, for multi-turn data, the chat messages before the answer. ``dimension``
+    names the catalog dimension a free-text ``preference`` (one of its wordings) expresses; ``holdout`` marks
+    pairs made to test generalization (``"wording"``: a wording never trained on; ``"dimension"``: a dimension
+    never trained on), which training skips.
     """
 
     prompt: str | Messages
     chosen: str
     rejected: str
     preference: str
+    dimension: str | None = None
+    holdout: str | None = None
+
+    @property
+    def group(self) -> str:
+        """What reports group by: the dimension a wording belongs to (else the preference text), with the
+        held-out part (``"wording"`` or ``"dimension"``) it tests, if any."""
+        name = self.dimension or self.preference
+        return f"{name} ({self.holdout} held out)" if self.holdout else name
 
     @property
     def prompt_key(self) -> str:
@@ -50,7 +62,13 @@ def _pair_from_record(record: object, where: str, preference: str | None) -> Pre
         isinstance(prompt, list) and prompt and all(isinstance(m, Mapping) and "content" in m for m in prompt)
     ):
         raise PadkitError(f"{where}: field 'prompt' must be a non-empty string or a list of chat messages")
-    return PreferencePair(prompt, record["chosen"], record["rejected"], str(pref))
+    holdout = record.get("holdout")
+    if holdout not in (None, "wording", "dimension"):
+        raise PadkitError(f"{where}: field 'holdout' must be 'wording' or 'dimension', got {holdout!r}")
+    dimension = record.get("dimension")
+    return PreferencePair(
+        prompt, record["chosen"], record["rejected"], str(pref), None if dimension is None else str(dimension), holdout
+    )
 
 
 def read_pairs(path: str | Path, preference: str | None = None) -> list[PreferencePair]:
@@ -136,9 +154,23 @@ def split_pairs(
         raise PadkitError(f"heldout_fraction must be in [0, 1], got {heldout_fraction}")
     train, heldout = [], []
     for pair in pairs:
-        digest = hashlib.sha256(f"{salt}:{pair.prompt_key}".encode()).digest()
-        (heldout if int.from_bytes(digest[:8], "big") / 2**64 < heldout_fraction else train).append(pair)
+        (heldout if is_heldout(pair.prompt_key, heldout_fraction, salt) else train).append(pair)
     return train, heldout
+
+
+def spaced_sample(pairs: list[PreferencePair], n: int | None) -> list[PreferencePair]:
+    """``n`` pairs taken every k-th (all when ``n`` is None), so a sample keeps the file's mix of dimensions."""
+    if n is None or n >= len(pairs):
+        return pairs
+    if n < 1:
+        raise PadkitError(f"a sample needs at least 1 pair, got {n}")
+    return pairs[:: len(pairs) // n][:n]
+
+
+def is_heldout(prompt_key: str, heldout_fraction: float, salt: str = "padkit") -> bool:
+    """Whether the prompt hash split puts ``prompt_key`` on the held-out side."""
+    digest = hashlib.sha256(f"{salt}:{prompt_key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < heldout_fraction
 
 
 def parse_columns(spec: str | None) -> dict[str, str]:

@@ -1,18 +1,30 @@
-"""Synthesized preference pairs: contrastive prompting of the base model, filtered by an offline judge.
+"""Synthesized preference pairs: a pool of base-model answers, contrasted and rewritten, then filtered.
 
-For each prompt and each dimension with an opposite (elementary/knowledgeable, concise/informative,
-friendly/unfriendly) the base model answers several times under the dimension's principle and several times
-under its opposite (RLCD-style contrastive distillation). The judge picks the most extreme answer of each
-side; the pair is kept when the judge agrees with the intended direction by ``min_margin``. A kept group
-gives two pairs, one per direction. Rejected groups are written too (``"kept": false``) so the report and
-resume see them; ``read_pairs`` skips them.
+Two steps, each resumable:
+
+1. **Pool** (:func:`generate_pool`): the base model answers every prompt once plainly and once under each of a
+   few principles (concise, elementary, friendly, ... : RLCD-style contrastive prompting), sampled.
+2. **Pairs** (:func:`build_pairs`): each answer is cut to whole sentences and must pass three filters:
+   fluency (the base model's perplexity of the answer), no degenerate repetition, and relevance (MiniLM
+   similarity to the prompt). For each trained dimension pair a chosen/rejected pair is then made either by
+   *contrast* (the pool answers scoring highest and lowest on the dimension's judge, kept when the judge
+   margin is large) or by *rewrite* (a plain answer and the same answer rewritten into the target form:
+   bulleted, numbered, with a follow-up question, an "In short:" summary, bold key terms, emoji, casual or
+   formal register; :mod:`padkit.training.rewrites`), since a 135M base hardly follows format instructions
+   on its own. Each direction gets a pair; its preference text is a wording sampled (seeded) from the
+   direction's training wordings. Held-out prompts also get records with held-out wordings and with the
+   unseen dimensions (``"holdout": "wording"`` / ``"dimension"``), which training skips and ``rm-eval``
+   reports separately.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import random
+import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -20,84 +32,293 @@ from tqdm.auto import tqdm
 
 from padkit.decoding.pad import PAD
 from padkit.errors import PadkitError
-from padkit.evaluation.judges import DIMENSION_JUDGES, get_judge
-from padkit.preferences.catalog import lookup
+from padkit.evaluation.harness import perplexity
+from padkit.evaluation.judges import DIMENSION_JUDGES, RelevanceJudge, get_judge
+from padkit.preferences.catalog import dimension_pairs, lookup
 from padkit.prompts import PromptRow, append_jsonl, atomic_write_text, intact_jsonl
+from padkit.training import rewrites
+from padkit.training.data import is_heldout
 
-DEFAULT_MARGINS: dict[str, float] = {"grade": 2.0, "words": 25.0, "sentiment": 0.4}
+POOL_SOURCES: tuple[str, ...] = ("plain", "elementary", "sophisticated", "friendly", "unfriendly")
+"""The principles the pool is sampled under (``plain``: none; the others are catalog dimensions). The 135M
+base follows these; it hardly follows "concise", "cautious" or "give an example" (tried on 60 prompts: no
+usable judge margin), so those dimensions are made by rewrites."""
+
+
+def source_principle(source: str) -> str | None:
+    """The principle a pool source is generated under (None for ``plain``)."""
+    if source == "plain":
+        return None
+    return lookup(source).principle
 
 
 @dataclass
 class SynthConfig:
-    """How pairs are generated and filtered."""
+    """How the pool is generated and how pairs are made and filtered from it."""
 
-    dimensions: tuple[str, ...] = ("elementary", "concise", "friendly")
-    samples: int = 3
-    max_new_tokens: int = 96
+    sources: tuple[str, ...] = POOL_SOURCES
+    max_new_tokens: int = 64
     temperature: float = 0.8
     top_p: float = 0.95
-    batch_size: int = 24
+    batch_size: int = 48
+    max_prompt_words: int = 60
     seed: int = 0
-    min_margin: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MARGINS))
+    max_perplexity: float = 12.0
+    min_distinct_trigrams: float = 0.75
+    min_relevance: float = 0.15
+    min_words: int = 8
+    min_margin: dict[str, float] = field(
+        default_factory=lambda: {"words": 20.0, "grade": 3.0, "sentiment": 0.5, "caution": 2.0}
+    )
+    heldout_fraction: float = 0.2
+    split_salt: str = "padkit"
 
     def __post_init__(self) -> None:
-        for name in self.dimensions:
-            entry = lookup(name)
-            if entry is None or entry.opposite is None or name not in DIMENSION_JUDGES:
-                known = sorted(d for d in DIMENSION_JUDGES if lookup(d) and lookup(d).opposite)
-                raise PadkitError(f"cannot synthesize pairs for {name!r}: use one of {', '.join(known)}")
-        if self.samples < 1 or self.batch_size < 1 or self.max_new_tokens < 1:
-            raise PadkitError("samples, batch_size and max_new_tokens must be at least 1")
+        unknown = [s for s in self.sources if s != "plain" and lookup(s) is None]
+        if unknown:
+            raise PadkitError(f"unknown pool source(s) {', '.join(unknown)}: use 'plain' or catalog dimensions")
+        if self.batch_size < 1 or self.max_new_tokens < 1:
+            raise PadkitError("batch_size and max_new_tokens must be at least 1")
+
+
+def generate_pool(
+    pad: PAD, prompts: Sequence[PromptRow], path: str | Path, config: SynthConfig, progress: bool = True
+) -> int:
+    """Append one sampled answer per prompt and source to ``path`` (JSONL); a rerun continues where it stopped."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    records = intact_jsonl(path)
+    atomic_write_text(path, "".join(line + "\n" for _, line in records))
+    done = {r["id"] for r, _ in records}
+    # long prompts would be clipped in training anyway, and they make every row of their batch slow to prefill;
+    # similar lengths are batched together
+    short = sorted(
+        (row for row in prompts if len(row.prompt.split()) <= config.max_prompt_words), key=lambda row: len(row.prompt)
+    )
+    todo = [(row, s) for row in short for s in config.sources if f"{row.id}/{s}" not in done]
+    bar = tqdm(total=len(todo), desc="synth pool", unit="answer", disable=not progress)
+    for start in range(0, len(todo), config.batch_size):
+        chunk = todo[start : start + config.batch_size]
+        outs = pad.generate(
+            [row.prompt for row, _ in chunk],
+            preferences=[source_principle(s) for _, s in chunk],
+            method="prompt",
+            max_new_tokens=config.max_new_tokens,
+            temperature=config.temperature,
+            top_p=config.top_p,
+            seed=config.seed + len(done) + start,
+        )
+        append_jsonl(
+            path,
+            [
+                {"id": f"{row.id}/{s}", "prompt_id": row.id, "prompt": row.prompt, "source": s, "text": o.text}
+                for (row, s), o in zip(chunk, outs, strict=True)
+            ],
+        )
+        bar.update(len(chunk))
+    bar.close()
+    return len(done) + len(todo)
+
+
+Rewrite = Callable[[str, random.Random], str]
+
+
+def _same(text: str, rng: random.Random) -> str:
+    return text
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a dimension pair's answers are made for one prompt: by *contrast* (the pool answers of ``sources``
+    scoring highest and lowest on the first direction's judge) and, where that finds no large margin or no
+    sources are given, by *rewrite* (``rewrite[0]`` makes the first direction's answer from one source answer,
+    ``rewrite[1]`` the second's)."""
+
+    sources: tuple[str, ...] = ()
+    rewrite: tuple[Rewrite, Rewrite] | None = None
+
+
+RECIPES: dict[tuple[str, str], Recipe] = {
+    ("concise", "detailed"): Recipe(rewrite=(rewrites.shortened, _same)),
+    ("elementary", "sophisticated"): Recipe(("plain", "elementary", "sophisticated")),
+    ("friendly", "unfriendly"): Recipe(("plain", "friendly", "unfriendly")),
+    ("cautious", "confident"): Recipe(rewrite=(rewrites.with_caveat, _same)),
+    ("formal", "casual"): Recipe(rewrite=(rewrites.formal, rewrites.casual)),
+    ("bulleted", "prose"): Recipe(rewrite=(rewrites.bulleted, _same)),
+    ("numbered", "paragraph"): Recipe(rewrite=(rewrites.numbered, _same)),
+    ("follow-up", "no-follow-up"): Recipe(rewrite=(rewrites.with_follow_up, _same)),
+    ("summary-first", "no-summary"): Recipe(rewrite=(rewrites.summary_first, _same)),
+    ("bold", "no-bold"): Recipe(rewrite=(rewrites.bold_terms, _same)),
+    ("emoji", "no-emoji"): Recipe(rewrite=(rewrites.with_emoji, _same)),
+    ("sign-off", "no-sign-off"): Recipe(rewrite=(rewrites.with_sign_off, _same)),
+    ("headings", "no-headings"): Recipe(rewrite=(rewrites.with_headings, _same)),
+    ("enthusiastic", "calm"): Recipe(rewrite=(rewrites.enthusiastic, rewrites.calm)),
+    ("pirate", "plain-voice"): Recipe(rewrite=(rewrites.pirate, _same)),
+}
+REWRITE_SOURCES = ("plain", "elementary", "friendly")
 
 
 @dataclass
 class SynthReport:
-    """Counts and judge margins of a synthesis file (the whole file, resumed runs included)."""
+    """What the pairing step kept and why it dropped the rest."""
 
-    groups: int
-    kept_groups: int
+    prompts: int
+    pool_answers: int
+    removed: dict[str, int]
     pairs: int
-    per_dimension: dict[str, dict[str, float]]
+    heldout_pairs: dict[str, int]
+    per_dimension: dict[str, dict]
 
 
-def _complete_groups(path: Path) -> set[str]:
-    """Groups fully written; lines of a group cut short by an interruption are removed (atomically)."""
-    if not path.is_file():
-        return set()
-    records = intact_jsonl(path)
-    counts = Counter(r.get("group") for r, _ in records)
-    done = {g for g, c in counts.items() if c == 2}
-    atomic_write_text(path, "".join(line + "\n" for r, line in records if r.get("group") in done))
-    return done
+_TRIGRAM_WORD = re.compile(r"\w+")
 
 
-def _group_records(
-    row: PromptRow, dimension: str, answers: dict[str, list[str]], config: SynthConfig, settings: dict
-) -> list[dict]:
-    opposite = lookup(dimension).opposite
-    spec = DIMENSION_JUDGES[dimension]
+def distinct_trigrams(text: str) -> float:
+    """Share of distinct word trigrams (1.0 for no repetition; a looping answer scores low)."""
+    words = _TRIGRAM_WORD.findall(text.lower())
+    grams = list(zip(words, words[1:], words[2:], strict=False))
+    return len(set(grams)) / len(grams) if grams else 1.0
+
+
+def _rng(*parts: object) -> random.Random:
+    return random.Random(hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest())
+
+
+def filter_pool(
+    pad: PAD, records: Sequence[dict], config: SynthConfig, progress: bool = False
+) -> tuple[dict[tuple[str, str], str], Counter]:
+    """Pool answers cut to whole sentences that pass the length, repetition, fluency and relevance filters,
+    keyed by (prompt id, source), and how many each filter removed."""
+    removed: Counter = Counter()
+    texts = {}
+    for r in records:
+        text = rewrites.whole_sentences(r["text"])
+        if len(text.split()) < config.min_words:
+            removed["too short (after cutting to whole sentences)"] += 1
+        elif distinct_trigrams(text) < config.min_distinct_trigrams:
+            removed["repetition"] += 1
+        else:
+            texts[(r["prompt_id"], r["source"])] = (r["prompt"], text)
+    keys = list(texts)
+    ppl: list[float] = []
+    for start in tqdm(range(0, len(keys), 64), desc="pool fluency", disable=not progress):
+        chunk = [texts[k] for k in keys[start : start + 64]]
+        ppl += perplexity(pad, [p for p, _ in chunk], [t for _, t in chunk])
+    fluent = [k for k, v in zip(keys, ppl, strict=True) if v <= config.max_perplexity]
+    removed["perplexity"] = len(keys) - len(fluent)
+    relevance = RelevanceJudge().scores([texts[k][0] for k in fluent], [texts[k][1] for k in fluent])
+    kept = {k: texts[k][1] for k, rel in zip(fluent, relevance, strict=True) if rel >= config.min_relevance}
+    removed["relevance"] = len(fluent) - len(kept)
+    return kept, removed
+
+
+def _contrast(prompt: str, answers: list[str], first: str, config: SynthConfig) -> tuple[str, str, float] | None:
+    """The answers scoring highest and lowest on ``first``'s judge, if the margin is large enough."""
+    spec = DIMENSION_JUDGES[first]
     judge = get_judge(spec.judge)
-    scored = {side: [(spec.direction * judge.score(row.prompt, a), a) for a in answers[side]] for side in answers}
-    best = max(scored[dimension])
-    worst = min(scored[opposite])
-    margin = best[0] - worst[0]
-    kept = margin >= config.min_margin.get(spec.judge, 0.0) and best[1].strip() != "" and worst[1].strip() != ""
-    group = f"{row.id}/{dimension}-{opposite}"
-    common = {"group": group, "prompt": row.prompt, "judge": spec.judge, "margin": round(margin, 4), "kept": kept}
+    scored = sorted(((spec.direction * judge.score(prompt, a), a) for a in dict.fromkeys(answers)), key=lambda x: x[0])
+    if len(scored) < 2:
+        return None
+    margin = scored[-1][0] - scored[0][0]
+    return (scored[-1][1], scored[0][1], margin) if margin >= config.min_margin.get(spec.judge, 1e-9) else None
 
-    def record(preference: str, chosen: tuple[float, str], rejected: tuple[float, str]) -> dict:
-        return {
-            "id": f"{group}/{preference}",
-            "preference": preference,
-            "chosen": chosen[1],
-            "rejected": rejected[1],
-            "chosen_score": round(spec.direction * chosen[0], 4),
-            "rejected_score": round(spec.direction * rejected[0], 4),
-            **common,
-            "settings": settings,
+
+def _rewrite(prompt: str, source: str, first: str, fns: tuple[Rewrite, Rewrite], rng: random.Random):
+    """(first direction's answer, second direction's answer, judge margin) from one source, or None when the
+    source does not fit (too few sentences, already a list) or the rewrite did not move the judge."""
+    if len(rewrites.sentences(source)) < 2 or rewrites.is_list(source):
+        return None
+    a, b = fns[0](source, rng), fns[1](source, rng)
+    spec = DIMENSION_JUDGES[first]
+    judge = get_judge(spec.judge)
+    margin = spec.direction * (judge.score(prompt, a) - judge.score(prompt, b))
+    return (a, b, margin) if margin > 0 else None
+
+
+def build_pairs(
+    pad: PAD, pool_path: str | Path, output: str | Path, config: SynthConfig, progress: bool = False
+) -> SynthReport:
+    """Make the pair file ``output`` from a pool (see the module docstring); written atomically."""
+    records = [r for r, _ in intact_jsonl(pool_path)]
+    if not records:
+        raise PadkitError(f"the pool {pool_path} is empty: generate it first")
+    by_prompt: dict[str, str] = {}
+    for r in records:
+        by_prompt.setdefault(r["prompt_id"], r["prompt"])
+    sources = set(config.sources)
+    records = [r for r in records if r["source"] in sources]
+    present: dict[str, set[str]] = {}
+    for r in records:
+        present.setdefault(r["prompt_id"], set()).add(r["source"])
+    complete = {pid for pid, got in present.items() if got == sources}
+    records = [r for r in records if r["prompt_id"] in complete]
+    kept, removed = filter_pool(pad, records, config, progress)
+    out: list[dict] = []
+    stats: dict[str, Counter] = {}
+    pairs = [(p, "trained") for p in dimension_pairs(True) if p in RECIPES]
+    pairs += [(p, "unseen") for p in dimension_pairs(False) if p in RECIPES]
+    for pid, prompt in by_prompt.items():
+        if pid not in complete:
+            continue
+        heldout = is_heldout(prompt, config.heldout_fraction, config.split_salt)
+        for (first, second), status in pairs:
+            if status == "unseen" and not heldout:
+                continue
+            rng = _rng(config.seed, pid, first)
+            stat = stats.setdefault(first, Counter())
+            recipe = RECIPES[(first, second)]
+            answers = [kept[(pid, s)] for s in recipe.sources if (pid, s) in kept]
+            made, kind = _contrast(prompt, answers, first, config), "contrast"
+            if not made and recipe.rewrite:
+                source = next((kept[(pid, s)] for s in REWRITE_SOURCES if (pid, s) in kept), None)
+                made, kind = source and _rewrite(prompt, source, first, recipe.rewrite, rng), "rewrite"
+            if not made:
+                stat["no pair"] += 1
+                continue
+            a, b, margin = made
+            stat["pairs"] += 1
+            stat[kind] += 1
+            stat["margin"] += margin
+            judge = DIMENSION_JUDGES[first].judge
+            for name, chosen, rejected in ((first, a, b), (second, b, a)):
+                entry = lookup(name)
+                common = {
+                    "prompt": prompt,
+                    "chosen": chosen,
+                    "rejected": rejected,
+                    "dimension": name,
+                    "kind": kind,
+                    "judge": judge,
+                    "margin": round(margin, 4),
+                }
+                if status == "unseen":
+                    wording = rng.choice(entry.all_wordings)
+                    out.append({"id": f"{pid}/{name}", "preference": wording, "holdout": "dimension", **common})
+                    continue
+                out.append({"id": f"{pid}/{name}", "preference": rng.choice(entry.train_wordings), **common})
+                if heldout:
+                    wording = rng.choice(entry.heldout_wordings)
+                    out.append({"id": f"{pid}/{name}/wording", "preference": wording, "holdout": "wording", **common})
+    atomic_write_text(output, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in out))
+    per_dim = {
+        name: {
+            "by_contrast": c["contrast"],
+            "by_rewrite": c["rewrite"],
+            "judge": DIMENSION_JUDGES[name].judge,
+            "prompts_with_pair": c["pairs"],
+            "prompts_without_pair": c["no pair"],
+            "mean_margin": round(c["margin"] / c["pairs"], 3) if c["pairs"] else 0.0,
         }
-
-    return [record(dimension, best, worst), record(opposite, worst, best)]
+        for name, c in stats.items()
+    }
+    return SynthReport(
+        prompts=len({r["prompt_id"] for r in records}),
+        pool_answers=len(records),
+        removed=dict(removed),
+        pairs=sum(1 for r in out if "holdout" not in r),
+        heldout_pairs=dict(Counter(r["holdout"] for r in out if "holdout" in r)),
+        per_dimension=per_dim,
+    )
 
 
 def synthesize_pairs(
@@ -107,61 +328,13 @@ def synthesize_pairs(
     config: SynthConfig | None = None,
     progress: bool = True,
 ) -> SynthReport:
-    """Generate, judge and append pair records to ``output`` (JSONL); a rerun continues where it stopped."""
+    """Generate (or resume) the pool beside ``output`` (``NAME.pool.jsonl``), then build the pairs; the report
+    is written beside it too (``NAME.report.json``)."""
     config = config or SynthConfig()
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    done = _complete_groups(output)
-    settings = {"base": pad.base_name, "method": "prompt", **asdict(config)}
-    todo = [
-        (row, dim)
-        for row in prompts
-        for dim in config.dimensions
-        if f"{row.id}/{dim}-{lookup(dim).opposite}" not in done
-    ]
-    per_call = 2 * config.samples
-    groups_per_batch = max(1, config.batch_size // per_call)
-    bar = tqdm(total=len(todo), desc="synth groups", unit="group", disable=not progress)
-    for start in range(0, len(todo), groups_per_batch):
-        chunk = todo[start : start + groups_per_batch]
-        texts, prefs = [], []
-        for row, dim in chunk:
-            for side in (dim, lookup(dim).opposite):
-                texts += [row.prompt] * config.samples
-                prefs += [side] * config.samples
-        outs = pad.generate(
-            texts,
-            preferences=prefs,
-            method="prompt",
-            max_new_tokens=config.max_new_tokens,
-            temperature=config.temperature,
-            top_p=config.top_p,
-            seed=config.seed + start,
-        )
-        records = []
-        for i, (row, dim) in enumerate(chunk):
-            block = [o.text.strip() for o in outs[i * per_call : (i + 1) * per_call]]
-            answers = {dim: block[: config.samples], lookup(dim).opposite: block[config.samples :]}
-            records += _group_records(row, dim, answers, config, settings)
-        append_jsonl(output, records)
-        bar.update(len(chunk))
-    bar.close()
-    return summarize_synth(output)
-
-
-def summarize_synth(path: str | Path) -> SynthReport:
-    """Generated and kept counts, and the judge margin per dimension, of a synthesis file."""
-    records = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-    per_dim: dict[str, dict[str, float]] = {}
-    for dim in sorted({r["preference"] for r in records}):
-        rows = [r for r in records if r["preference"] == dim]
-        kept = [r for r in rows if r["kept"]]
-        per_dim[dim] = {
-            "generated": len(rows),
-            "kept": len(kept),
-            "judge": rows[0]["judge"],
-            "mean_margin_kept": round(sum(r["margin"] for r in kept) / len(kept), 3) if kept else 0.0,
-            "mean_margin_all": round(sum(r["margin"] for r in rows) / len(rows), 3),
-        }
-    groups = {r["group"]: r["kept"] for r in records}
-    return SynthReport(len(groups), sum(groups.values()), sum(r["kept"] for r in records), per_dim)
+    pool = output.with_name(output.stem + ".pool.jsonl")
+    generate_pool(pad, prompts, pool, config, progress)
+    report = build_pairs(pad, pool, output, config, progress)
+    payload = {"config": asdict(config), **asdict(report)}
+    atomic_write_text(output.with_name(output.stem + ".report.json"), json.dumps(payload, indent=2) + "\n")
+    return report

@@ -1,0 +1,250 @@
+"""Rewrites of an answer into a target form, for pairs that differ in that form and nothing else.
+
+A 135M base model hardly follows "use bullet points" or "end with a question" on its own, so contrastive
+prompting gives no usable pair for such dimensions. Instead one fluent answer is rewritten: the pair
+(rewritten, original) teaches the PersRM the form, and its mirror (original, rewritten) teaches the opposite,
+with the content held fixed. Every function is deterministic given its ``rng``.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+_LIST_LINE = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+", re.MULTILINE)
+
+
+def sentences(text: str) -> list[str]:
+    """Split prose into sentences (on ., ! or ? followed by a capital); line breaks count as boundaries."""
+    out: list[str] = []
+    for line in text.splitlines():
+        out += [s.strip() for s in _SENTENCE_END.split(line.strip()) if s.strip()]
+    return out
+
+
+def whole_sentences(text: str) -> str:
+    """``text`` cut after its last complete sentence (an answer stopped by the token limit ends mid-sentence)."""
+    text = text.strip()
+    if not text or text[-1] in ".!?":
+        return text
+    cut = max(text.rfind(". "), text.rfind("! "), text.rfind("? "), text.rfind(".\n"), text.rfind("!\n"))
+    return text[: cut + 1].strip() if cut > 0 else ""
+
+
+def is_list(text: str) -> bool:
+    """Whether ``text`` already has list lines (bulleted or numbered)."""
+    return bool(_LIST_LINE.search(text))
+
+
+def bulleted(text: str, rng: random.Random | None = None) -> str:
+    """One ``- `` bullet per sentence."""
+    return "\n".join(f"- {s}" for s in sentences(text))
+
+
+def numbered(text: str, rng: random.Random | None = None) -> str:
+    """One numbered step per sentence: ``1. ...``, ``2. ...``."""
+    return "\n".join(f"{i}. {s}" for i, s in enumerate(sentences(text), 1))
+
+
+def shortened(text: str, rng: random.Random | None = None) -> str:
+    """The first sentences up to about a third of the words (at least one sentence): a concise answer."""
+    parts = sentences(text)
+    budget = max(len(text.split()) // 3, 1)
+    out = [parts[0]]
+    for s in parts[1:]:
+        if len(" ".join(out + [s]).split()) > budget:
+            break
+        out.append(s)
+    return " ".join(out)
+
+
+CAVEATS = (
+    "Please be careful, and check with a professional if you are unsure.",
+    "Keep in mind that every situation is different, so take care and ask an expert when in doubt.",
+    "As always, be careful and make sure it is safe for you before you start.",
+    "Note that there are risks involved; if you have any doubts, consult a qualified professional.",
+    "Stay safe, and do not hesitate to seek expert advice.",
+    "Be aware of the risks, and take it slowly at first.",
+    "If anything feels wrong, stop and ask an expert before you go on.",
+    "Please be careful to double-check the details, since mistakes can be costly.",
+    "Be cautious: what works for one person may not be safe for another.",
+    "Make sure you understand the risks before you act on this.",
+)
+
+
+def with_caveat(text: str, rng: random.Random) -> str:
+    """The answer, then a caveat with safety advice."""
+    return f"{text.strip()}\n\n{rng.choice(CAVEATS)}"
+
+
+SIGN_OFFS = (
+    "Hope this helps!",
+    "Good luck!",
+    "Hope that helps, and have a great day!",
+    "Best of luck with it!",
+    "Enjoy!",
+    "Cheers!",
+    "All the best!",
+    "Happy to help, and good luck!",
+    "Take care!",
+    "Hope this helps, and enjoy!",
+)
+
+
+def with_sign_off(text: str, rng: random.Random) -> str:
+    """The answer, then a closing pleasantry."""
+    return f"{text.strip()}\n\n{rng.choice(SIGN_OFFS)}"
+
+
+FOLLOW_UPS = (
+    "Would you like me to go into more detail on any of this?",
+    "Which part of this matters most to you?",
+    "Have you tried any of these before?",
+    "Is there a specific situation you have in mind?",
+    "Does that help with what you are working on?",
+    "Would you like some tips on getting started?",
+    "Which of these sounds most useful to you?",
+    "Do you want me to suggest some next steps?",
+    "What have you tried so far?",
+    "Is there anything here you would like me to explain further?",
+    "How are you planning to use this?",
+    "What would you like to do next?",
+)
+
+
+def with_follow_up(text: str, rng: random.Random) -> str:
+    """The answer, then a question to the user."""
+    return f"{text.strip()}\n\n{rng.choice(FOLLOW_UPS)}"
+
+
+SUMMARY_OPENERS = ("In short:", "TL;DR:", "Short answer:", "In a nutshell:", "Bottom line:")
+
+
+def summary_first(text: str, rng: random.Random) -> str:
+    """The first sentence (where a base answer states its point) as a one-line summary, then the rest."""
+    parts = sentences(text)
+    return f"{rng.choice(SUMMARY_OPENERS)} {parts[0]}\n\n{' '.join(parts[1:])}"
+
+
+_CONTENT_WORD = re.compile(r"\b[A-Za-z][a-z]{5,}\b")
+_STOP = {"because", "however", "another", "through", "without", "something", "everything", "important", "different"}
+
+
+def bold_terms(text: str, rng: random.Random | None = None, n: int = 3) -> str:
+    """The ``n`` longest distinct content words in ``**bold**`` at their first occurrence."""
+    words = sorted({w for w in _CONTENT_WORD.findall(text) if w.lower() not in _STOP}, key=lambda w: (-len(w), w))
+    for word in words[:n]:
+        text = re.sub(rf"\b{re.escape(word)}\b", f"**{word}**", text, count=1)
+    return text
+
+
+EMOJI = ("😊", "👍", "✨", "🙂", "🎉", "💡", "✅", "🌟", "🚀", "😄")
+
+
+def with_emoji(text: str, rng: random.Random) -> str:
+    """An emoji after up to three sentences (every other one, from the first)."""
+    parts = sentences(text)
+    for i in range(0, min(len(parts), 6), 2):
+        parts[i] = f"{parts[i]} {rng.choice(EMOJI)}"
+    return " ".join(parts)
+
+
+_CONTRACTIONS = {
+    "do not": "don't",
+    "does not": "doesn't",
+    "did not": "didn't",
+    "is not": "isn't",
+    "are not": "aren't",
+    "was not": "wasn't",
+    "were not": "weren't",
+    "cannot": "can't",
+    "can not": "can't",
+    "will not": "won't",
+    "would not": "wouldn't",
+    "should not": "shouldn't",
+    "could not": "couldn't",
+    "have not": "haven't",
+    "has not": "hasn't",
+    "it is": "it's",
+    "that is": "that's",
+    "there is": "there's",
+    "what is": "what's",
+    "here is": "here's",
+    "let us": "let's",
+    "you are": "you're",
+    "we are": "we're",
+    "they are": "they're",
+    "i am": "I'm",
+    "you will": "you'll",
+    "we will": "we'll",
+    "i will": "I'll",
+    "it will": "it'll",
+    "you have": "you've",
+    "we have": "we've",
+    "i have": "I've",
+    "you would": "you'd",
+}
+_CASUAL_WORDS = {"very": "super", "a lot of": "tons of", "many": "a bunch of", "things": "stuff", "really": "totally"}
+CASUAL_OPENERS = ("So, ", "Okay, so ", "Honestly, ", "Well, ", "Hey, ", "Alright, ")
+
+
+def _replace_all(text: str, table: dict[str, str]) -> str:
+    def sub(match: re.Match) -> str:
+        found = match.group(0)
+        new = table[found.lower()]
+        return new[0].upper() + new[1:] if found[0].isupper() else new
+
+    pattern = re.compile(r"\b(?:" + "|".join(re.escape(k) for k in sorted(table, key=len, reverse=True)) + r")\b", re.I)
+    return pattern.sub(sub, text)
+
+
+def casual(text: str, rng: random.Random) -> str:
+    """Contractions, everyday slang, a chatty opener and one exclamation."""
+    text = _replace_all(_replace_all(text.strip(), _CONTRACTIONS), _CASUAL_WORDS)
+    opener = rng.choice(CASUAL_OPENERS)
+    text = opener + text[0].lower() + text[1:] if text[:2] != "I " else opener + text
+    parts = sentences(text)
+    if parts and parts[0].endswith("."):
+        parts[0] = parts[0][:-1] + "!"
+    return " ".join(parts) if "\n" not in text else text
+
+
+_EXPANSIONS = {v.lower(): k for k, v in _CONTRACTIONS.items() if k != "can not"}
+_EXPANSIONS.update({"i'm": "I am", "i'll": "I will", "i've": "I have", "won't": "will not", "can't": "cannot"})
+_FORMAL_WORDS = {v: k for k, v in _CASUAL_WORDS.items()} | {"gonna": "going to", "wanna": "want to"}
+
+
+def formal(text: str, rng: random.Random | None = None) -> str:
+    """Contractions spelled out, slang replaced, exclamation marks turned into full stops."""
+    text = _replace_all(text.strip().replace("\u2019", "'"), _EXPANSIONS)
+    return _replace_all(text, _FORMAL_WORDS).replace("!", ".")
+
+
+def with_headings(text: str, rng: random.Random | None = None) -> str:
+    """``## Overview`` over the first sentence and ``## Details`` over the rest."""
+    parts = sentences(text)
+    return f"## Overview\n{parts[0]}\n\n## Details\n{' '.join(parts[1:])}"
+
+
+ENTHUSIASTIC_OPENERS = ("Wow, great question! ", "Oh, I love this! ", "Yes! ", "How exciting! ")
+
+
+def enthusiastic(text: str, rng: random.Random) -> str:
+    """An excited opener and an exclamation mark at the end of every sentence."""
+    parts = [s[:-1] + "!" if s.endswith(".") else s for s in sentences(text)]
+    return rng.choice(ENTHUSIASTIC_OPENERS) + " ".join(parts)
+
+
+def calm(text: str, rng: random.Random | None = None) -> str:
+    """Exclamation marks turned into full stops."""
+    return text.replace("!", ".")
+
+
+_PIRATE = {"you": "ye", "your": "yer", "my": "me", "yes": "aye", "hello": "ahoy", "friend": "matey", "is": "be"}
+PIRATE_OPENERS = ("Arr, matey! ", "Ahoy! ", "Avast, ye landlubber! ", "Arr! ")
+
+
+def pirate(text: str, rng: random.Random) -> str:
+    """Pirate words for common ones, a pirate opener and an "arr" at the end."""
+    return f"{rng.choice(PIRATE_OPENERS)}{_replace_all(text.strip(), _PIRATE)} Arr!"
