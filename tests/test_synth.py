@@ -89,7 +89,7 @@ def test_rewrites_make_the_target_form():
 
 
 def test_every_recipe_moves_its_judge():
-    for (first, second), recipe in RECIPES.items():
+    for (first, _second), recipe in RECIPES.items():
         if recipe.rewrite is None:
             continue
         spec = J.DIMENSION_JUDGES[first]

@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from padkit.decoding.pad import DEFAULT_WEIGHT
 from padkit.errors import PadkitError
 from padkit.evaluation.judges import JUDGES
 
@@ -133,7 +134,7 @@ def generate(
         typer.Option("--preference", "-p", help="e.g. 'humorous', 'concise=0.7,humorous=0.3' or free text."),
     ] = None,
     method: Annotated[str, typer.Option(help="pad, base, prompt, policy, best-of-n or args.")] = "pad",
-    weight: Annotated[float, typer.Option("--weight", "-w", help="Alignment strength w.")] = 1.0,
+    weight: Annotated[float, typer.Option("--weight", "-w", help="Alignment strength w.")] = DEFAULT_WEIGHT,
     top_k: Annotated[int, typer.Option("--top-k", help="Base top-k candidates rescored by PAD.")] = 10,
     reference: Annotated[str, typer.Option(help="Reward reference: base, rm-init or none.")] = "base",
     candidates: Annotated[
@@ -236,7 +237,7 @@ def demo(
     preference: Annotated[
         list[str] | None, typer.Option("--preference", "-p", help="Preferences to compare (repeatable).")
     ] = None,
-    weight: Annotated[float, typer.Option("--weight", "-w", help="Alignment strength w.")] = 2.0,
+    weight: Annotated[float, typer.Option("--weight", "-w", help="Alignment strength w.")] = DEFAULT_WEIGHT,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n")] = 60,
     base: BaseOpt = "smollm2-135m-instruct",
     rm: RmOpt = None,
@@ -653,7 +654,9 @@ def eval_command(
             "(which way is more of the preference); default: the dimension's judge (padkit dimensions)."
         ),
     ] = None,
-    weights: Annotated[str, typer.Option(help="Comma-separated alignment weights for the PAD methods.")] = "1.0",
+    weights: Annotated[
+        str, typer.Option(help="Comma-separated alignment weights for the PAD methods.")
+    ] = f"{DEFAULT_WEIGHT:g}",
     llm_judge_url: Annotated[
         str | None, typer.Option("--llm-judge-url", help="OpenAI-compatible base URL of an LLM judge (off by default).")
     ] = None,
@@ -735,7 +738,9 @@ def serve(
     db: Annotated[Path, typer.Option("--db", help="SQLite file of user profiles.")] = Path(
         "~/.local/share/padkit/profiles.sqlite"
     ),
-    weight: Annotated[float, typer.Option("--weight", "-w", help="Alignment weight when a request gives none.")] = 1.0,
+    weight: Annotated[
+        float, typer.Option("--weight", "-w", help="Alignment weight when a request gives none.")
+    ] = DEFAULT_WEIGHT,
     batch_window_ms: Annotated[
         float, typer.Option("--batch-window-ms", help="How long a request waits for company.")
     ] = (20.0),

@@ -51,6 +51,8 @@ from padkit.preferences.render import Prompt
 
 Method = Literal["pad", "base", "prompt", "policy", "best-of-n", "args"]
 METHODS: tuple[str, ...] = ("pad", "base", "prompt", "policy", "best-of-n", "args")
+DEFAULT_WEIGHT = 1.0
+"""The alignment strength w a request gets when it names none (API, CLI, server, eval)."""
 
 
 @dataclass
@@ -244,7 +246,7 @@ class PAD:
         preference: PreferenceLike | None = None,
         *,
         preferences: Sequence[PreferenceLike | None] | None = None,
-        weight: float | Sequence[float] = 1.0,
+        weight: float | Sequence[float] = DEFAULT_WEIGHT,
         top_k: int = 10,
         reference: Reference = "base",
         candidates: Candidates | None = None,
@@ -315,7 +317,7 @@ class PAD:
         *,
         preferences: Sequence[PreferenceLike | None] | None = None,
         method: Method = "pad",
-        weight: float | Sequence[float] = 1.0,
+        weight: float | Sequence[float] = DEFAULT_WEIGHT,
         top_k: int = 10,
         reference: Reference = "base",
         candidates: Candidates | None = None,

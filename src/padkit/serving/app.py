@@ -29,7 +29,7 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from padkit.decoding.pad import METHODS, PAD, Generation
+from padkit.decoding.pad import DEFAULT_WEIGHT, METHODS, PAD, Generation
 from padkit.errors import PadkitError
 from padkit.preferences import CATALOG, Preference, render_input
 from padkit.preferences.render import Prompt
@@ -142,7 +142,7 @@ class Server:
         self,
         pad: PAD,
         store: ProfileStore,
-        default_weight: float = 1.0,
+        default_weight: float = DEFAULT_WEIGHT,
         max_tokens_limit: int = 1024,
         window_s: float = 0.02,
         max_batch: int = 16,

@@ -3,18 +3,18 @@
 Two steps, each resumable:
 
 1. **Pool** (:func:`generate_pool`): the base model answers every prompt once plainly and once under each of a
-   few principles (concise, elementary, friendly, ... : RLCD-style contrastive prompting), sampled.
+   few principles (elementary, sophisticated, friendly, unfriendly: RLCD-style contrastive prompting), sampled.
 2. **Pairs** (:func:`build_pairs`): each answer is cut to whole sentences and must pass three filters:
    fluency (the base model's perplexity of the answer), no degenerate repetition, and relevance (MiniLM
    similarity to the prompt). For each trained dimension pair a chosen/rejected pair is then made either by
    *contrast* (the pool answers scoring highest and lowest on the dimension's judge, kept when the judge
    margin is large) or by *rewrite* (a plain answer and the same answer rewritten into the target form:
-   bulleted, numbered, with a follow-up question, an "In short:" summary, bold key terms, emoji, casual or
-   formal register; :mod:`padkit.training.rewrites`), since a 135M base hardly follows format instructions
-   on its own. Each direction gets a pair; its preference text is a wording sampled (seeded) from the
-   direction's training wordings. Held-out prompts also get records with held-out wordings and with the
-   unseen dimensions (``"holdout": "wording"`` / ``"dimension"``), which training skips and ``rm-eval``
-   reports separately.
+   shortened, bulleted, numbered, with a follow-up question, a sign-off, a caveat, an "In short:" summary,
+   bold key terms, emoji, casual or formal register; :mod:`padkit.training.rewrites`), since a 135M base
+   hardly follows such instructions on its own. Each direction gets a pair; its preference text is a wording
+   sampled (seeded) from the direction's training wordings. Held-out prompts also get records with held-out
+   wordings and with the unseen dimensions (``"holdout": "wording"`` / ``"dimension"``), which training
+   skips and ``rm-eval`` reports separately.
 """
 
 from __future__ import annotations
