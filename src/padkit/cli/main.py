@@ -228,7 +228,7 @@ def generate(
 
 
 DEMO_PROMPT = "How can I get better at cooking?"
-DEMO_PREFERENCES = ("concise", "humorous", "knowledgeable")
+DEMO_PREFERENCES = ("concise", "friendly", "formal", "pirate")
 
 
 @app.command()
