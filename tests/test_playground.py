@@ -66,10 +66,14 @@ def _set_range(page, selector: str, value: float) -> None:
 def test_move_a_slider_generate_and_see_both_answers(page, live):
     server, _ = live
     assert "tiny" in page.inner_text("#model-info")
-    assert page.locator("#sliders input[type=range]").count() == 6  # 3 opposite pairs + helpful, harmless, humorous
+    from padkit.preferences import CATALOG
+
+    pairs = sum(1 for d in CATALOG.values() if d.opposite) // 2
+    singles = sum(1 for d in CATALOG.values() if not d.opposite)
+    assert page.locator("#sliders input[type=range]").count() == pairs + singles  # opposites share one slider
     page.fill("#prompt", "Tell me about cats.")
     page.fill("#max-tokens", "8")
-    _set_range(page, "#slider-concise", -1)  # the concise <-> informative slider, fully to concise
+    _set_range(page, "#slider-concise", -1)  # the concise <-> detailed slider, fully to concise
     _set_range(page, "#weight", 2)
     assert page.inner_text("#preference-preview") == "concise=1"
     page.click("#generate")
