@@ -279,15 +279,15 @@ def build_report(pad: PAD, records: list[dict], config: EvalConfig, progress: bo
             scores = [judge.score(r["prompt"], r["text"]) for r in rows]
             win = shift = None
             if method != "base":
-                base_rows = [b for (p, _), b in base_text.items() if p == pref]
-                if base_rows:
-                    base_scores = [judge.score(b["prompt"], b["text"]) for b in base_rows]
-                    shift = standardized_shift(scores, base_scores, direction)
+                base_scores = {
+                    pid: judge.score(b["prompt"], b["text"]) for (p, pid), b in base_text.items() if p == pref
+                }
+                if base_scores:
+                    shift = standardized_shift(scores, list(base_scores.values()), direction)
                 outcomes = []
                 for r, s in zip(rows, scores, strict=True):
-                    other = base_text.get((pref, r["prompt_id"]))
-                    if other is not None:
-                        diff = direction * (s - judge.score(other["prompt"], other["text"]))
+                    if r["prompt_id"] in base_scores:
+                        diff = direction * (s - base_scores[r["prompt_id"]])
                         outcomes.append(1.0 if diff > 0 else 0.5 if diff == 0 else 0.0)
                 win = sum(outcomes) / len(outcomes) if outcomes else None
             report.rows.append(_row(method, pref, w, judge_name, scores, win, rows, tps, ppl, shift))
