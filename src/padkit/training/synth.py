@@ -67,9 +67,7 @@ class SynthConfig:
     min_distinct_trigrams: float = 0.75
     min_relevance: float = 0.15
     min_words: int = 8
-    min_margin: dict[str, float] = field(
-        default_factory=lambda: {"words": 20.0, "grade": 3.0, "sentiment": 0.5, "caution": 2.0}
-    )
+    min_margin: dict[str, float] = field(default_factory=lambda: {"grade": 3.0, "sentiment": 0.5})
     heldout_fraction: float = 0.2
     split_salt: str = "padkit"
 
