@@ -134,15 +134,16 @@ def isolated_cache(tmp_path, monkeypatch):
 
 
 @contextlib.contextmanager
-def running_server(db_dir, **server_options):
-    """A real uvicorn server on 127.0.0.1 (free port) with a tiny model: yields ``(Server, base URL)``."""
+def running_server(db_dir, pad=None, **server_options):
+    """A real uvicorn server on 127.0.0.1 (free port) with ``pad`` or a tiny model: yields ``(Server, base URL)``."""
     import uvicorn
 
     from padkit import PAD
     from padkit.serving import ProfileStore, Server, create_app
 
-    tokenizer = make_tokenizer()
-    pad = PAD(make_model(tokenizer, seed=0), tokenizer, base_name="tiny")
+    if pad is None:
+        tokenizer = make_tokenizer()
+        pad = PAD(make_model(tokenizer, seed=0), tokenizer, base_name="tiny")
     server = Server(pad, ProfileStore(db_dir / "profiles.sqlite"), **server_options)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

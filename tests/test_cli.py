@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
 
+import pytest
 from typer.testing import CliRunner
 
+from padkit import PADConfig
 from padkit.cli.main import app
 
 runner = CliRunner()
+
+
+def _flat(output: str) -> str:
+    """The output with rich's line wrapping undone."""
+    return " ".join(output.split())
 
 
 def test_dimensions_lists_the_catalog():
@@ -30,37 +38,94 @@ def test_generate_prints_only_text(tiny_model_dir):
     assert base["preference"] is None
 
 
+def _file_args(prompts, out, model_dir, *extra):
+    return ["generate", "--input", str(prompts), "--output", str(out), "--base", str(model_dir), "-n", "4", *extra]
+
+
 def test_generate_file_resumes(tmp_path, tiny_model_dir):
     prompts = tmp_path / "prompts.jsonl"
     rows = [{"id": f"p{i}", "prompt": f"Tell me about cats number {i}."} for i in range(5)]
     rows[2]["preference"] = "humorous"
     prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    part = tmp_path / "part.jsonl"
+    part.write_text("".join(json.dumps(r) + "\n" for r in rows[:2]))
     out = tmp_path / "out.jsonl"
-    first = [json.dumps({"id": "p0", "text": "kept"}), json.dumps({"id": "p1", "text": "kept"}), '{"id": "p2", "te']
-    out.write_text("\n".join(first))
-    args = [
-        "generate",
-        "--input",
-        str(prompts),
-        "--output",
-        str(out),
-        "--base",
-        str(tiny_model_dir),
-        "-p",
-        "concise",
-        "-n",
-        "4",
-        "--batch-size",
-        "2",
-    ]
-    result = runner.invoke(app, args)
+    args = ["-p", "concise", "--batch-size", "2"]
+    assert runner.invoke(app, _file_args(part, out, tiny_model_dir, *args)).exit_code == 0
+    kept = out.read_text()
+    out.write_text(kept + '{"id": "p2", "te')  # a write torn by an interrupted run
+    result = runner.invoke(app, _file_args(prompts, out, tiny_model_dir, *args))
     assert result.exit_code == 0, result.output
+    assert "resuming: 2 of 5" in result.output
+    assert out.read_text().startswith(kept)
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in records] == ["p0", "p1", "p2", "p3", "p4"]
-    assert records[0]["text"] == "kept"
     assert records[2]["preference"] == "humorous=1" and records[3]["preference"] == "concise=1"
-    again = runner.invoke(app, args)
+    again = runner.invoke(app, _file_args(prompts, out, tiny_model_dir, *args))
     assert again.exit_code == 0 and len(out.read_text().splitlines()) == 5
+
+
+def test_resume_refuses_other_settings_and_files_that_are_not_its_output(tmp_path, tiny_model_dir):
+    prompts = tmp_path / "two.jsonl"
+    prompts.write_text("".join(json.dumps({"id": str(i), "prompt": f"Say {i}."}) + "\n" for i in range(2)))
+    out = tmp_path / "out.jsonl"
+    assert runner.invoke(app, _file_args(prompts, out, tiny_model_dir, "-p", "concise")).exit_code == 0
+    written = out.read_text()
+    changed = runner.invoke(app, _file_args(prompts, out, tiny_model_dir, "-p", "friendly"))
+    assert changed.exit_code == 2 and "other settings" in _flat(changed.output) and "friendly" in _flat(changed.output)
+    assert out.read_text() == written
+    notes = tmp_path / "notes.md"
+    notes.write_text('# notes\nline 1\n{"keep":true}\n')
+    refused = runner.invoke(app, _file_args(prompts, notes, tiny_model_dir))
+    assert refused.exit_code == 2 and "notes.md:1 is not a JSON record" in _flat(refused.output)
+    assert notes.read_text() == '# notes\nline 1\n{"keep":true}\n'
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--top-k", "0"], "--top-k: top_k must be an integer between 1"),
+        (["--reference", "bogus"], "--reference: unknown reference 'bogus'"),
+        (["--candidates", "bogus"], "--candidates: unknown candidates 'bogus'"),
+        (["--weight", "1e308"], "--weight: weight must be a finite number in [-100, 100]"),
+        (["-p", "concise=1e300"], "weight of dimension 'concise' must be a finite number in [-100, 100]"),
+        (["--temperature", "-1"], "--temperature"),
+        (["--method", "magic"], "--method: unknown method 'magic'"),
+    ],
+)
+def test_bad_settings_exit_2_before_any_model_loads(args, message):
+    result = runner.invoke(app, ["generate", "hi", "--base", "/no/such/model", *args])
+    assert result.exit_code == 2, result.output
+    assert message in _flat(result.output), result.output
+
+
+def test_bad_files_and_outputs_exit_2_before_any_model_loads(tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("Hi there\n")
+    missing = runner.invoke(app, _file_args(prompts, tmp_path / "nope" / "o.jsonl", "/no/such/model"))
+    assert missing.exit_code == 2 and "does not exist" in _flat(missing.output)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if not os.access(locked, os.W_OK):  # root may write anywhere
+            read_only = runner.invoke(app, _file_args(prompts, locked / "o.jsonl", "/no/such/model"))
+            assert read_only.exit_code == 2 and "not writable" in _flat(read_only.output)
+    finally:
+        locked.chmod(0o700)
+    noise = tmp_path / "b.txt"
+    noise.write_bytes(bytes(range(128, 256)) * 4)
+    binary = runner.invoke(app, ["generate", "--input", str(noise), "--base", "/no/such/model"])
+    assert binary.exit_code == 2 and "not UTF-8 text" in _flat(binary.output)
+    zero = runner.invoke(app, ["generate", "--input", str(prompts), "--batch-size", "0"])
+    assert zero.exit_code == 2 and "batch-size" in _flat(zero.output)
+
+
+def test_an_overlong_preference_is_named_as_the_preference(tiny_model_dir):
+    result = runner.invoke(app, ["generate", "hi", "--base", str(tiny_model_dir), "-p", "word " * 2000])
+    assert result.exit_code == 2
+    assert "prompt 0 with its preference 'word word" in _flat(result.output)
+    assert "exceeds the model's context" in _flat(result.output)
 
 
 def test_errors_exit_2_with_a_message(tmp_path, tiny_model_dir):
@@ -175,9 +240,9 @@ def test_terminal_streaming_never_prints_the_stop_string(capsys, tiny_model_dir)
     pad = PAD.from_pretrained(str(tiny_model_dir), rm="self")
     full = pad.generate(["Tell me about cats."], "concise", max_new_tokens=24)[0].text
     stop = full[6:9]
-    _stream_one(pad, "Tell me about cats.", {"preference": "concise", "max_new_tokens": 24, "stop": [stop]})
+    _stream_one(pad, "Tell me about cats.", "concise", PADConfig(max_new_tokens=24, stop=(stop,)))
     assert capsys.readouterr().out == full[: full.find(stop)] + "\n"
-    _stream_one(pad, "Tell me about cats.", {"preference": "concise", "max_new_tokens": 24, "stop": None})
+    _stream_one(pad, "Tell me about cats.", "concise", PADConfig(max_new_tokens=24))
     assert capsys.readouterr().out == full + "\n"
 
 

@@ -365,13 +365,32 @@ def test_a_base_model_without_chat_template_stops_at_the_next_question():
     assert PAD.stop_strings(make_tokenizer()) == []
 
 
-def test_ban_tokens_processor_bans_in_place_and_only_those():
+def test_ban_tokens_processor_bans_only_those_and_leaves_its_input_alone():
     scores = torch.arange(12, dtype=torch.float32).reshape(2, 6)
     out = BanTokensLogitsProcessor([1, 4])(torch.zeros(2, 3, dtype=torch.long), scores)
-    assert out is scores
+    assert torch.equal(scores, torch.arange(12, dtype=torch.float32).reshape(2, 6))
     assert torch.isneginf(out[:, [1, 4]]).all() and torch.equal(
         out[:, [0, 2, 3, 5]], torch.tensor([[0.0, 2, 3, 5], [6, 8, 9, 11]])
     )
+
+
+def test_output_logits_stay_unprocessed_with_the_eos_ban(base_model, tokenizer):
+    """transformers documents ``output_logits`` as the raw logits: a processor must not write into them."""
+    batch = tokenizer([render_input(tokenizer, PROMPTS[0])], return_tensors="pt")
+    ban = BanTokensLogitsProcessor([tokenizer.eos_token_id])
+    with torch.inference_mode():
+        out = base_model.generate(
+            **batch,
+            max_new_tokens=4,
+            do_sample=False,
+            logits_processor=[ban],
+            output_logits=True,
+            output_scores=True,
+            return_dict_in_generate=True,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    assert all(torch.isfinite(step[:, tokenizer.eos_token_id]).all() for step in out.logits)
+    assert all(torch.isneginf(step[:, tokenizer.eos_token_id]).all() for step in out.scores)
 
 
 def test_ignore_eos_equals_transformers_min_new_tokens(base_model, lora_rm, tokenizer):
@@ -386,3 +405,53 @@ def test_ignore_eos_equals_transformers_min_new_tokens(base_model, lora_rm, toke
         assert any(g.finish_reason == "stop" for g in pad.generate(PROMPTS, "concise", **kwargs))  # EOS is picked
         guided = pad.generate(PROMPTS, "concise", ignore_eos=True, **kwargs)
         assert all(len(g.token_ids) == 16 and tokenizer.eos_token_id not in g.token_ids for g in guided)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(fused=True),
+        dict(fused=False),
+        dict(reference="rm-init"),
+        dict(reference="none", candidates="topk+rm"),
+        dict(method="policy"),
+        dict(method="prompt"),
+        dict(method="base"),
+        dict(method="best-of-n", best_of=3, seed=2),
+        dict(method="args", top_k=3),
+        dict(temperature=1.3, seed=5),
+    ],
+)
+def test_one_copy_of_the_weights_decodes_as_two(base_model, lora_rm, tokenizer, kwargs):
+    """The base and its LoRA PersRM as one PEFT model (adapters off by default, on for the PersRM's forwards)
+    give the same tokens as a plain base beside a separate LoRA copy, for every method."""
+    from conftest import make_lora
+
+    from padkit.models.row_lora import set_adapters
+
+    shared = make_lora(base_model)  # the same LoRA weights as ``lora_rm`` (same seed), a separate object
+    set_adapters(shared, False)
+    one = PAD(shared, tokenizer, shared, tokenizer)
+    two = PAD(base_model, tokenizer, lora_rm, tokenizer, rm_shares_base=True)
+    args = dict(preferences=["concise", "humorous=0.5,concise=0.5"], weight=[1.5, 1.0], max_new_tokens=8) | kwargs
+    assert [g.token_ids for g in one.generate(PROMPTS, **args)] == [g.token_ids for g in two.generate(PROMPTS, **args)]
+    assert all(layer._disable_adapters for layer in _lora_layers(shared))  # the default state is restored
+
+
+def test_rm_self_on_a_base_that_carries_a_lora_runs_the_base(base_model, tokenizer):
+    from conftest import make_lora
+
+    from padkit.models.row_lora import set_adapters
+
+    shared = make_lora(base_model)
+    set_adapters(shared, False)
+    kwargs = dict(max_new_tokens=8, fused=False)
+    assert [g.token_ids for g in PAD(shared, tokenizer).generate(PROMPTS, "concise", **kwargs)] == [
+        g.token_ids for g in PAD(base_model, tokenizer).generate(PROMPTS, "concise", **kwargs)
+    ]
+
+
+def _lora_layers(model):
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return [m for m in model.modules() if isinstance(m, BaseTunerLayer)]

@@ -11,7 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from padkit import PAD
+from padkit import PAD, PADConfig
 from padkit.cli.main import app
 from padkit.distributed import Batch, ModelSpec, RayPool, run_local
 from padkit.errors import PadkitError
@@ -98,8 +98,8 @@ def test_ray_generate_equals_single_process_and_resumes(cluster, model_dir, tmp_
 def test_a_killed_worker_loses_no_row_and_writes_none_twice(pool, model_dir):
     pad = PAD.from_pretrained(str(model_dir), rm="self")
     starts = list(range(0, len(PROMPTS), 2)) * 3
-    kwargs = {"weight": 2.0, "max_new_tokens": 24}
-    batches = [Batch(PROMPTS[i : i + 2], ["concise", "humorous"], kwargs, tag=n) for n, i in enumerate(starts)]
+    config = PADConfig(weight=2.0, max_new_tokens=24)
+    batches = [Batch(PROMPTS[i : i + 2], ["concise", "humorous"], config, tag=n) for n, i in enumerate(starts)]
     want = {}
     run_local({"main": pad}, batches, lambda b, gens, s: want.setdefault(b.tag, [g.text for g in gens]))
 
@@ -154,3 +154,55 @@ def test_ray_is_an_optional_extra_with_a_clear_error(monkeypatch, model_dir, tmp
 def test_too_many_workers_for_the_cluster_is_a_clear_error(cluster, model_dir):
     with pytest.raises(PadkitError, match="3 workers x 1 CPU need 3 CPUs"):
         RayPool({"main": ModelSpec(str(model_dir), "self")}, num_workers=3)._check_resources(3, {"CPU": 1}, 0)
+
+
+@pytest.mark.parametrize("rm", ["self", "lora"])
+def test_a_seed_gives_the_same_text_through_every_entry_point(pool, model_dir, tmp_path, capsys, rm):
+    """One seeded, sampled request through the Python API, the CLI piped and on a terminal (a streamer
+    attached), the server (streaming and not) and a Ray worker: one text. The decode path depends on the
+    configuration only, never on a streamer or a terminal."""
+    import httpx2 as httpx
+    from conftest import make_lora, running_server
+
+    from padkit.cli.main import _stream_one
+    from padkit.models.row_lora import set_adapters
+
+    prompt, pref = "Tell me about cats.", "concise"
+    config = PADConfig(temperature=0.9, seed=1, max_new_tokens=16, weight=2.0)
+    pad = PAD.from_pretrained(str(model_dir), rm="self")
+    if rm == "lora":  # a LoRA PersRM on one copy of the base: fused as well
+        shared = make_lora(pad.base_model)
+        set_adapters(shared, False)
+        pad = PAD(shared, pad.tokenizer, shared, pad.tokenizer)
+    want = pad.generate([prompt], pref, config=config)[0].text
+    assert pad.decode_mode(config) == "fused-pad"
+    assert want != pad.generate([prompt], pref, config=config.replace(seed=2))[0].text  # the seed matters
+
+    _stream_one(pad, prompt, pref, config)  # what a terminal shows
+    assert capsys.readouterr().out == want + "\n"
+    if rm == "self":
+        args = ["generate", prompt, "-p", pref, "--base", str(model_dir), "--rm", "self", "--temperature", "0.9"]
+        piped = CliRunner().invoke(app, [*args, "--seed", "1", "-n", "16", "-w", "2"])
+        assert piped.exit_code == 0 and piped.stdout == want + "\n"
+        got = []
+        pool.map([Batch([prompt], [pref], config)], lambda b, gens, s: got.append(gens[0].text))
+        assert got == [want]
+
+    with running_server(tmp_path, pad) as (server, url):
+        body = {
+            "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": 16,
+            "temperature": 0.9,
+            "seed": 1,
+            "preference": pref,
+            "alignment_weight": 2.0,
+        }
+        plain = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=60).json()
+        assert plain["choices"][0]["message"]["content"] == want
+        streamed = ""
+        with httpx.stream("POST", f"{url}/v1/chat/completions", json={**body, "stream": True}, timeout=60) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: {"):
+                    choice = json.loads(line[6:])["choices"][0]
+                    streamed += choice["delta"].get("content") or ""
+        assert streamed == want

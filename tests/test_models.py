@@ -36,6 +36,29 @@ def test_adapter_directory_loads_on_its_base(tmp_path, tiny_model_dir):
     assert pad.generate(["Tell me about cats."], "concise", reference="rm-init", max_new_tokens=3)[0].token_ids
 
 
+def test_a_lora_persrm_on_its_base_is_loaded_on_one_copy_of_the_weights(tmp_path, tiny_model_dir):
+    """``from_pretrained`` puts the LoRA on the base it loaded, and the shared model answers as the base when
+    used directly; a second copy would double the weights' memory."""
+    from conftest import make_lora
+
+    adapter = make_lora(load_model(str(tiny_model_dir)))
+    adapter.peft_config["default"].base_model_name_or_path = str(tiny_model_dir)
+    adapter.save_pretrained(tmp_path / "adapter")
+    pad = PAD.from_pretrained(base=str(tiny_model_dir), rm=str(tmp_path / "adapter"))
+    assert pad.base_model is pad.rm_model and not pad.rm_is_self
+    base_weights = {p.data_ptr() for n, p in pad.base_model.named_parameters() if "lora_" not in n}
+    plain = load_model(str(tiny_model_dir))
+    assert len(base_weights) == sum(1 for _ in plain.parameters())
+    ids = torch.tensor([[5, 6, 7]])
+    with torch.inference_mode():
+        assert torch.allclose(pad.base_model(ids).logits, plain(ids).logits, atol=1e-6)
+    two_copies = PAD(plain, pad.tokenizer, load_model(str(tmp_path / "adapter")), pad.tokenizer, rm_shares_base=True)
+    for kwargs in (dict(), dict(fused=False), dict(reference="rm-init"), dict(method="policy")):
+        one = pad.generate(["Tell me about cats."], "concise", max_new_tokens=6, **kwargs)
+        two = two_copies.generate(["Tell me about cats."], "concise", max_new_tokens=6, **kwargs)
+        assert [g.token_ids for g in one] == [g.token_ids for g in two], kwargs
+
+
 def test_unknown_alias():
     with pytest.raises(ModelLoadError, match="unknown model alias 'gpt-17'.*smollm2-135m-instruct"):
         resolve_model_dir("gpt-17")

@@ -195,6 +195,28 @@ def test_bad_input_gets_openai_style_errors(served, payload, status, match):
     assert httpx.get(f"{url}/health").status_code == 200  # still up
 
 
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"top_k": 0}, "top_k"),
+        ({"alignment_weight": 1e308}, "alignment_weight"),
+        ({"temperature": 2.5}, "temperature"),
+        ({"top_p": 0}, "top_p"),
+        ({"method": "best-of-n", "diagnostics": True}, "diagnostics"),
+        ({"seed": -1}, "seed"),
+        ({"preference": "concise=1e300"}, "preference"),
+    ],
+)
+def test_a_bad_setting_is_a_400_naming_its_request_field(served, fields, param):
+    """The server checks settings with the same PADConfig.validate() as the API and the CLI."""
+    _, url = served
+    body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, **fields}
+    response = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=30)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == param and (param in error["message"] or param == "preference")
+
+
 def test_profile_api_rejects_bad_profiles(served):
     _, url = served
     bad = httpx.put(f"{url}/v1/profiles/bob", json={"preference": [{"dimension": "nope", "weight": 1}]})

@@ -85,6 +85,42 @@ def test_train_config_rejects_bad_lengths():
         PersRMTrainConfig(max_length=64, max_prompt_length=64)
 
 
+def test_train_settings_are_built_on_dpo_config_and_the_cli_derives_its_options():
+    """Each ``dpo`` field names a real ``DPOConfig`` setting with a matching type, and ``padkit train`` offers
+    one option per field, each parsed into the config (nothing copied by hand)."""
+    import dataclasses
+
+    from trl import DPOConfig
+    from typer.testing import CliRunner
+
+    from padkit.cli.main import app
+    from padkit.cli.options import build_settings
+
+    dpo_fields = {f.name: f for f in dataclasses.fields(DPOConfig)}
+    config = PersRMTrainConfig()
+    for name, value in config.dpo_kwargs().items():
+        assert name in dpo_fields, name
+        DPOConfig(output_dir="unused", use_cpu=True, **{name: value})  # TRL accepts the value
+    help_text = " ".join(CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "300"}).output.split())
+    for f in dataclasses.fields(PersRMTrainConfig):
+        flags = f.metadata.get("flags") or ("--" + f.name.replace("_", "-"),)
+        assert flags[0].split("/")[0] in help_text, f.name
+        assert f.metadata["help"].split()[0] in help_text
+    built = build_settings(
+        PersRMTrainConfig,
+        {
+            "layers": "2-4,7",
+            "dimension_caps": ["harmless=40", "concise=3"],
+            "target_modules": "q_proj, v_proj",
+            "beta": 0.2,
+        },
+    )
+    assert built.layers == (2, 3, 4, 7) and built.dimension_caps == {"harmless": 40, "concise": 3}
+    assert built.target_modules == ("q_proj", "v_proj") and built.dpo_kwargs()["beta"] == 0.2
+    bad = CliRunner().invoke(app, ["train", "--output", "x", "--cap", "harmless"])
+    assert bad.exit_code == 2 and "bad --cap 'harmless'" in bad.output
+
+
 def test_rm_eval_known_answer(base_model, tokenizer):
     """With reference 'none' the reward is the log-likelihood: a repeated, likely answer beats a random one."""
     likely = tokenizer.decode(

@@ -18,14 +18,18 @@ def open_text(path: Path) -> IO[str]:
 
 def iter_jsonl(path: Path) -> Iterator[tuple[Any, str]]:
     """Yield each non-blank line's value with its ``file:line`` location."""
-    with open_text(path) as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield json.loads(line), f"{path}:{lineno}"
-            except json.JSONDecodeError as err:
-                raise PadkitError(f"{path}:{lineno}: invalid JSON: {err.msg}") from err
+    lineno = 0
+    try:
+        with open_text(path) as f:
+            for lineno, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    yield json.loads(line), f"{path}:{lineno}"
+                except json.JSONDecodeError as err:
+                    raise PadkitError(f"{path}:{lineno}: invalid JSON: {err.msg}") from err
+    except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as err:
+        raise PadkitError(f"{path}:{lineno + 1}: not UTF-8 JSON lines ({err.__class__.__name__})") from None
 
 
 def load_json(path: Path) -> Any:
@@ -35,6 +39,8 @@ def load_json(path: Path) -> Any:
             return json.load(f)
     except json.JSONDecodeError as err:
         raise PadkitError(f"{path}:{err.lineno}: invalid JSON: {err.msg}") from err
+    except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as err:
+        raise PadkitError(f"{path} is not UTF-8 JSON ({err.__class__.__name__})") from None
 
 
 def load_dataset_split(name_or_path: str, split: str = "train"):

@@ -72,30 +72,50 @@ def read_prompts(path: str | Path, with_input: bool = True) -> list[PromptRow]:
         return [
             _row_from_record(r, i, where) for i, (r, where) in enumerate(records) if with_input or not _has_input(r)
         ]
-    lines = [(n, line) for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if line.strip()]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        where = f"byte {err.object[err.start]:#04x} at offset {err.start}"
+        raise PadkitError(f"{path} is not UTF-8 text ({where}): give a prompt file of text") from None
+    lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
     return [_row_from_record(line, i, f"{path}:{n}") for i, (n, line) in enumerate(lines)]
 
 
-def intact_jsonl(path: str | Path) -> list[tuple[dict, str]]:
-    """The records of a JSONL output with their lines, skipping the torn line an interrupted run leaves."""
+def read_resumable(path: str | Path) -> list[dict]:
+    """The records of a JSONL output that a run is about to resume and append to.
+
+    The one line an interrupted write can leave, a torn *last* line (no closing newline, not valid JSON), is
+    dropped, and the file rewritten without it (atomically). Anything else that is not one JSON object per line
+    means the file is not a padkit output, and resuming into it would lose what it holds: that is an error.
+    """
     path = Path(path)
     if not path.is_file():
         return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise PadkitError(f"{path} is not a padkit JSONL output (not UTF-8 text); choose another output") from None
+    lines = text.split("\n")
+    torn = lines.pop() if lines else ""  # the text after the last newline: "" for a whole file
+    records = []
+    for n, line in enumerate(lines, 1):
         try:
-            out.append((json.loads(line), line))
+            record = json.loads(line)
         except json.JSONDecodeError:
-            continue
-    return out
-
-
-def read_done_ids(path: str | Path) -> set[str]:
-    """Ids already in a JSONL output; a torn last line from an interrupted run is dropped (atomically)."""
-    records = intact_jsonl(path)
-    if Path(path).is_file():
-        atomic_write_text(path, "".join(line + "\n" for _, line in records))
-    return {str(record.get("id")) for record, _ in records}
+            record = None
+        if not isinstance(record, dict):
+            raise PadkitError(
+                f"{path}:{n} is not a JSON record written by padkit; resuming would overwrite the file's content. "
+                "Choose another output file."
+            )
+        records.append(record)
+    if torn:
+        try:
+            records.append(json.loads(torn))
+            atomic_write_text(path, text + "\n")
+        except json.JSONDecodeError:
+            atomic_write_text(path, text[: len(text) - len(torn)])
+    return records
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

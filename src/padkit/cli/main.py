@@ -13,12 +13,13 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from padkit.decoding.pad import DEFAULT_WEIGHT
+from padkit.cli.options import build_settings, settings_command
+from padkit.decoding.config import DEFAULT_WEIGHT, PADConfig
 from padkit.errors import PadkitError
 from padkit.evaluation.judges import JUDGES
+from padkit.training.dpo import PersRMTrainConfig
 
 app = typer.Typer(
     help="padkit: Personalized Alignment at Decoding-time. Steer a frozen LLM towards each user's preference.",
@@ -98,13 +99,13 @@ def judge_check(
     Console().print(table)
 
 
-def _stream_one(pad, prompt: str, kwargs: dict) -> None:
+def _stream_one(pad, prompt: str, preference: str | None, config) -> None:
+    """Print the answer as it is decoded: the same decode as without a streamer, shown as it comes."""
     from transformers import TextStreamer
 
     from padkit.decoding.stops import streamable
 
-    method = kwargs.get("method", "pad")
-    stops = pad.stops(method, kwargs.get("stop"))
+    stops = pad.stops(config.method, config.stop)
 
     class StopAwareStreamer(TextStreamer):
         """Prints the answer as it comes, never the stop string that ends it."""
@@ -119,42 +120,45 @@ def _stream_one(pad, prompt: str, kwargs: dict) -> None:
             print(safe[self.shown :], end="\n" if stream_end else "", flush=True)
             self.shown = max(self.shown, len(safe))
 
+    tokenizer = pad.decoder(config.method)[1]
     pad.generate(
         [prompt],
-        streamer=StopAwareStreamer(pad.decoder(method)[1], skip_prompt=True, skip_special_tokens=True),
-        **kwargs,
+        preference,
+        config=config,
+        streamer=StopAwareStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True),
     )
 
 
+def _config(values: dict):
+    """The :class:`PADConfig` of a command's derived options; a bad value exits 2 naming the option."""
+    from padkit.decoding.config import ConfigError, PADConfig
+
+    try:
+        return build_settings(PADConfig, values)
+    except ConfigError as e:
+        _fail(f"--{e.field.replace('_', '-')}: {e}")
+
+
+def _check_output(path: Path | None) -> None:
+    """Refuse an output the run could not write, before any model is loaded."""
+    if path is None:
+        return
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        _fail(f"--output {path} is a directory; give a file name")
+    if not parent.is_dir():
+        _fail(f"--output {path}: the directory {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        _fail(f"--output {path} is not writable")
+
+
 @app.command()
+@settings_command(PADConfig, name="decoding")
 def generate(
     prompt: Annotated[str | None, typer.Argument(help="The prompt. Omit it when using --input.")] = None,
     preference: Annotated[
         str | None,
         typer.Option("--preference", "-p", help="e.g. 'humorous', 'concise=0.7,humorous=0.3' or free text."),
-    ] = None,
-    method: Annotated[str, typer.Option(help="pad, base, prompt, policy, best-of-n or args.")] = "pad",
-    weight: Annotated[float, typer.Option("--weight", "-w", help="Alignment strength w.")] = DEFAULT_WEIGHT,
-    top_k: Annotated[int, typer.Option("--top-k", help="Base top-k candidates rescored by PAD.")] = 10,
-    reference: Annotated[str, typer.Option(help="Reward reference: base, rm-init or none.")] = "base",
-    candidates: Annotated[
-        str | None,
-        typer.Option(
-            help="Candidate set: topk, topk+eos or topk+rm. Default topk+eos; topk when the PersRM's tokenizer "
-            "differs from the base's."
-        ),
-    ] = None,
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n")] = 128,
-    temperature: Annotated[float, typer.Option(help="0 means greedy.")] = 0.0,
-    top_p: Annotated[float, typer.Option("--top-p")] = 1.0,
-    seed: Annotated[int | None, typer.Option(help="Random seed for sampling.")] = None,
-    stop: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--stop",
-            help="End the answer before this text (repeatable). Default: none, or '\\nQuestion:' for a "
-            "base model without chat template.",
-        ),
     ] = None,
     base: BaseOpt = "smollm2-135m-instruct",
     rm: RmOpt = None,
@@ -163,22 +167,26 @@ def generate(
         Path | None, typer.Option("--input", help="Prompt file: .json list, .jsonl with 'prompt', or text lines.")
     ] = None,
     output_path: Annotated[
-        Path | None, typer.Option("--output", help="JSONL output for --input; an interrupted run resumes.")
+        Path | None,
+        typer.Option("--output", help="JSONL output for --input; a rerun with the same settings resumes it."),
     ] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Prompts per batch with --input.")] = 8,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Prompts per batch with --input.")] = 8,
     as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON lines.")] = False,
     ray: RayOpt = False,
     ray_address: RayAddressOpt = None,
     num_workers: NumWorkersOpt = 2,
     cpus_per_worker: CpusOpt = 1,
     gpus_per_worker: GpusOpt = 0,
+    decoding: dict | None = None,
 ) -> None:
     """Generate personalized answers. Streams to a terminal; prints only the text unless --json.
 
-    With --input, rows may carry their own "preference"; --output keeps each row's id and a rerun skips the
-    ids already written. --ray spreads the batches over Ray actors (pip install 'padkit\\[ray]').
+    With --input, rows may carry their own "preference"; --output keeps each row's id and settings, and a rerun
+    skips the ids already written (it refuses an output made with other settings). --ray spreads the batches
+    over Ray actors (pip install 'padkit\\[ray]'). The same --seed gives the same text in every case.
     """
     from padkit.decoding import PAD
+    from padkit.preferences import Preference
 
     if (prompt is None) == (input_path is None):
         _fail("give either a PROMPT or --input FILE")
@@ -186,43 +194,39 @@ def generate(
         _fail("--output goes with --input")
     if ray and input_path is None:
         _fail("--ray goes with --input")
-    kwargs = dict(
-        method=method,
-        weight=weight,
-        top_k=top_k,
-        reference=reference,
-        candidates=candidates,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        top_p=top_p,
-        seed=seed,
-        stop=stop or None,
-    )
+    config = _config(decoding or {})
+    _check_output(output_path)
     try:
+        if preference is not None:
+            Preference.parse(preference)
         _quiet_transformers()
+        rows = None
         if input_path is not None:
             from padkit.prompts import read_prompts
 
             rows = read_prompts(input_path)
+            for row in rows:
+                if row.preference is not None:
+                    Preference.parse(row.preference)
             if ray:
                 from padkit.distributed import ModelSpec, RayPool
 
                 models = {"main": ModelSpec(base, rm, dtype)}
                 with RayPool(models, num_workers, ray_address, cpus_per_worker, gpus_per_worker) as pool:
-                    _generate_file(pool.map, rows, preference, kwargs, output_path, batch_size, as_json)
+                    _generate_file(pool.map, rows, preference, config, output_path, batch_size, as_json, base, rm)
                 return
         pad = PAD.from_pretrained(base=base, rm=rm, dtype=dtype)
-        if prompt is not None:
-            if sys.stdout.isatty() and not as_json:
-                _stream_one(pad, prompt, dict(kwargs, preference=preference))
+        if rows is None:
+            if sys.stdout.isatty() and not as_json and config.method != "best-of-n":
+                _stream_one(pad, prompt, preference, config)
                 return
-            gen = pad.generate([prompt], preference, **kwargs)[0]
+            gen = pad.generate([prompt], preference, config=config)[0]
             typer.echo(json.dumps(_record(gen, "0", prompt), ensure_ascii=False) if as_json else gen.text)
             return
         from padkit.distributed import run_local
 
         run = functools.partial(run_local, {"main": pad})
-        _generate_file(run, rows, preference, kwargs, output_path, batch_size, as_json)
+        _generate_file(run, rows, preference, config, output_path, batch_size, as_json, base, rm)
     except PadkitError as e:
         _fail(str(e))
 
@@ -449,107 +453,29 @@ ColumnsOpt = Annotated[
 ]
 
 
-def _int_list(spec: str | None) -> tuple[int, ...] | None:
-    """``"20-29"`` or ``"0,5,7"`` -> layer indices."""
-    if not spec:
-        return None
-    out: list[int] = []
-    try:
-        for part in spec.split(","):
-            lo, _, hi = part.partition("-")
-            out += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
-    except ValueError:
-        raise PadkitError(f"bad layer list {spec!r}: use e.g. '20-29' or '0,5,7'") from None
-    return tuple(out)
-
-
-def _caps(specs: list[str]) -> dict[str, int]:
-    """``["harmless=400"]`` -> ``{"harmless": 400}``."""
-    caps = {}
-    for spec in specs:
-        name, sep, value = spec.rpartition("=")
-        if not sep or not name.strip() or not value.strip().isdigit():
-            raise PadkitError(f"bad --cap {spec!r}: use DIMENSION=N, e.g. harmless=400")
-        caps[name.strip()] = int(value)
-    return caps
-
-
 @app.command()
+@settings_command(PersRMTrainConfig)
 def train(
     output: Annotated[Path, typer.Option("--output", "-o", help="Adapter directory (checkpoints go inside).")],
     data: DataOpt = None,
     hh_rlhf: HHOpt = None,
     dataset: DatasetOpt = None,
     columns: ColumnsOpt = None,
-    base: BaseOpt = "smollm2-135m-instruct",
-    beta: Annotated[float, typer.Option(help="DPO beta: higher stays closer to the base.")] = 0.1,
-    lora_r: Annotated[int, typer.Option("--lora-r", help="LoRA rank.")] = 16,
-    lora_alpha: Annotated[int, typer.Option("--lora-alpha")] = 32,
-    target_modules: Annotated[str, typer.Option("--target-modules", help="Comma-separated module names.")] = (
-        "q_proj,k_proj,v_proj,o_proj"
-    ),
-    layers: Annotated[str | None, typer.Option(help="Only these layers get LoRA, e.g. '20-29'.")] = None,
-    learning_rate: Annotated[float, typer.Option("--learning-rate", "--lr")] = 5e-4,
-    epochs: Annotated[float, typer.Option()] = 1.0,
-    max_steps: Annotated[int, typer.Option("--max-steps", help="Stop after N steps (-1: run all epochs).")] = -1,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Pairs per step.")] = 4,
-    grad_accum: Annotated[int, typer.Option("--grad-accum")] = 1,
-    max_length: Annotated[int, typer.Option("--max-length", help="Tokens of prompt + response.")] = 192,
-    max_prompt_length: Annotated[int, typer.Option("--max-prompt-length")] = 96,
-    bf16: Annotated[bool, typer.Option("--bf16", help="bf16 autocast.")] = False,
-    precompute_ref: Annotated[
-        bool, typer.Option("--precompute-ref/--no-precompute-ref", help="Reference log-probs once, up front.")
-    ] = True,
-    heldout_fraction: Annotated[float, typer.Option("--heldout-fraction")] = 0.1,
-    max_pairs: Annotated[
-        int | None, typer.Option("--max-train-pairs-per-dimension", help="Cap the training pairs of each dimension.")
-    ] = None,
-    cap: Annotated[
-        list[str] | None,
-        typer.Option("--cap", help="DIMENSION=N: a cap for one dimension, over the per-dimension one (repeatable)."),
-    ] = None,
-    heldout_eval_pairs: Annotated[
-        int | None,
-        typer.Option("--heldout-eval-pairs", help="Score N held-out pairs (evenly spaced) at the end; default all."),
-    ] = None,
-    save_steps: Annotated[int, typer.Option("--save-steps")] = 25,
-    seed: Annotated[int, typer.Option()] = 0,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from the last checkpoint.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print padkit.json.")] = False,
+    settings: dict | None = None,
 ) -> None:
     """Train a PersRM: DPO (TRL) with a LoRA on the base; held-out accuracy goes into padkit.json."""
     import contextlib
     import shlex
 
     from padkit.training.data import load_pair_sources, parse_columns
-    from padkit.training.dpo import PersRMTrainConfig, train_persrm
+    from padkit.training.dpo import train_persrm
 
     try:
+        config = build_settings(PersRMTrainConfig, settings or {})
         _quiet_transformers()
         pairs, sources = load_pair_sources(data or [], hh_rlhf or [], dataset or [], parse_columns(columns))
-        config = PersRMTrainConfig(
-            base=base,
-            beta=beta,
-            lora_r=lora_r,
-            lora_alpha=lora_alpha,
-            target_modules=tuple(m.strip() for m in target_modules.split(",") if m.strip()),
-            layers=_int_list(layers),
-            learning_rate=learning_rate,
-            epochs=epochs,
-            max_steps=max_steps,
-            batch_size=batch_size,
-            gradient_accumulation=grad_accum,
-            max_length=max_length,
-            max_prompt_length=max_prompt_length,
-            bf16=bf16,
-            precompute_ref=precompute_ref,
-            heldout_fraction=heldout_fraction,
-            max_train_pairs_per_dimension=max_pairs,
-            dimension_caps=_caps(cap or []),
-            heldout_eval_pairs=heldout_eval_pairs,
-            save_steps=save_steps,
-            seed=seed,
-        )
         command = "padkit " + shlex.join(sys.argv[1:])
         with contextlib.redirect_stdout(sys.stderr):  # the trainer prints its logs; stdout stays for --json
             result = train_persrm(pairs, output, config, sources, command, resume, progress=err.is_terminal)
@@ -595,39 +521,26 @@ def rm_eval(
 ) -> None:
     """Pairwise accuracy of a PersRM's summed implicit reward (chosen above rejected), per dimension; held-out
     wordings and dimensions (synthesized pairs marked ``holdout``) are reported on their own rows."""
-    from padkit.evaluation.rm_accuracy import evaluate_rm
-    from padkit.models.loading import default_rm, load_model, load_tokenizer, resolve_model_dir
-    from padkit.training.data import load_pair_sources, parse_columns, spaced_sample, split_pairs
-    from padkit.training.dpo import read_metadata
+    from padkit.evaluation.rm_accuracy import SPLITS, evaluate_persrm
+    from padkit.training.data import load_pair_sources, parse_columns
 
-    if split not in ("heldout", "train", "all"):
-        _fail(f"unknown split {split!r}; use heldout, train or all")
+    if split not in SPLITS:
+        _fail(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
     try:
         _quiet_transformers()
         pairs, _ = load_pair_sources(data or [], hh_rlhf or [], dataset or [], parse_columns(columns))
-        rm = rm or default_rm(base)
-        meta = None
-        if rm != "self":
-            where = resolve_model_dir(rm)
-            meta = read_metadata(where) if isinstance(where, Path) else None
-        trained = (meta or {}).get("config", {})
-        fraction = heldout_fraction if heldout_fraction is not None else trained.get("heldout_fraction", 0.1)
-        train_part, heldout_part = split_pairs(pairs, fraction, trained.get("split_salt", "padkit"))
-        chosen = spaced_sample({"heldout": heldout_part, "train": train_part, "all": pairs}[split], sample)
-        rm_model = load_model(base if rm == "self" else rm, dtype)
-        tokenizer = load_tokenizer(base if rm == "self" else rm)
-        is_adapter = hasattr(rm_model, "disable_adapter")
-        ref = reference or ("rm-init" if is_adapter else "base")
-        base_model = None if rm == "self" or is_adapter or ref != "base" else load_model(base, dtype)
-        report = evaluate_rm(
-            rm_model,
-            tokenizer,
-            chosen,
-            ref,
-            base_model=base_model,
-            batch_size=batch_size,
-            max_length=max_length or trained.get("max_length"),
-            max_prompt_length=max_prompt_length or trained.get("max_prompt_length"),
+        report = evaluate_persrm(
+            pairs,
+            rm,
+            base,
+            split,
+            reference,
+            heldout_fraction,
+            max_length,
+            max_prompt_length,
+            batch_size,
+            sample,
+            dtype,
             progress=err.is_terminal,
         )
     except PadkitError as e:
@@ -635,7 +548,7 @@ def rm_eval(
     if as_json:
         typer.echo(json.dumps(report.as_dict(), indent=2))
         return
-    _print_rm_report(report, f"{rm}: {split} pairs")
+    _print_rm_report(report, f"{rm or 'default PersRM'}: {split} pairs")
 
 
 @app.command("eval")
@@ -773,41 +686,31 @@ def _record(gen, rid: str, prompt: str) -> dict:
         "preference": gen.preference,
         "finish_reason": gen.finish_reason,
         "n_tokens": len(gen.token_ids),
+        **({"tokens": [asdict(t) for t in gen.tokens]} if gen.tokens is not None else {}),
     }
 
 
-def _generate_file(run, rows, preference, kwargs, output_path, batch_size, as_json) -> None:
-    """Cut the rows not yet in ``output_path`` into batches; ``run(batches, on_result)`` decodes them (here or
-    on Ray workers) and this process alone writes each result, so ids are written once."""
-    from padkit.distributed import Batch
-    from padkit.prompts import append_jsonl, read_done_ids
+def _generate_file(run, rows, preference, config, output_path, batch_size, as_json, base, rm) -> None:
+    """Decode the rows not yet in ``output_path`` (here or on Ray workers) and print each as it is written."""
+    from padkit.distributed import Task, run_tasks
 
-    done = read_done_ids(output_path) if output_path is not None else set()
-    todo = [r for r in rows if r.id not in done]
-    if done:
-        err.print(f"resuming: {len(done)} of {len(rows)} prompts already in {output_path}")
-    batches = [
-        Batch(
-            [r.prompt for r in chunk],
-            [r.preference if r.preference is not None else preference for r in chunk],
-            kwargs,
-            tag=chunk,
-        )
-        for chunk in (todo[i : i + batch_size] for i in range(0, len(todo), batch_size))
-    ]
-    columns = (TextColumn("generating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=err, disable=not err.is_terminal) as progress:
-        task = progress.add_task("generate", total=len(todo))
+    tasks = [Task(r.id, r.prompt, r.preference if r.preference is not None else preference, config) for r in rows]
+    shown = ("id", "prompt", "text", "method", "preference", "finish_reason", "n_tokens")
 
-        def write(batch, gens, seconds) -> None:
-            records = [_record(g, r.id, r.prompt) for g, r in zip(gens, batch.tag, strict=True)]
-            if output_path is not None:
-                append_jsonl(output_path, records)
-            for rec in records:
-                typer.echo(json.dumps(rec, ensure_ascii=False) if as_json else rec["text"])
-            progress.advance(task, len(records))
+    def show(records: list[dict]) -> None:
+        for rec in records:
+            typer.echo(json.dumps({k: rec[k] for k in shown}, ensure_ascii=False) if as_json else rec["text"])
 
-        run(batches, write)
+    run_tasks(
+        tasks,
+        run,
+        output_path,
+        batch_size,
+        context={"base": base, "rm": rm},
+        on_records=show,
+        progress=err.is_terminal,
+        log=err.print,
+    )
 
 
 def main() -> None:

@@ -1,14 +1,18 @@
-"""Guided decoding: the PAD logits processor, the PersRM stream and the public PAD API."""
+"""Guided decoding: the decoding configuration, the PAD logits processors, the PersRM stream and the PAD API."""
 
-from padkit.decoding.pad import METHODS, PAD, Alternative, Generation, TokenInfo
+from padkit.decoding.config import ConfigError, PADConfig
+from padkit.decoding.pad import DECODE_MODES, METHODS, PAD, Alternative, Generation, TokenInfo
 from padkit.decoding.processor import PADLogitsProcessor, StepRecord
 from padkit.decoding.reward import RewardStream
 
 __all__ = [
+    "DECODE_MODES",
     "METHODS",
     "PAD",
     "Alternative",
+    "ConfigError",
     "Generation",
+    "PADConfig",
     "PADLogitsProcessor",
     "RewardStream",
     "StepRecord",

@@ -101,7 +101,7 @@ class TextRewardStream(CachedRows):
     one PersRM token) is not fed at all, its log-prob is read off its parent. Tree tokens are cropped from the
     cache afterwards.
 
-    ``source_rows[j]`` is the decoding row that PersRM row ``j`` follows; ``lora_rows`` as in
+    ``source_rows[j]`` is the decoding row that PersRM row ``j`` follows; ``lora_rows`` and ``adapters`` as in
     :class:`~padkit.decoding.reward.CachedRows`.
     """
 
@@ -117,8 +117,9 @@ class TextRewardStream(CachedRows):
         eos_token_id: int,
         lora_rows: LoRARows | None = None,
         retokenize: int = 3,
+        adapters: bool | None = None,
     ) -> None:
-        super().__init__(model, lora_rows)
+        super().__init__(model, lora_rows, adapters)
         self.tokenizer = tokenizer
         self.base_tokenizer = base_tokenizer
         self.input_ids = input_ids

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
-from contextlib import AbstractContextManager, ExitStack, nullcontext
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, ExitStack
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from transformers import (
@@ -20,39 +19,28 @@ from transformers import (
 )
 from transformers.generation.streamers import BaseStreamer
 
+from padkit.decoding.config import DEFAULT_WEIGHT, METHODS, Candidates, ConfigError, PADConfig, Reference
 from padkit.decoding.crossing import TextRewardStream
 from padkit.decoding.kv_cache import reserved_cache
 from padkit.decoding.processor import (
     ARGSLogitsProcessor,
     BanTokensLogitsProcessor,
-    Candidates,
     CrossTokenizerPADLogitsProcessor,
     PADLogitsProcessor,
-    Reference,
     SelfGuidedPADLogitsProcessor,
     StepRecord,
 )
 from padkit.decoding.reward import RewardStream
-from padkit.decoding.sequence_reward import implicit_rewards
+from padkit.decoding.sequence_reward import implicit_rewards, resolve_reference
 from padkit.decoding.stops import find_stop
 from padkit.errors import GenerationError, ModelLoadError
-from padkit.models.loading import (
-    DEFAULT_BASE,
-    adapter_base,
-    default_rm,
-    load_model,
-    load_tokenizer,
-    resolve_model_dir,
-)
+from padkit.models.loading import DEFAULT_BASE, adapter_base, default_rm, load_model, load_tokenizer, resolve_model_dir
 from padkit.models.packed_gemm import PackedGemm
-from padkit.models.row_lora import LoRARows
+from padkit.models.row_lora import AdapterSwitch, LoRARows, set_adapters
 from padkit.preferences import Preference, PreferenceLike, render_input
 from padkit.preferences.render import Prompt
 
-Method = Literal["pad", "base", "prompt", "policy", "best-of-n", "args"]
-METHODS: tuple[str, ...] = ("pad", "base", "prompt", "policy", "best-of-n", "args")
-DEFAULT_WEIGHT = 1.0
-"""The alignment strength w a request gets when it names none (API, CLI, server, eval)."""
+__all__ = ["DEFAULT_WEIGHT", "METHODS", "PAD", "Alternative", "Generation", "PADConfig", "TokenInfo"]
 
 
 @dataclass
@@ -90,6 +78,42 @@ class Generation:
     tokens: list[TokenInfo] | None = field(default=None, repr=False)
 
 
+@dataclass
+class _Plan:
+    """What a decode mode's builder hands the shared finish step (:meth:`PAD._run`)."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    inputs: dict[str, torch.Tensor]
+    rows: int
+    """How many leading rows of the batch are answers (the rest are PersRM rows of a fused batch)."""
+    preferences: list[Preference | None]
+    method: str
+    adapters: bool = False
+    """Run ``model``'s LoRA adapters (if any) on: the PersRM decoding, or a fused batch; else the base."""
+    pad_processor: Any = None
+    processors: list = field(default_factory=list)
+    contexts: list[AbstractContextManager] = field(default_factory=list)
+    samples_itself: bool = False
+    """The processor picks tokens itself (fused PAD), so ``generate`` stays greedy."""
+    temperature: float | None = None
+    select: Callable[[list[Generation]], list[Generation]] | None = None
+
+
+class _PromptRows(BaseStreamer):
+    """Hands a streamer the first ``rows`` rows only: the answers, without a fused batch's PersRM rows, so any
+    streamer (one row, or the server's batched one) sees the same decode as a call without a streamer."""
+
+    def __init__(self, streamer: BaseStreamer, rows: int) -> None:
+        self.streamer, self.rows = streamer, rows
+
+    def put(self, value: torch.Tensor) -> None:
+        self.streamer.put(value[: self.rows])
+
+    def end(self) -> None:
+        self.streamer.end()
+
+
 class PAD:
     """A frozen base model steered at decoding time by a personalized reward model (PersRM).
 
@@ -98,6 +122,8 @@ class PAD:
     LoRA PersRM sits on the base's own weights, so base rows can run in its batch with the adapter off.
     A PersRM with another tokenizer than the base's scores each candidate's text instead of its token id
     (``cross_tokenizer``, chosen automatically; ``True`` forces the text path for a shared tokenizer too).
+    The base and a LoRA PersRM may be one object (a PEFT model on the base: one copy of the weights, as
+    :meth:`from_pretrained` loads them); a PEFT model given as the base always runs with its adapters off.
     """
 
     def __init__(
@@ -118,7 +144,8 @@ class PAD:
         self.rm_is_self = rm_model is None
         self.base_name = base_name
         self.rm_name = rm_name
-        self.rm_shares_base = rm_shares_base and hasattr(self.rm_model, "disable_adapter")
+        one_copy = rm_model is base_model and hasattr(base_model, "disable_adapter")
+        self.rm_shares_base = (rm_shares_base or one_copy) and hasattr(self.rm_model, "disable_adapter")
         differs = not self.rm_is_self and self.rm_tokenizer.get_vocab() != tokenizer.get_vocab()
         if cross_tokenizer is False and differs:
             raise ModelLoadError(
@@ -131,19 +158,24 @@ class PAD:
     def from_pretrained(cls, base: str = DEFAULT_BASE, rm: str | None = None, dtype: str = "float32") -> PAD:
         """Load the base model and the PersRM by alias, directory, ``.gguf`` file or Hub id.
 
-        ``rm=None`` picks the PersRM shipped for the default base, and ``"self"`` for any other base.
+        ``rm=None`` picks the PersRM shipped for the default base, and ``"self"`` for any other base. A LoRA
+        PersRM trained on this base goes onto the base's own weights (one copy in memory, its adapters off
+        except for the PersRM's forwards).
         """
         rm = default_rm(base) if rm is None else rm
         base_model = load_model(base, dtype)
         tokenizer = load_tokenizer(base)
         if rm == "self":
             return cls(base_model, tokenizer, base_name=base)
-        rm_model = load_model(rm, dtype)
         rm_dir = resolve_model_dir(rm)
-        shares = isinstance(rm_dir, Path) and hasattr(rm_model, "disable_adapter") and adapter_base(rm_dir) == base
-        return cls(
-            base_model, tokenizer, rm_model, load_tokenizer(rm), base_name=base, rm_name=rm, rm_shares_base=shares
-        )
+        is_adapter = isinstance(rm_dir, Path) and (rm_dir / "adapter_config.json").is_file()
+        if is_adapter and adapter_base(rm_dir) == base:
+            from peft import PeftModel
+
+            shared = PeftModel.from_pretrained(base_model, rm_dir).eval()
+            set_adapters(shared, False)  # used directly, ``pad.base_model`` is the base
+            return cls(shared, tokenizer, shared, load_tokenizer(rm), base_name=base, rm_name=rm)
+        return cls(base_model, tokenizer, load_model(rm, dtype), load_tokenizer(rm), base_name=base, rm_name=rm)
 
     @property
     def default_candidates(self) -> Candidates:
@@ -180,7 +212,15 @@ class PAD:
         single = None if preference is None else Preference.parse(preference)
         return [single] * n
 
-    def _encode(self, tokenizer: PreTrainedTokenizerBase, texts: list[str], model: PreTrainedModel, budget: int):
+    def _encode(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        texts: list[str],
+        model: PreTrainedModel,
+        budget: int,
+        labels: Sequence[str] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Tokenize a left-padded batch; a row too long for the context is named by ``labels[i]``."""
         add_special = not getattr(tokenizer, "chat_template", None)
         enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=add_special)
         limit = getattr(model.config, "max_position_embeddings", None)
@@ -188,57 +228,46 @@ class PAD:
             lengths = enc["attention_mask"].sum(dim=1)
             for i, length in enumerate(lengths.tolist()):
                 if length + budget > limit:
+                    what = labels[i] if labels is not None else f"prompt {i}"
                     raise GenerationError(
-                        f"prompt {i} is {length} tokens; with max_new_tokens={budget} it exceeds the model's "
+                        f"{what} is {length} tokens; with max_new_tokens={budget} it exceeds the model's "
                         f"context of {limit} tokens"
                     )
         return {k: v.to(model.device) for k, v in enc.items()}
 
+    def _encode_prompts(
+        self, prompts: list[Prompt], budget: int, principles: Sequence[str | None] | None = None, method: str = "pad"
+    ) -> dict[str, torch.Tensor]:
+        """The decoding model's inputs for ``prompts`` (with each row's principle in the prompt, if given)."""
+        model, tokenizer = self.decoder(method)
+        principles = principles if principles is not None else [None] * len(prompts)
+        texts = [render_input(tokenizer, p, pr) for p, pr in zip(prompts, principles, strict=True)]
+        return self._encode(tokenizer, texts, model, budget, [f"prompt {i}" for i in range(len(prompts))])
+
     def _persrm_rows(
         self, prompts: list[Prompt], rows: list[Preference | None]
-    ) -> tuple[list[str], list[int], torch.Tensor]:
-        """PersRM inputs (one per dimension of each prompt), the prompt each follows, and the weight matrix."""
-        texts, source, dim_weights = [], [], []
+    ) -> tuple[list[str], list[int], torch.Tensor, list[str]]:
+        """PersRM inputs (one per dimension of each prompt), the prompt each follows, the weight matrix, and a
+        label naming each row for errors."""
+        texts, source, dim_weights, labels = [], [], [], []
         for b, (prompt, pref) in enumerate(zip(prompts, rows, strict=True)):
             for dim in pref.dimensions if pref is not None else ():
                 texts.append(render_input(self.rm_tokenizer, prompt, dim.principle))
                 source.append(b)
                 dim_weights.append(dim.weight)
+                shown = dim.text if len(dim.text) <= 40 else dim.text[:37] + "..."
+                labels.append(f"prompt {b} with its preference {shown!r}")
         combine = torch.zeros(len(prompts), len(texts))
         combine[torch.tensor(source, dtype=torch.long), torch.arange(len(texts))] = torch.tensor(dim_weights)
-        return texts, source, combine
+        return texts, source, combine, labels
 
-    def _fused_inputs(
-        self,
-        prompts: list[Prompt],
-        rows: list[Preference | None],
-        weight: float | Sequence[float],
-        max_new_tokens: int,
-        temperature: float,
-        top_p: float,
-        **rule,
-    ) -> tuple[dict[str, torch.Tensor], SelfGuidedPADLogitsProcessor, AbstractContextManager]:
-        """Inputs for one batch of base rows then PersRM rows, their processor, and the context to generate in
-        (the LoRA on the PersRM rows only, for a LoRA PersRM on the base's weights)."""
-        if rule.get("reference") == "rm-init":
-            rule["reference"] = "base"  # the PersRM is the base itself: its preference-free form is the base
-        texts, source, combine = self._persrm_rows(prompts, rows)
-        all_texts = [render_input(self.tokenizer, p) for p in prompts] + texts
-        inputs = self._encode(self.tokenizer, all_texts, self.base_model, max_new_tokens)
-        context: AbstractContextManager = nullcontext()
-        if self.rm_shares_base:
-            context = LoRARows(self.rm_model, slice(len(prompts), len(all_texts)), len(all_texts))
-            inputs.update(context.forward_kwargs())
-        processor = SelfGuidedPADLogitsProcessor(
-            combine,
-            torch.tensor(source, dtype=torch.long),
-            temperature=temperature,
-            top_p=top_p,
-            weight=_check_weights(weight, len(prompts)),
-            eos_token_ids=eos_token_ids(self.base_model, self.tokenizer),
-            **rule,
-        )
-        return inputs, processor, context
+    def _resolve_reference(self, reference: str) -> str:
+        return resolve_reference(reference, self.rm_is_self, self.rm_is_adapter, self.rm_name)
+
+    def _persrm_adapters(self) -> bool:
+        """Whether the PersRM's forwards run with its adapters on: yes for a LoRA PersRM, no for ``rm="self"``
+        (the base conditioned on the preference, even when the base carries a LoRA PersRM's weights)."""
+        return not self.rm_is_self
 
     def logits_processor(
         self,
@@ -253,62 +282,96 @@ class PAD:
         max_new_tokens: int = 128,
         record: bool = False,
     ) -> tuple[dict[str, torch.Tensor], PADLogitsProcessor | CrossTokenizerPADLogitsProcessor]:
-        """Base-model inputs and a PAD logits processor for them, for use with ``model.generate``."""
+        """Base-model inputs and a PAD logits processor for them, for use with ``model.generate``.
+
+        The settings mean what they mean in :class:`PADConfig` and are checked by it."""
         prompts = _check_prompts(prompts)
-        rows = self._row_preferences(len(prompts), preference, preferences)
-        weights = _check_weights(weight, len(prompts))
-        candidates = candidates or self.default_candidates
-        if reference == "rm-init" and not self.rm_is_self and not self.rm_is_adapter:
-            raise GenerationError(
-                "reference 'rm-init' needs a LoRA PersRM (its adapter disabled is the reference); "
-                f"{self.rm_name!r} is a full model: use reference 'base' or 'none'"
-            )
-        if reference == "rm-init" and self.rm_is_self:
-            reference = "base"
-        base_inputs = self._encode(
-            self.tokenizer, [render_input(self.tokenizer, p) for p in prompts], self.base_model, max_new_tokens
+        config = PADConfig(
+            weight=weight, top_k=top_k, reference=reference, candidates=candidates, max_new_tokens=max_new_tokens
         )
-        texts, source, combine = self._persrm_rows(prompts, rows)
+        rows = self._row_preferences(len(prompts), preference, preferences)
+        inputs = self._encode_prompts(prompts, max_new_tokens)
+        return inputs, self._pad_processor(prompts, rows, _weights(config.weight, len(prompts)), config, record)
+
+    def _pad_processor(
+        self, prompts: list[Prompt], rows: list[Preference | None], weights: torch.Tensor, config: PADConfig, record
+    ) -> PADLogitsProcessor | CrossTokenizerPADLogitsProcessor:
+        """The PAD processor beside a base decode: the PersRM rows (and ``rm-init`` reference rows) in a stream
+        with their own cache, scoring token ids, or text across tokenizers."""
+        reference = self._resolve_reference(config.reference)
+        candidates = config.candidates or self.default_candidates
+        if self.cross_tokenizer and candidates == "topk+rm":
+            raise ConfigError("candidates", "candidates 'topk+rm' needs a PersRM with the base's tokenizer")
+        texts, source, combine, labels = self._persrm_rows(prompts, rows)
         lora_rows = None
         if reference == "rm-init":
             lora_rows = LoRARows(self.rm_model, slice(0, len(texts)), len(texts) + len(prompts))
             texts += [render_input(self.rm_tokenizer, p) for p in prompts]
+            labels += [f"prompt {b}" for b in range(len(prompts))]
             source += list(range(len(prompts)))
         if not texts:
-            texts, source = [render_input(self.rm_tokenizer, prompts[0])], [0]
-        rm_inputs = self._encode(self.rm_tokenizer, texts, self.rm_model, max_new_tokens)
+            texts, source, labels = [render_input(self.rm_tokenizer, prompts[0])], [0], ["prompt 0"]
+        rm_inputs = self._encode(self.rm_tokenizer, texts, self.rm_model, config.max_new_tokens, labels)
         rule = dict(
             combine=combine,
             weight=weights,
             reference=reference,
-            top_k=top_k,
+            top_k=config.top_k,
             candidates=candidates,
             eos_token_ids=eos_token_ids(self.base_model, self.tokenizer),
             record=record,
         )
+        source_rows = torch.tensor(source, dtype=torch.long)
         if self.cross_tokenizer:
-            if candidates == "topk+rm":
-                raise GenerationError("candidates 'topk+rm' needs a PersRM with the base's tokenizer")
             text_stream = TextRewardStream(
                 self.rm_model,
                 self.rm_tokenizer,
                 self.tokenizer,
                 rm_inputs["input_ids"],
                 rm_inputs["attention_mask"],
-                torch.tensor(source, dtype=torch.long),
+                source_rows,
                 base_eos=rule["eos_token_ids"],
                 eos_token_id=self.rm_tokenizer.eos_token_id,
                 lora_rows=lora_rows,
+                adapters=self._persrm_adapters(),
             )
-            return base_inputs, CrossTokenizerPADLogitsProcessor(text_stream, **rule)
+            return CrossTokenizerPADLogitsProcessor(text_stream, **rule)
         stream = RewardStream(
             self.rm_model,
             rm_inputs["input_ids"],
             rm_inputs["attention_mask"],
-            torch.tensor(source, dtype=torch.long),
+            source_rows,
             lora_rows,
+            adapters=self._persrm_adapters(),
         )
-        return base_inputs, PADLogitsProcessor(stream, **rule)
+        return PADLogitsProcessor(stream, **rule)
+
+    def can_fuse(self, config: PADConfig) -> bool:
+        """Whether ``config`` can run fused: PAD on a shared vocabulary with ``rm="self"``, or with a LoRA PersRM
+        on the base's own weights and a reference other than ``rm-init``."""
+        return (
+            config.method == "pad"
+            and not self.cross_tokenizer
+            and (self.rm_is_self or (self.rm_shares_base and config.reference != "rm-init"))
+        )
+
+    def decode_mode(self, config: PADConfig) -> str:
+        """The entry of :data:`DECODE_MODES` that runs ``config``: decided by the configuration alone, never by a
+        streamer or a terminal, so a seed gives the same text through every entry point."""
+        if config.method in ("base", "prompt", "policy"):
+            return "plain"
+        if config.method in ("best-of-n", "args"):
+            return config.method
+        fuse = self.can_fuse(config)
+        if config.fused and not fuse:
+            raise ConfigError(
+                "fused",
+                "fused decoding needs method 'pad' with rm='self', or a LoRA PersRM on the base's own weights "
+                "(reference base or none)",
+            )
+        if config.fused if config.fused is not None else fuse:
+            return "fused-pad"
+        return "cross-tokenizer-pad" if self.cross_tokenizer else "pad"
 
     def generate(
         self,
@@ -316,154 +379,83 @@ class PAD:
         preference: PreferenceLike | None = None,
         *,
         preferences: Sequence[PreferenceLike | None] | None = None,
-        method: Method = "pad",
-        weight: float | Sequence[float] = DEFAULT_WEIGHT,
-        top_k: int = 10,
-        reference: Reference = "base",
-        candidates: Candidates | None = None,
-        max_new_tokens: int = 128,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        seed: int | None = None,
-        ignore_eos: bool = False,
-        diagnostics: bool = False,
+        config: PADConfig | None = None,
         streamer: BaseStreamer | None = None,
-        fused: bool | None = None,
-        best_of: int = 4,
-        stop: Sequence[str] | None = None,
+        **overrides: Any,
     ) -> list[Generation]:
-        """Generate one answer per prompt with ``method`` and return them in order.
+        """Generate one answer per prompt and return them in order.
 
-        ``method``: ``pad`` (guided decoding), ``base`` (no preference), ``prompt`` (the preference in the
-        base model's prompt), ``policy`` (decode from the PersRM itself, the training-based baseline) or
-        ``best-of-n`` (``best_of`` base samples, reranked by the PersRM's sequence-level implicit reward) or
-        ``args`` (ARGS-style: the base's top-k rescored by the sequence-level reward of prefix + candidate,
-        recomputed every step; slow, for comparison).
-        ``temperature=0`` is greedy. ``diagnostics=True`` (``pad`` only) fills ``Generation.tokens``.
-        ``fused`` runs base and PersRM rows in one forward per step; it needs ``rm="self"`` or a LoRA PersRM on
-        the base's weights (base rows run with the adapter off), and is chosen automatically there unless a
-        streamer is given (streamers take one row).
+        ``config`` (a :class:`PADConfig`) holds every decoding setting; keyword ``overrides`` replace some of
+        its values (``pad.generate(prompts, "concise", weight=2.0, max_new_tokens=64)``) and are validated the
+        same way. ``preference`` applies to every prompt; ``preferences`` gives one per prompt (``None``: no
+        preference). A ``streamer`` receives the prompt rows' tokens as they are chosen; it never changes the
+        decode (the method table :data:`DECODE_MODES` is picked by the configuration only).
         ``stop`` strings end an answer (cut before them, ``finish_reason="stop"``); by default a base model
         without a chat template stops at ``"\nQuestion:"``, where its ``Question: … Answer:`` frame repeats.
         """
-        if isinstance(prompts, str):
-            prompts = [prompts]
-        prompts = _check_prompts(prompts)
-        if method not in METHODS:
-            raise GenerationError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
-        if max_new_tokens < 1:
-            raise GenerationError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
-        if not (temperature >= 0 and math.isfinite(temperature)):
-            raise GenerationError(f"temperature must be a finite number >= 0, got {temperature}")
-        if not (0 < top_p <= 1):
-            raise GenerationError(f"top_p must be in (0, 1], got {top_p}")
+        config = config if config is not None else PADConfig()
+        if overrides:
+            config = config.replace(**overrides)
+        prompts = _check_prompts([prompts] if isinstance(prompts, str) else prompts)
         rows = self._row_preferences(len(prompts), preference, preferences)
-        if method == "best-of-n":
-            return self._best_of_n(
-                prompts, rows, best_of, reference, max_new_tokens, temperature or 1.0, top_p, seed, ignore_eos, stop
-            )
-        model, tokenizer = self.decoder(method)
-        processors = LogitsProcessorList(
-            [BanTokensLogitsProcessor(eos_token_ids(model, tokenizer))] if ignore_eos else []
-        )
-        pad_processor = None
-        context: AbstractContextManager = nullcontext()
-        can_fuse = (
-            method == "pad"
-            and not self.cross_tokenizer
-            and (self.rm_is_self or (self.rm_shares_base and reference != "rm-init"))
-        )
-        if fused and not can_fuse:
-            raise GenerationError(
-                "fused decoding needs method 'pad' with rm='self', or a LoRA PersRM on the base's own weights "
-                "(reference base or none)"
-            )
-        if fused is None:  # a plain streamer takes one row; a ``batched`` one handles the fused batch's rows
-            fused = can_fuse and (streamer is None or getattr(streamer, "batched", False))
-        sample_in_generate = temperature > 0 and not fused
-        candidates = candidates or self.default_candidates
-        rule = dict(top_k=top_k, reference=reference, candidates=candidates, record=diagnostics)
-        if fused:
-            inputs, pad_processor, context = self._fused_inputs(
-                prompts, rows, weight, max_new_tokens, temperature, top_p, **rule
-            )
-        elif method == "pad":
-            inputs, pad_processor = self.logits_processor(
-                prompts, preferences=rows, weight=weight, max_new_tokens=max_new_tokens, **rule
-            )
-        elif method == "args":
-            inputs = self._encode(
-                self.tokenizer, [render_input(self.tokenizer, p) for p in prompts], self.base_model, max_new_tokens
-            )
-            processors.append(self._args_processor(prompts, rows, weight, top_k, reference, inputs))
-        if pad_processor is not None:
-            processors.append(pad_processor)
-            model = self.rm_model if fused and self.rm_shares_base else self.base_model
-        elif method != "args":
-            texts = [
-                render_input(tokenizer, p, None if method == "base" or r is None else r.prompt_principle())
-                for p, r in zip(prompts, rows, strict=True)
-            ]
-            inputs = self._encode(tokenizer, texts, model, max_new_tokens)
-        if sample_in_generate:
-            processors.append(TemperatureLogitsWarper(temperature))
-            if top_p < 1:
-                processors.append(TopPLogitsWarper(top_p))
-        config = GenerationConfig(
-            max_new_tokens=max_new_tokens,
-            do_sample=sample_in_generate,
-            temperature=1.0,
-            top_k=0 if sample_in_generate else None,
-            top_p=1.0,
-            eos_token_id=eos_token_ids(model, tokenizer),
-            pad_token_id=tokenizer.pad_token_id,
-        )
-        stops = [] if ignore_eos else self.stops(method, stop)
-        if stops:
-            config.stop_strings = stops
-        if seed is not None:
-            torch.manual_seed(seed)
-        with torch.inference_mode(), ExitStack() as stack:
-            stack.enter_context(context)
-            stack.enter_context(PackedGemm(model, inputs["input_ids"].shape[0], max_new_tokens))
-            if isinstance(pad_processor, PADLogitsProcessor):  # a PersRM beside generate: its rows are fixed too
-                stream = pad_processor.stream
-                stack.enter_context(PackedGemm(stream.model, len(stream.source_rows), max_new_tokens))
-            cache = reserved_cache(model.config, inputs["input_ids"].shape[1] + max_new_tokens)
-            sequences = model.generate(
-                **inputs,
-                **({} if cache is None else {"cache": cache}),
-                generation_config=config,
-                logits_processor=processors,
-                streamer=streamer,
-                tokenizer=tokenizer,
-            )
-        new_tokens = sequences[: len(prompts), inputs["input_ids"].shape[1] :]
-        eos = set(config.eos_token_id)
-        results = []
-        for b, row in enumerate(new_tokens.tolist()):
-            stop_at = next((i for i, t in enumerate(row) if t in eos), None)
-            ids = row if stop_at is None else row[:stop_at]
-            text, cut = _cut_at_stop(tokenizer, ids, stops)
-            if cut is not None:
-                ids, stop_at = ids[:cut], None
-            tokens = None
-            if pad_processor is not None and diagnostics:
-                tokens = self._token_infos(pad_processor.records, b, row[: len(ids) + (stop_at is not None)])
-            results.append(
-                Generation(
-                    text=text,
-                    token_ids=ids,
-                    finish_reason="stop" if (stop_at is not None or cut is not None) and not ignore_eos else "length",
-                    method=method,
-                    preference=None if method == "base" or rows[b] is None else str(rows[b]),
-                    tokens=tokens,
-                )
-            )
-        return results
+        mode = self.decode_mode(config)
+        if streamer is not None and mode == "best-of-n":
+            raise ConfigError("method", "best-of-n picks its answer after decoding every sample: it cannot stream")
+        plan = DECODE_MODES[mode](self, prompts, rows, _weights(config.weight, len(prompts)), config)
+        gens = self._run(plan, config, streamer)
+        return plan.select(gens) if plan.select is not None else gens
 
-    def _args_processor(self, prompts, rows, weight, top_k, reference, inputs) -> ARGSLogitsProcessor:
-        weights = _check_weights(weight, len(prompts))
+    def _plain_plan(self, prompts, rows, weights, config) -> _Plan:
+        """``base``, ``prompt`` and ``policy``: one model, the preference (if any) in its prompt."""
+        model, tokenizer = self.decoder(config.method)
+        principles = [None if config.method == "base" or r is None else r.prompt_principle() for r in rows]
+        inputs = self._encode_prompts(prompts, config.max_new_tokens, principles, config.method)
+        adapters = config.method == "policy" and self._persrm_adapters()
+        return _Plan(model, tokenizer, inputs, len(prompts), rows, config.method, adapters=adapters)
+
+    def _pad_plan(self, prompts, rows, weights, config) -> _Plan:
+        """PAD beside the base: the base decodes, a :class:`PADLogitsProcessor` (or its cross-tokenizer form)
+        runs the PersRM rows on their own cache and rescores the base's top-k."""
+        inputs = self._encode_prompts(prompts, config.max_new_tokens)
+        processor = self._pad_processor(prompts, rows, weights, config, config.diagnostics)
+        plan = _Plan(self.base_model, self.tokenizer, inputs, len(prompts), rows, "pad", pad_processor=processor)
+        if isinstance(processor, PADLogitsProcessor):  # a PersRM beside generate: its rows are fixed too
+            stream = processor.stream
+            plan.contexts.append(PackedGemm(stream.model, len(stream.source_rows), config.max_new_tokens))
+        return plan
+
+    def _fused_plan(self, prompts, rows, weights, config) -> _Plan:
+        """PAD in one forward per step: the prompt rows then the PersRM rows in one batch of one model (the
+        LoRA, if any, on the PersRM rows only); the processor picks each token itself."""
+        texts, source, combine, labels = self._persrm_rows(prompts, rows)
+        all_texts = [render_input(self.tokenizer, p) for p in prompts] + texts
+        all_labels = [f"prompt {i}" for i in range(len(prompts))] + labels
+        inputs = self._encode(self.tokenizer, all_texts, self.base_model, config.max_new_tokens, all_labels)
+        model = self.rm_model if self.rm_shares_base else self.base_model
+        plan = _Plan(model, self.tokenizer, inputs, len(prompts), rows, "pad", samples_itself=True)
+        if self.rm_shares_base:
+            lora_rows = LoRARows(self.rm_model, slice(len(prompts), len(all_texts)), len(all_texts))
+            inputs.update(lora_rows.forward_kwargs())
+            plan.contexts.append(lora_rows)
+            plan.adapters = True  # LoRARows' PEFT fallback needs the adapters on; its fast path sets them per row
+        plan.pad_processor = SelfGuidedPADLogitsProcessor(
+            combine,
+            torch.tensor(source, dtype=torch.long),
+            temperature=config.temperature,
+            top_p=config.top_p,
+            weight=weights,
+            reference="base" if self._resolve_reference(config.reference) == "rm-init" else config.reference,
+            top_k=config.top_k,
+            candidates=config.candidates or self.default_candidates,
+            eos_token_ids=eos_token_ids(self.base_model, self.tokenizer),
+            record=config.diagnostics,
+        )
+        return plan
+
+    def _args_plan(self, prompts, rows, weights, config) -> _Plan:
+        """ARGS: the base's top-k rescored by the sequence-level reward of prefix + candidate, every step."""
+        inputs = self._encode_prompts(prompts, config.max_new_tokens)
+        reference = self._resolve_reference(config.reference)
 
         def reward(row: int, sequences: list[list[int]]) -> torch.Tensor:
             total = torch.zeros(len(sequences), dtype=torch.float64)
@@ -472,50 +464,106 @@ class PAD:
                 total += dim.weight * self.sequence_rewards(prompts[row], dim.principle, texts, reference, eos=False)
             return total
 
-        return ARGSLogitsProcessor(reward, inputs["input_ids"].shape[1], weights, top_k)
+        plan = _Plan(self.base_model, self.tokenizer, inputs, len(prompts), rows, "args")
+        plan.processors.append(ARGSLogitsProcessor(reward, inputs["input_ids"].shape[1], weights, config.top_k))
+        return plan
 
-    def _best_of_n(
-        self,
-        prompts: list[Prompt],
-        rows: list[Preference | None],
-        n: int,
-        reference: Reference,
-        max_new_tokens: int,
-        temperature: float,
-        top_p: float,
-        seed: int | None,
-        ignore_eos: bool,
-        stop: Sequence[str] | None,
-    ) -> list[Generation]:
-        """Sample ``n`` base answers per prompt and keep the one with the highest summed implicit reward."""
-        if n < 1:
-            raise GenerationError(f"best_of must be at least 1, got {n}")
-        samples = self.generate(
-            [p for p in prompts for _ in range(n)],
-            method="base",
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            seed=seed,
-            ignore_eos=ignore_eos,
-            stop=stop,
+    def _best_of_n_plan(self, prompts, rows, weights, config) -> _Plan:
+        """``best_of`` base samples per prompt (temperature 1 unless set), then the one with the highest summed
+        implicit reward of the PersRM."""
+        n = config.best_of
+        reference = self._resolve_reference(config.reference)
+        repeated = [p for p in prompts for _ in range(n)]
+        inputs = self._encode_prompts(repeated, config.max_new_tokens)
+        plan = _Plan(self.base_model, self.tokenizer, inputs, len(repeated), [None] * len(repeated), "best-of-n")
+        plan.temperature = config.temperature or 1.0
+
+        def select(samples: list[Generation]) -> list[Generation]:
+            scores = torch.zeros(len(samples), dtype=torch.float64)
+            for b, (prompt, pref) in enumerate(zip(prompts, rows, strict=True)):
+                texts = [g.text for g in samples[b * n : (b + 1) * n]]
+                for dim in pref.dimensions if pref is not None else ():
+                    scores[b * n : (b + 1) * n] += dim.weight * self.sequence_rewards(
+                        prompt, dim.principle, texts, reference
+                    )
+            out = []
+            for b, pref in enumerate(rows):
+                best = samples[b * n + int(torch.argmax(scores[b * n : (b + 1) * n]))]
+                out.append(replace(best, preference=None if pref is None else str(pref)))
+            return out
+
+        plan.select = select
+        return plan
+
+    def _run(self, plan: _Plan, config: PADConfig, streamer: BaseStreamer | None) -> list[Generation]:
+        """The shared finish step: run ``model.generate`` on a plan, cut each answer at EOS or a stop string."""
+        model, tokenizer, inputs = plan.model, plan.tokenizer, plan.inputs
+        temperature = plan.temperature if plan.temperature is not None else config.temperature
+        sample_in_generate = temperature > 0 and not plan.samples_itself
+        processors = LogitsProcessorList(
+            [BanTokensLogitsProcessor(eos_token_ids(model, tokenizer))] if config.ignore_eos else []
         )
-        scores = torch.zeros(len(samples), dtype=torch.float64)
-        for b, (prompt, pref) in enumerate(zip(prompts, rows, strict=True)):
-            texts = [g.text for g in samples[b * n : (b + 1) * n]]
-            for dim in pref.dimensions if pref is not None else ():
-                scores[b * n : (b + 1) * n] += dim.weight * self.sequence_rewards(
-                    prompt, dim.principle, texts, reference
-                )
-        out = []
-        for b, pref in enumerate(rows):
-            best = samples[b * n + int(torch.argmax(scores[b * n : (b + 1) * n]))]
-            out.append(
+        processors.extend(plan.processors)
+        if plan.pad_processor is not None:
+            processors.append(plan.pad_processor)
+        if sample_in_generate:
+            processors.append(TemperatureLogitsWarper(temperature))
+            if config.top_p < 1:
+                processors.append(TopPLogitsWarper(config.top_p))
+        generation_config = GenerationConfig(
+            max_new_tokens=config.max_new_tokens,
+            do_sample=sample_in_generate,
+            temperature=1.0,
+            top_k=0 if sample_in_generate else None,
+            top_p=1.0,
+            eos_token_id=eos_token_ids(model, tokenizer),
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        stops = [] if config.ignore_eos else self.stops(plan.method, config.stop)
+        if stops:
+            generation_config.stop_strings = stops
+        if config.seed is not None:
+            torch.manual_seed(config.seed)
+        n_rows = inputs["input_ids"].shape[0]
+        with torch.inference_mode(), ExitStack() as stack:
+            stack.enter_context(AdapterSwitch(model, plan.adapters))
+            for context in plan.contexts:
+                stack.enter_context(context)
+            stack.enter_context(PackedGemm(model, n_rows, config.max_new_tokens))
+            cache = reserved_cache(model.config, inputs["input_ids"].shape[1] + config.max_new_tokens)
+            sequences = model.generate(
+                **inputs,
+                **({} if cache is None else {"cache": cache}),
+                generation_config=generation_config,
+                logits_processor=processors,
+                streamer=None if streamer is None else _PromptRows(streamer, plan.rows),
+                tokenizer=tokenizer,
+            )
+        new_tokens = sequences[: plan.rows, inputs["input_ids"].shape[1] :]
+        eos = set(generation_config.eos_token_id)
+        results = []
+        for b, row in enumerate(new_tokens.tolist()):
+            stop_at = next((i for i, t in enumerate(row) if t in eos), None)
+            ids = row if stop_at is None else row[:stop_at]
+            text, cut = _cut_at_stop(tokenizer, ids, stops)
+            if cut is not None:
+                ids, stop_at = ids[:cut], None
+            tokens = None
+            if plan.pad_processor is not None and config.diagnostics:
+                tokens = self._token_infos(plan.pad_processor.records, b, row[: len(ids) + (stop_at is not None)])
+            pref = plan.preferences[b]
+            stopped = (stop_at is not None or cut is not None) and not config.ignore_eos
+            results.append(
                 Generation(
-                    best.text, best.token_ids, best.finish_reason, "best-of-n", None if pref is None else str(pref)
+                    text=text,
+                    token_ids=ids,
+                    finish_reason="stop" if stopped else "length",
+                    method=plan.method,
+                    preference=None if plan.method == "base" or pref is None else str(pref),
+                    tokens=tokens,
                 )
             )
-        return out
+        return results
 
     def sequence_rewards(
         self,
@@ -527,10 +575,10 @@ class PAD:
     ) -> torch.Tensor:
         """The PersRM's summed implicit reward of whole responses: ``log pi_rm(y|x,p) - log pi_ref(y|...)``.
 
-        ``eos=False`` scores unfinished responses (prefixes) without the closing EOS token.
+        ``eos=False`` scores unfinished responses (prefixes) without the closing EOS token. The reference
+        follows the same rule as in decoding (``rm-init`` needs a LoRA PersRM; for ``rm="self"`` it is the base).
         """
-        if reference == "rm-init" and not self.rm_is_adapter:
-            reference = "base"  # without a LoRA to switch off, the preference-free base is the reference
+        reference = self._resolve_reference(reference)
         return implicit_rewards(
             self.rm_model,
             self.rm_tokenizer,
@@ -541,6 +589,7 @@ class PAD:
             base_model=self.base_model,
             base_tokenizer=self.tokenizer,
             add_eos=eos,
+            rm_adapters=self._persrm_adapters(),
         )
 
     def _token_infos(self, records: list[StepRecord], row: int, chosen: list[int]) -> list[TokenInfo]:
@@ -572,6 +621,19 @@ class PAD:
                 )
             )
         return infos
+
+
+DECODE_MODES: dict[str, Callable[..., _Plan]] = {
+    "plain": PAD._plain_plan,
+    "pad": PAD._pad_plan,
+    "cross-tokenizer-pad": PAD._pad_plan,
+    "fused-pad": PAD._fused_plan,
+    "args": PAD._args_plan,
+    "best-of-n": PAD._best_of_n_plan,
+}
+"""Decode mode -> the builder of its :class:`_Plan` (see :meth:`PAD.decode_mode`); every plan then runs through
+the one finish step. ``cross-tokenizer-pad`` shares ``pad``'s builder, whose processor scores text instead of
+token ids."""
 
 
 def _check_prompts(prompts: Sequence[Prompt]) -> list[Prompt]:
@@ -608,13 +670,11 @@ def _cut_at_stop(tokenizer: PreTrainedTokenizerBase, ids: list[int], stops: list
     return text[:end], low
 
 
-def _check_weights(weight: float | Sequence[float], n: int) -> torch.Tensor:
-    values = [weight] * n if isinstance(weight, int | float) else list(weight)
+def _weights(weight: float | tuple[float, ...], n: int) -> torch.Tensor:
+    """The alignment strength of each of ``n`` prompts (the config has checked every value)."""
+    values = list(weight) if isinstance(weight, tuple) else [weight] * n
     if len(values) != n:
-        raise GenerationError(f"got {len(values)} weights for {n} prompts")
-    for v in values:
-        if not isinstance(v, int | float) or not math.isfinite(v):
-            raise GenerationError(f"alignment weight must be a finite number, got {v!r}")
+        raise ConfigError("weight", f"got {len(values)} weights for {n} prompts")
     return torch.tensor(values, dtype=torch.float32)
 
 

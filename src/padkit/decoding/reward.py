@@ -2,30 +2,36 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 from transformers import PreTrainedModel
 
 from padkit.decoding.kv_cache import reserved_cache
-from padkit.models.row_lora import LoRARows
+from padkit.models.row_lora import AdapterSwitch, LoRARows
 
 
 class CachedRows:
     """A model run over a batch of rows that keeps its own KV cache between forwards (reserved memory that grows by
     doubling, where the model allows); ``lora_rows`` switches a LoRA adapter on for some rows only (the others run
-    the base weights)."""
+    the base weights). ``adapters`` turns the model's adapters on (a LoRA PersRM) or off (the base conditioned
+    on the preference) for each forward, whatever the decode around it runs: with one copy of the weights the
+    base's forward and the PersRM's take turns; ``None`` leaves them as they are."""
 
-    def __init__(self, model: PreTrainedModel, lora_rows: LoRARows | None = None) -> None:
+    def __init__(self, model: PreTrainedModel, lora_rows: LoRARows | None = None, adapters: bool | None = None) -> None:
         self.model = model
         self.lora_rows = lora_rows
+        self.switch = AdapterSwitch(model, adapters) if adapters is not None else None
         self.cache = reserved_cache(model.config, 0)
 
     def _forward(self, **inputs) -> torch.Tensor:
         """Run the rows on ``inputs`` after the cache; return float32 log-probabilities of the kept logits."""
-        if self.lora_rows is None:
-            out = self.model(cache=self.cache, use_cache=True, **inputs)
-        else:
-            with self.lora_rows:
-                out = self.model(cache=self.cache, use_cache=True, **inputs, **self.lora_rows.forward_kwargs())
+        with self.switch or nullcontext():
+            if self.lora_rows is None:
+                out = self.model(cache=self.cache, use_cache=True, **inputs)
+            else:
+                with self.lora_rows:
+                    out = self.model(cache=self.cache, use_cache=True, **inputs, **self.lora_rows.forward_kwargs())
         self.cache = out.cache
         return torch.log_softmax(out.logits.float(), dim=-1)
 
@@ -47,8 +53,9 @@ class RewardStream(CachedRows):
         attention_mask: torch.LongTensor,
         source_rows: torch.LongTensor,
         lora_rows: LoRARows | None = None,
+        adapters: bool | None = None,
     ) -> None:
-        super().__init__(model, lora_rows)
+        super().__init__(model, lora_rows, adapters)
         self.input_ids = input_ids
         self.attention_mask = attention_mask
         self.source_rows = source_rows

@@ -7,10 +7,11 @@ The token-level reward that PAD uses at each step, summed over a response, is th
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import nullcontext
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from padkit.models.row_lora import AdapterSwitch
 
 
 def encode_response(
@@ -59,6 +60,25 @@ def response_logprobs(
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
 
 
+def resolve_reference(reference: str, rm_is_self: bool, rm_is_adapter: bool, rm_name: str = "the PersRM") -> str:
+    """The reference a PersRM's reward is taken against, one rule for decoding, reranking and rm-eval:
+    ``rm-init`` of ``rm="self"`` is the base (the preference-free form of a PersRM that is the base itself);
+    ``rm-init`` of a full-model PersRM does not exist (there is no adapter to switch off)."""
+    from padkit.decoding.config import ConfigError
+
+    if reference != "rm-init":
+        return reference
+    if rm_is_self:
+        return "base"
+    if not rm_is_adapter:
+        raise ConfigError(
+            "reference",
+            "reference 'rm-init' needs a LoRA PersRM (its adapter disabled is the reference); "
+            f"{rm_name!r} is a full model: use reference 'base' or 'none'",
+        )
+    return reference
+
+
 def implicit_rewards(
     rm_model: PreTrainedModel,
     rm_tokenizer: PreTrainedTokenizerBase,
@@ -71,20 +91,23 @@ def implicit_rewards(
     batch_size: int = 8,
     max_length: int | None = None,
     add_eos: bool = True,
+    rm_adapters: bool = True,
 ) -> torch.Tensor:
     """Summed implicit reward ``log pi_rm(y | x, p) - log pi_ref(y | ...)`` of each response.
 
     ``with_preference`` are the PersRM's rendered contexts. The reference is ``"rm-init"`` (the PersRM's LoRA
     off, same contexts), ``"base"`` (``base_model``, or the PersRM with its LoRA off, on the ``plain``
-    contexts rendered without the preference) or ``"none"`` (0).
+    contexts rendered without the preference) or ``"none"`` (0). ``rm_adapters=False`` scores with the
+    PersRM's adapters off too (``rm="self"`` on a base that carries a LoRA PersRM's weights).
     """
     kwargs = dict(batch_size=batch_size, max_length=max_length, add_eos=add_eos)
-    scores = response_logprobs(rm_model, rm_tokenizer, with_preference, responses, **kwargs)
+    with AdapterSwitch(rm_model, rm_adapters):
+        scores = response_logprobs(rm_model, rm_tokenizer, with_preference, responses, **kwargs)
     if reference == "none":
         return scores
     if reference == "rm-init":
-        with rm_model.disable_adapter():
+        with AdapterSwitch(rm_model, False):
             return scores - response_logprobs(rm_model, rm_tokenizer, with_preference, responses, **kwargs)
     model = base_model if base_model is not None else rm_model
-    with model.disable_adapter() if hasattr(model, "disable_adapter") else nullcontext():
+    with AdapterSwitch(model, False):
         return scores - response_logprobs(model, base_tokenizer or rm_tokenizer, plain, responses, **kwargs)

@@ -1,6 +1,6 @@
-"""Scale out: batched PAD generation over a pool of workers on a Ray cluster."""
+"""Scale out: batched PAD generation over a pool of workers on a Ray cluster, and the resumable task runner."""
 
-from padkit.distributed.jobs import Batch, ModelSpec, run_batch, run_local
+from padkit.distributed.jobs import Batch, ModelSpec, Task, run_batch, run_local, run_tasks
 from padkit.distributed.ray_pool import RayPool
 
-__all__ = ["Batch", "ModelSpec", "RayPool", "run_batch", "run_local"]
+__all__ = ["Batch", "ModelSpec", "RayPool", "Task", "run_batch", "run_local", "run_tasks"]

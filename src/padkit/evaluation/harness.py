@@ -23,13 +23,14 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from padkit.decoding.config import PADConfig
 from padkit.decoding.pad import PAD
 from padkit.decoding.sequence_reward import response_logprobs
-from padkit.distributed.jobs import Batch, OnResult, run_local
+from padkit.distributed.jobs import Runner, Task, run_local, run_tasks
 from padkit.errors import PadkitError
 from padkit.evaluation.judges import DIMENSION_JUDGES, LLMPairwiseJudge, get_judge, split_direction
 from padkit.preferences import Preference, render_input
-from padkit.prompts import PromptRow, append_jsonl, read_done_ids
+from padkit.prompts import PromptRow
 
 METHODS: dict[str, dict] = {
     "base": {"method": "base"},
@@ -106,61 +107,44 @@ def run_generations(
     output: Path,
     config: EvalConfig,
     progress: bool = True,
-    run: Callable[[list[Batch], OnResult], None] | None = None,
+    run: Runner | None = None,
 ) -> list[dict]:
     """Generate what is missing from ``output`` (JSONL) and return all its records.
 
     ``run(batches, on_result)`` decodes the batches: by default here with ``pads``; a
     :meth:`padkit.distributed.RayPool.map` spreads them over Ray workers (``pads`` is then not used).
     """
-    done = read_done_ids(output)
-    batches = []
+    tasks = []
     for pref in config.preferences:
         for method in config.methods:
             if method == "base" and pref != config.preferences[0]:
                 continue  # the base answer ignores the preference: made once, scored under each preference
             key_pref = BASE_PREFERENCE if method == "base" else pref
-            weights = config.weights if method in WEIGHTED else (0.0,)
-            for w in weights:
-                todo = [r for r in prompts if _key(method, key_pref, w, r.id) not in done]
-                kwargs = dict(METHODS.get(method, {"method": "pad", "reference": "base"}))
-                kwargs |= dict(weight=w, top_k=config.top_k, max_new_tokens=config.max_new_tokens)
-                for start in range(0, len(todo), config.batch_size):
-                    rows = todo[start : start + config.batch_size]
-                    batches.append(
-                        Batch(
-                            [r.prompt for r in rows],
-                            [None if method == "base" else pref] * len(rows),
-                            kwargs,
-                            model="self" if method == "pad-self" else "main",
-                            tag=(method, key_pref, w, rows),
-                        )
+            for w in config.weights if method in WEIGHTED else (0.0,):
+                settings = dict(METHODS.get(method, {"method": "pad", "reference": "base"}))
+                pad_config = PADConfig(**settings, weight=w, top_k=config.top_k, max_new_tokens=config.max_new_tokens)
+                fields = dict(method=method, preference=key_pref, weight=w)
+                tasks += [
+                    Task(
+                        _key(method, key_pref, w, row.id),
+                        row.prompt,
+                        None if method == "base" else pref,
+                        pad_config,
+                        model="self" if method == "pad-self" else "main",
+                        fields=dict(fields, prompt_id=row.id),
                     )
-    bar = tqdm(total=sum(len(b.prompts) for b in batches), desc="eval generations", unit="answer", disable=not progress)
-
-    def write(batch: Batch, gens: list, seconds: float) -> None:
-        method, pref, w, rows = batch.tag
-        records = [
-            {
-                "id": _key(method, pref, w, row.id),
-                "prompt_id": row.id,
-                "prompt": row.prompt,
-                "method": method,
-                "preference": pref,
-                "weight": w,
-                "text": gen.text,
-                "n_tokens": len(gen.token_ids),
-                "batch_seconds": seconds,
-                "batch_tokens": sum(len(g.token_ids) for g in gens),
-            }
-            for row, gen in zip(rows, gens, strict=True)
-        ]
-        append_jsonl(output, records)
-        bar.update(len(rows))
-
-    (run or functools.partial(run_local, pads))(batches, write)
-    bar.close()
-    return [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines() if line.strip()]
+                    for row in prompts
+                ]
+    context = {name: [pad.base_name, pad.rm_name] for name, pad in sorted(pads.items())}
+    return run_tasks(
+        tasks,
+        run or functools.partial(run_local, pads),
+        output,
+        config.batch_size,
+        context=context,
+        progress=progress,
+        desc="eval generations",
+    )
 
 
 def bootstrap_ci(values: Sequence[float], resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
@@ -388,7 +372,7 @@ def run_eval(
     config: EvalConfig,
     progress: bool = True,
     log: Callable[[str], None] = lambda m: None,
-    run: Callable[[list[Batch], OnResult], None] | None = None,
+    run: Runner | None = None,
 ) -> EvalReport:
     """Generate (resuming), score, and write ``report.md``, ``report.csv``, ``summary.json`` and plots."""
     out_dir = Path(out_dir)

@@ -10,18 +10,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from padkit.decoding.sequence_reward import implicit_rewards
+from padkit.decoding.config import REFERENCES, Reference
+from padkit.decoding.sequence_reward import implicit_rewards, resolve_reference
 from padkit.errors import PadkitError
+from padkit.models.loading import DEFAULT_BASE
 from padkit.preferences import Dimension, render_clipped
-from padkit.training.data import PreferencePair
+from padkit.training.data import PreferencePair, spaced_sample, split_pairs
 
-RMReference = Literal["rm-init", "base", "none"]
+SPLITS = ("heldout", "train", "all")
 
 
 @dataclass
@@ -55,20 +57,23 @@ def pair_rewards(
     rm_model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     pairs: Sequence[PreferencePair],
-    reference: RMReference = "rm-init",
+    reference: Reference = "rm-init",
     base_model: PreTrainedModel | None = None,
     batch_size: int = 8,
     max_length: int | None = None,
     max_prompt_length: int | None = None,
     progress: bool = False,
+    rm_is_self: bool = False,
+    base_tokenizer: PreTrainedTokenizerBase | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed implicit rewards of the chosen and the rejected response of each pair."""
-    if reference not in ("rm-init", "base", "none"):
-        raise PadkitError(f"unknown reference {reference!r}; use rm-init, base or none")
-    if reference == "rm-init" and not hasattr(rm_model, "disable_adapter"):
-        if base_model is not None:
-            raise PadkitError("reference 'rm-init' needs a LoRA PersRM; use 'base' with a full-model PersRM")
-        reference = "base"  # the PersRM is the base itself: its preference-free form is the base
+    """Summed implicit rewards of the chosen and the rejected response of each pair.
+
+    ``rm_is_self``: the PersRM is the base conditioned on the preference (``rm="self"``); the reference rule is
+    :func:`~padkit.decoding.sequence_reward.resolve_reference`, as in decoding."""
+    if reference not in REFERENCES:
+        raise PadkitError(f"unknown reference {reference!r}; use one of {', '.join(REFERENCES)}")
+    reference = resolve_reference(reference, rm_is_self, hasattr(rm_model, "disable_adapter"))
+    plain_tokenizer = base_tokenizer or tokenizer
     chosen, rejected = [], []
     for start in tqdm(range(0, len(pairs), batch_size), desc="scoring pairs", unit="batch", disable=not progress):
         chunk = pairs[start : start + batch_size]
@@ -77,7 +82,7 @@ def pair_rewards(
         ]
         plain = None
         if reference == "base":
-            plain = 2 * [render_clipped(tokenizer, p.prompt, None, max_prompt_length) for p in chunk]
+            plain = 2 * [render_clipped(plain_tokenizer, p.prompt, None, max_prompt_length) for p in chunk]
         reward = implicit_rewards(
             rm_model,
             tokenizer,
@@ -86,8 +91,10 @@ def pair_rewards(
             reference,
             plain=plain,
             base_model=base_model,
+            base_tokenizer=base_tokenizer,
             batch_size=2 * batch_size,
             max_length=max_length,
+            rm_adapters=not rm_is_self,
         )
         chosen.append(reward[: len(chunk)])
         rejected.append(reward[len(chunk) :])
@@ -98,7 +105,7 @@ def evaluate_rm(
     rm_model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     pairs: Sequence[PreferencePair],
-    reference: RMReference = "rm-init",
+    reference: Reference = "rm-init",
     **kwargs,
 ) -> RMReport:
     """Pairwise accuracy and mean margin per preference dimension (keyword arguments go to :func:`pair_rewards`)."""
@@ -114,3 +121,52 @@ def evaluate_rm(
             round(wins[idx].mean().item(), 4), round(gaps[idx].mean().item(), 4), len(idx)
         )
     return report
+
+
+def evaluate_persrm(
+    pairs: Sequence[PreferencePair],
+    rm: str | None = None,
+    base: str = DEFAULT_BASE,
+    split: str = "heldout",
+    reference: Reference | None = None,
+    heldout_fraction: float | None = None,
+    max_length: int | None = None,
+    max_prompt_length: int | None = None,
+    batch_size: int = 8,
+    sample: int | None = None,
+    dtype: str = "float32",
+    progress: bool = False,
+) -> RMReport:
+    """``padkit rm-eval``: load a PersRM by name and score one split of ``pairs`` the way it was trained.
+
+    The split, its salt and the clipping lengths default to those a trained PersRM's ``padkit.json`` records;
+    ``sample`` scores N evenly spaced pairs of the split. The reference defaults to ``rm-init`` for a LoRA
+    PersRM (its DPO reference) and ``base`` otherwise; a LoRA PersRM is scored on the base it was trained on.
+    """
+    from padkit.decoding.pad import PAD
+    from padkit.models.loading import adapter_base, default_rm, resolve_model_dir
+    from padkit.training.dpo import read_metadata
+
+    if split not in SPLITS:
+        raise PadkitError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+    rm = rm or default_rm(base)
+    where = resolve_model_dir(rm) if rm != "self" else None
+    is_adapter = isinstance(where, Path) and (where / "adapter_config.json").is_file()
+    trained = ((read_metadata(where) if isinstance(where, Path) else None) or {}).get("config", {})
+    fraction = heldout_fraction if heldout_fraction is not None else trained.get("heldout_fraction", 0.1)
+    train_part, heldout_part = split_pairs(pairs, fraction, trained.get("split_salt", "padkit"))
+    chosen = spaced_sample({"heldout": heldout_part, "train": train_part, "all": list(pairs)}[split], sample)
+    pad = PAD.from_pretrained(base=adapter_base(where) if is_adapter else base, rm=rm, dtype=dtype)
+    return evaluate_rm(
+        pad.rm_model,
+        pad.rm_tokenizer,
+        chosen,
+        reference or ("rm-init" if is_adapter else "base"),
+        base_model=pad.base_model,
+        base_tokenizer=pad.tokenizer,
+        rm_is_self=pad.rm_is_self,
+        batch_size=batch_size,
+        max_length=max_length or trained.get("max_length"),
+        max_prompt_length=max_prompt_length or trained.get("max_prompt_length"),
+        progress=progress,
+    )

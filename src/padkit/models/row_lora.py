@@ -1,4 +1,4 @@
-"""A LoRA adapter switched on for one block of a batch's rows: PersRM rows and base rows in one forward."""
+"""LoRA adapters at run time: switched on for one block of a batch's rows, or on and off for a whole forward."""
 
 from __future__ import annotations
 
@@ -106,3 +106,44 @@ class LoRARows:
         for layer, was in zip(self.layers or [], self._was_disabled, strict=False):
             layer._disable_adapters = was
         self._handles, self._was_disabled = [], []
+
+
+class AdapterSwitch:
+    """Turn every PEFT adapter layer of ``model`` on or off while the context is active, then restore each
+    layer's own state; nestable, and a no-op for a model without adapters.
+
+    How one set of weights serves as both the base and a LoRA PersRM: padkit loads the base once, puts the LoRA
+    on it, and runs each forward under the switch its role needs (the base's with adapters off, the PersRM's
+    on). PEFT's ``disable_adapter()`` re-enables the adapters on exit, whatever they were before, so it cannot
+    nest inside a decode that runs the base and the PersRM in turn.
+
+    Example:
+
+    ```python
+    >>> with AdapterSwitch(peft_model, enabled=False):
+    ...     base_logits = peft_model(**inputs).logits   # the base's own weights
+    ```
+    """
+
+    def __init__(self, model: torch.nn.Module, enabled: bool) -> None:
+        self.enabled = enabled
+        self.layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+        self._saved: list[bool] = []
+
+    def __enter__(self) -> AdapterSwitch:
+        self._saved = [layer._disable_adapters for layer in self.layers]
+        for layer in self.layers:
+            layer._disable_adapters = not self.enabled
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for layer, was in zip(self.layers, self._saved, strict=True):
+            layer._disable_adapters = was
+        self._saved = []
+
+
+def set_adapters(model: torch.nn.Module, enabled: bool) -> None:
+    """Turn every PEFT adapter layer of ``model`` on or off until changed again (see :class:`AdapterSwitch`)."""
+    for module in model.modules():
+        if isinstance(module, BaseTunerLayer):
+            module._disable_adapters = not enabled

@@ -12,14 +12,21 @@ from padkit.preferences.catalog import lookup
 
 _WEIGHTED = re.compile(r"^\s*(?P<text>[^=]+?)\s*=\s*(?P<weight>[^=]+?)\s*$")
 
+MAX_WEIGHT = 100.0
+"""Largest magnitude of a dimension's weight and of the alignment strength w. Far beyond any useful setting
+(the base's log-probs no longer count above ~10), and far from float32 overflow, which at 1e38 turns every
+candidate's score into inf."""
+
 
 def _check_weight(text: str, weight: float) -> float:
     try:
         value = float(weight)
     except (TypeError, ValueError):
         raise PreferenceError(f"weight of dimension {text!r} is not a number: {weight!r}") from None
-    if not math.isfinite(value):
-        raise PreferenceError(f"weight of dimension {text!r} must be finite, got {value}")
+    if not math.isfinite(value) or abs(value) > MAX_WEIGHT:
+        raise PreferenceError(
+            f"weight of dimension {text!r} must be a finite number in [-{MAX_WEIGHT:g}, {MAX_WEIGHT:g}], got {value:g}"
+        )
     return value
 
 

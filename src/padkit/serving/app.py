@@ -29,7 +29,8 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from padkit.decoding.pad import DEFAULT_WEIGHT, METHODS, PAD, Generation
+from padkit.decoding.config import DEFAULT_WEIGHT, ConfigError, PADConfig
+from padkit.decoding.pad import PAD, Generation
 from padkit.errors import PadkitError
 from padkit.preferences import CATALOG, Preference, render_input
 from padkit.preferences.render import Prompt
@@ -130,9 +131,18 @@ def to_preference(value: PreferenceField) -> Preference | None:
     return Preference.parse([{"dimension": d.dimension or d.text, "weight": d.weight} for d in value])
 
 
-def _finite(name: str, value: float | None, low: float, high: float) -> None:
-    if value is not None and not (math.isfinite(value) and low <= value <= high):
-        raise APIError(400, f"{name} must be a finite number in [{low}, {high}], got {value}", name)
+API_NAMES = {"weight": "alignment_weight", "max_new_tokens": "max_tokens"}
+"""Request fields named differently from their :class:`PADConfig` setting (OpenAI's names, or padkit's)."""
+
+
+def request_config(**values: Any) -> PADConfig:
+    """The :class:`PADConfig` of one request; a bad value is a 400 naming the request field."""
+    try:
+        return PADConfig(**values)
+    except ConfigError as err:
+        name = API_NAMES.get(err.field, err.field)
+        message = str(err).replace(err.field, name, 1) if name != err.field else str(err)
+        raise APIError(400, message, name) from err
 
 
 class Server:
@@ -161,21 +171,11 @@ class Server:
         if body.n != 1:
             raise APIError(400, "only n=1 is supported", "n")
         stops = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
-        if len(stops) > 4 or not all(stops):
-            raise APIError(400, "stop takes up to 4 non-empty strings", "stop")
+        if len(stops) > 4:
+            raise APIError(400, "stop takes up to 4 strings", "stop")
         limit = min(128, self.max_tokens_limit) if max_tokens is None else max_tokens
         if not 1 <= limit <= self.max_tokens_limit:
             raise APIError(400, f"max_tokens must be between 1 and {self.max_tokens_limit}, got {limit}", "max_tokens")
-        _finite("temperature", body.temperature, 0.0, 2.0)
-        _finite("top_p", body.top_p, 1e-9, 1.0)
-        _finite("alignment_weight", body.alignment_weight, -100.0, 100.0)
-        if body.top_k is not None and not 1 <= body.top_k <= 200:
-            raise APIError(400, f"top_k must be between 1 and 200, got {body.top_k}", "top_k")
-        method = body.method or "pad"
-        if method not in METHODS:
-            raise APIError(400, f"unknown method {method!r}; use one of {', '.join(METHODS)}", "method")
-        if body.diagnostics and method != "pad":
-            raise APIError(400, f"diagnostics are for method 'pad', not {method!r}", "diagnostics")
         profile = None
         if body.user is not None:
             profile = self.store.get(body.user)
@@ -194,6 +194,23 @@ class Server:
             raise APIError(400, str(err), "preference") from err
         stored_weight = profile.alignment_weight if profile is not None else None
         weight = next((w for w in (body.alignment_weight, stored_weight) if w is not None), self.default_weight)
+        method = body.method or "pad"
+        temperature = 1.0 if body.temperature is None else body.temperature
+        if method == "base":
+            preference = None
+            if temperature == 0:
+                method = "pad"  # greedy PAD on a row without preference is greedy base: it joins PAD batches
+        config = request_config(
+            method=method,
+            weight=weight,
+            top_k=body.top_k if body.top_k is not None else PADConfig.default("top_k"),
+            temperature=temperature,
+            top_p=1.0 if body.top_p is None else body.top_p,
+            seed=body.seed,
+            stop=tuple(stops) or None,
+            max_new_tokens=limit,
+            diagnostics=body.diagnostics,
+        )
         n_prompt = self.prompt_tokens(prompt)
         context = getattr(self.pad.base_model.config, "max_position_embeddings", None)
         if context is not None and n_prompt + limit > context:
@@ -203,21 +220,7 @@ class Server:
                 "messages",
                 "context_length_exceeded",
             )
-        temperature = 1.0 if body.temperature is None else body.temperature
-        if method == "base":
-            preference = None
-            if temperature == 0:
-                method = "pad"  # greedy PAD on a row without preference is greedy base: it joins PAD batches
-        settings = (
-            ("method", method),
-            ("top_k", body.top_k or 10),
-            ("temperature", temperature),
-            ("top_p", 1.0 if body.top_p is None else body.top_p),
-            ("seed", body.seed),
-            ("stop", tuple(stops)),
-        )
-        job = Job(prompt, preference, weight, limit, settings, asyncio.get_running_loop(), body.diagnostics)
-        return job, n_prompt
+        return Job(prompt, preference, config, asyncio.get_running_loop()), n_prompt
 
     def prompt_tokens(self, prompt: Prompt) -> int:
         try:
@@ -336,7 +339,8 @@ def create_app(server: Server) -> FastAPI:
 
     @app.put("/v1/profiles/{user}")
     async def put_profile(user: str, body: ProfileBody) -> dict:
-        _finite("alignment_weight", body.alignment_weight, -100.0, 100.0)
+        if body.alignment_weight is not None:
+            request_config(weight=body.alignment_weight)
         try:
             to_preference(body.preference)
         except PadkitError as err:

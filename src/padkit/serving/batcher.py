@@ -1,10 +1,11 @@
 """Group concurrent requests into batched PAD decodes, one worker thread, each row with its own preference.
 
-Requests wait at most ``window_s`` for company. Rows that share the decoding settings (method, top-k,
-temperature, ...) run in one ``PAD.generate`` call; each row keeps its own preference, weight and token limit
-(the batch decodes to the largest limit and every row is cut at its own, which for greedy decoding is exactly
-what the row alone gives). Tokens are pushed to each request's queue as they are decoded, without waiting for
-readers, so a slow client never holds back the batch.
+Requests wait at most ``window_s`` for company. Rows whose :class:`PADConfig` agrees on everything but the
+weight, token limit and diagnostics run in one ``PAD.generate`` call; each row keeps its own preference, weight
+and token limit (the batch decodes to the largest limit and every row is cut at its own, which for greedy
+decoding is exactly what the row alone gives). A seeded sampled request decodes alone, so its seed gives the
+text it gives through the Python API and the CLI. Tokens are pushed to each request's queue as they are
+decoded, without waiting for readers, so a slow client never holds back the batch.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 from transformers.generation.streamers import BaseStreamer
 
+from padkit.decoding.config import DEFAULT_WEIGHT, PADConfig
 from padkit.decoding.pad import PAD, Generation, eos_token_ids
 from padkit.decoding.stops import streamable
 from padkit.preferences import Preference
@@ -32,12 +34,23 @@ class Job:
 
     prompt: Prompt
     preference: Preference | None
-    weight: float
-    max_tokens: int
-    settings: tuple[tuple[str, Any], ...]
+    config: PADConfig
     loop: asyncio.AbstractEventLoop
-    diagnostics: bool = False
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
+
+    @property
+    def max_tokens(self) -> int:
+        return self.config.max_new_tokens
+
+    @property
+    def diagnostics(self) -> bool:
+        return self.config.diagnostics
+
+    def batch_key(self) -> Any:
+        """Jobs with equal keys decode together: the settings a batch shares (a seeded sampled job: alone)."""
+        if self.config.seed is not None and self.config.temperature > 0:
+            return id(self)
+        return self.config.replace(weight=DEFAULT_WEIGHT, max_new_tokens=1, diagnostics=False)
 
     def emit(self, kind: str, value: Any) -> None:
         self.loop.call_soon_threadsafe(self.events.put_nowait, (kind, value))
@@ -45,8 +58,6 @@ class Job:
 
 class _RowStreamer(BaseStreamer):
     """Sends each row's new text to its job as tokens arrive; rows stop at EOS or their own token limit."""
-
-    batched = True
 
     def __init__(
         self, tokenizer: PreTrainedTokenizerBase, jobs: list[Job], eos: set[int], stops: list[str] | None = None
@@ -132,27 +143,30 @@ class Batcher:
 
     def _run(self) -> None:
         while (jobs := self._collect()) is not None:
-            groups: dict[tuple, list[Job]] = {}
+            groups: dict[Any, list[Job]] = {}
             for job in jobs:
-                groups.setdefault(job.settings, []).append(job)
-            for settings, group in groups.items():
-                self._decode(dict(settings), group)
+                groups.setdefault(job.batch_key(), []).append(job)
+            for group in groups.values():
+                self._decode(group)
 
-    def _decode(self, settings: dict, jobs: list[Job]) -> None:
+    def _decode(self, jobs: list[Job]) -> None:
         self.batches.append(len(jobs))
-        model, tokenizer = self.pad.decoder(settings["method"])
-        stops = self.pad.stops(settings["method"], settings.pop("stop") or None)
-        streamer = _RowStreamer(tokenizer, jobs, set(eos_token_ids(model, tokenizer)), stops)
+        config = jobs[0].config.replace(
+            weight=tuple(j.config.weight for j in jobs),
+            max_new_tokens=max(j.max_tokens for j in jobs),
+            diagnostics=any(j.diagnostics for j in jobs),
+        )
+        model, tokenizer = self.pad.decoder(config.method)
+        stops = self.pad.stops(config.method, config.stop)
+        streamer = None
+        if config.method != "best-of-n":  # best-of-n picks its answer at the end: it is sent whole
+            streamer = _RowStreamer(tokenizer, jobs, set(eos_token_ids(model, tokenizer)), stops)
         try:
             gens = self.pad.generate(
                 [j.prompt for j in jobs],
                 preferences=[j.preference for j in jobs],
-                weight=[j.weight for j in jobs],
-                max_new_tokens=max(j.max_tokens for j in jobs),
+                config=config,
                 streamer=streamer,
-                diagnostics=any(j.diagnostics for j in jobs),
-                stop=stops,
-                **settings,
             )
         except Exception as exc:  # a failed decode fails its requests, never the server
             for job in jobs:

@@ -14,8 +14,9 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -29,39 +30,103 @@ METADATA_FILE = "padkit.json"
 LOSS_PLOT = "loss_curve.png"
 
 
+def parse_layers(spec: str) -> tuple[int, ...] | None:
+    """``"20-29"`` or ``"0,5,7"`` -> layer indices."""
+    if not spec:
+        return None
+    out: list[int] = []
+    try:
+        for part in spec.split(","):
+            lo, _, hi = part.partition("-")
+            out += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+    except ValueError:
+        raise PadkitError(f"bad layer list {spec!r}: use e.g. '20-29' or '0,5,7'") from None
+    return tuple(out)
+
+
+def parse_caps(specs: Sequence[str]) -> dict[str, int]:
+    """``["harmless=400"]`` -> ``{"harmless": 400}``."""
+    caps = {}
+    for spec in specs:
+        name, sep, value = spec.rpartition("=")
+        if not sep or not name.strip() or not value.strip().isdigit():
+            raise PadkitError(f"bad --cap {spec!r}: use DIMENSION=N, e.g. harmless=400")
+        caps[name.strip()] = int(value)
+    return caps
+
+
+def _names(spec: str) -> tuple[str, ...]:
+    return tuple(m.strip() for m in spec.split(",") if m.strip())
+
+
+def _setting(default: Any, help: str, dpo: str | None = None, **metadata: Any) -> Any:
+    """A training setting: its default, its help (the CLI option's), and the ``DPOConfig`` field it sets."""
+    meta = {"help": help, **({"dpo": dpo} if dpo else {}), **metadata}
+    if isinstance(default, dict | list):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 @dataclass
 class PersRMTrainConfig:
-    """Settings of a PersRM training run; the defaults fit a ~1 hour run of the 135M default model on 2 CPU cores."""
+    """Settings of a PersRM training run; the defaults fit a ~1 hour run of the 135M default model on 2 CPU cores.
 
-    base: str = DEFAULT_BASE
-    beta: float = 0.1
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0
-    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
-    layers: tuple[int, ...] | None = None
-    learning_rate: float = 5e-4
-    epochs: float = 1.0
-    max_steps: int = -1
-    batch_size: int = 4
-    gradient_accumulation: int = 1
-    max_length: int = 192
-    max_prompt_length: int = 96
-    bf16: bool = False
-    precompute_ref: bool = True
-    heldout_fraction: float = 0.1
-    split_salt: str = "padkit"
-    max_train_pairs_per_dimension: int | None = None
-    dimension_caps: dict[str, int] = field(default_factory=dict)
-    heldout_eval_pairs: int | None = None
-    save_steps: int = 25
-    seed: int = 0
+    The CLI's ``padkit train`` options are derived from these fields. Fields with a ``dpo`` name are the
+    :class:`trl.DPOConfig` settings a user picks (:meth:`dpo_kwargs`); the rest of the ``DPOConfig`` is fixed by
+    padkit (cosine schedule, sequential order from :func:`mirrored_order`, checkpoints, CPU when no GPU).
+    """
+
+    base: str = _setting(DEFAULT_BASE, "Base model: alias, local directory, .gguf file or Hub id.")
+    beta: float = _setting(0.1, "DPO beta: higher stays closer to the base.", dpo="beta")
+    lora_r: int = _setting(16, "LoRA rank.")
+    lora_alpha: int = _setting(32, "LoRA alpha (the update is scaled by alpha / r).")
+    lora_dropout: float = _setting(0.0, "Dropout on the LoRA input.")
+    target_modules: tuple[str, ...] = _setting(
+        ("q_proj", "k_proj", "v_proj", "o_proj"),
+        "Comma-separated module names that get LoRA.",
+        cli=(str, _names),
+        cli_default="q_proj,k_proj,v_proj,o_proj",
+    )
+    layers: tuple[int, ...] | None = _setting(
+        None, "Only these layers get LoRA, e.g. '20-29' (default: all).", cli=(str, parse_layers)
+    )
+    learning_rate: float = _setting(
+        5e-4, "Peak learning rate (cosine schedule).", dpo="learning_rate", flags=("--learning-rate", "--lr")
+    )
+    epochs: float = _setting(1.0, "Passes over the training pairs.", dpo="num_train_epochs")
+    max_steps: int = _setting(-1, "Stop after N steps (-1: run all epochs).", dpo="max_steps")
+    batch_size: int = _setting(4, "Pairs per step.", dpo="per_device_train_batch_size")
+    gradient_accumulation: int = _setting(
+        1, "Steps whose gradients add up before an update.", dpo="gradient_accumulation_steps", flags=("--grad-accum",)
+    )
+    max_length: int = _setting(192, "Tokens of prompt + response.", dpo="max_length")
+    max_prompt_length: int = _setting(96, "Tokens of the rendered prompt (preference included); clipped from the left.")
+    bf16: bool = _setting(False, "bf16 autocast.", dpo="bf16")
+    precompute_ref: bool = _setting(True, "Reference log-probs once, up front.", dpo="precompute_ref_log_probs")
+    heldout_fraction: float = _setting(0.1, "Share of prompts held out (never trained) and scored at the end.")
+    split_salt: str = _setting("padkit", "Salt of the prompt hash that splits train from held-out.")
+    max_train_pairs_per_dimension: int | None = _setting(None, "Cap the training pairs of each dimension.")
+    dimension_caps: dict[str, int] = _setting(
+        {},
+        "DIMENSION=N: a cap for one dimension, over the per-dimension one (repeatable).",
+        cli=(list[str] | None, parse_caps),
+        flags=("--cap",),
+    )
+    heldout_eval_pairs: int | None = _setting(None, "Score N held-out pairs (evenly spaced) at the end; default all.")
+    save_steps: int = _setting(25, "Checkpoint every N steps (a rerun resumes from the last).", dpo="save_steps")
+    seed: int = _setting(0, "Seed of the LoRA init and the pair order.", dpo="seed")
 
     def __post_init__(self) -> None:
         if self.max_prompt_length >= self.max_length:
             raise PadkitError("max_prompt_length must be smaller than max_length")
         if self.beta <= 0 or self.learning_rate <= 0 or self.lora_r < 1 or self.batch_size < 1:
             raise PadkitError("beta, learning_rate, lora_r and batch_size must be positive")
+        if not 0 <= self.heldout_fraction < 1:
+            raise PadkitError(f"heldout_fraction must be in [0, 1), got {self.heldout_fraction}")
+
+    def dpo_kwargs(self) -> dict[str, Any]:
+        """The user-chosen :class:`trl.DPOConfig` arguments, by their DPO names."""
+        return {f.metadata["dpo"]: getattr(self, f.name) for f in fields(self) if "dpo" in f.metadata}
 
 
 @dataclass
@@ -159,27 +224,17 @@ def train_persrm(
     )
     checkpoints = output_dir / "checkpoints"
     args = DPOConfig(
+        **config.dpo_kwargs(),
         output_dir=str(checkpoints),
-        beta=config.beta,
-        learning_rate=config.learning_rate,
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps,
-        per_device_train_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation,
-        max_length=config.max_length,
-        precompute_ref_log_probs=config.precompute_ref,
         precompute_ref_batch_size=4 * config.batch_size,
-        bf16=config.bf16,
         use_cpu=not torch.cuda.is_available(),
         gradient_checkpointing=False,
         lr_scheduler_type="cosine",
         warmup_steps=0.05,
-        save_steps=config.save_steps,
         save_total_limit=2,
         train_sampling_strategy="sequential",  # the order mirrored_order made
         logging_steps=5,
         report_to=[],
-        seed=config.seed,
         disable_tqdm=not progress,
     )
     trainer = DPOTrainer(

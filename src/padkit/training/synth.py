@@ -35,7 +35,7 @@ from padkit.errors import PadkitError
 from padkit.evaluation.harness import perplexity
 from padkit.evaluation.judges import DIMENSION_JUDGES, RelevanceJudge, get_judge
 from padkit.preferences.catalog import dimension_pairs, lookup
-from padkit.prompts import PromptRow, append_jsonl, atomic_write_text, intact_jsonl
+from padkit.prompts import PromptRow, append_jsonl, atomic_write_text, read_resumable
 from padkit.training import rewrites
 from padkit.training.data import is_heldout
 
@@ -85,9 +85,7 @@ def generate_pool(
     """Append one sampled answer per prompt and source to ``path`` (JSONL); a rerun continues where it stopped."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    records = intact_jsonl(path)
-    atomic_write_text(path, "".join(line + "\n" for _, line in records))
-    done = {r["id"] for r, _ in records}
+    done = {r["id"] for r in read_resumable(path)}
     # long prompts would be clipped in training anyway, and they make every row of their batch slow to prefill;
     # similar lengths are batched together
     short = sorted(
@@ -237,7 +235,7 @@ def build_pairs(
     pad: PAD, pool_path: str | Path, output: str | Path, config: SynthConfig, progress: bool = False
 ) -> SynthReport:
     """Make the pair file ``output`` from a pool (see the module docstring); written atomically."""
-    records = [r for r, _ in intact_jsonl(pool_path)]
+    records = read_resumable(pool_path)
     if not records:
         raise PadkitError(f"the pool {pool_path} is empty: generate it first")
     by_prompt: dict[str, str] = {}

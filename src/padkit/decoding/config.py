@@ -1,0 +1,208 @@
+"""Every decoding setting in one place: :class:`PADConfig`, its defaults, help texts and one ``validate()``.
+
+The Python API, the CLI, the server, the request batcher, Ray jobs and the evaluation harness all build a
+``PADConfig``; none of them re-declares a setting's meaning or range, so a value one entry point accepts is
+accepted by all of them and a bad one gets the same message everywhere (the server answers it with a 400
+naming the field).
+
+Example:
+
+```python
+>>> from padkit import PAD, PADConfig
+>>> config = PADConfig(weight=2.0, max_new_tokens=64, temperature=0.7, seed=1)
+>>> pad = PAD.from_pretrained()
+>>> pad.generate(["Tell me about cats."], "concise", config=config, top_k=20)   # keyword overrides
+```
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from typing import Any, Literal
+
+from padkit.errors import GenerationError
+from padkit.preferences.preference import MAX_WEIGHT
+
+Method = Literal["pad", "base", "prompt", "policy", "best-of-n", "args"]
+METHODS: tuple[str, ...] = ("pad", "base", "prompt", "policy", "best-of-n", "args")
+Reference = Literal["base", "rm-init", "none"]
+REFERENCES: tuple[str, ...] = ("base", "rm-init", "none")
+Candidates = Literal["topk", "topk+eos", "topk+rm"]
+CANDIDATES: tuple[str, ...] = ("topk", "topk+eos", "topk+rm")
+DEFAULT_WEIGHT = 1.0
+"""The alignment strength w a request gets when it names none (API, CLI, server, eval)."""
+MAX_TOP_K = 1000
+MAX_TEMPERATURE = 2.0
+
+
+class ConfigError(GenerationError):
+    """A decoding setting has a value outside what it allows; ``field`` names the setting."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def _help(text: str, **cli: Any) -> dict[str, Any]:
+    """Field metadata: the help text, and how the CLI spells the option (see :mod:`padkit.cli.options`)."""
+    return {"help": text, **cli}
+
+
+def _stops(values: list[str]) -> tuple[str, ...] | None:
+    return tuple(values) or None
+
+
+@dataclass(frozen=True)
+class PADConfig:
+    """How to decode: the method and every setting it reads, validated once on construction.
+
+    Frozen, so a validated config stays valid; derive another with :meth:`replace` (which validates again).
+    """
+
+    method: str = field(
+        default="pad",
+        metadata=_help(
+            "pad (guided decoding), base (no preference), prompt (the preference in the base's prompt), policy "
+            "(decode from the PersRM itself), best-of-n (base samples reranked by the PersRM) or args (ARGS-style "
+            "sequence-level rescoring; slow)."
+        ),
+    )
+    weight: float | tuple[float, ...] = field(
+        default=DEFAULT_WEIGHT,
+        metadata=_help(
+            f"Alignment strength w, in [-{MAX_WEIGHT:g}, {MAX_WEIGHT:g}] (one value, or one per prompt).",
+            flags=("--weight", "-w"),
+            cli=(float, float),
+            cli_default=DEFAULT_WEIGHT,
+        ),
+    )
+    top_k: int = field(default=10, metadata=_help(f"Base top-k candidates rescored by PAD (1 to {MAX_TOP_K})."))
+    reference: str = field(
+        default="base",
+        metadata=_help("Reward reference: base (the base model), rm-init (the PersRM's LoRA off) or none."),
+    )
+    candidates: str | None = field(
+        default=None,
+        metadata=_help(
+            "Candidate set: topk, topk+eos or topk+rm. Default topk+eos; topk when the PersRM's tokenizer differs "
+            "from the base's."
+        ),
+    )
+    max_new_tokens: int = field(
+        default=128,
+        metadata=_help("Most tokens to generate per answer (at least 1).", flags=("--max-new-tokens", "-n")),
+    )
+    temperature: float = field(
+        default=0.0, metadata=_help(f"Sampling temperature in [0, {MAX_TEMPERATURE:g}]; 0 means greedy.")
+    )
+    top_p: float = field(default=1.0, metadata=_help("Nucleus sampling mass in (0, 1]."))
+    seed: int | None = field(
+        default=None, metadata=_help("Random seed for sampling: the same seed gives the same text everywhere.")
+    )
+    stop: tuple[str, ...] | None = field(
+        default=None,
+        metadata=_help(
+            "End the answer before this text (repeatable). Default: none, or '\\nQuestion:' for a base model "
+            "without chat template.",
+            cli=(list[str] | None, _stops),
+        ),
+    )
+    ignore_eos: bool = field(default=False, metadata=_help("Never stop at EOS: always max_new_tokens tokens."))
+    diagnostics: bool = field(
+        default=False, metadata=_help("Record each token's base log-prob, reward and alternatives (method pad).")
+    )
+    fused: bool | None = field(
+        default=None,
+        metadata=_help(
+            "One forward per step for base and PersRM rows; needs rm='self' or a LoRA PersRM on the base. "
+            "Default: wherever possible.",
+            flags=("--fused/--no-fused",),
+        ),
+    )
+    best_of: int = field(default=4, metadata=_help("Samples per prompt for method best-of-n (at least 1)."))
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stop, str):
+            object.__setattr__(self, "stop", (self.stop,))
+        elif self.stop is not None:
+            object.__setattr__(self, "stop", tuple(self.stop))
+        if isinstance(self.weight, Sequence) and not isinstance(self.weight, str):
+            object.__setattr__(self, "weight", tuple(self.weight))
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first setting whose value is not allowed."""
+        _choice("method", self.method, METHODS)
+        _choice("reference", self.reference, REFERENCES)
+        if self.candidates is not None:
+            _choice("candidates", self.candidates, CANDIDATES)
+        for w in self.weight if isinstance(self.weight, tuple) else (self.weight,):
+            _number("weight", w, -MAX_WEIGHT, MAX_WEIGHT)
+        _integer("top_k", self.top_k, 1, MAX_TOP_K)
+        _integer("max_new_tokens", self.max_new_tokens, 1, None)
+        _integer("best_of", self.best_of, 1, None)
+        _number("temperature", self.temperature, 0.0, MAX_TEMPERATURE)
+        _number("top_p", self.top_p, 0.0, 1.0)
+        if self.top_p == 0:
+            raise ConfigError("top_p", "top_p must be in (0, 1], got 0")
+        if self.seed is not None:
+            _integer("seed", self.seed, 0, 2**63 - 1)
+        if self.stop is not None and not all(isinstance(s, str) and s for s in self.stop):
+            raise ConfigError("stop", f"stop strings must be non-empty text, got {list(self.stop)!r}")
+        for name in ("ignore_eos", "diagnostics"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(name, f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.fused is not None and not isinstance(self.fused, bool):
+            raise ConfigError("fused", f"fused must be true, false or unset, got {self.fused!r}")
+        if self.diagnostics and self.method != "pad":
+            raise ConfigError("diagnostics", f"diagnostics are for method 'pad', not {self.method!r}")
+
+    def replace(self, **overrides: Any) -> PADConfig:
+        """A copy with ``overrides`` applied and validated; an unknown name is an error that names it."""
+        unknown = sorted(set(overrides) - set(FIELDS))
+        if unknown:
+            raise ConfigError(unknown[0], f"unknown decoding setting {unknown[0]!r}; known: {', '.join(FIELDS)}")
+        return replace(self, **overrides)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> PADConfig:
+        """Build from a mapping such as a request body or saved settings (unknown keys are an error)."""
+        return cls().replace(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready values (tuples as lists); ``from_dict`` reads them back."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @staticmethod
+    def help(name: str) -> str:
+        """The help text of setting ``name``, for CLI options and API docs."""
+        return FIELDS[name].metadata["help"]
+
+    @staticmethod
+    def default(name: str) -> Any:
+        """The default value of setting ``name``."""
+        f = FIELDS[name]
+        return f.default if f.default is not MISSING else f.default_factory()
+
+
+FIELDS = {f.name: f for f in fields(PADConfig)}
+
+
+def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(name, f"unknown {name} {value!r}; use one of {', '.join(allowed)}")
+
+
+def _number(name: str, value: Any, low: float, high: float) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or not low <= value <= high:
+        raise ConfigError(name, f"{name} must be a finite number in [{low:g}, {high:g}], got {value!r}")
+
+
+def _integer(name: str, value: Any, low: int, high: int | None) -> None:
+    ok = isinstance(value, int) and not isinstance(value, bool)
+    if not ok or value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise ConfigError(name, f"{name} must be an integer {bound}, got {value!r}")

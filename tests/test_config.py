@@ -1,0 +1,81 @@
+"""PADConfig: one declaration of every decoding setting, validated once, with errors that name the setting."""
+
+from __future__ import annotations
+
+import pytest
+
+from padkit import PAD, ConfigError, PADConfig
+from padkit.decoding.config import FIELDS, MAX_TOP_K
+
+
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [
+        (dict(top_k=0), "top_k"),
+        (dict(top_k=MAX_TOP_K + 1), "top_k"),
+        (dict(top_k=2.5), "top_k"),
+        (dict(weight=1e308), "weight"),
+        (dict(weight=float("nan")), "weight"),
+        (dict(weight=(1.0, float("inf"))), "weight"),
+        (dict(reference="bogus"), "reference"),
+        (dict(candidates="bogus"), "candidates"),
+        (dict(method="magic"), "method"),
+        (dict(max_new_tokens=0), "max_new_tokens"),
+        (dict(temperature=-0.1), "temperature"),
+        (dict(temperature=True), "temperature"),
+        (dict(top_p=0.0), "top_p"),
+        (dict(top_p=1.5), "top_p"),
+        (dict(seed=-3), "seed"),
+        (dict(best_of=0), "best_of"),
+        (dict(stop=("",)), "stop"),
+        (dict(ignore_eos="yes"), "ignore_eos"),
+        (dict(method="base", diagnostics=True), "diagnostics"),
+    ],
+)
+def test_each_bad_value_is_named(values, field):
+    with pytest.raises(ConfigError) as err:
+        PADConfig(**values)
+    assert err.value.field == field and field in str(err.value)
+
+
+def test_replace_validates_and_refuses_unknown_settings():
+    config = PADConfig(weight=2.0, stop="\n\n")
+    assert config.stop == ("\n\n",) and config.replace(top_k=3).top_k == 3 and config.top_k == 10
+    with pytest.raises(ConfigError, match="top_k"):
+        config.replace(top_k=0)
+    with pytest.raises(ConfigError, match="unknown decoding setting 'topk'"):
+        config.replace(topk=3)
+    assert PADConfig.from_dict(config.to_dict()) == config
+    assert hash(config) == hash(PADConfig.from_dict(config.to_dict()))  # batches are grouped by config
+
+
+def test_every_setting_has_help_and_a_default():
+    for name in FIELDS:
+        assert len(PADConfig.help(name)) > 20, name
+        PADConfig.default(name)
+
+
+def test_generate_takes_a_config_and_keyword_overrides(base_model, rm_model, tokenizer):
+    pad = PAD(base_model, tokenizer, rm_model, tokenizer)
+    config = PADConfig(weight=1.5, max_new_tokens=6, top_k=4)
+    by_config = pad.generate(["Tell me about cats."], "concise", config=config)
+    by_keywords = pad.generate(["Tell me about cats."], "concise", weight=1.5, max_new_tokens=6, top_k=4)
+    by_both = pad.generate(["Tell me about cats."], "concise", config=config.replace(top_k=9), top_k=4)
+    assert by_config[0].token_ids == by_keywords[0].token_ids == by_both[0].token_ids
+    with pytest.raises(ConfigError, match="unknown decoding setting"):
+        pad.generate(["Tell me about cats."], "concise", temprature=0.5)
+
+
+def test_the_decode_mode_follows_the_config_only(base_model, rm_model, lora_rm, tokenizer):
+    two_models = PAD(base_model, tokenizer, rm_model, tokenizer)
+    self_guided = PAD(base_model, tokenizer)
+    shared = PAD(base_model, tokenizer, lora_rm, tokenizer, rm_shares_base=True)
+    assert two_models.decode_mode(PADConfig()) == "pad"
+    assert self_guided.decode_mode(PADConfig()) == "fused-pad"
+    assert self_guided.decode_mode(PADConfig(fused=False)) == "pad"
+    assert shared.decode_mode(PADConfig(temperature=0.9)) == "fused-pad"
+    assert shared.decode_mode(PADConfig(reference="rm-init")) == "pad"
+    assert two_models.decode_mode(PADConfig(method="prompt")) == "plain"
+    assert two_models.decode_mode(PADConfig(method="best-of-n")) == "best-of-n"
+    with pytest.raises(ConfigError, match="fused decoding needs"):
+        two_models.decode_mode(PADConfig(fused=True))
