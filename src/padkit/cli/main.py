@@ -17,6 +17,7 @@ from rich.table import Table
 
 from padkit.cli.options import build_settings, settings_command
 from padkit.decoding.config import DEFAULT_WEIGHT, PADConfig
+from padkit.distributed.ray_pool import RaySettings
 from padkit.errors import PadkitError
 from padkit.evaluation.judges import JUDGES
 from padkit.training.dpo import PersRMTrainConfig
@@ -39,14 +40,6 @@ RmOpt = Annotated[
     ),
 ]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="float32 or bfloat16.")]
-RayOpt = Annotated[bool, typer.Option("--ray", help="Spread generation over Ray actors (pip install 'padkit\\[ray]').")]
-RayAddressOpt = Annotated[
-    str | None,
-    typer.Option("--ray-address", help="Join a running Ray cluster (e.g. 'auto' or HOST:6379); default: start one."),
-]
-NumWorkersOpt = Annotated[int, typer.Option("--num-workers", help="Ray actors, each with its own model copy.")]
-CpusOpt = Annotated[float, typer.Option("--cpus-per-worker", help="CPUs per Ray actor (its torch threads).")]
-GpusOpt = Annotated[float, typer.Option("--gpus-per-worker", help="GPUs Ray reserves per actor.")]
 
 
 def _quiet_transformers() -> None:
@@ -153,6 +146,7 @@ def _check_output(path: Path | None) -> None:
 
 
 @app.command()
+@settings_command(RaySettings, name="ray_settings")
 @settings_command(PADConfig, name="decoding")
 def generate(
     prompt: Annotated[str | None, typer.Argument(help="The prompt. Omit it when using --input.")] = None,
@@ -172,12 +166,8 @@ def generate(
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Prompts per batch with --input.")] = 8,
     as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON lines.")] = False,
-    ray: RayOpt = False,
-    ray_address: RayAddressOpt = None,
-    num_workers: NumWorkersOpt = 2,
-    cpus_per_worker: CpusOpt = 1,
-    gpus_per_worker: GpusOpt = 0,
     decoding: dict | None = None,
+    ray_settings: dict | None = None,
 ) -> None:
     """Generate personalized answers. Streams to a terminal; prints only the text unless --json.
 
@@ -192,7 +182,8 @@ def generate(
         _fail("give either a PROMPT or --input FILE")
     if output_path is not None and input_path is None:
         _fail("--output goes with --input")
-    if ray and input_path is None:
+    ray = build_settings(RaySettings, ray_settings or {})
+    if ray.ray and input_path is None:
         _fail("--ray goes with --input")
     config = _config(decoding or {})
     _check_output(output_path)
@@ -208,11 +199,10 @@ def generate(
             for row in rows:
                 if row.preference is not None:
                     Preference.parse(row.preference)
-            if ray:
-                from padkit.distributed import ModelSpec, RayPool
+            if ray.ray:
+                from padkit.distributed import ModelSpec
 
-                models = {"main": ModelSpec(base, rm, dtype)}
-                with RayPool(models, num_workers, ray_address, cpus_per_worker, gpus_per_worker) as pool:
+                with ray.pool({"main": ModelSpec(base, rm, dtype)}) as pool:
                     _generate_file(pool.map, rows, preference, config, output_path, batch_size, as_json, base, rm)
                 return
         pad = PAD.from_pretrained(base=base, rm=rm, dtype=dtype)
@@ -552,6 +542,7 @@ def rm_eval(
 
 
 @app.command("eval")
+@settings_command(RaySettings, name="ray_settings")
 def eval_command(
     preference: Annotated[list[str], typer.Option("--preference", "-p", help="Preference to evaluate (repeatable).")],
     prompts: Annotated[Path | None, typer.Option("--prompts", help="Prompt file: .json, .jsonl or text lines.")] = None,
@@ -585,11 +576,7 @@ def eval_command(
     rm: RmOpt = None,
     dtype: DtypeOpt = "float32",
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary table as JSON.")] = False,
-    ray: RayOpt = False,
-    ray_address: RayAddressOpt = None,
-    num_workers: NumWorkersOpt = 2,
-    cpus_per_worker: CpusOpt = 1,
-    gpus_per_worker: GpusOpt = 0,
+    ray_settings: dict | None = None,
 ) -> None:
     """Run methods x preferences (x weights) over a prompt set, judge every answer, and write a report.
 
@@ -623,10 +610,9 @@ def eval_command(
         )
         models = {"main": ModelSpec(base, rm, dtype), "self": ModelSpec(base, "self", dtype)}
         pads = load_pads(models)  # judging and perplexity run here, with or without --ray
-        if ray:
-            from padkit.distributed import RayPool
-
-            with RayPool(models, num_workers, ray_address, cpus_per_worker, gpus_per_worker) as pool:
+        ray = build_settings(RaySettings, ray_settings or {})
+        if ray.ray:
+            with ray.pool(models) as pool:
                 report = run_eval(pads, rows, output, config, progress=err.is_terminal, log=err.print, run=pool.map)
         else:
             report = run_eval(pads, rows, output, config, progress=err.is_terminal, log=err.print)

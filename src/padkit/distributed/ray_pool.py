@@ -13,6 +13,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from padkit.distributed.jobs import Batch, ModelSpec, OnResult, load_pads, run_batch
 from padkit.errors import PadkitError
@@ -26,6 +27,26 @@ def import_ray():
     except ImportError as err:
         raise PadkitError("--ray needs Ray, an optional extra: pip install 'padkit[ray]'") from err
     return ray
+
+
+@dataclass(frozen=True)
+class RaySettings:
+    """Where and how wide a job runs on Ray (the ``--ray`` CLI options are derived from these fields)."""
+
+    ray: bool = field(
+        default=False,
+        metadata={"help": "Spread generation over Ray actors (pip install 'padkit\\[ray]').", "flags": ("--ray",)},
+    )
+    ray_address: str | None = field(
+        default=None, metadata={"help": "Join a running Ray cluster (e.g. 'auto' or HOST:6379); default: start one."}
+    )
+    num_workers: int = field(default=2, metadata={"help": "Ray actors, each with its own model copy."})
+    cpus_per_worker: float = field(default=1.0, metadata={"help": "CPUs per Ray actor (its torch threads)."})
+    gpus_per_worker: float = field(default=0.0, metadata={"help": "GPUs Ray reserves per actor."})
+
+    def pool(self, models: dict[str, ModelSpec]) -> RayPool:
+        """A :class:`RayPool` of these settings for ``models``."""
+        return RayPool(models, self.num_workers, self.ray_address, self.cpus_per_worker, self.gpus_per_worker)
 
 
 class _Worker:
