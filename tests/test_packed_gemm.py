@@ -9,7 +9,7 @@ import padkit.models.packed_gemm as packed_gemm
 from padkit.decoding import PAD
 from padkit.models.packed_gemm import PACK_MIN_ROWS, PackedGemm
 
-pytestmark = pytest.mark.skipif(not packed_gemm._mkl_packing_available(), reason="torch built without MKL")
+pytestmark = pytest.mark.skipif(not packed_gemm.mkl_packing_available(), reason="torch built without MKL")
 
 
 def _net():

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from padkit import PAD
 from padkit.evaluation.speed import forced_choices, official_pad_loop, run_speed_benchmark
 
 
-def test_official_loop_equals_padkit_pad(base_model, tokenizer):
+@pytest.mark.parametrize("rm", ["self", "one-copy lora"])
+def test_official_loop_equals_padkit_pad(base_model, tokenizer, rm):
+    from conftest import make_lora
+
+    from padkit.models.row_lora import set_adapters
+
     pad = PAD(base_model, tokenizer)
+    if rm != "self":
+        shared = make_lora(base_model)
+        set_adapters(shared, False)
+        pad = PAD(shared, tokenizer, shared, tokenizer)
     prompt = "Tell me about cats."
     official = official_pad_loop(pad, prompt, "humorous", weight=2.0, top_k=5, new_tokens=10)
     ours = pad.generate([prompt], "humorous", weight=2.0, top_k=5, candidates="topk", max_new_tokens=10)[0]
@@ -17,9 +27,23 @@ def test_official_loop_equals_padkit_pad(base_model, tokenizer):
     assert ours.token_ids == official
 
 
+def test_machine_info_names_what_decides_the_kernels(monkeypatch):
+    from padkit.evaluation import speed
+
+    info = speed.machine_info()
+    assert info["logical_cores"] >= 1 and info["torch_threads"] == torch.get_num_threads()
+    assert info["torch"] == torch.__version__ and set(info["cpu_flags"]) <= set(speed.SPEED_FLAGS)
+    assert info["kernels"]["packed_gemm_from_rows"] == speed.PACK_MIN_ROWS
+    line = speed.machine_line(info)
+    assert info["cpu"] in line and f"torch {torch.__version__}" in line
+    monkeypatch.setattr(speed, "mkl_packing_available", lambda: False)
+    assert speed.machine_line(speed.machine_info()).endswith("(off)")
+
+
 def test_benchmark_reports_consistent_ratios(base_model, tokenizer):
     report = run_speed_benchmark(PAD(base_model, tokenizer), new_tokens=4, batch_size=2, check_bf16=True, repeats=2)
     assert report.repeats == 2
+    assert report.as_dict()["machine"]["cpu"] and report.machine["torch"] == torch.__version__
     assert report.plain_tps > 0 and report.pad_tps > 0 and report.official_tps > 0
     assert abs(report.pad_vs_plain - report.pad_tps / report.plain_tps) < 1e-9
     assert abs(report.pad_batch8_vs_batch1 - report.pad_batch8_tps / report.pad_tps) < 1e-9

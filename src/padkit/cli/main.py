@@ -298,7 +298,7 @@ def bench_speed(
     With a base whose tokenizer differs from the PersRM's (e.g. --base gemma3-270m) PAD runs the
     cross-tokenizer path and the official loop is skipped (it needs a shared vocabulary)."""
     from padkit.decoding import PAD
-    from padkit.evaluation.speed import run_speed_benchmark
+    from padkit.evaluation.speed import machine_line, run_speed_benchmark
 
     try:
         _quiet_transformers()
@@ -323,7 +323,8 @@ def bench_speed(
         return
     table = Table(
         title=f"speed: base={base} rm={pad.rm_name} dtype={dtype} {new_tokens} tokens, {torch_threads} threads, "
-        f"fastest of {repeats}"
+        f"fastest of {repeats}",
+        caption=f"machine: {machine_line(report.machine)}",
     )
     table.add_column("figure")
     table.add_column("value", justify="right")

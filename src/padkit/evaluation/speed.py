@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import copy
+import os
+import platform
+import re
 import resource
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import GenerationConfig, LogitsProcessor
 
 from padkit.decoding import PAD
+from padkit.models.packed_gemm import PACK_MIN_ROWS, PACK_MIN_STEPS, mkl_packing_available
+from padkit.models.row_lora import AdapterSwitch
 from padkit.preferences import Preference, render_input
 
 BENCH_PROMPTS = [
@@ -24,6 +31,53 @@ BENCH_PROMPTS = [
     "What should I know before adopting a cat?",
     "Summarize the plot of a heist movie you would like to see.",
 ]
+
+
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
+"""CPU flags that decide which kernels MKL and oneDNN use for float32 and bfloat16 GEMMs."""
+
+
+def machine_info() -> dict[str, Any]:
+    """The machine a benchmark ran on, so figures from two machines can be told apart: CPU model, cores, the
+    speed-relevant CPU flags, torch/MKL/oneDNN versions, threads, and the kernel choices padkit makes there."""
+    cpu, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                cpu = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:
+        pass
+    build = torch.__config__.show()
+    mkl = re.search(r"Math Kernel Library Version ([\d.]+)", build)
+    onednn = re.search(r"MKL-DNN v([\d.]+)", build)
+    return {
+        "cpu": cpu,
+        "logical_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_flags": [f for f in SPEED_FLAGS if f in flags],
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch": torch.__version__,
+        "mkl": mkl.group(1) if mkl else None,
+        "onednn": onednn.group(1) if onednn else None,
+        "kernels": {
+            "mkl_packed_gemm": mkl_packing_available(),
+            "packed_gemm_from_rows": PACK_MIN_ROWS,
+            "packed_gemm_from_steps": PACK_MIN_STEPS,
+        },
+    }
+
+
+def machine_line(info: dict[str, Any]) -> str:
+    """One line naming the machine, for a benchmark table's title."""
+    flags = ",".join(info["cpu_flags"]) or "none"
+    return (
+        f"{info['cpu']} ({info['logical_cores']} cores, {info['torch_threads']} threads, flags {flags}); "
+        f"torch {info['torch']}, MKL {info['mkl']}, oneDNN {info['onednn']}; GEMM packed from "
+        f"{info['kernels']['packed_gemm_from_rows']} rows" + ("" if info["kernels"]["mkl_packed_gemm"] else " (off)")
+    )
 
 
 @dataclass
@@ -47,6 +101,7 @@ class SpeedReport:
     text_path_vs_token_path: float | None = None
     bf16_prefix_agreement: float | None = None
     bf16_token_agreement: float | None = None
+    machine: dict[str, Any] = field(default_factory=machine_info)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -62,10 +117,13 @@ def official_pad_loop(pad: PAD, prompt: str, preference: str, weight: float, top
     )
     base_seq, rm_seq = base_ids["input_ids"], rm_ids["input_ids"]
     out: list[int] = []
+    as_base, as_rm = AdapterSwitch(pad.base_model, False), AdapterSwitch(pad.rm_model, not pad.rm_is_self)
     with torch.inference_mode():
         for _ in range(new_tokens):
-            base_logp = torch.log_softmax(pad.base_model(base_seq).logits[0, -1].float(), dim=-1)
-            rm_logp = torch.log_softmax(pad.rm_model(rm_seq).logits[0, -1].float(), dim=-1)
+            with as_base:
+                base_logp = torch.log_softmax(pad.base_model(base_seq).logits[0, -1].float(), dim=-1)
+            with as_rm:
+                rm_logp = torch.log_softmax(pad.rm_model(rm_seq).logits[0, -1].float(), dim=-1)
             cand = base_logp.topk(top_k).indices
             score = base_logp[cand] + weight * (rm_logp[cand] - base_logp[cand])
             token = cand[score.argmax()].view(1, 1)
@@ -214,7 +272,9 @@ def bf16_agreement(
     kwargs = dict(weight=weight, top_k=top_k, max_new_tokens=new_tokens, ignore_eos=True)
     full = pad.generate(prompts, preference, **kwargs)
     half_base = copy.deepcopy(pad.base_model).to(torch.bfloat16)
-    half_rm = None if pad.rm_is_self else copy.deepcopy(pad.rm_model).to(torch.bfloat16)
+    half_rm = None
+    if not pad.rm_is_self:  # one copy stays one copy: a LoRA PersRM on the base's own weights
+        half_rm = half_base if pad.rm_model is pad.base_model else copy.deepcopy(pad.rm_model).to(torch.bfloat16)
     half = PAD(half_base, pad.tokenizer, half_rm, None if pad.rm_is_self else pad.rm_tokenizer)
     shares = []
     for a, b in zip(full, half.generate(prompts, preference, **kwargs), strict=True):

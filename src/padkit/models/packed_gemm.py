@@ -12,7 +12,7 @@ PACK_MIN_STEPS = 16
 generations skip it."""
 
 
-def _mkl_packing_available() -> bool:
+def mkl_packing_available() -> bool:
     return torch.backends.mkl.is_available() and hasattr(torch.ops.mkl, "_mkl_linear")
 
 
@@ -47,7 +47,7 @@ class PackedGemm:
     def active(self) -> bool:
         """Whether this model gets packed weights: enough rows, and enough ``steps`` (when given) to pay back."""
         long_enough = self.steps is None or self.steps >= PACK_MIN_STEPS
-        return self.rows >= PACK_MIN_ROWS and long_enough and _mkl_packing_available()
+        return self.rows >= PACK_MIN_ROWS and long_enough and mkl_packing_available()
 
     def _layers(self) -> list[nn.Linear]:
         return [
