@@ -353,3 +353,87 @@ def test_counting_prompt_tokens_is_safe_while_a_batch_encodes(served):
     for t in threads:
         t.join()
     assert errors == []
+
+
+@pytest.mark.parametrize(
+    ("fields", "param", "match"),
+    [
+        ({"stream": "yes"}, "stream", "valid boolean"),
+        ({"max_completion_tokens": 0}, "max_tokens", "max_tokens must be between"),
+        ({"logprobs": True}, "logprobs", "does not implement logprobs"),
+        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools", "does not implement tools"),
+        ({"response_format": {"type": "json_object"}}, "response_format", "does not implement"),
+        ({"user": "u" * 300}, "user", "user must be 1 to 256 characters"),
+        ({"preference": "word " * 3000}, "preference", "exceeds the context"),
+    ],
+)
+def test_each_request_is_checked_completely_before_it_joins_a_batch(served, fields, param, match):
+    _, url = served
+    body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, **fields}
+    response = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=30)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == param and match in error["message"]
+
+
+def test_a_falsy_unsupported_field_asks_for_nothing_and_passes(served, client):
+    reply = client.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=3, temperature=0, logprobs=False
+    )
+    assert reply.choices[0].message.content is not None
+
+
+def test_an_oversized_body_gets_413(served):
+    _, url = served
+    body = json.dumps({"messages": [{"role": "user", "content": "x" * (2 << 20)}]})
+    response = httpx.post(f"{url}/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 413 and response.json()["error"]["code"] == "body_too_large"
+
+
+def test_a_free_text_profile_is_saved_and_used(served):
+    server, url = served
+    item = [{"text": "talks like a pirate", "weight": 1}]
+    assert httpx.put(f"{url}/v1/profiles/pirate-fan", json={"preference": item}).status_code == 200
+    body = {"messages": [{"role": "user", "content": PROMPTS[0]}], "max_tokens": 6, "temperature": 0}
+    got = httpx.post(f"{url}/v1/chat/completions", json={**body, "user": "pirate-fan"}, timeout=60).json()
+    want = _alone(server, PROMPTS[0], [("talks like a pirate", 1.0)], max_tokens=6)
+    assert got["choices"][0]["message"]["content"] == want.text
+
+
+def test_a_row_that_fails_while_decoding_fails_alone(tmp_path):
+    """Rows batched together: one whose decode raises gets the error, the others their lone answers."""
+    from conftest import running_server
+
+    with running_server(tmp_path, window_s=0.5, max_batch=8) as (server, url):
+        real = server.pad.generate
+
+        def generate(prompts, preference=None, **kwargs):
+            if any(str(p).startswith("explode") for p in kwargs.get("preferences") or ()):
+                raise RuntimeError("a row that cannot be decoded")
+            return real(prompts, preference, **kwargs)
+
+        server.pad.generate = generate
+        requests = [(PROMPTS[i], pref) for i, pref in enumerate(["concise", "explode", "humorous"])]
+        with ThreadPoolExecutor(3) as pool:
+            replies = list(
+                pool.map(
+                    lambda pp: httpx.post(
+                        f"{url}/v1/chat/completions",
+                        json={
+                            "messages": [{"role": "user", "content": pp[0]}],
+                            "max_tokens": 6,
+                            "temperature": 0,
+                            "preference": pp[1],
+                        },
+                        timeout=60,
+                    ),
+                    requests,
+                )
+            )
+        assert server.batcher.batches[0] == 3  # they did share a batch
+        assert replies[1].status_code == 500
+        for (prompt, pref), reply in zip(requests, replies, strict=True):
+            if pref != "explode":
+                assert reply.status_code == 200
+                want = real([prompt], pref, weight=1.0, max_new_tokens=6)[0].text
+                assert reply.json()["choices"][0]["message"]["content"] == want

@@ -646,6 +646,9 @@ def serve(
     ] = (20.0),
     max_batch: Annotated[int, typer.Option("--max-batch", help="Most requests decoded together.")] = 16,
     max_tokens: Annotated[int, typer.Option("--max-tokens-limit", help="Largest max_tokens a request may ask.")] = 1024,
+    max_body_bytes: Annotated[
+        int, typer.Option("--max-body-bytes", min=1, help="Largest request body; a larger one gets 413.")
+    ] = 1 << 20,
 ) -> None:
     """Serve personalized generation over an OpenAI-compatible HTTP API, with per-user profiles."""
     import uvicorn
@@ -659,7 +662,7 @@ def serve(
         pad = PAD.from_pretrained(base=base, rm=rm, dtype=dtype)
     except PadkitError as e:
         _fail(str(e))
-    server = Server(pad, store, weight, max_tokens, batch_window_ms / 1000, max_batch)
+    server = Server(pad, store, weight, max_tokens, batch_window_ms / 1000, max_batch, max_body_bytes)
     err.print(f"padkit serving {base} (rm={pad.rm_name}) on http://{host}:{port}/v1, profiles in {db}")
     uvicorn.run(create_app(server), host=host, port=port, log_level="info")
 

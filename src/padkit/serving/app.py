@@ -27,7 +27,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, model_validator
 
 from padkit.decoding.config import DEFAULT_WEIGHT, ConfigError, PADConfig
 from padkit.decoding.pad import PAD, Generation
@@ -59,24 +59,57 @@ class DimensionWeight(BaseModel):
 PreferenceField = str | list[DimensionWeight] | None
 
 
+UNSUPPORTED = (
+    "logprobs",
+    "top_logprobs",
+    "tools",
+    "tool_choice",
+    "functions",
+    "function_call",
+    "parallel_tool_calls",
+    "response_format",
+    "logit_bias",
+    "presence_penalty",
+    "frequency_penalty",
+    "audio",
+    "modalities",
+    "prediction",
+    "best_of",
+    "echo",
+    "suffix",
+)
+"""OpenAI request fields padkit does not implement: refused with a 400 naming them when set (a null, false or 0
+value asks for nothing and passes), never silently ignored."""
+MAX_USER_CHARS = 256
+
+
 class _PadFields(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: str | None = None
-    max_tokens: int | None = None
+    max_tokens: StrictInt | None = None
     temperature: float | None = None
     top_p: float | None = None
-    n: int = 1
-    seed: int | None = None
+    n: StrictInt = 1
+    seed: StrictInt | None = None
     stop: str | list[str] | None = None
-    stream: bool = False
+    stream: StrictBool = False
     stream_options: dict[str, Any] | None = None
     user: str | None = None
     preference: PreferenceField = None
     alignment_weight: float | None = None
-    top_k: int | None = None
+    top_k: StrictInt | None = None
     method: str | None = None
-    diagnostics: bool = False
+    diagnostics: StrictBool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unsupported(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            asked = [k for k in UNSUPPORTED if data.get(k) not in (None, False, 0)]
+            if asked:
+                raise APIError(400, f"padkit does not implement {', '.join(asked)}", asked[0], "unsupported_field")
+        return data
 
 
 class ChatMessage(BaseModel):
@@ -88,7 +121,7 @@ class ChatMessage(BaseModel):
 
 class ChatRequest(_PadFields):
     messages: list[ChatMessage]
-    max_completion_tokens: int | None = None
+    max_completion_tokens: StrictInt | None = None
 
 
 class CompletionRequest(_PadFields):
@@ -156,8 +189,10 @@ class Server:
         max_tokens_limit: int = 1024,
         window_s: float = 0.02,
         max_batch: int = 16,
+        max_body_bytes: int = 1 << 20,
     ) -> None:
         self.pad, self.store = pad, store
+        self.max_body_bytes = max_body_bytes
         self.default_weight = default_weight
         self.max_tokens_limit = max_tokens_limit
         self.batcher = Batcher(pad, window_s, max_batch)
@@ -165,11 +200,14 @@ class Server:
         # The batcher's thread encodes with padding, which a fast tokenizer holds as state on its Rust object;
         # counting tokens with that same object from this thread races with it (a padded batch came back unpadded).
         self.tokenizer = copy.deepcopy(pad.tokenizer)
+        self.rm_tokenizer = self.tokenizer if pad.rm_tokenizer is pad.tokenizer else copy.deepcopy(pad.rm_tokenizer)
 
     def job(self, body: _PadFields, prompt: Prompt, max_tokens: int | None) -> tuple[Job, int]:
         """Validate one request and turn it into a batcher job; returns it with the prompt's token count."""
         if body.n != 1:
             raise APIError(400, "only n=1 is supported", "n")
+        if body.user is not None and not 0 < len(body.user) <= MAX_USER_CHARS:
+            raise APIError(400, f"user must be 1 to {MAX_USER_CHARS} characters", "user")
         stops = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
         if len(stops) > 4:
             raise APIError(400, "stop takes up to 4 strings", "stop")
@@ -212,22 +250,32 @@ class Server:
             diagnostics=body.diagnostics,
         )
         n_prompt = self.prompt_tokens(prompt)
-        context = getattr(self.pad.base_model.config, "max_position_embeddings", None)
-        if context is not None and n_prompt + limit > context:
-            raise APIError(
-                400,
-                f"the prompt is {n_prompt} tokens; with max_tokens={limit} it exceeds the context of {context} tokens",
-                "messages",
-                "context_length_exceeded",
-            )
+        self._check_context(n_prompt, limit, "the prompt", "messages")
+        if config.method in ("pad", "best-of-n", "args") and preference is not None:
+            for dim in preference.dimensions:  # the PersRM reads each dimension's principle with the prompt
+                n_rm = self.prompt_tokens(prompt, dim.principle, self.rm_tokenizer)
+                self._check_context(n_rm, limit, f"the prompt with the preference {dim.text[:40]!r}", "preference")
         return Job(prompt, preference, config, asyncio.get_running_loop()), n_prompt
 
-    def prompt_tokens(self, prompt: Prompt) -> int:
+    def _check_context(self, n_tokens: int, limit: int, what: str, param: str) -> None:
+        """A row that would not fit the context is refused here, before it can join (and fail) a batch."""
+        context = getattr(self.pad.base_model.config, "max_position_embeddings", None)
+        if context is not None and n_tokens + limit > context:
+            raise APIError(
+                400,
+                f"{what} is {n_tokens} tokens; with max_tokens={limit} it exceeds the context of {context} tokens",
+                param,
+                "context_length_exceeded",
+            )
+
+    def prompt_tokens(self, prompt: Prompt, principle: str | None = None, tokenizer=None) -> int:
+        """Tokens of ``prompt`` as a model reads it (the base's, or with ``principle`` the PersRM's input)."""
+        tokenizer = tokenizer or self.tokenizer
         try:
-            text = render_input(self.tokenizer, prompt)
+            text = render_input(tokenizer, prompt, principle)
         except ValueError as err:
             raise APIError(400, str(err), "messages") from err
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def _profile_field(stored: str | list[dict]) -> PreferenceField:
@@ -277,6 +325,40 @@ def _usage(n_prompt: int, gen: Generation) -> dict:
     return {"prompt_tokens": n_prompt, "completion_tokens": n, "total_tokens": n_prompt + n}
 
 
+class _BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over ``limit`` bytes gets 413 before the app reads it (by its
+    Content-Length), or as soon as it grows past the limit (a body sent without one)."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        too_large = APIError(413, f"the request body is over {self.limit} bytes", None, "body_too_large")
+        length = dict(scope.get("headers", ())).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            return await too_large.response()(scope, receive, send)
+        seen = 0
+
+        async def counted() -> dict:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _BodyTooLarge:
+            await too_large.response()(scope, receive, send)
+
+
 def create_app(server: Server) -> FastAPI:
     """The FastAPI app: OpenAI-compatible completions, models, health, and the profile API."""
 
@@ -287,6 +369,7 @@ def create_app(server: Server) -> FastAPI:
 
     app = FastAPI(title="padkit", description=__doc__, lifespan=lifespan)
     app.state.server = server
+    app.add_middleware(BodyLimit, limit=server.max_body_bytes)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)
@@ -326,7 +409,8 @@ def create_app(server: Server) -> FastAPI:
     @app.post("/v1/chat/completions")
     async def chat(body: ChatRequest):
         prompt = _chat_prompt(body.messages)
-        job, n_prompt = server.job(body, prompt, body.max_completion_tokens or body.max_tokens)
+        limit = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
+        job, n_prompt = server.job(body, prompt, limit)
         return await _respond(server, body, job, n_prompt, "chat")
 
     @app.post("/v1/completions")

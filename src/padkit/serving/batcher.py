@@ -169,8 +169,14 @@ class Batcher:
                 streamer=streamer,
             )
         except Exception as exc:  # a failed decode fails its requests, never the server
-            for job in jobs:
-                job.emit("error", exc)
+            if len(jobs) == 1:
+                jobs[0].emit("error", exc)
+                return
+            for i, job in enumerate(jobs):  # a bad row fails only itself: each row is decoded again alone,
+                if streamer is not None and streamer.sent[i]:  # unless its client already has part of a text
+                    job.emit("error", exc)
+                else:
+                    self._decode([job])
             return
         for job, gen in zip(jobs, gens, strict=True):
             job.emit("done", _cut(gen, job.max_tokens, tokenizer))

@@ -84,7 +84,13 @@ class ProfileStore:
 
 
 def _as_preference_like(preference: str | list[dict]):
-    """The HTTP form (text, or ``[{dimension, weight}]``) as what :meth:`Preference.parse` takes."""
+    """The HTTP form (text, or ``[{dimension | text, weight}]``) as what :meth:`Preference.parse` takes."""
     if isinstance(preference, str):
         return preference
-    return {item["dimension"]: item.get("weight", 1.0) for item in preference}
+    items = []
+    for item in preference:
+        text = item.get("dimension") or item.get("text")
+        if not isinstance(text, str):
+            raise PadkitError(f"preference item {item!r} needs a 'dimension' or a 'text'")
+        items.append((text, item.get("weight", 1.0)))
+    return items
