@@ -437,3 +437,70 @@ def test_a_row_that_fails_while_decoding_fails_alone(tmp_path):
                 assert reply.status_code == 200
                 want = real([prompt], pref, weight=1.0, max_new_tokens=6)[0].text
                 assert reply.json()["choices"][0]["message"]["content"] == want
+
+
+def test_keys_guard_every_v1_route_and_a_user_key_reaches_only_its_own_profile(tmp_path):
+    from conftest import running_server
+
+    store = ProfileStore(tmp_path / "profiles.sqlite")
+    alice_key, alice = store.add_key("alice")
+    bob_key, _ = store.add_key("bob")
+    with running_server(tmp_path, api_key="admin-secret") as (server, url):
+
+        def call(method, path, key=None, **kwargs):
+            headers = {"Authorization": f"Bearer {key}"} if key else {}
+            return httpx.request(method, f"{url}{path}", headers=headers, timeout=60, **kwargs)
+
+        assert call("GET", "/health").status_code == 200  # open: a load balancer's probe
+        assert call("GET", "/v1/models").status_code == 401
+        assert call("GET", "/v1/models", "wrong").json()["error"]["code"] == "invalid_api_key"
+        assert call("GET", "/v1/models", "admin-secret").status_code == 200
+        assert call("PUT", "/v1/profiles/alice", alice_key, json={"preference": "concise"}).status_code == 200
+        assert call("PUT", "/v1/profiles/bob", "admin-secret", json={"preference": "humorous"}).status_code == 200
+        forbidden = call("GET", "/v1/profiles/bob", alice_key)
+        assert forbidden.status_code == 403 and forbidden.json()["error"]["code"] == "forbidden"
+        assert call("DELETE", "/v1/profiles/bob", alice_key).status_code == 403
+        assert call("GET", "/v1/profiles/bob", bob_key).json()["preference"] == "humorous"
+        # alice's requests use alice's profile, whatever user they name
+        body = {"messages": [{"role": "user", "content": PROMPTS[0]}], "max_tokens": 6, "temperature": 0}
+        as_bob = call("POST", "/v1/chat/completions", alice_key, json={**body, "user": "bob"}).json()
+        assert as_bob["preference"] == "concise=1"
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key=alice_key, max_retries=0)
+        reply = client.chat.completions.create(model="tiny", messages=body["messages"], max_tokens=6, temperature=0)
+        assert reply.choices[0].message.content == _alone(server, PROMPTS[0], "concise", weight=1.0, max_tokens=6).text
+        assert store.revoke_key(alice.key_id)
+        assert call("GET", "/v1/models", alice_key).status_code == 401
+
+
+def test_keys_are_stored_hashed_and_managed_from_the_cli(tmp_path):
+    import sqlite3
+
+    from typer.testing import CliRunner
+
+    from padkit.cli.main import app
+
+    db = tmp_path / "p.sqlite"
+    runner = CliRunner()
+    added = runner.invoke(app, ["keys", "add", "alice", "--db", str(db)])
+    key = added.stdout.strip()
+    assert added.exit_code == 0 and key.startswith("pk-") and len(key) > 40
+    with sqlite3.connect(db) as conn:
+        stored = conn.execute("SELECT key_hash, key_id, user FROM api_keys").fetchall()
+    assert len(stored) == 1 and key not in str(stored) and stored[0][2] == "alice"
+    key_id = stored[0][1]
+    listed = runner.invoke(app, ["keys", "list", "--db", str(db)], env={"COLUMNS": "200"})
+    assert key_id in listed.stdout and "alice" in listed.stdout
+    assert ProfileStore(db).key_user(key) == "alice"
+    assert runner.invoke(app, ["keys", "revoke", key_id, "--db", str(db)]).exit_code == 0
+    assert ProfileStore(db).key_user(key) is None
+    again = runner.invoke(app, ["keys", "revoke", key_id, "--db", str(db)])
+    assert again.exit_code == 2 and "no active key" in again.output
+
+
+def test_serve_refuses_an_open_server_on_a_public_host(tmp_path):
+    from typer.testing import CliRunner
+
+    from padkit.cli.main import app
+
+    result = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0", "--db", str(tmp_path / "p.sqlite")])
+    assert result.exit_code == 2 and "refusing to serve 0.0.0.0 with no API key" in " ".join(result.output.split())

@@ -6,6 +6,7 @@ import functools
 import json
 import os
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
@@ -635,7 +636,7 @@ def serve(
     base: BaseOpt = "smollm2-135m-instruct",
     rm: RmOpt = None,
     dtype: DtypeOpt = "float32",
-    db: Annotated[Path, typer.Option("--db", help="SQLite file of user profiles.")] = Path(
+    db: Annotated[Path, typer.Option("--db", help="SQLite file of user profiles and keys.")] = Path(
         "~/.local/share/padkit/profiles.sqlite"
     ),
     weight: Annotated[
@@ -649,22 +650,88 @@ def serve(
     max_body_bytes: Annotated[
         int, typer.Option("--max-body-bytes", min=1, help="Largest request body; a larger one gets 413.")
     ] = 1 << 20,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key",
+            envvar="PADKIT_API_KEY",
+            help="Admin key: every /v1 route then needs 'Authorization: Bearer KEY' (user keys: padkit keys add).",
+        ),
+    ] = None,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="Allow binding a host other than 127.0.0.1 with no key at all.")
+    ] = False,
 ) -> None:
-    """Serve personalized generation over an OpenAI-compatible HTTP API, with per-user profiles."""
+    """Serve personalized generation over an OpenAI-compatible HTTP API, with per-user profiles and keys."""
     import uvicorn
 
     from padkit.decoding import PAD
     from padkit.serving import ProfileStore, Server, create_app
 
     try:
-        _quiet_transformers()
         store = ProfileStore(db.expanduser())
+        is_open = not api_key and not store.has_keys()
+        if is_open and host not in LOCAL_HOSTS and not insecure:
+            raise PadkitError(
+                f"refusing to serve {host} with no API key: anyone who reaches the port could read and change every "
+                "profile. Give --api-key (or PADKIT_API_KEY), add user keys with `padkit keys add`, or pass --insecure."
+            )
+        _quiet_transformers()
         pad = PAD.from_pretrained(base=base, rm=rm, dtype=dtype)
     except PadkitError as e:
         _fail(str(e))
-    server = Server(pad, store, weight, max_tokens, batch_window_ms / 1000, max_batch, max_body_bytes)
+    server = Server(pad, store, weight, max_tokens, batch_window_ms / 1000, max_batch, max_body_bytes, api_key)
     err.print(f"padkit serving {base} (rm={pad.rm_name}) on http://{host}:{port}/v1, profiles in {db}")
+    if is_open:
+        err.print("[yellow]open: no API key is set, so every client is admin (fine on 127.0.0.1 only)[/]")
     uvicorn.run(create_app(server), host=host, port=port, log_level="info")
+
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+DbOpt = Annotated[Path, typer.Option("--db", help="SQLite file of user profiles and keys.")]
+DEFAULT_DB = Path("~/.local/share/padkit/profiles.sqlite")
+keys_app = typer.Typer(help="API keys bound to a user: each reads and changes only its own profile.")
+app.add_typer(keys_app, name="keys")
+
+
+def _store(db: Path):
+    from padkit.serving import ProfileStore
+
+    try:
+        return ProfileStore(db.expanduser())
+    except PadkitError as e:
+        _fail(str(e))
+
+
+@keys_app.command("add")
+def keys_add(user: Annotated[str, typer.Argument(help="The user the key belongs to.")], db: DbOpt = DEFAULT_DB) -> None:
+    """Make a key for USER and print it (only its SHA-256 hash is stored: it cannot be shown again)."""
+    try:
+        key, record = _store(db).add_key(user)
+    except PadkitError as e:
+        _fail(str(e))
+    err.print(f"key {record.key_id} for {user!r} (revoke with `padkit keys revoke {record.key_id}`):")
+    typer.echo(key)
+
+
+@keys_app.command("list")
+def keys_list(db: DbOpt = DEFAULT_DB) -> None:
+    """List the keys: id, user, created, revoked."""
+    table = Table("id", "user", "created", "revoked")
+    for k in _store(db).list_keys():
+        revoked = "" if k.revoked_at is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(k.revoked_at))
+        table.add_row(k.key_id, k.user, time.strftime("%Y-%m-%d %H:%M", time.localtime(k.created_at)), revoked)
+    Console().print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id (padkit keys list).")], db: DbOpt = DEFAULT_DB
+) -> None:
+    """Revoke a key: requests with it get 401 from then on."""
+    if not _store(db).revoke_key(key_id):
+        _fail(f"no active key with id {key_id!r} (see padkit keys list)")
+    err.print(f"revoked {key_id}")
 
 
 def _record(gen, rid: str, prompt: str) -> dict:

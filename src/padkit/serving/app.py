@@ -13,17 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import hmac
 import json
 import math
 import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
@@ -178,6 +179,24 @@ def request_config(**values: Any) -> PADConfig:
         raise APIError(400, message, name) from err
 
 
+@dataclass(frozen=True)
+class Caller:
+    """The key a request came with: ``user`` for a user's key (its own profile only), None for the admin."""
+
+    user: str | None
+
+    @property
+    def admin(self) -> bool:
+        return self.user is None
+
+    def may_use(self, user: str) -> None:
+        """403 unless this caller may read and change ``user``'s profile."""
+        if not self.admin and user != self.user:
+            raise APIError(
+                403, f"this key belongs to {self.user!r}; it cannot use the profile of {user!r}", "user", "forbidden"
+            )
+
+
 class Server:
     """The state behind the routes: the PAD model, the profile store and the batcher."""
 
@@ -190,8 +209,10 @@ class Server:
         window_s: float = 0.02,
         max_batch: int = 16,
         max_body_bytes: int = 1 << 20,
+        api_key: str | None = None,
     ) -> None:
         self.pad, self.store = pad, store
+        self.api_key = api_key or None
         self.max_body_bytes = max_body_bytes
         self.default_weight = default_weight
         self.max_tokens_limit = max_tokens_limit
@@ -202,8 +223,34 @@ class Server:
         self.tokenizer = copy.deepcopy(pad.tokenizer)
         self.rm_tokenizer = self.tokenizer if pad.rm_tokenizer is pad.tokenizer else copy.deepcopy(pad.rm_tokenizer)
 
-    def job(self, body: _PadFields, prompt: Prompt, max_tokens: int | None) -> tuple[Job, int]:
-        """Validate one request and turn it into a batcher job; returns it with the prompt's token count."""
+    def caller(self, request: Request) -> Caller:
+        """Who is asking, from ``Authorization: Bearer KEY``: the admin (the ``--api-key``), a key's user, or 401.
+
+        Without an admin key and with no user key stored the server is open (and binds to 127.0.0.1 unless told
+        ``--insecure``): everyone is admin."""
+        if self.api_key is None and not self.store.has_keys():
+            return Caller(None)
+        scheme, _, key = request.headers.get("authorization", "").partition(" ")
+        key = key.strip()
+        if scheme.lower() != "bearer" or not key:
+            raise APIError(
+                401, "this server needs an API key: send 'Authorization: Bearer KEY'", None, "missing_api_key"
+            )
+        if self.api_key is not None and hmac.compare_digest(key.encode(), self.api_key.encode()):
+            return Caller(None)
+        user = self.store.key_user(key)
+        if user is None:
+            raise APIError(401, "the API key is not valid (unknown or revoked)", None, "invalid_api_key")
+        return Caller(user)
+
+    def job(
+        self, body: _PadFields, prompt: Prompt, max_tokens: int | None, caller: Caller | None = None
+    ) -> tuple[Job, int]:
+        """Validate one request and turn it into a batcher job; returns it with the prompt's token count.
+
+        A user key's requests are personalized with that user's own profile, whatever ``user`` they send."""
+        if caller is not None and caller.user is not None:
+            body = body.model_copy(update={"user": caller.user})
         if body.n != 1:
             raise APIError(400, "only n=1 is supported", "n")
         if body.user is not None and not 0 < len(body.user) <= MAX_USER_CHARS:
@@ -217,7 +264,7 @@ class Server:
         profile = None
         if body.user is not None:
             profile = self.store.get(body.user)
-            if profile is None and body.preference is None:
+            if profile is None and body.preference is None and (caller is None or caller.user is None):
                 raise APIError(
                     404,
                     f"no profile for user {body.user!r}; create it with PUT /v1/profiles/{{user}}",
@@ -376,7 +423,9 @@ def create_app(server: Server) -> FastAPI:
     async def playground() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
-    @app.get("/v1/dimensions")
+    caller = Depends(server.caller)
+
+    @app.get("/v1/dimensions", dependencies=[caller])
     async def dimensions() -> dict:
         """The catalog dimensions with their opposites, for clients that build preference controls."""
         return {"data": [asdict(d) for d in CATALOG.values()]}
@@ -399,7 +448,7 @@ def create_app(server: Server) -> FastAPI:
     async def health() -> dict:
         return {"status": "ok", "model": server.model_id, "rm": server.pad.rm_name}
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", dependencies=[caller])
     async def models() -> dict:
         return {
             "object": "list",
@@ -407,22 +456,23 @@ def create_app(server: Server) -> FastAPI:
         }
 
     @app.post("/v1/chat/completions")
-    async def chat(body: ChatRequest):
+    async def chat(body: ChatRequest, who: Caller = caller):
         prompt = _chat_prompt(body.messages)
         limit = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
-        job, n_prompt = server.job(body, prompt, limit)
+        job, n_prompt = server.job(body, prompt, limit, who)
         return await _respond(server, body, job, n_prompt, "chat")
 
     @app.post("/v1/completions")
-    async def completions(body: CompletionRequest):
+    async def completions(body: CompletionRequest, who: Caller = caller):
         prompt = body.prompt if isinstance(body.prompt, str) else (body.prompt[0] if len(body.prompt) == 1 else None)
         if prompt is None or not prompt.strip():
             raise APIError(400, "prompt must be one non-empty string", "prompt")
-        job, n_prompt = server.job(body, prompt, body.max_tokens)
+        job, n_prompt = server.job(body, prompt, body.max_tokens, who)
         return await _respond(server, body, job, n_prompt, "text")
 
     @app.put("/v1/profiles/{user}")
-    async def put_profile(user: str, body: ProfileBody) -> dict:
+    async def put_profile(user: str, body: ProfileBody, who: Caller = caller) -> dict:
+        who.may_use(user)
         if body.alignment_weight is not None:
             request_config(weight=body.alignment_weight)
         try:
@@ -437,14 +487,16 @@ def create_app(server: Server) -> FastAPI:
         return server.store.put(user, stored, body.alignment_weight).as_dict()
 
     @app.get("/v1/profiles/{user}")
-    async def get_profile(user: str) -> dict:
+    async def get_profile(user: str, who: Caller = caller) -> dict:
+        who.may_use(user)
         profile = server.store.get(user)
         if profile is None:
             raise APIError(404, f"no profile for user {user!r}", "user", "profile_not_found")
         return profile.as_dict()
 
     @app.delete("/v1/profiles/{user}")
-    async def delete_profile(user: str) -> dict:
+    async def delete_profile(user: str, who: Caller = caller) -> dict:
+        who.may_use(user)
         if not server.store.delete(user):
             raise APIError(404, f"no profile for user {user!r}", "user", "profile_not_found")
         return {"user": user, "deleted": True}

@@ -6,7 +6,10 @@ const $ = (id) => document.getElementById(id);
 const sliders = []; // {kind: "pair" | "single", left, right, input}
 
 async function api(path, options = {}) {
-  const response = await fetch(path, {headers: {"Content-Type": "application/json"}, ...options});
+  const headers = {"Content-Type": "application/json"};
+  const key = $("api-key") ? $("api-key").value.trim() : "";
+  if (key) headers.Authorization = `Bearer ${key}`; // a server started with keys needs one on every /v1 call
+  const response = await fetch(path, {headers, ...options});
   if (!response.ok) {
     let message = `${response.status} ${response.statusText}`;
     try { message = (await response.json()).error.message; } catch (_) { /* keep the status line */ }
@@ -215,6 +218,11 @@ async function main() {
   $("free-weight").addEventListener("input", updatePreview);
   $("controls").addEventListener("submit", generate);
   $("save-profile").addEventListener("click", saveProfile);
+  $("api-key").addEventListener("change", () => { if (!sliders.length) load(); });
+  await load();
+}
+
+async function load() {
   try {
     const [health, dims] = await Promise.all([api("/health"), api("/v1/dimensions")]);
     const info = await health.json();
@@ -223,7 +231,7 @@ async function main() {
     updatePreview();
     document.body.dataset.ready = "true";
   } catch (err) {
-    $("model-info").textContent = `cannot reach the server: ${err.message}`;
+    $("model-info").textContent = `cannot reach the server: ${err.message} (enter the API key below if it needs one)`;
   }
 }
 
