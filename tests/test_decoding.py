@@ -455,3 +455,20 @@ def _lora_layers(model):
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     return [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_a_cancelled_row_stops_and_the_others_decode_as_alone(base_model, tokenizer, fused):
+    pad = PAD(base_model, tokenizer)
+    kwargs = dict(max_new_tokens=12, ignore_eos=True, fused=fused)
+    steps = {"n": 0}
+
+    def cancelled():  # row 1's client leaves after three steps
+        steps["n"] += 1
+        return [False, steps["n"] > 3]
+
+    gens = pad.generate(PROMPTS, "concise", cancelled=cancelled, **kwargs)
+    alone = pad.generate(PROMPTS, "concise", **kwargs)
+    assert gens[0].token_ids == alone[0].token_ids and gens[0].finish_reason == "length"
+    assert gens[1].finish_reason == "cancelled" and gens[1].token_ids == alone[1].token_ids[: len(gens[1].token_ids)]
+    assert 0 < len(gens[1].token_ids) < 12

@@ -504,3 +504,114 @@ def test_serve_refuses_an_open_server_on_a_public_host(tmp_path):
 
     result = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0", "--db", str(tmp_path / "p.sqlite")])
     assert result.exit_code == 2 and "refusing to serve 0.0.0.0 with no API key" in " ".join(result.output.split())
+
+
+def _recording(server):
+    """Wrap the server's PAD.generate to keep what each decode returned (the batcher's thread calls it)."""
+    real, seen = server.pad.generate, []
+
+    def generate(*args, **kwargs):
+        gens = real(*args, **kwargs)
+        seen.append((kwargs.get("preferences"), gens))
+        return gens
+
+    server.pad.generate = generate
+    return real, seen
+
+
+def test_a_client_that_hangs_up_stops_its_row_and_the_others_finish_untouched(tmp_path):
+    from conftest import running_server
+
+    with running_server(tmp_path, window_s=0.3, max_tokens_limit=64) as (server, url):
+        real, seen = _recording(server)
+        lone = {p: real([p], "concise", weight=1.0, max_new_tokens=48)[0] for p in PROMPTS}
+        long_prompt = next(p for p, g in lone.items() if g.finish_reason == "length")
+        other = next(p for p in PROMPTS if p != long_prompt)
+        # a decode step as slow as a real model's, so the hang-up lands mid-decode
+        slow = server.pad.base_model.register_forward_pre_hook(lambda module, args: time.sleep(0.05))
+        body = {"max_tokens": 48, "temperature": 0, "preference": "concise", "stream": True}
+
+        def hang_up():
+            msg = {"messages": [{"role": "user", "content": long_prompt}], **body}
+            with httpx.stream("POST", f"{url}/v1/chat/completions", json=msg, timeout=60) as r:
+                for line in r.iter_lines():  # the first text, then the client is gone
+                    if line.startswith("data: {") and json.loads(line[6:])["choices"][0]["delta"].get("content"):
+                        break
+
+        def keep_streaming():
+            msg = {"messages": [{"role": "user", "content": other}], **body}
+            text = ""
+            with httpx.stream("POST", f"{url}/v1/chat/completions", json=msg, timeout=60) as r:
+                for line in r.iter_lines():
+                    if line.startswith("data: {"):
+                        text += json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
+            return text
+
+        with ThreadPoolExecutor(2) as pool:
+            kept = pool.submit(keep_streaming)
+            pool.submit(hang_up).result()
+            assert kept.result() == lone[other].text
+        slow.remove()
+        deadline = time.monotonic() + 30
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.05)
+        [(prefs, gens)] = seen  # one shared decode
+        assert sorted(g.finish_reason for g in gens) == ["cancelled", "length"]
+        assert all(len(g.token_ids) < 48 for g in gens if g.finish_reason == "cancelled")
+        metrics = httpx.get(f"{url}/metrics").text
+        assert "padkit_cancelled_requests_total 1.0" in metrics
+
+
+def test_past_max_queue_requests_get_429_with_retry_after_and_accepted_ones_finish(tmp_path):
+    from conftest import running_server
+
+    with running_server(tmp_path, window_s=0.0, max_queue=1) as (server, url):
+        real, gate = server.pad.generate, threading.Event()
+
+        def blocked(*args, **kwargs):
+            gate.wait(30)
+            return real(*args, **kwargs)
+
+        server.pad.generate = blocked
+        body = {"messages": [{"role": "user", "content": PROMPTS[0]}], "max_tokens": 4, "temperature": 0}
+        post = lambda: httpx.post(f"{url}/v1/chat/completions", json=body, timeout=60)  # noqa: E731
+        with ThreadPoolExecutor(2) as pool:
+            first = pool.submit(post)
+            _wait_for(lambda: server.batcher.batches)  # decoding (held at the gate)
+            second = pool.submit(post)
+            _wait_for(lambda: server.batcher.waiting == 1)
+            refused = post()
+            assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
+            assert refused.json()["error"]["code"] == "queue_full"
+            gate.set()
+            assert first.result().status_code == 200 and second.result().status_code == 200
+        assert first.result().json()["choices"][0]["message"]["content"] == real([PROMPTS[0]], max_new_tokens=4)[0].text
+
+
+def _wait_for(condition, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.02)
+
+
+def test_metrics_and_one_log_line_per_request_without_the_prompt(served, client, caplog):
+    _, url = served
+    with caplog.at_level("INFO", logger="padkit.requests"):
+        client.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "secret words"}], max_tokens=3, user=None
+        )
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "padkit.requests"]
+    assert len(lines) == 1 and lines[0]["status"] == 200 and lines[0]["method"] == "pad"
+    assert set(lines[0]) >= {"id", "user", "method", "tokens", "latency_s", "status"}
+    assert "secret words" not in json.dumps(lines)
+    text = httpx.get(f"{url}/metrics").text
+    for name in (
+        'padkit_requests_total{route="/v1/chat/completions",status="200"}',
+        "padkit_queue_depth",
+        "padkit_batch_size_bucket",
+        "padkit_time_to_first_token_seconds_bucket",
+        "padkit_request_latency_seconds_count",
+        "padkit_generated_tokens_total",
+    ):
+        assert name in text, name

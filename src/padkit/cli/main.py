@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import sys
 import time
@@ -661,6 +662,15 @@ def serve(
     insecure: Annotated[
         bool, typer.Option("--insecure", help="Allow binding a host other than 127.0.0.1 with no key at all.")
     ] = False,
+    max_queue: Annotated[
+        int, typer.Option("--max-queue", min=0, help="Most requests waiting to decode; more get 429 + Retry-After.")
+    ] = 256,
+    request_timeout: Annotated[
+        float, typer.Option("--request-timeout", min=0.1, help="Seconds a request may take; then 504 and it stops.")
+    ] = 600.0,
+    log_prompts: Annotated[
+        bool, typer.Option("--log-prompts", help="Put the prompt in each request's log line (off: never logged).")
+    ] = False,
 ) -> None:
     """Serve personalized generation over an OpenAI-compatible HTTP API, with per-user profiles and keys."""
     import uvicorn
@@ -680,7 +690,20 @@ def serve(
         pad = PAD.from_pretrained(base=base, rm=rm, dtype=dtype)
     except PadkitError as e:
         _fail(str(e))
-    server = Server(pad, store, weight, max_tokens, batch_window_ms / 1000, max_batch, max_body_bytes, api_key)
+    server = Server(
+        pad,
+        store,
+        weight,
+        max_tokens,
+        batch_window_ms / 1000,
+        max_batch,
+        max_body_bytes,
+        api_key,
+        max_queue,
+        request_timeout,
+        log_prompts,
+    )
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # the one JSON line per request
     err.print(f"padkit serving {base} (rm={pad.rm_name}) on http://{host}:{port}/v1, profiles in {db}")
     if is_open:
         err.print("[yellow]open: no API key is set, so every client is admin (fine on 127.0.0.1 only)[/]")

@@ -32,7 +32,7 @@ from padkit.decoding.processor import (
 )
 from padkit.decoding.reward import RewardStream
 from padkit.decoding.sequence_reward import implicit_rewards, resolve_reference
-from padkit.decoding.stops import find_stop
+from padkit.decoding.stops import CancelledRows, find_stop
 from padkit.errors import GenerationError, ModelLoadError
 from padkit.models.loading import DEFAULT_BASE, adapter_base, default_rm, load_model, load_tokenizer, resolve_model_dir
 from padkit.models.packed_gemm import PackedGemm
@@ -72,7 +72,7 @@ class Generation:
 
     text: str
     token_ids: list[int]
-    finish_reason: Literal["stop", "length"]
+    finish_reason: Literal["stop", "length", "cancelled"]
     method: str
     preference: str | None
     tokens: list[TokenInfo] | None = field(default=None, repr=False)
@@ -98,6 +98,8 @@ class _Plan:
     """The processor picks tokens itself (fused PAD), so ``generate`` stays greedy."""
     temperature: float | None = None
     select: Callable[[list[Generation]], list[Generation]] | None = None
+    follows: torch.Tensor | None = None
+    """For the rows after the answers (a fused batch's PersRM rows), the answer row each follows."""
 
 
 class _PromptRows(BaseStreamer):
@@ -381,6 +383,7 @@ class PAD:
         preferences: Sequence[PreferenceLike | None] | None = None,
         config: PADConfig | None = None,
         streamer: BaseStreamer | None = None,
+        cancelled: Callable[[], Sequence[bool]] | None = None,
         **overrides: Any,
     ) -> list[Generation]:
         """Generate one answer per prompt and return them in order.
@@ -389,7 +392,9 @@ class PAD:
         its values (``pad.generate(prompts, "concise", weight=2.0, max_new_tokens=64)``) and are validated the
         same way. ``preference`` applies to every prompt; ``preferences`` gives one per prompt (``None``: no
         preference). A ``streamer`` receives the prompt rows' tokens as they are chosen; it never changes the
-        decode (the method table :data:`DECODE_MODES` is picked by the configuration only).
+        decode (the method table :data:`DECODE_MODES` is picked by the configuration only). ``cancelled()``,
+        polled every step, says per prompt which answers nobody waits for any more: their rows stop (the server
+        passes it for clients that hung up); their :class:`Generation` ends with ``finish_reason="cancelled"``.
         ``stop`` strings end an answer (cut before them, ``finish_reason="stop"``); by default a base model
         without a chat template stops at ``"\nQuestion:"``, where its ``Question: … Answer:`` frame repeats.
         """
@@ -402,7 +407,9 @@ class PAD:
         if streamer is not None and mode == "best-of-n":
             raise ConfigError("method", "best-of-n picks its answer after decoding every sample: it cannot stream")
         plan = DECODE_MODES[mode](self, prompts, rows, _weights(config.weight, len(prompts)), config)
-        gens = self._run(plan, config, streamer)
+        if cancelled is not None and plan.select is not None:
+            cancelled = None  # best-of-n's samples are reranked at the end: all of them are needed
+        gens = self._run(plan, config, streamer, cancelled)
         return plan.select(gens) if plan.select is not None else gens
 
     def _plain_plan(self, prompts, rows, weights, config) -> _Plan:
@@ -433,6 +440,7 @@ class PAD:
         inputs = self._encode(self.tokenizer, all_texts, self.base_model, config.max_new_tokens, all_labels)
         model = self.rm_model if self.rm_shares_base else self.base_model
         plan = _Plan(model, self.tokenizer, inputs, len(prompts), rows, "pad", samples_itself=True)
+        plan.follows = torch.tensor(source, dtype=torch.long)
         if self.rm_shares_base:
             lora_rows = LoRARows(self.rm_model, slice(len(prompts), len(all_texts)), len(all_texts))
             inputs.update(lora_rows.forward_kwargs())
@@ -495,7 +503,13 @@ class PAD:
         plan.select = select
         return plan
 
-    def _run(self, plan: _Plan, config: PADConfig, streamer: BaseStreamer | None) -> list[Generation]:
+    def _run(
+        self,
+        plan: _Plan,
+        config: PADConfig,
+        streamer: BaseStreamer | None,
+        cancelled: Callable[[], Sequence[bool]] | None = None,
+    ) -> list[Generation]:
         """The shared finish step: run ``model.generate`` on a plan, cut each answer at EOS or a stop string."""
         model, tokenizer, inputs = plan.model, plan.tokenizer, plan.inputs
         temperature = plan.temperature if plan.temperature is not None else config.temperature
@@ -525,6 +539,10 @@ class PAD:
         if config.seed is not None:
             torch.manual_seed(config.seed)
         n_rows = inputs["input_ids"].shape[0]
+        stopping = []
+        if cancelled is not None:
+            row_of = torch.cat([torch.arange(plan.rows), plan.follows]) if plan.follows is not None else None
+            stopping.append(CancelledRows(cancelled, row_of if row_of is not None else torch.arange(n_rows)))
         with torch.inference_mode(), ExitStack() as stack:
             stack.enter_context(AdapterSwitch(model, plan.adapters))
             for context in plan.contexts:
@@ -536,13 +554,18 @@ class PAD:
                 **({} if cache is None else {"cache": cache}),
                 generation_config=generation_config,
                 logits_processor=processors,
+                stopping_criteria=stopping or None,
                 streamer=None if streamer is None else _PromptRows(streamer, plan.rows),
                 tokenizer=tokenizer,
             )
         new_tokens = sequences[: plan.rows, inputs["input_ids"].shape[1] :]
         eos = set(generation_config.eos_token_id)
         results = []
+        halted = stopping[0].halted_at if stopping else {}
         for b, row in enumerate(new_tokens.tolist()):
+            finish = None
+            if b in halted:  # cancelled: what came after is padding, whatever its token
+                row, finish = row[: halted[b] - inputs["input_ids"].shape[1]], "cancelled"
             stop_at = next((i for i, t in enumerate(row) if t in eos), None)
             ids = row if stop_at is None else row[:stop_at]
             text, cut = _cut_at_stop(tokenizer, ids, stops)
@@ -553,11 +576,12 @@ class PAD:
                 tokens = self._token_infos(plan.pad_processor.records, b, row[: len(ids) + (stop_at is not None)])
             pref = plan.preferences[b]
             stopped = (stop_at is not None or cut is not None) and not config.ignore_eos
+            finish = "stop" if stopped else finish or "length"
             results.append(
                 Generation(
                     text=text,
                     token_ids=ids,
-                    finish_reason="stop" if stopped else "length",
+                    finish_reason=finish,
                     method=plan.method,
                     preference=None if plan.method == "base" or pref is None else str(pref),
                     tokens=tokens,

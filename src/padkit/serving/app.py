@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, model_validator
 
@@ -35,7 +35,8 @@ from padkit.decoding.pad import PAD, Generation
 from padkit.errors import PadkitError
 from padkit.preferences import CATALOG, Preference, render_input
 from padkit.preferences.render import Prompt
-from padkit.serving.batcher import Batcher, Job
+from padkit.serving.batcher import Batcher, Job, QueueFull
+from padkit.serving.metrics import RequestCounter, ServerMetrics, log_request
 from padkit.serving.profiles import ProfileStore
 
 STATIC = Path(__file__).parent / "static"
@@ -137,14 +138,24 @@ class ProfileBody(BaseModel):
 class APIError(Exception):
     """An OpenAI-style error: ``{"error": {"message", "type", "param", "code"}}`` with an HTTP status."""
 
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.param, self.code = status, message, param, code
+        self.headers = headers
+
+    def body(self) -> dict:
+        kind = "invalid_request_error" if self.status < 500 else "server_error"
+        return {"error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}}
 
     def response(self) -> JSONResponse:
-        kind = "invalid_request_error" if self.status < 500 else "server_error"
-        body = {"error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}}
-        return JSONResponse(body, status_code=self.status)
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
 
 
 def to_preference(value: PreferenceField) -> Preference | None:
@@ -210,13 +221,19 @@ class Server:
         max_batch: int = 16,
         max_body_bytes: int = 1 << 20,
         api_key: str | None = None,
+        max_queue: int | None = 256,
+        request_timeout_s: float | None = 600.0,
+        log_prompts: bool = False,
     ) -> None:
         self.pad, self.store = pad, store
         self.api_key = api_key or None
+        self.request_timeout_s = request_timeout_s
+        self.log_prompts = log_prompts
         self.max_body_bytes = max_body_bytes
         self.default_weight = default_weight
         self.max_tokens_limit = max_tokens_limit
-        self.batcher = Batcher(pad, window_s, max_batch)
+        self.metrics = ServerMetrics(lambda: self.batcher.waiting)
+        self.batcher = Batcher(pad, window_s, max_batch, max_queue, self.metrics.batch_size.observe)
         self.model_id = pad.base_name
         # The batcher's thread encodes with padding, which a fast tokenizer holds as state on its Rust object;
         # counting tokens with that same object from this thread races with it (a padded batch came back unpadded).
@@ -417,6 +434,7 @@ def create_app(server: Server) -> FastAPI:
     app = FastAPI(title="padkit", description=__doc__, lifespan=lifespan)
     app.state.server = server
     app.add_middleware(BodyLimit, limit=server.max_body_bytes)
+    app.add_middleware(RequestCounter, metrics=server.metrics)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)
@@ -444,6 +462,11 @@ def create_app(server: Server) -> FastAPI:
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body" and "[" not in str(p))
         return APIError(400, f"{where or 'body'}: {first.get('msg', 'invalid request')}", where or None).response()
 
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        """Prometheus text format (open, like /health: counts and timings, no user data)."""
+        return Response(server.metrics.exposition(), media_type=server.metrics.content_type)
+
     @app.get("/health")
     async def health() -> dict:
         return {"status": "ok", "model": server.model_id, "rm": server.pad.rm_name}
@@ -456,19 +479,19 @@ def create_app(server: Server) -> FastAPI:
         }
 
     @app.post("/v1/chat/completions")
-    async def chat(body: ChatRequest, who: Caller = caller):
+    async def chat(body: ChatRequest, request: Request, who: Caller = caller):
         prompt = _chat_prompt(body.messages)
         limit = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
         job, n_prompt = server.job(body, prompt, limit, who)
-        return await _respond(server, body, job, n_prompt, "chat")
+        return await _respond(server, request, body, job, n_prompt, "chat")
 
     @app.post("/v1/completions")
-    async def completions(body: CompletionRequest, who: Caller = caller):
+    async def completions(body: CompletionRequest, request: Request, who: Caller = caller):
         prompt = body.prompt if isinstance(body.prompt, str) else (body.prompt[0] if len(body.prompt) == 1 else None)
         if prompt is None or not prompt.strip():
             raise APIError(400, "prompt must be one non-empty string", "prompt")
         job, n_prompt = server.job(body, prompt, body.max_tokens, who)
-        return await _respond(server, body, job, n_prompt, "text")
+        return await _respond(server, request, body, job, n_prompt, "text")
 
     @app.put("/v1/profiles/{user}")
     async def put_profile(user: str, body: ProfileBody, who: Caller = caller) -> dict:
@@ -504,12 +527,67 @@ def create_app(server: Server) -> FastAPI:
     return app
 
 
-async def _respond(server: Server, body: _PadFields, job: Job, n_prompt: int, kind: Literal["chat", "text"]):
+class _Clock:
+    """One request's timings and outcome, for the metrics and its log line."""
+
+    def __init__(self, server: Server, body: _PadFields, job: Job, rid: str) -> None:
+        self.server, self.body, self.job, self.rid = server, body, job, rid
+        self.start, self.first = time.monotonic(), None
+
+    def first_text(self) -> None:
+        if self.first is None:
+            self.first = time.monotonic()
+            self.server.metrics.first_token.observe(self.first - self.start)
+
+    def end(self, status: int, gen: Generation | None = None, cancelled: bool = False) -> None:
+        seconds = time.monotonic() - self.start
+        metrics = self.server.metrics
+        metrics.latency.observe(seconds)
+        tokens = 0 if gen is None else len(gen.token_ids)
+        metrics.tokens.inc(tokens)
+        if cancelled:
+            self.job.cancel()
+            metrics.cancelled.inc()
+        fields = dict(
+            id=self.rid,
+            user=self.body.user,
+            method=self.job.config.method,
+            stream=self.body.stream,
+            tokens=tokens,
+            latency_s=round(seconds, 3),
+            status="cancelled" if cancelled else status,
+        )
+        if self.server.log_prompts:
+            fields["prompt"] = self.job.prompt
+        log_request(**fields)
+
+
+async def _respond(
+    server: Server, request: Request, body: _PadFields, job: Job, n_prompt: int, kind: Literal["chat", "text"]
+):
     rid = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex[:24]}"
     created = int(time.time())
-    server.batcher.submit(job)
+    try:
+        server.batcher.submit(job)
+    except QueueFull as err:
+        raise APIError(
+            429, f"the server is busy: {err}; retry shortly", None, "queue_full", {"Retry-After": "1"}
+        ) from err
+    clock = _Clock(server, body, job, rid)
     if not body.stream:
-        gen = await _final(job)
+        try:
+            gen = await _final(job, request, server.request_timeout_s)
+        except APIError as err:
+            clock.end(err.status, cancelled=err.status == 504)
+            raise
+        except asyncio.CancelledError:
+            clock.end(499, cancelled=True)
+            raise
+        if gen is None:  # the client hung up: nobody to answer
+            clock.end(499, cancelled=True)
+            return Response(status_code=499)
+        clock.first_text()
+        clock.end(200, gen)
         choice = {"index": 0, "finish_reason": gen.finish_reason, "logprobs": None}
         if kind == "chat":
             choice["message"] = {"role": "assistant", "content": gen.text}
@@ -527,13 +605,38 @@ async def _respond(server: Server, body: _PadFields, job: Job, n_prompt: int, ki
         }
     include_usage = bool((body.stream_options or {}).get("include_usage"))
     return StreamingResponse(
-        _sse(server, job, n_prompt, kind, rid, created, include_usage), media_type="text/event-stream"
+        _sse(server, job, n_prompt, kind, rid, created, include_usage, clock), media_type="text/event-stream"
     )
 
 
-async def _final(job: Job) -> Generation:
+async def _next_event(job: Job, deadline: float | None) -> tuple[str, Any]:
+    """The job's next event; ``("timeout", None)`` once ``deadline`` (monotonic) has passed."""
+    if deadline is None:
+        return await job.events.get()
+    try:
+        return await asyncio.wait_for(job.events.get(), max(0.0, deadline - time.monotonic()))
+    except TimeoutError:
+        return "timeout", None
+
+
+def _timeout_error(timeout_s: float) -> APIError:
+    return APIError(504, f"the answer took longer than the server's limit of {timeout_s:g} s", None, "timeout")
+
+
+async def _final(job: Job, request: Request, timeout_s: float | None) -> Generation | None:
+    """The finished answer; None when the client hung up first (then the job is cancelled)."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while True:
-        event, value = await job.events.get()
+        step = None if deadline is None else deadline - time.monotonic()
+        poll = 0.25 if step is None else min(0.25, max(step, 0.0))
+        try:
+            event, value = await asyncio.wait_for(job.events.get(), poll)
+        except TimeoutError:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise _timeout_error(timeout_s) from None
+            if await request.is_disconnected():
+                return None
+            continue
         if event == "done":
             return value
         if event == "error":
@@ -541,8 +644,17 @@ async def _final(job: Job) -> Generation:
 
 
 async def _sse(
-    server: Server, job: Job, n_prompt: int, kind: str, rid: str, created: int, include_usage: bool
+    server: Server,
+    job: Job,
+    n_prompt: int,
+    kind: str,
+    rid: str,
+    created: int,
+    include_usage: bool,
+    clock: _Clock,
 ) -> AsyncIterator[str]:
+    """The stream of chunks. If the client goes away (the generator is closed mid-stream) or the time limit
+    passes, the job is cancelled: its row stops at the next decode step."""
     obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
 
     def chunk(text: str | None, finish: str | None, first: bool = False, extra: dict | None = None) -> str:
@@ -554,31 +666,45 @@ async def _sse(
         payload = {"id": rid, "object": obj, "created": created, "model": server.model_id, "choices": [choice]}
         return f"data: {json.dumps({**payload, **(extra or {})})}\n\n"
 
-    if kind == "chat":
-        yield chunk(None, None, first=True)
-    sent = ""
-    while True:
-        event, value = await job.events.get()
-        if event == "delta":
-            sent += value
-            yield chunk(value, None)
-        elif event == "error":
-            error = {"message": str(value), "type": "server_error", "param": None, "code": None}
-            yield f"data: {json.dumps({'error': error})}\n\n"
-            break
-        else:
-            if value.text.startswith(sent) and len(value.text) > len(sent):
-                yield chunk(value.text[len(sent) :], None)
-            yield chunk(None, value.finish_reason, extra=_diagnostics(job, value))
-            if include_usage:
-                usage = {
-                    "id": rid,
-                    "object": obj,
-                    "created": created,
-                    "model": server.model_id,
-                    "choices": [],
-                    "usage": _usage(n_prompt, value),
-                }
-                yield f"data: {json.dumps(usage)}\n\n"
-            break
-    yield "data: [DONE]\n\n"
+    timeout_s = server.request_timeout_s
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    finished = False
+    try:
+        if kind == "chat":
+            yield chunk(None, None, first=True)
+        sent = ""
+        while True:
+            event, value = await _next_event(job, deadline)
+            if event == "delta":
+                clock.first_text()
+                sent += value
+                yield chunk(value, None)
+            elif event in ("error", "timeout"):
+                error = _timeout_error(timeout_s).body()["error"] if event == "timeout" else None
+                error = error or {"message": str(value), "type": "server_error", "param": None, "code": None}
+                finished = True
+                clock.end(504 if event == "timeout" else 500, cancelled=event == "timeout")
+                yield f"data: {json.dumps({'error': error})}\n\n"
+                break
+            else:
+                if value.text.startswith(sent) and len(value.text) > len(sent):
+                    clock.first_text()
+                    yield chunk(value.text[len(sent) :], None)
+                finished = True
+                clock.end(200, value)
+                yield chunk(None, value.finish_reason, extra=_diagnostics(job, value))
+                if include_usage:
+                    usage = {
+                        "id": rid,
+                        "object": obj,
+                        "created": created,
+                        "model": server.model_id,
+                        "choices": [],
+                        "usage": _usage(n_prompt, value),
+                    }
+                    yield f"data: {json.dumps(usage)}\n\n"
+                break
+        yield "data: [DONE]\n\n"
+    finally:
+        if not finished:  # the client hung up mid-stream
+            clock.end(499, cancelled=True)

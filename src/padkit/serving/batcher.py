@@ -37,6 +37,12 @@ class Job:
     config: PADConfig
     loop: asyncio.AbstractEventLoop
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
+    cancelled: bool = False
+    """Set when nobody waits for the answer any more (the client hung up, or its time ran out): the row stops at
+    the next decode step, or never starts."""
+
+    def cancel(self) -> None:
+        self.cancelled = True
 
     @property
     def max_tokens(self) -> int:
@@ -105,19 +111,43 @@ def _cut(gen: Generation, limit: int, tokenizer) -> Generation:
     return Generation(text, ids, "length", gen.method, gen.preference, tokens)
 
 
-class Batcher:
-    """A worker thread that drains a request queue into batched ``PAD.generate`` calls."""
+class QueueFull(Exception):
+    """More requests wait than the server takes (``max_queue``); the client should retry later."""
 
-    def __init__(self, pad: PAD, window_s: float = 0.02, max_batch: int = 16) -> None:
+
+class Batcher:
+    """A worker thread that drains a request queue into batched ``PAD.generate`` calls.
+
+    At most ``max_queue`` requests wait (not yet decoding); :meth:`submit` refuses more with :class:`QueueFull`.
+    ``on_batch(size)`` is called for each decode (the server's metrics)."""
+
+    def __init__(
+        self,
+        pad: PAD,
+        window_s: float = 0.02,
+        max_batch: int = 16,
+        max_queue: int | None = None,
+        on_batch: Any = None,
+    ) -> None:
         self.pad = pad
         self.window_s = window_s
         self.max_batch = max_batch
+        self.max_queue = max_queue
+        self.on_batch = on_batch
         self.queue: queue.Queue[Job | None] = queue.Queue()
         self.batches: list[int] = []  # sizes of the decodes run, for tests and logs
         self.thread = threading.Thread(target=self._run, name="padkit-batcher", daemon=True)
         self.thread.start()
 
+    @property
+    def waiting(self) -> int:
+        """Requests accepted and not yet decoding."""
+        return self.queue.qsize()
+
     def submit(self, job: Job) -> None:
+        """Queue a job; :class:`QueueFull` when ``max_queue`` requests wait already (nothing is queued then)."""
+        if self.max_queue is not None and self.waiting >= self.max_queue:
+            raise QueueFull(f"{self.waiting} requests are waiting, the most this server queues")
         self.queue.put(job)
 
     def close(self) -> None:
@@ -145,12 +175,15 @@ class Batcher:
         while (jobs := self._collect()) is not None:
             groups: dict[Any, list[Job]] = {}
             for job in jobs:
-                groups.setdefault(job.batch_key(), []).append(job)
+                if not job.cancelled:  # its client left while it waited
+                    groups.setdefault(job.batch_key(), []).append(job)
             for group in groups.values():
                 self._decode(group)
 
     def _decode(self, jobs: list[Job]) -> None:
         self.batches.append(len(jobs))
+        if self.on_batch is not None:
+            self.on_batch(len(jobs))
         config = jobs[0].config.replace(
             weight=tuple(j.config.weight for j in jobs),
             max_new_tokens=max(j.max_tokens for j in jobs),
@@ -167,6 +200,7 @@ class Batcher:
                 preferences=[j.preference for j in jobs],
                 config=config,
                 streamer=streamer,
+                cancelled=lambda: [j.cancelled for j in jobs],
             )
         except Exception as exc:  # a failed decode fails its requests, never the server
             if len(jobs) == 1:
