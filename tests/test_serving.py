@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx2 as httpx
 import openai
@@ -615,3 +617,128 @@ def test_metrics_and_one_log_line_per_request_without_the_prompt(served, client,
         "padkit_generated_tokens_total",
     ):
         assert name in text, name
+
+
+def test_sigterm_refuses_new_requests_finishes_accepted_ones_and_exits_0(tmp_path, tiny_model_dir):
+    """A real `padkit serve` process: a request waiting in the batch window when SIGTERM comes still gets its
+    answer; a request after it gets 503; the process then exits 0 with its database intact."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    db = tmp_path / "p.sqlite"
+    ProfileStore(db).put("alice", "concise")
+    command = [sys.executable, "-m", "padkit.cli.main", "serve", "--base", str(tiny_model_dir), "--rm", "self"]
+    command += ["--port", str(port), "--db", str(db), "--batch-window-ms", "1500", "--grace-period", "20"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_for(lambda: _up(url), 120)
+        body = {"messages": [{"role": "user", "content": PROMPTS[0]}], "max_tokens": 4, "temperature": 0}
+        with ThreadPoolExecutor(1) as pool:
+            accepted = pool.submit(httpx.post, f"{url}/v1/chat/completions", json=body, timeout=60)
+            time.sleep(0.5)  # it waits in the 1.5 s batch window now
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(0.2)
+            refused = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=10)
+            assert refused.status_code == 503 and refused.json()["error"]["code"] == "shutting_down"
+            assert accepted.result().status_code == 200
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert ProfileStore(db).get("alice").preference == "concise"
+    assert not (tmp_path / "p.sqlite-wal").exists() or (tmp_path / "p.sqlite-wal").stat().st_size == 0
+
+
+def _up(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_concurrent_profile_writers_never_lose_an_acknowledged_write(served):
+    _, url = served
+    prefs = [f"concise={round(0.1 + i / 100, 2)}" for i in range(24)]
+
+    def put(i: int) -> httpx.Response:
+        user = "shared" if i % 2 else f"own-{i}"
+        return httpx.put(f"{url}/v1/profiles/{user}", json={"preference": prefs[i]}, timeout=30)
+
+    with ThreadPoolExecutor(8) as pool:
+        replies = list(pool.map(put, range(len(prefs))))
+    assert all(r.status_code == 200 for r in replies)
+    for i in range(0, len(prefs), 2):  # each user written once: each write is there
+        assert httpx.get(f"{url}/v1/profiles/own-{i}").json()["preference"] == prefs[i]
+    shared = [r.json() for r in replies if r.json()["user"] == "shared"]
+    last = max(shared, key=lambda p: p["updated_at"])
+    assert httpx.get(f"{url}/v1/profiles/shared").json()["preference"] == last["preference"]
+
+
+def test_a_corrupt_or_unwritable_database_is_a_clear_start_up_error(tmp_path):
+    from padkit.errors import PadkitError
+
+    corrupt = tmp_path / "corrupt.sqlite"
+    corrupt.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(PadkitError, match="cannot open the profile database"):
+        ProfileStore(corrupt)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if not os.access(locked, os.W_OK):  # root may write anywhere
+            with pytest.raises(PadkitError, match="cannot open the profile database"):
+                ProfileStore(locked / "p.sqlite")
+    finally:
+        locked.chmod(0o700)
+
+
+def test_a_bounded_load_of_64_clients_half_hanging_up_some_with_wrong_keys(tmp_path):
+    """Every accepted request that is not cancelled gets its lone answer, every refused one the right status,
+    and the server ends with nothing queued, nothing in flight and memory near where it started."""
+    from conftest import running_server
+
+    def rss_mb() -> float:
+        status = Path("/proc/self/status").read_text()
+        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))) / 1024
+
+    store = ProfileStore(tmp_path / "profiles.sqlite")
+    user_key, _ = store.add_key("carol")
+    with running_server(tmp_path, api_key="admin", window_s=0.05, max_tokens_limit=64) as (server, url):
+        real = server.pad.generate
+        lone = {p: real([p], "concise", weight=1.0, max_new_tokens=24)[0].text for p in PROMPTS}
+        before = rss_mb()
+
+        def client(i: int) -> tuple[str, object]:
+            prompt = PROMPTS[i % len(PROMPTS)]
+            key = "wrong" if i % 8 == 7 else (user_key if i % 3 else "admin")
+            body = {"messages": [{"role": "user", "content": prompt}], "max_tokens": 24, "temperature": 0}
+            body |= {"preference": "concise", "stream": True}
+            headers = {"Authorization": f"Bearer {key}"}
+            text = ""
+            with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, headers=headers, timeout=120) as r:
+                if r.status_code != 200:
+                    return "refused", r.status_code
+                for line in r.iter_lines():
+                    if not line.startswith("data: {"):
+                        continue
+                    text += json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
+                    if i % 2 and text:
+                        return "hung up", None
+            return "answered", (prompt, text)
+
+        with ThreadPoolExecutor(16) as pool:
+            outcomes = list(pool.map(client, range(64)))
+        kinds = [k for k, _ in outcomes]
+        assert kinds.count("refused") == 8 and all(v == 401 for k, v in outcomes if k == "refused")
+        answered = [v for k, v in outcomes if k == "answered"]
+        assert len(answered) >= 24 and all(text == lone[prompt] for prompt, text in answered)
+        _wait_for(lambda: server.in_flight == 0 and server.batcher.waiting == 0)
+        assert rss_mb() - before < 150

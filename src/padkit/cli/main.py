@@ -671,12 +671,14 @@ def serve(
     log_prompts: Annotated[
         bool, typer.Option("--log-prompts", help="Put the prompt in each request's log line (off: never logged).")
     ] = False,
+    grace_period: Annotated[
+        float, typer.Option("--grace-period", min=0, help="Seconds SIGTERM waits for accepted requests to finish.")
+    ] = 30.0,
 ) -> None:
     """Serve personalized generation over an OpenAI-compatible HTTP API, with per-user profiles and keys."""
-    import uvicorn
-
     from padkit.decoding import PAD
-    from padkit.serving import ProfileStore, Server, create_app
+    from padkit.serving import ProfileStore, Server
+    from padkit.serving.app import serve as serve_http
 
     try:
         store = ProfileStore(db.expanduser())
@@ -707,7 +709,7 @@ def serve(
     err.print(f"padkit serving {base} (rm={pad.rm_name}) on http://{host}:{port}/v1, profiles in {db}")
     if is_open:
         err.print("[yellow]open: no API key is set, so every client is admin (fine on 127.0.0.1 only)[/]")
-    uvicorn.run(create_app(server), host=host, port=port, log_level="info")
+    serve_http(server, host, port, grace_period)
 
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")

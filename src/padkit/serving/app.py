@@ -16,6 +16,7 @@ import copy
 import hmac
 import json
 import math
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -24,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import uvicorn
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
@@ -229,6 +231,9 @@ class Server:
         self.api_key = api_key or None
         self.request_timeout_s = request_timeout_s
         self.log_prompts = log_prompts
+        self.draining = False
+        """Set by SIGTERM: new ``/v1`` requests get 503 while the accepted ones finish."""
+        self.in_flight = 0
         self.max_body_bytes = max_body_bytes
         self.default_weight = default_weight
         self.max_tokens_limit = max_tokens_limit
@@ -423,6 +428,53 @@ class BodyLimit:
             await too_large.response()(scope, receive, send)
 
 
+class Draining:
+    """ASGI middleware: count the ``/v1`` requests in flight, and refuse new ones with 503 once draining."""
+
+    def __init__(self, app: Any, server: Server) -> None:
+        self.app, self.server = app, server
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            return await self.app(scope, receive, send)
+        if self.server.draining:
+            refused = APIError(503, "the server is shutting down", None, "shutting_down", {"Retry-After": "5"})
+            return await refused.response()(scope, receive, send)
+        self.server.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.server.in_flight -= 1
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, with a graceful SIGTERM: stop taking requests (503), let the accepted ones finish within
+    ``grace_s`` seconds, shut down (batcher, database), exit 0. A second signal stops at once."""
+
+    def __init__(self, config: uvicorn.Config, server: Server, grace_s: float) -> None:
+        super().__init__(config)
+        self.server, self.grace_s = server, grace_s
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        if self.server.draining:
+            self.should_exit = True
+            return
+        self.server.draining = True
+        threading.Thread(target=self._drain, name="padkit-drain", daemon=True).start()
+
+    def _drain(self) -> None:
+        deadline = time.monotonic() + self.grace_s
+        while self.server.in_flight > 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.should_exit = True
+
+
+def serve(server: Server, host: str = "127.0.0.1", port: int = 8000, grace_s: float = 30.0) -> None:
+    """Run ``server`` over HTTP until SIGTERM or SIGINT, then drain it (see :class:`DrainingServer`)."""
+    config = uvicorn.Config(create_app(server), host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
+    DrainingServer(config, server, grace_s).run()
+
+
 def create_app(server: Server) -> FastAPI:
     """The FastAPI app: OpenAI-compatible completions, models, health, and the profile API."""
 
@@ -430,10 +482,12 @@ def create_app(server: Server) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         server.batcher.close()
+        server.store.close()
 
     app = FastAPI(title="padkit", description=__doc__, lifespan=lifespan)
     app.state.server = server
     app.add_middleware(BodyLimit, limit=server.max_body_bytes)
+    app.add_middleware(Draining, server=server)
     app.add_middleware(RequestCounter, metrics=server.metrics)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

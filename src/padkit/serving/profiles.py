@@ -86,8 +86,9 @@ class ProfileStore:
     def put(self, user: str, preference: str | list[dict], alignment_weight: float | None = None) -> Profile:
         """Create or replace ``user``'s profile (the preference is validated first)."""
         Preference.parse(_as_preference_like(preference))
-        now = time.time()
         with closing(self._connect()) as conn, conn:
+            conn.execute("BEGIN IMMEDIATE")  # writers take turns here, so timestamps follow the commit order
+            now = time.time()
             conn.execute(
                 "INSERT INTO profiles (user, preference, alignment_weight, updated_at) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT(user) DO UPDATE SET preference=excluded.preference, "
@@ -106,6 +107,11 @@ class ProfileStore:
     def delete(self, user: str) -> bool:
         with closing(self._connect()) as conn, conn:
             return conn.execute("DELETE FROM profiles WHERE user = ?", (user,)).rowcount > 0
+
+    def close(self) -> None:
+        """Fold the write-ahead log into the database file, so a stopped server leaves one clean file."""
+        with closing(self._connect()) as conn:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def add_key(self, user: str) -> tuple[str, KeyRecord]:
         """A new key bound to ``user``: returns the key (shown once, never stored) and its record."""
