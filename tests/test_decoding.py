@@ -472,3 +472,72 @@ def test_a_cancelled_row_stops_and_the_others_decode_as_alone(base_model, tokeni
     assert gens[0].token_ids == alone[0].token_ids and gens[0].finish_reason == "length"
     assert gens[1].finish_reason == "cancelled" and gens[1].token_ids == alone[1].token_ids[: len(gens[1].token_ids)]
     assert 0 < len(gens[1].token_ids) < 12
+
+
+def slow_amulet(model, tok, prompt, preference, n, iterations=60, alpha=2.0, lam=2.0, eta=10.0):
+    """Amulet as the authors' code writes it (a Q matrix and a memory of every round), without any cache."""
+    principle = Preference.parse(preference).prompt_principle()
+    plain = _ids(tok, render_input(tok, prompt))
+    player = _ids(tok, render_input(tok, prompt, principle))
+    out: list[int] = []
+    for _ in range(n):
+        log_ref, log_player = _logp(model, plain + out).float(), _logp(model, player + out).float()
+        lp0, vocab = log_player.clone(), log_player.shape[0]
+        q = torch.zeros(iterations + 1, vocab)
+        mem = torch.zeros(iterations + 1, vocab)
+        mem[0] = lp0
+        for it in range(1, iterations + 1):
+            q[it] = alpha * (log_player - log_ref)
+            log_player = (lam * lp0 + q.sum(0) / it + mem[it - 1] / (eta * it)) / (lam + 1 / (it * eta))
+            if it == iterations:
+                break
+            log_player = torch.log(torch.softmax(log_player, dim=-1))
+            mem[it] = log_player
+        token = int(log_player.argmax())
+        out.append(token)
+        if token == tok.eos_token_id:
+            break
+    return out
+
+
+@pytest.mark.parametrize(("preference", "iterations"), [("concise", 60), ("humorous=0.5,friendly=0.5", 5)])
+def test_amulet_equals_the_authors_loop(base_model, tokenizer, preference, iterations):
+    pad = PAD(base_model, tokenizer)
+    gens = pad.generate(PROMPTS, preference, method="amulet", amulet_iterations=iterations, max_new_tokens=10)
+    for prompt, gen in zip(PROMPTS, gens, strict=True):
+        want = slow_amulet(base_model, tokenizer, prompt, preference, 10, iterations=iterations)
+        assert _tokens_with_eos(gen, tokenizer.eos_token_id) == want
+        assert gen.method == "amulet"
+
+
+def test_amulet_without_a_preference_is_greedy_base_and_it_moves_with_one(base_model, tokenizer):
+    pad = PAD(base_model, tokenizer)
+    kwargs = dict(max_new_tokens=12)
+    base = pad.generate(PROMPTS, method="base", **kwargs)
+    plain = pad.generate(PROMPTS, preferences=[None, None], method="amulet", **kwargs)
+    assert [g.token_ids for g in plain] == [g.token_ids for g in base]
+    strong = pad.generate(PROMPTS, "humorous", method="amulet", amulet_alpha=50.0, **kwargs)
+    assert [g.token_ids for g in strong] != [g.token_ids for g in base]
+    sampled = [pad.generate(PROMPTS, "humorous", method="amulet", temperature=1.0, seed=7, **kwargs) for _ in "ab"]
+    assert [g.token_ids for g in sampled[0]] == [g.token_ids for g in sampled[1]]
+
+
+def test_amulet_policy_equals_the_authors_rounds_value_for_value():
+    from padkit.decoding.processor import amulet_policy
+
+    torch.manual_seed(0)
+    player, ref = torch.randn(3, 50) * 3, torch.randn(3, 50) * 3
+    iterations, alpha, lam, eta = 7, 2.0, 2.0, 10.0
+    lp0, log_ref = torch.log_softmax(player, -1), torch.log_softmax(ref, -1)
+    q = torch.zeros(3, iterations + 1, 50)
+    mem = torch.zeros(3, iterations + 1, 50)
+    mem[:, 0], log_player = lp0, lp0.clone()
+    for it in range(1, iterations + 1):
+        q[:, it] = alpha * (log_player - log_ref)
+        log_player = (lam * lp0 + q.sum(1) / it + mem[:, it - 1] / (eta * it)) / (lam + 1 / (it * eta))
+        if it == iterations:
+            break
+        log_player = torch.log(torch.softmax(log_player, dim=-1))
+        mem[:, it] = log_player
+    assert torch.allclose(amulet_policy(player, ref, iterations, alpha, lam, eta), log_player, atol=1e-5)
+    assert torch.allclose(amulet_policy(player, player, iterations, alpha, lam, eta), lp0, atol=1e-5)

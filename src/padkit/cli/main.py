@@ -552,7 +552,10 @@ def eval_command(
     dataset: Annotated[str | None, typer.Option("--dataset", help="Hugging Face dataset (name or saved path).")] = None,
     prompt_column: Annotated[str, typer.Option("--prompt-column")] = "prompt",
     methods: Annotated[
-        str, typer.Option(help="Comma-separated: base, prompt, policy, pad, pad-rm-init, pad-self, best-of-n, args.")
+        str,
+        typer.Option(
+            help="Comma-separated: base, prompt, policy, pad, pad-rm-init, pad-self, best-of-n, args, amulet."
+        ),
     ] = "base,prompt,pad",
     judges: Annotated[
         str | None,

@@ -25,8 +25,8 @@ from typing import Any, Literal
 from padkit.errors import GenerationError
 from padkit.preferences.preference import MAX_WEIGHT
 
-Method = Literal["pad", "base", "prompt", "policy", "best-of-n", "args"]
-METHODS: tuple[str, ...] = ("pad", "base", "prompt", "policy", "best-of-n", "args")
+Method = Literal["pad", "base", "prompt", "policy", "best-of-n", "args", "amulet"]
+METHODS: tuple[str, ...] = ("pad", "base", "prompt", "policy", "best-of-n", "args", "amulet")
 Reference = Literal["base", "rm-init", "none"]
 REFERENCES: tuple[str, ...] = ("base", "rm-init", "none")
 Candidates = Literal["topk", "topk+eos", "topk+rm"]
@@ -65,8 +65,9 @@ class PADConfig:
         default="pad",
         metadata=_help(
             "pad (guided decoding), base (no preference), prompt (the preference in the base's prompt), policy "
-            "(decode from the PersRM itself), best-of-n (base samples reranked by the PersRM) or args (ARGS-style "
-            "sequence-level rescoring; slow)."
+            "(decode from the PersRM itself), best-of-n (base samples reranked by the PersRM), args (ARGS-style "
+            "sequence-level rescoring; slow) or amulet (training-free: each step a small online optimisation "
+            "between the base with and without the preference; Zhang et al., ICLR 2025)."
         ),
     )
     weight: float | tuple[float, ...] = field(
@@ -122,6 +123,20 @@ class PADConfig:
         ),
     )
     best_of: int = field(default=4, metadata=_help("Samples per prompt for method best-of-n (at least 1)."))
+    amulet_iterations: int = field(
+        default=60, metadata=_help("Amulet: optimisation rounds per token (the paper's code: 60).")
+    )
+    amulet_alpha: float = field(
+        default=2.0, metadata=_help("Amulet: reward scale alpha of log p(a|x,pref) - log p(a|x) (paper: 2).")
+    )
+    amulet_lambda: float = field(
+        default=2.0,
+        metadata=_help("Amulet: weight lambda that keeps the answer near the preference-prompted model (paper: 2)."),
+    )
+    amulet_eta: float = field(
+        default=10.0,
+        metadata=_help("Amulet: learning rate eta of the follow-the-regularized-leader rounds (paper: 10)."),
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -143,6 +158,10 @@ class PADConfig:
         _integer("top_k", self.top_k, 1, MAX_TOP_K)
         _integer("max_new_tokens", self.max_new_tokens, 1, None)
         _integer("best_of", self.best_of, 1, None)
+        _integer("amulet_iterations", self.amulet_iterations, 1, 1000)
+        _number("amulet_alpha", self.amulet_alpha, -MAX_WEIGHT, MAX_WEIGHT)
+        _number("amulet_lambda", self.amulet_lambda, 0.0, 1e6)
+        _number("amulet_eta", self.amulet_eta, 1e-6, 1e6)
         _number("temperature", self.temperature, 0.0, MAX_TEMPERATURE)
         _number("top_p", self.top_p, 0.0, 1.0)
         if self.top_p == 0:

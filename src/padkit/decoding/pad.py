@@ -23,6 +23,7 @@ from padkit.decoding.config import DEFAULT_WEIGHT, METHODS, Candidates, ConfigEr
 from padkit.decoding.crossing import TextRewardStream
 from padkit.decoding.kv_cache import reserved_cache
 from padkit.decoding.processor import (
+    AmuletLogitsProcessor,
     ARGSLogitsProcessor,
     BanTokensLogitsProcessor,
     CrossTokenizerPADLogitsProcessor,
@@ -362,7 +363,7 @@ class PAD:
         streamer or a terminal, so a seed gives the same text through every entry point."""
         if config.method in ("base", "prompt", "policy"):
             return "plain"
-        if config.method in ("best-of-n", "args"):
+        if config.method in ("best-of-n", "args", "amulet"):
             return config.method
         fuse = self.can_fuse(config)
         if config.fused and not fuse:
@@ -457,6 +458,28 @@ class PAD:
             candidates=config.candidates or self.default_candidates,
             eos_token_ids=eos_token_ids(self.base_model, self.tokenizer),
             record=config.diagnostics,
+        )
+        return plan
+
+    def _amulet_plan(self, prompts, rows, weights, config) -> _Plan:
+        """Amulet: each answer row (the base with the preference in its prompt) beside its preference-free twin,
+        one batch; :class:`AmuletLogitsProcessor` optimises the next-token distribution every step."""
+        principles = [None if r is None else r.prompt_principle() for r in rows]
+        texts = [render_input(self.tokenizer, p, pr) for p, pr in zip(prompts, principles, strict=True)]
+        texts += [render_input(self.tokenizer, p) for p in prompts]
+        labels = [f"prompt {i} with its preference" for i in range(len(prompts))]
+        labels += [f"prompt {i}" for i in range(len(prompts))]
+        inputs = self._encode(self.tokenizer, texts, self.base_model, config.max_new_tokens, labels)
+        plan = _Plan(self.base_model, self.tokenizer, inputs, len(prompts), rows, "amulet", samples_itself=True)
+        plan.follows = torch.arange(len(prompts))
+        plan.pad_processor = AmuletLogitsProcessor(
+            len(prompts),
+            config.amulet_iterations,
+            config.amulet_alpha,
+            config.amulet_lambda,
+            config.amulet_eta,
+            config.temperature,
+            config.top_p,
         )
         return plan
 
@@ -653,6 +676,7 @@ DECODE_MODES: dict[str, Callable[..., _Plan]] = {
     "cross-tokenizer-pad": PAD._pad_plan,
     "fused-pad": PAD._fused_plan,
     "args": PAD._args_plan,
+    "amulet": PAD._amulet_plan,
     "best-of-n": PAD._best_of_n_plan,
 }
 """Decode mode -> the builder of its :class:`_Plan` (see :meth:`PAD.decode_mode`); every plan then runs through

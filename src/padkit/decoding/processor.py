@@ -226,14 +226,7 @@ class SelfGuidedPADLogitsProcessor(_PADRule, LogitsProcessor):
         cand = step.candidates
         repeated = (cand[:, :, None] == cand[:, None, :]).tril(diagonal=-1).any(dim=-1)
         scores = step.scores.masked_fill(repeated, float("-inf"))
-        if self.temperature <= 0:
-            return step.candidates.gather(1, scores.argmax(dim=1, keepdim=True))
-        probs = torch.softmax(scores / self.temperature, dim=-1)
-        if self.top_p < 1:
-            sorted_p, order = probs.sort(dim=-1, descending=True)
-            drop = sorted_p.cumsum(dim=-1) - sorted_p > self.top_p
-            probs = probs.scatter(1, order, sorted_p.masked_fill(drop, 0.0))
-        return step.candidates.gather(1, torch.multinomial(probs, 1))
+        return step.candidates.gather(1, _pick(scores, self.temperature, self.top_p))
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         batch = self.combine.shape[0]
@@ -243,6 +236,77 @@ class SelfGuidedPADLogitsProcessor(_PADRule, LogitsProcessor):
         chosen = torch.cat([chosen, chosen[self.source_rows]], dim=0)
         out = torch.full_like(scores, float("-inf"), dtype=torch.float32)
         return out.scatter_(1, chosen, 0.0)
+
+
+def _pick(scores: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
+    """One token per row from ``scores`` (log-space): greedy at temperature 0, else sampled with top-p."""
+    if temperature <= 0:
+        return scores.argmax(dim=-1, keepdim=True)
+    probs = torch.softmax(scores / temperature, dim=-1)
+    if top_p < 1:
+        sorted_p, order = probs.sort(dim=-1, descending=True)
+        drop = sorted_p.cumsum(dim=-1) - sorted_p > top_p
+        probs = probs.scatter(1, order, sorted_p.masked_fill(drop, 0.0))
+    return torch.multinomial(probs, 1)
+
+
+def amulet_policy(
+    player: torch.Tensor, reference: torch.Tensor, iterations: int, alpha: float, lam: float, eta: float
+) -> torch.Tensor:
+    r"""Amulet's next-token scores (Zhang et al., ICLR 2025): a few rounds of online optimisation per step.
+
+    With ``pi_0 = log p(.|x, pref)`` (``player``) and ``log p(.|x)`` (``reference``), each round ``t`` adds the
+    utility ``Q_t = alpha * (pi_{t-1} - log p(.|x))`` and sets
+    ``pi_t = (lam * pi_0 + mean(Q_1..Q_t) + pi_{t-1} / (eta t)) / (lam + 1 / (eta t))``, normalised except in
+    the last round (as in the authors' code, whose defaults are 60 rounds, alpha 2, lambda 2, eta 10). Without a
+    preference (``player == reference``) ``pi_0`` is a fixed point: the base's own distribution.
+    """
+    lp0 = torch.log_softmax(player.float(), dim=-1)
+    ref = torch.log_softmax(reference.float(), dim=-1)
+    lp, q_sum = lp0, torch.zeros_like(lp0)
+    for t in range(1, iterations + 1):
+        q_sum = q_sum + alpha * (lp - ref)
+        scores = (lam * lp0 + q_sum / t + lp / (eta * t)) / (lam + 1 / (eta * t))
+        if t == iterations:
+            return scores
+        lp = torch.log_softmax(scores, dim=-1)
+    return lp0
+
+
+class AmuletLogitsProcessor(LogitsProcessor):
+    r"""Amulet in one batch: ``rows`` answer rows (the base with the preference in its prompt) followed by the
+    same prompts without it. Each step :func:`amulet_policy` turns the two blocks of logits into the answer's
+    next-token scores; the processor picks the token (greedy, or sampled with ``temperature`` / ``top_p``) and
+    forces it on the answer row and its preference-free twin, which keeps both caches in step.
+
+    Example:
+
+    ```python
+    >>> pad = PAD.from_pretrained(rm="self")
+    >>> pad.generate(["Tell me about cats."], "concise", method="amulet", amulet_iterations=60)
+    ```
+    """
+
+    def __init__(
+        self,
+        rows: int,
+        iterations: int = 60,
+        alpha: float = 2.0,
+        lam: float = 2.0,
+        eta: float = 10.0,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+    ) -> None:
+        self.rows, self.iterations, self.alpha, self.lam, self.eta = rows, iterations, alpha, lam, eta
+        self.temperature, self.top_p = temperature, top_p
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        policy = amulet_policy(
+            scores[: self.rows], scores[self.rows :], self.iterations, self.alpha, self.lam, self.eta
+        )
+        chosen = _pick(policy, self.temperature, self.top_p)
+        out = torch.full_like(scores, float("-inf"), dtype=torch.float32)
+        return out.scatter_(1, torch.cat([chosen, chosen], dim=0), 0.0)
 
 
 class BanTokensLogitsProcessor(LogitsProcessor):

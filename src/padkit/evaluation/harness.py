@@ -40,6 +40,7 @@ METHODS: dict[str, dict] = {
     "pad-rm-init": {"method": "pad", "reference": "rm-init"},
     "best-of-n": {"method": "best-of-n", "best_of": 4, "temperature": 1.0, "seed": 0},
     "args": {"method": "args", "reference": "base"},
+    "amulet": {"method": "amulet"},
 }
 WEIGHTED = ("pad", "pad-rm-init", "pad-self", "args")
 """Method name -> ``PAD.generate`` arguments. ``pad-self`` (PAD with ``rm="self"``) is added when the run
