@@ -68,3 +68,24 @@ def test_a_lora_beyond_linear_layers_falls_back_to_peft_mixed_batches(base_model
     adapted, base = _logits(lora, batch), _logits(base_model, batch)
     torch.testing.assert_close(mixed[1:3], adapted[1:3], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(mixed[[0, 3]], base[[0, 3]], atol=1e-5, rtol=1e-5)
+
+
+def test_adapter_switch_nests_and_restores_flags_and_layer_forwards(base_model, lora_rm, batch):
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    from padkit.models.row_lora import AdapterSwitch
+
+    layers = [m for m in lora_rm.modules() if isinstance(m, BaseTunerLayer)]
+    base, adapted = _logits(base_model, batch), _logits(lora_rm, batch)
+    assert not torch.allclose(base, adapted, atol=1e-4)
+    with AdapterSwitch(lora_rm, False):
+        assert torch.allclose(_logits(lora_rm, batch), base, atol=1e-5)
+        with AdapterSwitch(lora_rm, True):  # a PersRM forward inside a base decode
+            assert torch.allclose(_logits(lora_rm, batch), adapted, atol=1e-5)
+            assert not any("forward" in vars(layer) for layer in layers)
+        assert torch.allclose(_logits(lora_rm, batch), base, atol=1e-5)
+        with LoRARows(lora_rm, slice(1, 3), len(TEXTS)) as rows:  # rows switched on inside an off switch
+            mixed = _logits(lora_rm, batch, **rows.forward_kwargs())
+        assert torch.allclose(mixed[1:3], adapted[1:3], atol=1e-4) and torch.allclose(mixed[0], base[0], atol=1e-4)
+    assert all(not layer._disable_adapters and "forward" not in vars(layer) for layer in layers)
+    assert torch.allclose(_logits(lora_rm, batch), adapted, atol=1e-5)
