@@ -115,9 +115,7 @@ class AdapterSwitch:
     How one set of weights serves as both the base and a LoRA PersRM: padkit loads the base once, puts the LoRA
     on it, and runs each forward under the switch its role needs (the base's with adapters off, the PersRM's
     on). PEFT's ``disable_adapter()`` re-enables the adapters on exit, whatever they were before, so it cannot
-    nest inside a decode that runs the base and the PersRM in turn. Switched off, each LoRA layer calls its
-    base layer directly: PEFT's own dispatch for a disabled adapter cost 3.6% of plain batch-8 decoding
-    (111.6 vs 115.8 tok/s on a 2-core Xeon, the 135M default with its LoRA on layers 12-29).
+    nest inside a decode that runs the base and the PersRM in turn.
 
     Example:
 
@@ -130,24 +128,17 @@ class AdapterSwitch:
     def __init__(self, model: torch.nn.Module, enabled: bool) -> None:
         self.enabled = enabled
         self.layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
-        self._saved: list[tuple[bool, Any]] = []
+        self._saved: list[bool] = []
 
     def __enter__(self) -> AdapterSwitch:
-        self._saved = [(layer._disable_adapters, vars(layer).get("forward")) for layer in self.layers]
+        self._saved = [layer._disable_adapters for layer in self.layers]
         for layer in self.layers:
             layer._disable_adapters = not self.enabled
-            vars(layer).pop("forward", None)
-            base = getattr(layer, "base_layer", None)
-            if not self.enabled and isinstance(base, torch.nn.Module) and not getattr(layer, "merged", False):
-                layer.forward = base.__call__  # by way of __call__: the base layer's own hooks and packing apply
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for layer, (was, forward) in zip(self.layers, self._saved, strict=True):
+        for layer, was in zip(self.layers, self._saved, strict=True):
             layer._disable_adapters = was
-            vars(layer).pop("forward", None)
-            if forward is not None:
-                layer.forward = forward
         self._saved = []
 
 
