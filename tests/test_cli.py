@@ -265,3 +265,18 @@ def test_judge_check_reports_agreement_with_hand_labels(tmp_path):
     labels.write_text(json.dumps(dict(rows[0], more="maybe")) + "\n")
     bad = runner.invoke(app, ["judge-check", str(labels)])
     assert bad.exit_code == 2 and "'more' must be" in bad.output
+
+
+def test_read_resumable_drops_only_a_torn_last_line(tmp_path):
+    from padkit.errors import PadkitError
+    from padkit.prompts import read_resumable
+
+    out = tmp_path / "o.jsonl"
+    out.write_text('{"id": "0"}\n{"id": "1"}')  # a whole last record without its newline: kept
+    assert [r["id"] for r in read_resumable(out)] == ["0", "1"] and out.read_text().endswith("}\n")
+    out.write_text('{"id": "0"}\n{"id": "1", "te')  # torn: dropped
+    assert [r["id"] for r in read_resumable(out)] == ["0"] and out.read_text() == '{"id": "0"}\n'
+    out.write_text('{"id": "0"}\n42')  # JSON, but not a record: refused, file untouched
+    with pytest.raises(PadkitError, match="o.jsonl:2 is not a JSON record"):
+        read_resumable(out)
+    assert out.read_text() == '{"id": "0"}\n42'

@@ -81,6 +81,20 @@ def read_prompts(path: str | Path, with_input: bool = True) -> list[PromptRow]:
     return [_row_from_record(line, i, f"{path}:{n}") for i, (n, line) in enumerate(lines)]
 
 
+def _padkit_record(path: Path, n: int, line: str) -> dict:
+    """Line ``n`` of an output being resumed, which must be one JSON object (a record padkit wrote)."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        record = None
+    if not isinstance(record, dict):
+        raise PadkitError(
+            f"{path}:{n} is not a JSON record written by padkit; resuming would overwrite the file's content. "
+            "Choose another output file."
+        )
+    return record
+
+
 def read_resumable(path: str | Path) -> list[dict]:
     """The records of a JSONL output that a run is about to resume and append to.
 
@@ -97,24 +111,15 @@ def read_resumable(path: str | Path) -> list[dict]:
         raise PadkitError(f"{path} is not a padkit JSONL output (not UTF-8 text); choose another output") from None
     lines = text.split("\n")
     torn = lines.pop() if lines else ""  # the text after the last newline: "" for a whole file
-    records = []
-    for n, line in enumerate(lines, 1):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            record = None
-        if not isinstance(record, dict):
-            raise PadkitError(
-                f"{path}:{n} is not a JSON record written by padkit; resuming would overwrite the file's content. "
-                "Choose another output file."
-            )
-        records.append(record)
+    records = [_padkit_record(path, n, line) for n, line in enumerate(lines, 1)]
     if torn:
         try:
-            records.append(json.loads(torn))
-            atomic_write_text(path, text + "\n")
-        except json.JSONDecodeError:
+            json.loads(torn)
+        except json.JSONDecodeError:  # the write an interrupted run left: dropped
             atomic_write_text(path, text[: len(text) - len(torn)])
+        else:  # a whole record without its newline
+            records.append(_padkit_record(path, len(lines) + 1, torn))
+            atomic_write_text(path, text + "\n")
     return records
 
 

@@ -441,7 +441,7 @@ class PAD:
         inputs = self._encode(self.tokenizer, all_texts, self.base_model, config.max_new_tokens, all_labels)
         model = self.rm_model if self.rm_shares_base else self.base_model
         plan = _Plan(model, self.tokenizer, inputs, len(prompts), rows, "pad", samples_itself=True)
-        plan.follows = torch.tensor(source, dtype=torch.long)
+        plan.follows = source_rows = torch.tensor(source, dtype=torch.long)
         if self.rm_shares_base:
             lora_rows = LoRARows(self.rm_model, slice(len(prompts), len(all_texts)), len(all_texts))
             inputs.update(lora_rows.forward_kwargs())
@@ -449,11 +449,11 @@ class PAD:
             plan.adapters = True  # LoRARows' PEFT fallback needs the adapters on; its fast path sets them per row
         plan.pad_processor = SelfGuidedPADLogitsProcessor(
             combine,
-            torch.tensor(source, dtype=torch.long),
+            source_rows,
             temperature=config.temperature,
             top_p=config.top_p,
             weight=weights,
-            reference="base" if self._resolve_reference(config.reference) == "rm-init" else config.reference,
+            reference=self._resolve_reference(config.reference),  # rm-init fuses only for rm="self": the base
             top_k=config.top_k,
             candidates=config.candidates or self.default_candidates,
             eos_token_ids=eos_token_ids(self.base_model, self.tokenizer),
@@ -564,8 +564,8 @@ class PAD:
         n_rows = inputs["input_ids"].shape[0]
         stopping = []
         if cancelled is not None:
-            row_of = torch.cat([torch.arange(plan.rows), plan.follows]) if plan.follows is not None else None
-            stopping.append(CancelledRows(cancelled, row_of if row_of is not None else torch.arange(n_rows)))
+            follows = plan.follows if plan.follows is not None else torch.arange(plan.rows, n_rows)
+            stopping.append(CancelledRows(cancelled, torch.cat([torch.arange(plan.rows), follows])))
         with torch.inference_mode(), ExitStack() as stack:
             stack.enter_context(AdapterSwitch(model, plan.adapters))
             for context in plan.contexts:
