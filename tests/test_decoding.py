@@ -541,3 +541,76 @@ def test_amulet_policy_equals_the_authors_rounds_value_for_value():
         mem[:, it] = log_player
     assert torch.allclose(amulet_policy(player, ref, iterations, alpha, lam, eta), log_player, atol=1e-5)
     assert torch.allclose(amulet_policy(player, player, iterations, alpha, lam, eta), lp0, atol=1e-5)
+
+
+def slow_persona_judge(model, tok, prompt, preference, n, gamma=4):
+    """Greedy Persona-judge as the authors' loop runs it, without any cache: the draft side proposes ``gamma``
+    tokens, the judge side verifies them in one pass, a mismatch or the end of the round gives the judge's
+    token; with two dimensions the sides trade roles every round."""
+    pref = Preference.parse(preference) if preference is not None else None
+    if pref is not None and len(pref.dimensions) == 2:
+        judge = Preference(pref.dimensions[:1]).prompt_principle()
+        draft = Preference(pref.dimensions[1:]).prompt_principle()
+        swap = True
+    else:
+        judge, draft, swap = (None if pref is None else pref.prompt_principle()), None, False
+    out: list[int] = []
+    while len(out) < n:
+        judge_ids, draft_ids = _ids(tok, render_input(tok, prompt, judge)), _ids(tok, render_input(tok, prompt, draft))
+        proposal: list[int] = []
+        for _ in range(gamma):
+            proposal.append(int(_logp(model, draft_ids + out + proposal).argmax()))
+        with torch.no_grad():
+            logits = model(torch.tensor([judge_ids + out + proposal])).logits[0, len(judge_ids) + len(out) - 1 :]
+        wanted = logits.argmax(dim=-1).tolist()
+        accepted = next((i for i in range(gamma) if proposal[i] != wanted[i]), gamma)
+        out += proposal[:accepted] + [wanted[accepted]]
+        if tok.eos_token_id in out:
+            return out[: out.index(tok.eos_token_id) + 1]
+        if swap:
+            judge, draft = draft, judge
+    return out[:n]
+
+
+@pytest.mark.parametrize(
+    ("preference", "gamma"), [("concise", 4), ("humorous=0.5,friendly=0.5", 4), ("humorous=1,concise=1", 1)]
+)
+def test_persona_judge_equals_the_authors_loop(base_model, tokenizer, preference, gamma):
+    pad = PAD(base_model, tokenizer)
+    gens = pad.generate(PROMPTS, preference, method="persona-judge", judge_gamma=gamma, max_new_tokens=12)
+    for prompt, gen in zip(PROMPTS, gens, strict=True):
+        want = slow_persona_judge(base_model, tokenizer, prompt, preference, 12, gamma)
+        assert _tokens_with_eos(gen, tokenizer.eos_token_id) == want
+        assert gen.method == "persona-judge"
+
+
+def test_persona_judge_without_a_preference_is_plain_decoding(base_model, tokenizer):
+    pad = PAD(base_model, tokenizer)
+    kwargs = dict(max_new_tokens=12)
+    base = pad.generate(PROMPTS, method="base", **kwargs)
+    judged = pad.generate(PROMPTS, preferences=[None, None], method="persona-judge", **kwargs)
+    assert [g.token_ids for g in judged] == [g.token_ids for g in base]
+    prompted = pad.generate(PROMPTS, "humorous", method="prompt", **kwargs)
+    one = pad.generate(PROMPTS, "humorous", method="persona-judge", **kwargs)
+    assert [g.token_ids for g in one] == [g.token_ids for g in prompted]  # greedy: always the judge's argmax
+    sampled = [
+        pad.generate(PROMPTS, "humorous", method="persona-judge", temperature=0.9, top_p=0.9, seed=3, **kwargs)
+        for _ in "ab"
+    ]
+    assert [g.token_ids for g in sampled[0]] == [g.token_ids for g in sampled[1]]
+
+
+def test_persona_judge_step_samples_the_judges_distribution():
+    """Speculative sampling's identity: whatever the draft, each token follows the judge's distribution."""
+    from padkit.decoding.processor import judge_probs, persona_judge_step
+
+    torch.manual_seed(0)
+    draft = judge_probs(torch.randn(1, 8) * 2, 0.9, 6, 0.95).expand(40000, -1)
+    judge = judge_probs(torch.randn(1, 8) * 2, 0.9, 6, 0.95).expand(40000, -1)
+    tokens, accepted = persona_judge_step(draft, judge, torch.zeros(40000, dtype=torch.bool))
+    freq = torch.bincount(tokens[:, 0], minlength=8).float() / 40000
+    assert (freq - judge[0]).abs().max() < 0.01
+    assert abs(accepted.float().mean() - torch.minimum(draft[0], judge[0]).sum()) < 0.01  # acceptance = overlap
+    bonus_tokens, bonus_accepted = persona_judge_step(draft, judge, torch.ones(40000, dtype=torch.bool))
+    assert not bonus_accepted.any()
+    assert (torch.bincount(bonus_tokens[:, 0], minlength=8).float() / 40000 - judge[0]).abs().max() < 0.01

@@ -554,7 +554,8 @@ def eval_command(
     methods: Annotated[
         str,
         typer.Option(
-            help="Comma-separated: base, prompt, policy, pad, pad-rm-init, pad-self, best-of-n, args, amulet."
+            help="Comma-separated: base, prompt, policy, pad, pad-rm-init, pad-self, best-of-n, args, amulet, "
+            "persona-judge."
         ),
     ] = "base,prompt,pad",
     judges: Annotated[

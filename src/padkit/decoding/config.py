@@ -25,8 +25,8 @@ from typing import Any, Literal
 from padkit.errors import GenerationError
 from padkit.preferences.preference import MAX_WEIGHT
 
-Method = Literal["pad", "base", "prompt", "policy", "best-of-n", "args", "amulet"]
-METHODS: tuple[str, ...] = ("pad", "base", "prompt", "policy", "best-of-n", "args", "amulet")
+Method = Literal["pad", "base", "prompt", "policy", "best-of-n", "args", "amulet", "persona-judge"]
+METHODS: tuple[str, ...] = ("pad", "base", "prompt", "policy", "best-of-n", "args", "amulet", "persona-judge")
 Reference = Literal["base", "rm-init", "none"]
 REFERENCES: tuple[str, ...] = ("base", "rm-init", "none")
 Candidates = Literal["topk", "topk+eos", "topk+rm"]
@@ -66,8 +66,10 @@ class PADConfig:
         metadata=_help(
             "pad (guided decoding), base (no preference), prompt (the preference in the base's prompt), policy "
             "(decode from the PersRM itself), best-of-n (base samples reranked by the PersRM), args (ARGS-style "
-            "sequence-level rescoring; slow) or amulet (training-free: each step a small online optimisation "
-            "between the base with and without the preference; Zhang et al., ICLR 2025)."
+            "sequence-level rescoring; slow), amulet (training-free: each step a small online optimisation "
+            "between the base with and without the preference; Zhang et al., ICLR 2025) or persona-judge "
+            "(training-free: the base without the preference drafts tokens, the base with it accepts or rejects "
+            "them as in speculative sampling; ACL Findings 2025)."
         ),
     )
     weight: float | tuple[float, ...] = field(
@@ -138,6 +140,18 @@ class PADConfig:
         metadata=_help("Amulet: learning rate eta of the follow-the-regularized-leader rounds (paper: 10)."),
     )
 
+    judge_gamma: int = field(
+        default=4,
+        metadata=_help("Persona-judge: draft tokens per round before the judge's own token (the paper's code: 4)."),
+    )
+    judge_top_k: int = field(
+        default=20,
+        metadata=_help(
+            "Persona-judge: top-k filter of the draft and judge distributions (the paper's code: 20; it samples "
+            "at temperature 0.9, top-p 0.9)."
+        ),
+    )
+
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
             object.__setattr__(self, "stop", (self.stop,))
@@ -162,6 +176,8 @@ class PADConfig:
         _number("amulet_alpha", self.amulet_alpha, -MAX_WEIGHT, MAX_WEIGHT)
         _number("amulet_lambda", self.amulet_lambda, 0.0, 1e6)
         _number("amulet_eta", self.amulet_eta, 1e-6, 1e6)
+        _integer("judge_gamma", self.judge_gamma, 1, 64)
+        _integer("judge_top_k", self.judge_top_k, 1, MAX_TOP_K)
         _number("temperature", self.temperature, 0.0, MAX_TEMPERATURE)
         _number("top_p", self.top_p, 0.0, 1.0)
         if self.top_p == 0:

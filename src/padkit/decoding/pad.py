@@ -28,6 +28,7 @@ from padkit.decoding.processor import (
     BanTokensLogitsProcessor,
     CrossTokenizerPADLogitsProcessor,
     PADLogitsProcessor,
+    PersonaJudgeLogitsProcessor,
     SelfGuidedPADLogitsProcessor,
     StepRecord,
 )
@@ -363,7 +364,7 @@ class PAD:
         streamer or a terminal, so a seed gives the same text through every entry point."""
         if config.method in ("base", "prompt", "policy"):
             return "plain"
-        if config.method in ("best-of-n", "args", "amulet"):
+        if config.method in ("best-of-n", "args", "amulet", "persona-judge"):
             return config.method
         fuse = self.can_fuse(config)
         if config.fused and not fuse:
@@ -480,6 +481,36 @@ class PAD:
             config.amulet_eta,
             config.temperature,
             config.top_p,
+        )
+        return plan
+
+    def _persona_judge_plan(self, prompts, rows, weights, config) -> _Plan:
+        """Persona-judge: each answer row beside a twin under a second prompt, one batch. The judge is the base
+        with the preference in its prompt and the draft the base without it; a two-dimension preference puts one
+        dimension on each side and they trade roles every round (the paper's two-preference decoding)."""
+        judges, drafts, swaps = [], [], []
+        for pref in rows:
+            pair = pref is not None and len(pref.dimensions) == 2
+            if pair:
+                judges.append(Preference(pref.dimensions[:1]).prompt_principle())
+                drafts.append(Preference(pref.dimensions[1:]).prompt_principle())
+            else:
+                judges.append(None if pref is None else pref.prompt_principle())
+                drafts.append(None)
+            swaps.append(pair)
+        texts = [
+            render_input(self.tokenizer, p, pr)
+            for side in (judges, drafts)
+            for p, pr in zip(prompts, side, strict=True)
+        ]
+        labels = [f"prompt {i} with its preference" for i in range(len(prompts))]
+        labels += [f"prompt {i} for the draft" for i in range(len(prompts))]
+        inputs = self._encode(self.tokenizer, texts, self.base_model, config.max_new_tokens, labels)
+        plan = _Plan(self.base_model, self.tokenizer, inputs, len(prompts), rows, "persona-judge")
+        plan.samples_itself = True
+        plan.follows = torch.arange(len(prompts))
+        plan.pad_processor = PersonaJudgeLogitsProcessor(
+            len(prompts), config.judge_gamma, config.temperature, config.judge_top_k, config.top_p, torch.tensor(swaps)
         )
         return plan
 
@@ -677,6 +708,7 @@ DECODE_MODES: dict[str, Callable[..., _Plan]] = {
     "fused-pad": PAD._fused_plan,
     "args": PAD._args_plan,
     "amulet": PAD._amulet_plan,
+    "persona-judge": PAD._persona_judge_plan,
     "best-of-n": PAD._best_of_n_plan,
 }
 """Decode mode -> the builder of its :class:`_Plan` (see :meth:`PAD.decode_mode`); every plan then runs through

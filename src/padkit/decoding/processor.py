@@ -309,6 +309,101 @@ class AmuletLogitsProcessor(LogitsProcessor):
         return out.scatter_(1, torch.cat([chosen, chosen], dim=0), 0.0)
 
 
+def judge_probs(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
+    """Next-token probabilities as Persona-judge filters them: temperature, then top-k, then top-p
+    (one-hot at the argmax for temperature 0)."""
+    logits = logits.float()
+    if temperature <= 0:
+        return torch.zeros_like(logits).scatter_(1, logits.argmax(dim=-1, keepdim=True), 1.0)
+    logits = logits / temperature
+    k = min(top_k, logits.shape[-1])
+    logits = logits.masked_fill(logits < logits.topk(k, dim=-1).values[:, -1:], float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    if top_p < 1:
+        sorted_p, order = probs.sort(dim=-1, descending=True)
+        drop = sorted_p.cumsum(dim=-1) - sorted_p > top_p
+        probs = probs.scatter(1, order, sorted_p.masked_fill(drop, 0.0))
+        probs = probs / probs.sum(dim=-1, keepdim=True)
+    return probs
+
+
+def persona_judge_step(
+    draft: torch.Tensor, judge: torch.Tensor, bonus: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""One token per row by Persona-judge's rule (Zhang et al., ACL Findings 2025): speculative sampling in which
+    the draft is the model under one prompt and the judge the same model under the target preference.
+
+    ``draft`` and ``judge`` are filtered probabilities (:func:`judge_probs`). A row inside its round
+    (``bonus`` false) proposes ``x ~ draft`` and the judge accepts it with probability
+    ``min(1, judge[x] / draft[x])``; a rejected proposal is replaced by a sample of
+    ``max(0, judge - draft)`` renormalised, which ends the round. A row whose ``gamma`` proposals were all
+    accepted (``bonus`` true) takes a sample of ``judge`` itself. Either way each token is distributed as the
+    judge's filtered distribution (the speculative sampling identity); what the draft changes is which tokens
+    come from its own samples. Returns the tokens ``(rows, 1)`` and whether each row's proposal was accepted.
+    """
+    proposal = torch.multinomial(draft, 1)
+    ratio = judge.gather(1, proposal) / draft.gather(1, proposal)
+    accepted = torch.rand(ratio.shape, device=ratio.device) < ratio.clamp(max=1.0)
+    residual = (judge - draft).clamp(min=0.0)
+    empty = residual.sum(dim=-1, keepdim=True) <= 0  # draft == judge: nothing is ever rejected
+    residual = torch.where(empty, judge, residual)
+    resampled = torch.multinomial(residual / residual.sum(dim=-1, keepdim=True), 1)
+    from_judge = torch.multinomial(judge, 1)
+    accepted = accepted & ~bonus[:, None]
+    tokens = torch.where(bonus[:, None], from_judge, torch.where(accepted, proposal, resampled))
+    return tokens, accepted[:, 0]
+
+
+class PersonaJudgeLogitsProcessor(LogitsProcessor):
+    r"""Persona-judge in one batch: ``rows`` answer rows (the base under one prompt) followed by the same prompts
+    under a second one. Each round a row's draft side proposes up to ``gamma`` tokens that its judge side
+    accepts or rejects (:func:`persona_judge_step`); a rejection, or ``gamma`` acceptances and the judge's own
+    bonus token, ends the round. With ``swap`` the two sides trade roles every round, as in the authors'
+    two-preference decoding; otherwise the first block always judges. The chosen token is forced on both rows,
+    which keeps both caches in step. At temperature 0 every token is the judge's argmax.
+
+    Example:
+
+    ```python
+    >>> pad = PAD.from_pretrained(rm="self")
+    >>> pad.generate(["Tell me about cats."], "concise", method="persona-judge", temperature=0.9, top_p=0.9)
+    ```
+    """
+
+    def __init__(
+        self,
+        rows: int,
+        gamma: int = 4,
+        temperature: float = 0.0,
+        top_k: int = 20,
+        top_p: float = 1.0,
+        swap: torch.Tensor | bool = False,
+    ) -> None:
+        self.rows, self.gamma = rows, gamma
+        self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
+        self.swap = torch.as_tensor(swap, dtype=torch.bool).expand(rows).clone()
+        self.position = torch.zeros(rows, dtype=torch.long)
+        self.first_judges = torch.ones(rows, dtype=torch.bool)
+        self.proposed = 0
+        self.accepted = 0
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        first, second = scores[: self.rows], scores[self.rows :]
+        judge_side = self.first_judges.to(scores.device)[:, None]
+        judge = judge_probs(torch.where(judge_side, first, second), self.temperature, self.top_k, self.top_p)
+        draft = judge_probs(torch.where(judge_side, second, first), self.temperature, self.top_k, self.top_p)
+        bonus = (self.position == self.gamma).to(scores.device)
+        chosen, accepted = persona_judge_step(draft, judge, bonus)
+        accepted = accepted.cpu()
+        self.proposed += int((~bonus).sum())
+        self.accepted += int(accepted.sum())
+        ends = ~accepted
+        self.position = torch.where(ends, 0, self.position + 1)
+        self.first_judges = self.first_judges ^ (ends & self.swap)
+        out = torch.full_like(scores, float("-inf"), dtype=torch.float32)
+        return out.scatter_(1, torch.cat([chosen, chosen], dim=0), 0.0)
+
+
 class BanTokensLogitsProcessor(LogitsProcessor):
     """Give ``token_ids`` a score of ``-inf`` at every step: how padkit ignores EOS.
 

@@ -41,6 +41,7 @@ METHODS: dict[str, dict] = {
     "best-of-n": {"method": "best-of-n", "best_of": 4, "temperature": 1.0, "seed": 0},
     "args": {"method": "args", "reference": "base"},
     "amulet": {"method": "amulet"},
+    "persona-judge": {"method": "persona-judge", "temperature": 0.9, "top_p": 0.9, "seed": 0},
 }
 WEIGHTED = ("pad", "pad-rm-init", "pad-self", "args")
 """Method name -> ``PAD.generate`` arguments. ``pad-self`` (PAD with ``rm="self"``) is added when the run
