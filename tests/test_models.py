@@ -53,7 +53,15 @@ def test_a_lora_persrm_on_its_base_is_loaded_on_one_copy_of_the_weights(tmp_path
     with torch.inference_mode():
         assert torch.allclose(pad.base_model(ids).logits, plain(ids).logits, atol=1e-6)
     two_copies = PAD(plain, pad.tokenizer, load_model(str(tmp_path / "adapter")), pad.tokenizer, rm_shares_base=True)
-    for kwargs in (dict(), dict(fused=False), dict(reference="rm-init"), dict(method="policy")):
+    for kwargs in (
+        dict(),
+        dict(fused=False),
+        dict(reference="rm-init"),
+        dict(method="policy"),
+        dict(method="base"),  # base-only plans run the bare base (BaseWeightsOnly) ...
+        dict(method="prompt"),
+        dict(method="policy"),  # ... and put the LoRA back
+    ):
         one = pad.generate(["Tell me about cats."], "concise", max_new_tokens=6, **kwargs)
         two = two_copies.generate(["Tell me about cats."], "concise", max_new_tokens=6, **kwargs)
         assert [g.token_ids for g in one] == [g.token_ids for g in two], kwargs

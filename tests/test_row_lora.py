@@ -89,3 +89,21 @@ def test_adapter_switch_nests_and_restores_flags_and_layer_forwards(base_model, 
         assert torch.allclose(mixed[1:3], adapted[1:3], atol=1e-4) and torch.allclose(mixed[0], base[0], atol=1e-4)
     assert all(not layer._disable_adapters and "forward" not in vars(layer) for layer in layers)
     assert torch.allclose(_logits(lora_rm, batch), adapted, atol=1e-5)
+
+
+def test_base_weights_only_takes_the_lora_layers_out_and_puts_them_back(base_model, lora_rm, batch):
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    from padkit.models.row_lora import BaseWeightsOnly
+
+    base, adapted = _logits(base_model, batch), _logits(lora_rm, batch)
+    before = dict(lora_rm.named_modules())
+    with BaseWeightsOnly(lora_rm) as bare:
+        assert bare is lora_rm.get_base_model()
+        assert not any(isinstance(m, BaseTunerLayer) for m in lora_rm.modules())
+        assert torch.allclose(_logits(bare, batch), base, atol=1e-5)
+    assert dict(lora_rm.named_modules()).keys() == before.keys()
+    assert all(m is before[n] for n, m in lora_rm.named_modules())
+    assert torch.allclose(_logits(lora_rm, batch), adapted, atol=1e-5)
+    with BaseWeightsOnly(base_model) as same:
+        assert same is base_model

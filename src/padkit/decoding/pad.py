@@ -38,7 +38,7 @@ from padkit.decoding.stops import CancelledRows, find_stop
 from padkit.errors import GenerationError, ModelLoadError
 from padkit.models.loading import DEFAULT_BASE, adapter_base, default_rm, load_model, load_tokenizer, resolve_model_dir
 from padkit.models.packed_gemm import PackedGemm
-from padkit.models.row_lora import AdapterSwitch, LoRARows, set_adapters
+from padkit.models.row_lora import AdapterSwitch, BaseWeightsOnly, LoRARows, set_adapters
 from padkit.preferences import Preference, PreferenceLike, render_input
 from padkit.preferences.render import Prompt
 
@@ -102,6 +102,8 @@ class _Plan:
     select: Callable[[list[Generation]], list[Generation]] | None = None
     follows: torch.Tensor | None = None
     """For the rows after the answers (a fused batch's PersRM rows), the answer row each follows."""
+    base_only: bool = False
+    """Nothing in the decode needs a LoRA PersRM on the base's weights: run the bare base (:class:`BaseWeightsOnly`)."""
 
 
 class _PromptRows(BaseStreamer):
@@ -420,7 +422,9 @@ class PAD:
         principles = [None if config.method == "base" or r is None else r.prompt_principle() for r in rows]
         inputs = self._encode_prompts(prompts, config.max_new_tokens, principles, config.method)
         adapters = config.method == "policy" and self._persrm_adapters()
-        return _Plan(model, tokenizer, inputs, len(prompts), rows, config.method, adapters=adapters)
+        plan = _Plan(model, tokenizer, inputs, len(prompts), rows, config.method, adapters=adapters)
+        plan.base_only = config.method != "policy"
+        return plan
 
     def _pad_plan(self, prompts, rows, weights, config) -> _Plan:
         """PAD beside the base: the base decodes, a :class:`PADLogitsProcessor` (or its cross-tokenizer form)
@@ -472,7 +476,7 @@ class PAD:
         labels += [f"prompt {i}" for i in range(len(prompts))]
         inputs = self._encode(self.tokenizer, texts, self.base_model, config.max_new_tokens, labels)
         plan = _Plan(self.base_model, self.tokenizer, inputs, len(prompts), rows, "amulet", samples_itself=True)
-        plan.follows = torch.arange(len(prompts))
+        plan.follows, plan.base_only = torch.arange(len(prompts)), True
         plan.pad_processor = AmuletLogitsProcessor(
             len(prompts),
             config.amulet_iterations,
@@ -507,7 +511,7 @@ class PAD:
         labels += [f"prompt {i} for the draft" for i in range(len(prompts))]
         inputs = self._encode(self.tokenizer, texts, self.base_model, config.max_new_tokens, labels)
         plan = _Plan(self.base_model, self.tokenizer, inputs, len(prompts), rows, "persona-judge")
-        plan.samples_itself = True
+        plan.samples_itself = plan.base_only = True
         plan.follows = torch.arange(len(prompts))
         plan.pad_processor = PersonaJudgeLogitsProcessor(
             len(prompts), config.judge_gamma, config.temperature, config.judge_top_k, config.top_p, torch.tensor(swaps)
@@ -538,7 +542,7 @@ class PAD:
         repeated = [p for p in prompts for _ in range(n)]
         inputs = self._encode_prompts(repeated, config.max_new_tokens)
         plan = _Plan(self.base_model, self.tokenizer, inputs, len(repeated), [None] * len(repeated), "best-of-n")
-        plan.temperature = config.temperature or 1.0
+        plan.temperature, plan.base_only = config.temperature or 1.0, True
 
         def select(samples: list[Generation]) -> list[Generation]:
             scores = torch.zeros(len(samples), dtype=torch.float64)
@@ -599,6 +603,8 @@ class PAD:
             stopping.append(CancelledRows(cancelled, torch.cat([torch.arange(plan.rows), follows])))
         with torch.inference_mode(), ExitStack() as stack:
             stack.enter_context(AdapterSwitch(model, plan.adapters))
+            if plan.base_only:
+                model = stack.enter_context(BaseWeightsOnly(model))
             for context in plan.contexts:
                 stack.enter_context(context)
             stack.enter_context(PackedGemm(model, n_rows, config.max_new_tokens))

@@ -142,6 +142,43 @@ class AdapterSwitch:
         self._saved = []
 
 
+class BaseWeightsOnly:
+    """While active, take every LoRA layer out of a PEFT model's module tree (each replaced by the base layer it
+    wraps) and hand back the bare ``transformers`` model: a decode that needs only the base then runs the base's
+    own modules, without PEFT's per-layer adapter dispatch (about 4% of a batch-8 step of the default base on a
+    2-core CPU). Exiting puts the LoRA layers back. A model without adapters is returned as it is.
+
+    Only for a decode in which nothing needs the adapters (no PersRM forward on the same weights inside it).
+
+    Example:
+
+    ```python
+    >>> with BaseWeightsOnly(peft_model) as base:
+    ...     out = base.generate(**inputs, max_new_tokens=32)   # the base alone
+    ```
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+        self._swapped: list[tuple[torch.nn.Module, str, torch.nn.Module]] = []
+
+    def __enter__(self) -> torch.nn.Module:
+        get_base = getattr(self.model, "get_base_model", None)
+        if get_base is None:
+            return self.model
+        for parent in list(self.model.modules()):
+            for name, child in list(parent.named_children()):
+                if isinstance(child, BaseTunerLayer):
+                    self._swapped.append((parent, name, child))
+                    setattr(parent, name, child.get_base_layer())
+        return get_base()
+
+    def __exit__(self, *exc: object) -> None:
+        for parent, name, layer in reversed(self._swapped):
+            setattr(parent, name, layer)
+        self._swapped = []
+
+
 def set_adapters(model: torch.nn.Module, enabled: bool) -> None:
     """Turn every PEFT adapter layer of ``model`` on or off until changed again (see :class:`AdapterSwitch`)."""
     for module in model.modules():
