@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from padkit import PAD
+from padkit.errors import PadkitError
 from padkit.evaluation.speed import forced_choices, official_pad_loop, run_speed_benchmark
 
 
@@ -76,3 +77,19 @@ def test_forced_choices_are_pads_own_greedy_choices(base_model, rm_model, tokeni
     chosen = forced_choices(pad, prompts, "humorous", other, 2.0, 5)
     assert torch.equal(chosen[:, 0], tokens[:, 0])
     assert not torch.equal(chosen, tokens)  # after another first token PAD continues differently
+
+
+def test_other_methods_are_timed_in_the_same_rounds(base_model, tokenizer):
+    lines: list[str] = []
+    methods = ("prompt", "amulet", "persona-judge", "pad-self")
+    report = run_speed_benchmark(
+        PAD(base_model, tokenizer), new_tokens=3, batch_size=2, repeats=1, methods=methods, log=lines.append
+    )
+    assert set(report.methods) == set(methods)
+    for figures in report.methods.values():
+        assert figures["tps_batch1"] > 0 and figures["tps_batch"] > 0
+        assert abs(figures["vs_plain_batch1"] - figures["tps_batch1"] / report.plain_tps) < 1e-9
+        assert abs(figures["vs_plain_batch"] - figures["tps_batch"] / report.plain_batch8_tps) < 1e-9
+    assert any(line.startswith("persona-judge, batch 2") for line in lines)
+    with pytest.raises(PadkitError, match="unknown method.*bogus"):
+        run_speed_benchmark(PAD(base_model, tokenizer), new_tokens=2, batch_size=2, methods=("bogus",))

@@ -293,6 +293,14 @@ def bench_speed(
             "--repeats", min=1, help="Rounds: each times every decoder once, in turn; the fastest run of each counts."
         ),
     ] = 3,
+    methods: Annotated[
+        str,
+        typer.Option(
+            "--methods",
+            help="Also time these methods of padkit eval (comma-separated, e.g. prompt,pad-self,amulet,"
+            "persona-judge,best-of-n,policy) at batch 1 and --batch-size, with the settings eval runs them with.",
+        ),
+    ] = "",
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
 ) -> None:
     """Tokens/s of plain generate, padkit PAD and the official-style PAD loop (no cache, batch 1).
@@ -316,6 +324,7 @@ def bench_speed(
             check_bf16=check_bf16,
             text_path=text_path,
             repeats=repeats,
+            methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
             log=lambda m: err.print(f"timing {m} ..."),
         )
     except PadkitError as e:
@@ -352,6 +361,11 @@ def bench_speed(
     if report.bf16_prefix_agreement is not None:
         rows.append(("bf16: share of tokens before first divergence", report.bf16_prefix_agreement, ""))
         rows.append(("bf16: share of steps choosing float32's token", report.bf16_token_agreement, ""))
+    for name, figures in report.methods.items():
+        rows.append((f"{name}, batch 1 (tok/s)", figures["tps_batch1"], ""))
+        rows.append((f"{name}, batch {batch_size} (tok/s)", figures["tps_batch"], ""))
+        rows.append((f"{name} / plain, batch 1", figures["vs_plain_batch1"], ""))
+        rows.append((f"{name} / plain, batch {batch_size}", figures["vs_plain_batch"], ""))
     for name, value, target in rows:
         table.add_row(name, "n/a" if value is None else f"{value:.2f}", target)
     Console().print(table)

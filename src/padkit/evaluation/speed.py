@@ -17,6 +17,7 @@ import torch
 from transformers import GenerationConfig, LogitsProcessor
 
 from padkit.decoding import PAD
+from padkit.errors import PadkitError
 from padkit.models.packed_gemm import PACK_MIN_ROWS, PACK_MIN_STEPS, mkl_packing_available
 from padkit.models.row_lora import AdapterSwitch
 from padkit.preferences import Preference, render_input
@@ -101,6 +102,8 @@ class SpeedReport:
     text_path_vs_token_path: float | None = None
     bf16_prefix_agreement: float | None = None
     bf16_token_agreement: float | None = None
+    methods: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Each other method timed (``methods=``): tok/s at batch 1 and at ``batch_size``, and each over plain's."""
     machine: dict[str, Any] = field(default_factory=machine_info)
 
     def as_dict(self) -> dict:
@@ -163,6 +166,7 @@ def run_speed_benchmark(
     check_bf16: bool = False,
     text_path: bool = False,
     repeats: int = 3,
+    methods: tuple[str, ...] = (),
     log: Callable[[str], None] = lambda _: None,
 ) -> SpeedReport:
     """Time each decoder on the same prompts, greedy, EOS ignored so every run makes ``new_tokens`` tokens.
@@ -170,8 +174,15 @@ def run_speed_benchmark(
     Across tokenizers (``pad.cross_tokenizer``) there is no official-style loop to time: the official code
     needs a shared vocabulary. ``text_path`` also times the cross-tokenizer (text-scored) path on these same,
     shared-tokenizer models, which isolates what scoring text instead of token ids costs. Each decoder gets a
-    short untimed warm-up, then the fastest of ``repeats`` interleaved rounds counts.
+    short untimed warm-up, then the fastest of ``repeats`` interleaved rounds counts. ``methods`` adds other
+    methods of ``padkit eval`` (``prompt``, ``amulet``, ``persona-judge``, ``pad-self``, ...), each with the
+    settings the harness runs it with, timed at batch 1 and at ``batch_size`` in the same rounds.
     """
+    from padkit.evaluation.harness import METHODS
+
+    unknown = [m for m in methods if m not in METHODS and m != "pad-self"]
+    if unknown:
+        raise PadkitError(f"unknown method(s) {', '.join(unknown)}; use {', '.join([*METHODS, 'pad-self'])}")
     prompts = (BENCH_PROMPTS * (batch_size // len(BENCH_PROMPTS) + 1))[:batch_size]
 
     def plain(rows: list[str]) -> Callable[[int], int]:
@@ -185,6 +196,18 @@ def run_speed_benchmark(
             gens = decoder.generate(
                 rows, preference, method="pad", weight=weight, top_k=top_k, max_new_tokens=n, ignore_eos=True
             )
+            return sum(len(g.token_ids) for g in gens)
+
+        return run
+
+    def other(name: str, rows: list[str]) -> Callable[[int], int]:
+        decoder = PAD(pad.base_model, pad.tokenizer) if name == "pad-self" else pad
+        settings = dict(METHODS["pad"] if name == "pad-self" else METHODS[name])
+        if settings["method"] in ("pad", "args"):
+            settings.update(weight=weight, top_k=top_k)
+
+        def run(n: int) -> int:
+            gens = decoder.generate(rows, preference, max_new_tokens=n, ignore_eos=True, **settings)
             return sum(len(g.token_ids) for g in gens)
 
         return run
@@ -207,7 +230,19 @@ def run_speed_benchmark(
         text_pad = PAD(pad.base_model, pad.tokenizer, rm, pad.rm_tokenizer, rm_name=pad.rm_name, cross_tokenizer=True)
         decoders[text1] = guided(prompts[:1], text_pad)
     decoders[plain_n], decoders[pad_n] = plain(prompts), guided(prompts)
+    for name in methods:
+        decoders[f"{name}, batch 1"] = other(name, prompts[:1])
+        decoders[f"{name}, batch {batch_size}"] = other(name, prompts)
     tps = _timed_rounds(decoders, new_tokens, repeats, log)
+    timed = {}
+    for name in methods:
+        one, many = tps[f"{name}, batch 1"], tps[f"{name}, batch {batch_size}"]
+        timed[name] = {
+            "tps_batch1": one,
+            "tps_batch": many,
+            "vs_plain_batch1": one / tps[plain1],
+            "vs_plain_batch": many / tps[plain_n],
+        }
     plain_tps, pad_tps, plain8, pad8 = tps[plain1], tps[pad1], tps[plain_n], tps[pad_n]
     official_tps, text_tps = tps.get(official1), tps.get(text1)
     agreement = (None, None)
@@ -232,6 +267,7 @@ def run_speed_benchmark(
         text_path_vs_token_path=None if text_tps is None else text_tps / pad_tps,
         bf16_prefix_agreement=agreement[0],
         bf16_token_agreement=agreement[1],
+        methods=timed,
     )
 
 
