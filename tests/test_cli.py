@@ -74,6 +74,17 @@ def test_resume_refuses_other_settings_and_files_that_are_not_its_output(tmp_pat
     changed = runner.invoke(app, _file_args(prompts, out, tiny_model_dir, "-p", "friendly"))
     assert changed.exit_code == 2 and "other settings" in _flat(changed.output) and "friendly" in _flat(changed.output)
     assert out.read_text() == written
+    older = [json.loads(line) for line in written.splitlines()]  # written before judge_gamma existed
+    for record in older:
+        del record["settings"]["judge_gamma"]
+    out.write_text("".join(json.dumps(r) + "\n" for r in older))
+    resumed = runner.invoke(app, _file_args(prompts, out, tiny_model_dir, "-p", "concise"))
+    assert resumed.exit_code == 0 and "resuming: 2 of 2" in resumed.output, resumed.output
+    for record in older:
+        record["settings"]["judge_gamma"] = 2  # ... or with a value other than today's default
+    out.write_text("".join(json.dumps(r) + "\n" for r in older))
+    other = runner.invoke(app, _file_args(prompts, out, tiny_model_dir, "-p", "concise"))
+    assert other.exit_code == 2 and "judge_gamma: 2 -> 4" in _flat(other.output)
     notes = tmp_path / "notes.md"
     notes.write_text('# notes\nline 1\n{"keep":true}\n')
     refused = runner.invoke(app, _file_args(prompts, notes, tiny_model_dir))

@@ -106,11 +106,16 @@ class Task:
 
 
 def _check_settings(output: Path, done: dict[str, dict], tasks: list[Task], context: dict[str, Any]) -> None:
+    """Refuse to resume over records made with other settings. A decoding setting a record lacks was added to
+    :class:`PADConfig` after it was written: it decoded as that setting's default does."""
+    defaults = PADConfig().to_dict()
     for task in tasks:
         record = done.get(task.key)
         if record is None:
             continue
         want, had = task.settings(context), record.get("settings")
+        if isinstance(had, dict):
+            had = {**{k: v for k, v in defaults.items() if k not in had}, **had}
         if had != want:
             changed = (
                 ", ".join(f"{k}: {had.get(k)!r} -> {v!r}" for k, v in want.items() if had.get(k) != v)
