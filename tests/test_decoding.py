@@ -614,3 +614,19 @@ def test_persona_judge_step_samples_the_judges_distribution():
     bonus_tokens, bonus_accepted = persona_judge_step(draft, judge, torch.ones(40000, dtype=torch.bool))
     assert not bonus_accepted.any()
     assert (torch.bincount(bonus_tokens[:, 0], minlength=8).float() / 40000 - judge[0]).abs().max() < 0.01
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_min_p_keeps_pad_to_tokens_the_base_finds_plausible(base_model, rm_model, tokenizer, fused):
+    pad = PAD(base_model, tokenizer) if fused else PAD(base_model, tokenizer, rm_model, tokenizer)
+    kwargs = dict(weight=8.0, max_new_tokens=10, ignore_eos=True, fused=fused)
+    base = pad.generate(PROMPTS, method="base", max_new_tokens=10, ignore_eos=True)
+    free = pad.generate(PROMPTS, "humorous", **kwargs)
+    assert [g.token_ids for g in free] != [g.token_ids for g in base]
+    only_top = pad.generate(PROMPTS, "humorous", min_p=1.0, **kwargs)
+    assert [g.token_ids for g in only_top] == [g.token_ids for g in base]
+    guarded = pad.generate(PROMPTS, "humorous", min_p=0.3, diagnostics=True, **kwargs)
+    for gen in guarded:
+        for token in gen.tokens:
+            top = max(a.base_logprob for a in token.alternatives)
+            assert token.base_logprob >= top + math.log(0.3) - 1e-5

@@ -590,6 +590,7 @@ def eval_command(
     limit: Annotated[int | None, typer.Option(help="Use the first N prompts.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 8,
     top_k: Annotated[int, typer.Option("--top-k")] = 10,
+    min_p: Annotated[float, typer.Option("--min-p", help=PADConfig.help("min_p"))] = 0.0,
     output: Annotated[Path, typer.Option("--output", "-o", help="Report directory; a rerun resumes it.")] = Path(
         "runs/eval"
     ),
@@ -625,6 +626,7 @@ def eval_command(
             max_new_tokens=max_new_tokens,
             batch_size=batch_size,
             top_k=top_k,
+            min_p=min_p,
             llm_judge=LLMPairwiseJudge(llm_judge_url, llm_judge_model, os.environ.get("OPENAI_API_KEY", "unused"))
             if llm_judge_url
             else None,

@@ -93,6 +93,13 @@ class PADConfig:
             "from the base's."
         ),
     )
+    min_p: float = field(
+        default=0.0,
+        metadata=_help(
+            "Fluency guard of PAD: a candidate needs at least this fraction of the base's top-token probability "
+            "(EOS always stays); 0 is off, as in the paper."
+        ),
+    )
     max_new_tokens: int = field(
         default=128,
         metadata=_help("Most tokens to generate per answer (at least 1).", flags=("--max-new-tokens", "-n")),
@@ -170,6 +177,7 @@ class PADConfig:
         for w in self.weight if isinstance(self.weight, tuple) else (self.weight,):
             _number("weight", w, -MAX_WEIGHT, MAX_WEIGHT)
         _integer("top_k", self.top_k, 1, MAX_TOP_K)
+        _number("min_p", self.min_p, 0.0, 1.0)
         _integer("max_new_tokens", self.max_new_tokens, 1, None)
         _integer("best_of", self.best_of, 1, None)
         _integer("amulet_iterations", self.amulet_iterations, 1, 1000)

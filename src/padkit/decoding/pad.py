@@ -326,6 +326,7 @@ class PAD:
             candidates=candidates,
             eos_token_ids=eos_token_ids(self.base_model, self.tokenizer),
             record=record,
+            min_p=config.min_p,
         )
         source_rows = torch.tensor(source, dtype=torch.long)
         if self.cross_tokenizer:
@@ -463,6 +464,7 @@ class PAD:
             candidates=config.candidates or self.default_candidates,
             eos_token_ids=eos_token_ids(self.base_model, self.tokenizer),
             record=config.diagnostics,
+            min_p=config.min_p,
         )
         return plan
 

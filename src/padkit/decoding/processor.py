@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -35,6 +36,7 @@ class _PADRule:
         candidates: Candidates = "topk",
         eos_token_ids: list[int] | None = None,
         record: bool = False,
+        min_p: float = 0.0,
     ) -> None:
         if reference not in REFERENCES:
             raise ValueError(f"unknown reference {reference!r}; use one of {', '.join(REFERENCES)}")
@@ -51,6 +53,7 @@ class _PADRule:
         self.eos = torch.tensor(eos_token_ids or [], dtype=torch.long)
         self.record = record
         self.records: list[StepRecord] = []
+        self.log_min_p = math.log(min_p) if min_p > 0 else None
 
     def _candidate_ids(self, base_logp: torch.Tensor, rm_logp: torch.Tensor | None = None) -> torch.Tensor:
         k = min(self.top_k, base_logp.shape[-1])
@@ -99,7 +102,11 @@ class _PADRule:
         cand_base = base_logp.gather(1, cand)
         cand_scores = cand_base + self.weight * reward
         # A token another processor banned (-inf) stays banned, whatever its reward (and -inf - -inf is NaN).
-        cand_scores = cand_scores.masked_fill(torch.isneginf(cand_base), float("-inf"))
+        dropped = torch.isneginf(cand_base)
+        if self.log_min_p is not None:  # the fluency guard: only tokens the base finds plausible; EOS stays
+            implausible = cand_base < base_logp.max(dim=-1, keepdim=True).values + self.log_min_p
+            dropped = dropped | (implausible & ~torch.isin(cand, self.eos.to(cand.device)))
+        cand_scores = cand_scores.masked_fill(dropped, float("-inf"))
         step = StepRecord(cand, cand_base, reward, cand_scores)
         if self.record:
             self.records.append(StepRecord(*(t.cpu() for t in (cand, cand_base, reward, cand_scores))))
@@ -131,6 +138,8 @@ class PADLogitsProcessor(_PADRule, LogitsProcessor):
             the PersRM's own top-k).
         eos_token_ids: the ids added by ``"topk+eos"``.
         record: keep a :class:`StepRecord` per step in ``self.records`` for diagnostics.
+        min_p: keep only candidates the base gives at least ``min_p`` times its top token's probability (EOS
+            always stays): a fluency guard that lets the reward choose among plausible tokens only; 0 is off.
 
     Example:
 

@@ -59,6 +59,8 @@ class EvalConfig:
     max_new_tokens: int = 128
     batch_size: int = 8
     top_k: int = 10
+    min_p: float = 0.0
+    """PAD's fluency guard (:attr:`PADConfig.min_p`), for the PAD methods only."""
     llm_judge: LLMPairwiseJudge | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -124,6 +126,8 @@ def run_generations(
             key_pref = BASE_PREFERENCE if method == "base" else pref
             for w in config.weights if method in WEIGHTED else (0.0,):
                 settings = dict(METHODS.get(method, {"method": "pad", "reference": "base"}))
+                if settings["method"] == "pad" and config.min_p:
+                    settings["min_p"] = config.min_p
                 pad_config = PADConfig(**settings, weight=w, top_k=config.top_k, max_new_tokens=config.max_new_tokens)
                 fields = dict(method=method, preference=key_pref, weight=w)
                 tasks += [
