@@ -1,0 +1,97 @@
+"""Continuous batching: requests join and leave a running batch between steps, and each greedy request gives
+the tokens it gives alone."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from padkit import PAD, PADConfig
+from padkit.decoding.continuous import ContinuousBatch, ContinuousRequest
+from padkit.errors import GenerationError
+from padkit.preferences import Preference
+
+PROMPTS = [
+    "Tell me about cats.",
+    "Why is the sky blue? Answer in a poem about the sea, please.",
+    "Hi",
+    "Give me three ideas for a rainy weekend, with a short reason for each one.",
+]
+CASES = [  # (preference, method, max_new_tokens)
+    ("concise", "pad", 12),
+    (None, "base", 7),
+    ("humorous=0.5,friendly=0.5", "pad", 10),
+    ("humorous", "prompt", 9),
+    ("friendly", "pad", 14),
+    (None, "pad", 5),
+]
+
+
+def _pads(base_model, lora_rm, tokenizer) -> dict[str, PAD]:
+    return {
+        "self": PAD(base_model, tokenizer),
+        "lora": PAD(lora_rm, tokenizer, lora_rm, tokenizer, rm_shares_base=True),
+    }
+
+
+def _requests(seen: dict[int, list[int]] | None = None) -> list[ContinuousRequest]:
+    out = []
+    for i, (pref, method, n) in enumerate(CASES):
+        config = PADConfig(method=method, weight=2.0, max_new_tokens=n, ignore_eos=i % 2 == 0)
+        on_token = None if seen is None else (lambda t, i=i: seen.setdefault(i, []).append(t))
+        out.append(
+            ContinuousRequest(PROMPTS[i % 4], None if pref is None else Preference.parse(pref), config, on_token)
+        )
+    return out
+
+
+@pytest.mark.parametrize("rm", ["self", "lora"])
+def test_requests_joining_mid_batch_decode_as_alone(base_model, lora_rm, tokenizer, rm):
+    pad = _pads(base_model, lora_rm, tokenizer)[rm]
+    seen: dict[int, list[int]] = {}
+    requests = _requests(seen)
+    batch = ContinuousBatch(pad, max_rows=6)
+    arrivals = {0: requests[:2], 2: requests[2:4], 5: requests[4:]}  # step -> requests submitted before it
+    done, sizes = [], []
+    for step in range(200):
+        for r in arrivals.get(step, []):
+            batch.submit(r)
+        done += batch.step()
+        sizes.append(batch.rows)
+        if batch.idle and step > 5:
+            break
+    assert sorted(map(id, done)) == sorted(map(id, requests))  # each finished exactly once
+    assert max(sizes) <= 6 and batch.rows == 0 and batch.cache is None
+    for i, r in enumerate(requests):
+        alone = pad.generate([r.prompt], preferences=[r.preference], config=r.config)[0]
+        assert r.result.token_ids == alone.token_ids, (i, r.config.method)
+        assert r.result.text == alone.text and r.result.finish_reason == alone.finish_reason
+        assert seen.get(i, []) == r.token_ids[: len(seen.get(i, []))] and len(seen.get(i, [])) >= len(alone.token_ids)
+
+
+def test_cancelled_and_unserved_requests(base_model, tokenizer):
+    pad = PAD(base_model, tokenizer)
+    batch = ContinuousBatch(pad)
+    flag = {"stop": False}
+    config = PADConfig(max_new_tokens=20, ignore_eos=True)
+    left = ContinuousRequest(PROMPTS[0], Preference.parse("concise"), config, cancelled=lambda: flag["stop"])
+    stays = ContinuousRequest(PROMPTS[1], Preference.parse("concise"), config)
+    batch.submit(left)
+    batch.submit(stays)
+    for _ in range(3):
+        batch.step()
+    flag["stop"] = True
+    while not batch.idle:
+        batch.step()
+    assert left.result.finish_reason == "cancelled" and len(left.result.token_ids) == 3
+    alone = pad.generate([PROMPTS[1]], "concise", config=config)[0]
+    assert stays.result.token_ids == alone.token_ids
+    assert "seeded sampled" in batch.serves(None, PADConfig(temperature=0.7, seed=1))
+    assert batch.serves(None, PADConfig(method="amulet")) == "method 'amulet'"
+    with pytest.raises(GenerationError, match="does not serve"):
+        batch.submit(ContinuousRequest("Hi", None, PADConfig(method="best-of-n")))
+    with pytest.raises(GenerationError, match="exceeds max_rows"):
+        ContinuousBatch(pad, max_rows=2).submit(
+            ContinuousRequest("Hi", Preference.parse("concise,humorous"), PADConfig())
+        )
+    assert torch.is_inference_mode_enabled() is False
