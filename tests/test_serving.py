@@ -29,6 +29,17 @@ def served(tmp_path_factory):
         yield server, url
 
 
+@pytest.fixture(scope="module")
+def served_static(tmp_path_factory):
+    """The same server with the static batcher (time window, each batch run to its end)."""
+    from conftest import running_server
+
+    with running_server(
+        tmp_path_factory.mktemp("db"), default_weight=1.5, max_tokens_limit=64, window_s=0.05, continuous=False
+    ) as (server, url):
+        yield server, url
+
+
 @pytest.fixture
 def client(served):
     return openai.OpenAI(base_url=f"{served[1]}/v1", api_key="unused", max_retries=0)
@@ -113,8 +124,10 @@ def test_profiles_select_the_preference(served, client):
         client.chat.completions.create(model="tiny", messages=msgs, max_tokens=4, user="alice")
 
 
-def test_32_concurrent_requests_batch_and_match_alone(served, client):
-    server, _ = served
+@pytest.mark.parametrize("batcher", ["served", "served_static"])
+def test_32_concurrent_requests_batch_and_match_alone(request, batcher):
+    server, url = request.getfixturevalue(batcher)
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
     jobs = [(PROMPTS[i % 4], PREFS[(i // 4) % 4], 4 + i % 5) for i in range(32)]
 
     def ask(job):
@@ -290,8 +303,8 @@ def test_free_text_items_mix_with_catalog_dimensions(served):
         assert response.status_code == 400 and "exactly one of" in response.json()["error"]["message"]
 
 
-def test_greedy_base_requests_join_pad_batches(served):
-    server, url = served
+def test_greedy_base_requests_join_pad_batches(served_static):
+    server, url = served_static
     before = len(server.batcher.batches)
     with ThreadPoolExecutor(2) as pool:
         base, guided = pool.map(
@@ -406,7 +419,7 @@ def test_a_row_that_fails_while_decoding_fails_alone(tmp_path):
     """Rows batched together: one whose decode raises gets the error, the others their lone answers."""
     from conftest import running_server
 
-    with running_server(tmp_path, window_s=0.5, max_batch=8) as (server, url):
+    with running_server(tmp_path, window_s=0.5, max_batch=8, continuous=False) as (server, url):
         real = server.pad.generate
 
         def generate(prompts, preference=None, **kwargs):
@@ -524,7 +537,7 @@ def _recording(server):
 def test_a_client_that_hangs_up_stops_its_row_and_the_others_finish_untouched(tmp_path):
     from conftest import running_server
 
-    with running_server(tmp_path, window_s=0.3, max_tokens_limit=64) as (server, url):
+    with running_server(tmp_path, window_s=0.3, max_tokens_limit=64, continuous=False) as (server, url):
         real, seen = _recording(server)
         lone = {p: real([p], "concise", weight=1.0, max_new_tokens=48)[0] for p in PROMPTS}
         long_prompt = next(p for p, g in lone.items() if g.finish_reason == "length")
@@ -567,7 +580,7 @@ def test_a_client_that_hangs_up_stops_its_row_and_the_others_finish_untouched(tm
 def test_past_max_queue_requests_get_429_with_retry_after_and_accepted_ones_finish(tmp_path):
     from conftest import running_server
 
-    with running_server(tmp_path, window_s=0.0, max_queue=1) as (server, url):
+    with running_server(tmp_path, window_s=0.0, max_queue=1, continuous=False) as (server, url):
         real, gate = server.pad.generate, threading.Event()
 
         def blocked(*args, **kwargs):
@@ -634,7 +647,7 @@ def test_sigterm_refuses_new_requests_finishes_accepted_ones_and_exits_0(tmp_pat
     db = tmp_path / "p.sqlite"
     ProfileStore(db).put("alice", "concise")
     command = [sys.executable, "-m", "padkit.cli.main", "serve", "--base", str(tiny_model_dir), "--rm", "self"]
-    command += ["--port", str(port), "--db", str(db), "--batch-window-ms", "1500", "--grace-period", "20"]
+    command += ["--port", str(port), "--db", str(db), "--static", "--batch-window-ms", "1500", "--grace-period", "20"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
@@ -742,3 +755,62 @@ def test_a_bounded_load_of_64_clients_half_hanging_up_some_with_wrong_keys(tmp_p
         assert len(answered) >= 24 and all(text == lone[prompt] for prompt, text in answered)
         _wait_for(lambda: server.in_flight == 0 and server.batcher.waiting == 0)
         assert rss_mb() - before < 150
+
+
+def test_continuous_batching_cancels_a_hung_up_stream_and_survives_a_failed_step(tmp_path):
+    """A request that joins mid-batch streams at once; a client that hangs up ends its row at the next step while
+    the other stream finishes as alone; a step that raises fails its requests (500) and the next one is served."""
+    from conftest import running_server
+
+    with running_server(tmp_path, max_tokens_limit=64) as (server, url):
+        engine = server.batcher.engine
+        real_step, finished = engine.step, []
+
+        def step():
+            done = real_step()
+            finished.extend(done)
+            return done
+
+        engine.step = step
+        slow = server.pad.base_model.register_forward_pre_hook(lambda module, args: time.sleep(0.05))
+        body = {"max_tokens": 48, "temperature": 0, "preference": "concise", "stream": True}
+        lone = {p: server.pad.generate([p], "concise", weight=1.0, max_new_tokens=48)[0] for p in PROMPTS}
+        long_prompt = next(p for p, g in lone.items() if g.finish_reason == "length")
+        other = next(p for p in PROMPTS if p != long_prompt)
+
+        def hang_up():
+            msg = {"messages": [{"role": "user", "content": long_prompt}], **body}
+            with httpx.stream("POST", f"{url}/v1/chat/completions", json=msg, timeout=60) as r:
+                for line in r.iter_lines():
+                    if line.startswith("data: {") and json.loads(line[6:])["choices"][0]["delta"].get("content"):
+                        break
+
+        def keep_streaming():
+            time.sleep(0.3)  # joins the running batch
+            msg = {"messages": [{"role": "user", "content": other}], **body}
+            text = ""
+            with httpx.stream("POST", f"{url}/v1/chat/completions", json=msg, timeout=60) as r:
+                for line in r.iter_lines():
+                    if line.startswith("data: {"):
+                        text += json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
+            return text
+
+        with ThreadPoolExecutor(2) as pool:
+            gone, kept = pool.submit(hang_up), pool.submit(keep_streaming)
+            gone.result()
+            assert kept.result() == lone[other].text
+        slow.remove()
+        _wait_for(lambda: server.batcher.engine.idle)
+        reasons = sorted(r.result.finish_reason for r in finished)
+        assert reasons == sorted(["cancelled", lone[other].finish_reason])
+        assert len(next(r for r in finished if r.result.finish_reason == "cancelled").token_ids) < 48
+
+        def broken():
+            raise RuntimeError("a step that cannot be decoded")
+
+        engine._forward_step = broken
+        msg = {"messages": [{"role": "user", "content": PROMPTS[2]}], "max_tokens": 4, "temperature": 0}
+        assert httpx.post(f"{url}/v1/chat/completions", json=msg, timeout=60).status_code == 500
+        assert server.batcher.engine is not engine  # a fresh loop
+        ok = httpx.post(f"{url}/v1/chat/completions", json=msg, timeout=60)
+        assert ok.status_code == 200

@@ -694,6 +694,14 @@ def serve(
     grace_period: Annotated[
         float, typer.Option("--grace-period", min=0, help="Seconds SIGTERM waits for accepted requests to finish.")
     ] = 30.0,
+    continuous: Annotated[
+        bool,
+        typer.Option(
+            "--continuous/--static",
+            help="Continuous batching: base, prompt and fused PAD requests join the running batch between decode "
+            "steps. --static: batches by time window (--batch-window-ms) and runs each to its end.",
+        ),
+    ] = True,
 ) -> None:
     """Serve personalized generation over an OpenAI-compatible HTTP API, with per-user profiles and keys."""
     from padkit.decoding import PAD
@@ -724,6 +732,7 @@ def serve(
         max_queue,
         request_timeout,
         log_prompts,
+        continuous,
     )
     logging.basicConfig(level=logging.INFO, format="%(message)s")  # the one JSON line per request
     err.print(f"padkit serving {base} (rm={pad.rm_name}) on http://{host}:{port}/v1, profiles in {db}")

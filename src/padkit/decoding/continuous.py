@@ -92,6 +92,8 @@ class ContinuousBatch:
         self.mask: torch.Tensor | None = None
         self.last: torch.Tensor | None = None
         self.steps = 0
+        self.admitted = 0
+        """How many requests joined the batch at the last step."""
 
     def serves(self, preference: Preference | None, config: PADConfig) -> str | None:
         """``None`` if this loop can decode such a request; otherwise why not (it then goes the static path)."""
@@ -130,6 +132,7 @@ class ContinuousBatch:
             if self.running:
                 finished += self._advance(self.running, self._forward_step())
             admitted = self._admit()
+            self.admitted = len(admitted)
             finished += [r for r in admitted if r.result is not None]
             self._retire()
             self._feed()

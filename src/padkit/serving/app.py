@@ -226,6 +226,7 @@ class Server:
         max_queue: int | None = 256,
         request_timeout_s: float | None = 600.0,
         log_prompts: bool = False,
+        continuous: bool = True,
     ) -> None:
         self.pad, self.store = pad, store
         self.api_key = api_key or None
@@ -238,7 +239,7 @@ class Server:
         self.default_weight = default_weight
         self.max_tokens_limit = max_tokens_limit
         self.metrics = ServerMetrics(lambda: self.batcher.waiting)
-        self.batcher = Batcher(pad, window_s, max_batch, max_queue, self.metrics.batch_size.observe)
+        self.batcher = Batcher(pad, window_s, max_batch, max_queue, self.metrics.batch_size.observe, continuous)
         self.model_id = pad.base_name
         # The batcher's thread encodes with padding, which a fast tokenizer holds as state on its Rust object;
         # counting tokens with that same object from this thread races with it (a padded batch came back unpadded).

@@ -1,11 +1,16 @@
 """Group concurrent requests into batched PAD decodes, one worker thread, each row with its own preference.
 
-Requests wait at most ``window_s`` for company. Rows whose :class:`PADConfig` agrees on everything but the
-weight, token limit and diagnostics run in one ``PAD.generate`` call; each row keeps its own preference, weight
-and token limit (the batch decodes to the largest limit and every row is cut at its own, which for greedy
-decoding is exactly what the row alone gives). A seeded sampled request decodes alone, so its seed gives the
-text it gives through the Python API and the CLI. Tokens are pushed to each request's queue as they are
-decoded, without waiting for readers, so a slow client never holds back the batch.
+By default (``continuous=True``) base, prompt and fusable PAD requests join a running batch between decode steps
+(:class:`padkit.decoding.continuous.ContinuousBatch`): a request that arrives mid-batch starts at the next step.
+What that loop does not serve (see :meth:`ContinuousBatch.serves`: other methods, seeded sampling, diagnostics,
+a PersRM that cannot fuse) takes the static path below, between two steps of the running batch.
+
+On the static path requests wait at most ``window_s`` for company. Rows whose :class:`PADConfig` agrees on
+everything but the weight, token limit and diagnostics run in one ``PAD.generate`` call; each row keeps its own
+preference, weight and token limit (the batch decodes to the largest limit and every row is cut at its own,
+which for greedy decoding is exactly what the row alone gives). A seeded sampled request decodes alone, so its
+seed gives the text it gives through the Python API and the CLI. Tokens are pushed to each request's queue as
+they are decoded, without waiting for readers, so a slow client never holds back the batch.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from transformers import PreTrainedTokenizerBase
 from transformers.generation.streamers import BaseStreamer
 
 from padkit.decoding.config import DEFAULT_WEIGHT, PADConfig
+from padkit.decoding.continuous import ContinuousBatch, ContinuousRequest
 from padkit.decoding.pad import PAD, Generation, eos_token_ids
 from padkit.decoding.stops import streamable
 from padkit.preferences import Preference
@@ -79,18 +85,22 @@ class _RowStreamer(BaseStreamer):
             self.prompt_seen = True
             return
         for i, token in enumerate(value.reshape(-1)[: len(self.jobs)].tolist()):
-            if self.done[i]:
-                continue
-            if token in self.eos:
-                self.done[i] = True
-                continue
-            self.tokens[i].append(token)
-            text = self._safe_text(i)
-            if not text.endswith("\ufffd") and len(text) > len(self.sent[i]):
-                self.jobs[i].emit("delta", text[len(self.sent[i]) :])
-                self.sent[i] = text
-            if len(self.tokens[i]) >= self.jobs[i].max_tokens:
-                self.done[i] = True
+            self.add(i, token)
+
+    def add(self, i: int, token: int) -> None:
+        """Row ``i``'s next token."""
+        if self.done[i]:
+            return
+        if token in self.eos:
+            self.done[i] = True
+            return
+        self.tokens[i].append(token)
+        text = self._safe_text(i)
+        if not text.endswith("\ufffd") and len(text) > len(self.sent[i]):
+            self.jobs[i].emit("delta", text[len(self.sent[i]) :])
+            self.sent[i] = text
+        if len(self.tokens[i]) >= self.jobs[i].max_tokens:
+            self.done[i] = True
 
     def _safe_text(self, i: int) -> str:
         """The row's text so far, cut before a stop string, and holding back a tail that may start one."""
@@ -119,7 +129,9 @@ class Batcher:
     """A worker thread that drains a request queue into batched ``PAD.generate`` calls.
 
     At most ``max_queue`` requests wait (not yet decoding); :meth:`submit` refuses more with :class:`QueueFull`.
-    ``on_batch(size)`` is called for each decode (the server's metrics)."""
+    ``on_batch(size)`` is called for each decode (the server's metrics; continuous batching: each step, with the
+    requests in the running batch). ``continuous`` runs the continuous loop for what it serves, with at most
+    ``max_batch`` requests in its batch."""
 
     def __init__(
         self,
@@ -128,21 +140,26 @@ class Batcher:
         max_batch: int = 16,
         max_queue: int | None = None,
         on_batch: Any = None,
+        continuous: bool = False,
     ) -> None:
         self.pad = pad
+        self.continuous = continuous
+        self.engine = ContinuousBatch(pad, max_rows=2 * max_batch) if continuous else None
+        self._jobs: dict[int, Job] = {}
         self.window_s = window_s
         self.max_batch = max_batch
         self.max_queue = max_queue
         self.on_batch = on_batch
         self.queue: queue.Queue[Job | None] = queue.Queue()
-        self.batches: list[int] = []  # sizes of the decodes run, for tests and logs
-        self.thread = threading.Thread(target=self._run, name="padkit-batcher", daemon=True)
+        self.batches: list[int] = []  # sizes of the decodes run (continuous: requests admitted at once)
+        run = self._run_continuous if continuous else self._run
+        self.thread = threading.Thread(target=run, name="padkit-batcher", daemon=True)
         self.thread.start()
 
     @property
     def waiting(self) -> int:
-        """Requests accepted and not yet decoding."""
-        return self.queue.qsize()
+        """Requests accepted and not yet decoding (continuous: also those waiting for room in the batch)."""
+        return self.queue.qsize() + (len(self.engine.pending) if self.engine is not None else 0)
 
     def submit(self, job: Job) -> None:
         """Queue a job; :class:`QueueFull` when ``max_queue`` requests wait already (nothing is queued then)."""
@@ -173,12 +190,71 @@ class Batcher:
 
     def _run(self) -> None:
         while (jobs := self._collect()) is not None:
-            groups: dict[Any, list[Job]] = {}
+            self._decode_static(jobs)
+
+    def _decode_static(self, jobs: list[Job]) -> None:
+        groups: dict[Any, list[Job]] = {}
+        for job in jobs:
+            if not job.cancelled:  # its client left while it waited
+                groups.setdefault(job.batch_key(), []).append(job)
+        for group in groups.values():
+            self._decode(group)
+
+    def _take(self, block: bool) -> list[Job | None]:
+        """Every job waiting now; when ``block``, first wait for one."""
+        jobs: list[Job | None] = [self.queue.get()] if block else []
+        while True:
+            try:
+                jobs.append(self.queue.get_nowait())
+            except queue.Empty:
+                return jobs
+
+    def _run_continuous(self) -> None:
+        engine = self.engine
+        while True:
+            jobs = self._take(block=engine.idle)
+            if None in jobs:
+                return
+            static = []
             for job in jobs:
-                if not job.cancelled:  # its client left while it waited
-                    groups.setdefault(job.batch_key(), []).append(job)
-            for group in groups.values():
-                self._decode(group)
+                if job.cancelled:
+                    continue
+                if engine.serves(job.preference, job.config) is None:
+                    engine.submit(self._request(job))
+                else:
+                    static.append(job)
+            self._decode_static(static)
+            if engine.idle:
+                continue
+            try:
+                finished = engine.step()
+            except Exception as exc:  # a failed step fails the requests in it, never the server
+                for request_id, job in list(self._jobs.items()):
+                    job.emit("error", exc)
+                    del self._jobs[request_id]
+                self.engine = engine = ContinuousBatch(self.pad, max_rows=engine.max_rows)
+                continue
+            if engine.admitted:
+                self.batches.append(engine.admitted)
+            if self.on_batch is not None and engine.running:
+                self.on_batch(len(engine.running))
+            for request in finished:
+                self._jobs.pop(id(request)).emit("done", request.result)
+
+    def _request(self, job: Job) -> ContinuousRequest:
+        model, tokenizer = self.pad.decoder(job.config.method)
+        stops = self.pad.stops(job.config.method, job.config.stop)
+        streamer = _RowStreamer(tokenizer, [job], set(eos_token_ids(model, tokenizer)), stops)
+        streamer.prompt_seen = True
+        request = ContinuousRequest(
+            job.prompt,
+            job.preference,
+            job.config,
+            on_token=lambda token: streamer.add(0, token),
+            cancelled=lambda: job.cancelled,
+        )
+        self._jobs[id(request)] = job
+        return request
 
     def _decode(self, jobs: list[Job]) -> None:
         self.batches.append(len(jobs))

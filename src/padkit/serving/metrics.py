@@ -31,7 +31,10 @@ class ServerMetrics:
         self.queue = Gauge("padkit_queue_depth", "Requests accepted and not yet decoding.", registry=self.registry)
         self.queue.set_function(queue_depth)
         self.batch_size = Histogram(
-            "padkit_batch_size", "Requests per decode.", buckets=(1, 2, 4, 8, 16, 32, 64), registry=self.registry
+            "padkit_batch_size",
+            "Requests per decode (continuous batching: per step).",
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=self.registry,
         )
         self.first_token = Histogram(
             "padkit_time_to_first_token_seconds",
