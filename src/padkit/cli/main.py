@@ -371,6 +371,88 @@ def bench_speed(
     Console().print(table)
 
 
+@bench_app.command("serve")
+def bench_serve(
+    rate: Annotated[float, typer.Option("--rate", help="Mean arrivals per second (Poisson).")] = 0.5,
+    requests: Annotated[int, typer.Option("--requests", min=1, help="Requests to send.")] = 24,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", "-n", min=1, help="max_tokens of each request.")] = 128,
+    preference: Annotated[
+        list[str] | None, typer.Option("--preference", "-p", help="Preferences of the requests, in turn.")
+    ] = None,
+    url: Annotated[
+        str | None,
+        typer.Option("--url", help="A running padkit server on 127.0.0.1 to load (default: in-process servers)."),
+    ] = None,
+    batcher: Annotated[
+        str, typer.Option("--batchers", help="In-process batchers to compare, comma-separated.")
+    ] = "static,continuous",
+    base: BaseOpt = "smollm2-135m-instruct",
+    rm: RmOpt = None,
+    dtype: DtypeOpt = "float32",
+    seed: Annotated[int, typer.Option(help="Seed of the arrival schedule.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+) -> None:
+    """Time to first token, time per output token and throughput of the HTTP server under Poisson arrivals:
+    the static and the continuous batcher side by side on the same schedule (streamed greedy chat requests)."""
+    from padkit.evaluation.serve_bench import run_serve_benchmark
+    from padkit.evaluation.speed import machine_info, machine_line
+
+    try:
+        pad = None
+        if url is None:
+            _quiet_transformers()
+            from padkit.decoding import PAD
+
+            pad = PAD.from_pretrained(base=base, rm=rm, dtype=dtype)
+        report = run_serve_benchmark(
+            pad,
+            url,
+            rate,
+            requests,
+            max_tokens,
+            tuple(preference or ["concise"]),
+            tuple(b.strip() for b in batcher.split(",") if b.strip()),
+            seed,
+            log=lambda m: err.print(f"{m} ..."),
+        )
+    except PadkitError as e:
+        _fail(str(e))
+    if as_json:
+        typer.echo(json.dumps({**report.as_dict(), "machine": machine_info()}, indent=2))
+        return
+    table = Table(
+        title=f"serve: {requests} requests at {rate}/s, max_tokens {max_tokens}",
+        caption=f"machine: {machine_line(machine_info())}",
+    )
+    table.add_column("figure")
+    for result in report.results:
+        table.add_column(result.name, justify="right")
+    if len(report.results) == 2:
+        table.add_column("continuous / static", justify="right")
+    figures = [
+        ("TTFT p50 (s)", "ttft_p50_s"),
+        ("TTFT p95 (s)", "ttft_p95_s"),
+        ("TPOT p50 (s)", "tpot_p50_s"),
+        ("TPOT p95 (s)", "tpot_p95_s"),
+        ("requests/s", "requests_per_s"),
+        ("tokens/s", "tokens_per_s"),
+        ("completed / failed", None),
+        ("RSS before / after (MB)", None),
+    ]
+    for label, key in figures:
+        if key is None and label.startswith("completed"):
+            cells = [f"{r.completed} / {r.failed}" for r in report.results]
+        elif key is None:
+            cells = [f"{r.rss_before_mb or 0:.0f} / {r.rss_after_mb or 0:.0f}" for r in report.results]
+        else:
+            cells = [f"{getattr(r, key):.3f}" for r in report.results]
+        if len(report.results) == 2:
+            ratio = report.ratio(key) if key else None
+            cells.append("" if ratio is None else f"{ratio:.2f}")
+        table.add_row(label, *cells)
+    Console().print(table)
+
+
 data_app = typer.Typer(help="Preference data: synthesize pairs for PersRM training.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
