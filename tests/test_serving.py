@@ -521,6 +521,22 @@ def test_serve_refuses_an_open_server_on_a_public_host(tmp_path):
     assert result.exit_code == 2 and "refusing to serve 0.0.0.0 with no API key" in " ".join(result.output.split())
 
 
+def _first_text_then_hang_up(url: str, body: dict) -> None:
+    with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=60) as r:
+        for line in r.iter_lines():  # the first text, then the client is gone
+            if line.startswith("data: {") and json.loads(line[6:])["choices"][0]["delta"].get("content"):
+                return
+
+
+def _streamed_text(url: str, body: dict) -> str:
+    text = ""
+    with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=60) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: {"):
+                text += json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
+    return text
+
+
 def _recording(server):
     """Wrap the server's PAD.generate to keep what each decode returned (the batcher's thread calls it)."""
     real, seen = server.pad.generate, []
@@ -547,20 +563,10 @@ def test_a_client_that_hangs_up_stops_its_row_and_the_others_finish_untouched(tm
         body = {"max_tokens": 48, "temperature": 0, "preference": "concise", "stream": True}
 
         def hang_up():
-            msg = {"messages": [{"role": "user", "content": long_prompt}], **body}
-            with httpx.stream("POST", f"{url}/v1/chat/completions", json=msg, timeout=60) as r:
-                for line in r.iter_lines():  # the first text, then the client is gone
-                    if line.startswith("data: {") and json.loads(line[6:])["choices"][0]["delta"].get("content"):
-                        break
+            _first_text_then_hang_up(url, {"messages": [{"role": "user", "content": long_prompt}], **body})
 
         def keep_streaming():
-            msg = {"messages": [{"role": "user", "content": other}], **body}
-            text = ""
-            with httpx.stream("POST", f"{url}/v1/chat/completions", json=msg, timeout=60) as r:
-                for line in r.iter_lines():
-                    if line.startswith("data: {"):
-                        text += json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
-            return text
+            return _streamed_text(url, {"messages": [{"role": "user", "content": other}], **body})
 
         with ThreadPoolExecutor(2) as pool:
             kept = pool.submit(keep_streaming)
@@ -779,21 +785,11 @@ def test_continuous_batching_cancels_a_hung_up_stream_and_survives_a_failed_step
         other = next(p for p in PROMPTS if p != long_prompt)
 
         def hang_up():
-            msg = {"messages": [{"role": "user", "content": long_prompt}], **body}
-            with httpx.stream("POST", f"{url}/v1/chat/completions", json=msg, timeout=60) as r:
-                for line in r.iter_lines():
-                    if line.startswith("data: {") and json.loads(line[6:])["choices"][0]["delta"].get("content"):
-                        break
+            _first_text_then_hang_up(url, {"messages": [{"role": "user", "content": long_prompt}], **body})
 
         def keep_streaming():
             time.sleep(0.3)  # joins the running batch
-            msg = {"messages": [{"role": "user", "content": other}], **body}
-            text = ""
-            with httpx.stream("POST", f"{url}/v1/chat/completions", json=msg, timeout=60) as r:
-                for line in r.iter_lines():
-                    if line.startswith("data: {"):
-                        text += json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
-            return text
+            return _streamed_text(url, {"messages": [{"role": "user", "content": other}], **body})
 
         with ThreadPoolExecutor(2) as pool:
             gone, kept = pool.submit(hang_up), pool.submit(keep_streaming)
