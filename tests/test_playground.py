@@ -98,7 +98,7 @@ def test_hover_a_token_to_see_its_reward(page, live):
     expected = server.pad.generate(
         ["Why is the sky blue?"],
         [{"dimension": "unfriendly", "weight": 1.0}, {"dimension": "talks like a pirate", "weight": 1.0}],
-        weight=1.5,
+        weight=0.5,  # the page's default strength
         max_new_tokens=6,
         diagnostics=True,
     )[0]

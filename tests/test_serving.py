@@ -13,6 +13,7 @@ import httpx2 as httpx
 import openai
 import pytest
 
+from padkit.decoding.config import DEFAULT_WEIGHT
 from padkit.serving import ProfileStore
 
 PROMPTS = ["Tell me about cats.", "Why is the sky blue?", "How do planes fly?", "Write a poem about the sea."]
@@ -450,7 +451,7 @@ def test_a_row_that_fails_while_decoding_fails_alone(tmp_path):
         for (prompt, pref), reply in zip(requests, replies, strict=True):
             if pref != "explode":
                 assert reply.status_code == 200
-                want = real([prompt], pref, weight=1.0, max_new_tokens=6)[0].text
+                want = real([prompt], pref, weight=DEFAULT_WEIGHT, max_new_tokens=6)[0].text
                 assert reply.json()["choices"][0]["message"]["content"] == want
 
 
@@ -482,7 +483,7 @@ def test_keys_guard_every_v1_route_and_a_user_key_reaches_only_its_own_profile(t
         assert as_bob["preference"] == "concise=1"
         client = openai.OpenAI(base_url=f"{url}/v1", api_key=alice_key, max_retries=0)
         reply = client.chat.completions.create(model="tiny", messages=body["messages"], max_tokens=6, temperature=0)
-        assert reply.choices[0].message.content == _alone(server, PROMPTS[0], "concise", weight=1.0, max_tokens=6).text
+        assert reply.choices[0].message.content == _alone(server, PROMPTS[0], "concise", weight=DEFAULT_WEIGHT, max_tokens=6).text
         assert store.revoke_key(alice.key_id)
         assert call("GET", "/v1/models", alice_key).status_code == 401
 
@@ -555,7 +556,7 @@ def test_a_client_that_hangs_up_stops_its_row_and_the_others_finish_untouched(tm
 
     with running_server(tmp_path, window_s=0.3, max_tokens_limit=64, continuous=False) as (server, url):
         real, seen = _recording(server)
-        lone = {p: real([p], "concise", weight=1.0, max_new_tokens=48)[0] for p in PROMPTS}
+        lone = {p: real([p], "concise", weight=DEFAULT_WEIGHT, max_new_tokens=48)[0] for p in PROMPTS}
         long_prompt = next(p for p, g in lone.items() if g.finish_reason == "length")
         other = next(p for p in PROMPTS if p != long_prompt)
         # a decode step as slow as a real model's, so the hang-up lands mid-decode
@@ -732,7 +733,7 @@ def test_a_bounded_load_of_64_clients_half_hanging_up_some_with_wrong_keys(tmp_p
     user_key, _ = store.add_key("carol")
     with running_server(tmp_path, api_key="admin", window_s=0.05, max_tokens_limit=64) as (server, url):
         real = server.pad.generate
-        lone = {p: real([p], "concise", weight=1.0, max_new_tokens=24)[0].text for p in PROMPTS}
+        lone = {p: real([p], "concise", weight=DEFAULT_WEIGHT, max_new_tokens=24)[0].text for p in PROMPTS}
         before = rss_mb()
 
         def client(i: int) -> tuple[str, object]:
@@ -780,7 +781,7 @@ def test_continuous_batching_cancels_a_hung_up_stream_and_survives_a_failed_step
         engine.step = step
         slow = server.pad.base_model.register_forward_pre_hook(lambda module, args: time.sleep(0.05))
         body = {"max_tokens": 48, "temperature": 0, "preference": "concise", "stream": True}
-        lone = {p: server.pad.generate([p], "concise", weight=1.0, max_new_tokens=48)[0] for p in PROMPTS}
+        lone = {p: server.pad.generate([p], "concise", weight=DEFAULT_WEIGHT, max_new_tokens=48)[0] for p in PROMPTS}
         long_prompt = next(p for p, g in lone.items() if g.finish_reason == "length")
         other = next(p for p in PROMPTS if p != long_prompt)
 

@@ -31,7 +31,7 @@ Reference = Literal["base", "rm-init", "none"]
 REFERENCES: tuple[str, ...] = ("base", "rm-init", "none")
 Candidates = Literal["topk", "topk+eos", "topk+rm"]
 CANDIDATES: tuple[str, ...] = ("topk", "topk+eos", "topk+rm")
-DEFAULT_WEIGHT = 1.0
+DEFAULT_WEIGHT = 0.5
 """The alignment strength w a request gets when it names none (API, CLI, server, eval)."""
 MAX_TOP_K = 1000
 MAX_TEMPERATURE = 2.0
