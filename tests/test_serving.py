@@ -483,7 +483,8 @@ def test_keys_guard_every_v1_route_and_a_user_key_reaches_only_its_own_profile(t
         assert as_bob["preference"] == "concise=1"
         client = openai.OpenAI(base_url=f"{url}/v1", api_key=alice_key, max_retries=0)
         reply = client.chat.completions.create(model="tiny", messages=body["messages"], max_tokens=6, temperature=0)
-        assert reply.choices[0].message.content == _alone(server, PROMPTS[0], "concise", weight=DEFAULT_WEIGHT, max_tokens=6).text
+        alone = _alone(server, PROMPTS[0], "concise", weight=DEFAULT_WEIGHT, max_tokens=6)
+        assert reply.choices[0].message.content == alone.text
         assert store.revoke_key(alice.key_id)
         assert call("GET", "/v1/models", alice_key).status_code == 401
 
