@@ -40,7 +40,7 @@ from transformers.cache_utils import DynamicCache
 
 from padkit.decoding.config import PADConfig
 from padkit.decoding.pad import PAD, Generation, _cut_at_stop, eos_token_ids
-from padkit.decoding.processor import BanTokensLogitsProcessor, SelfGuidedPADLogitsProcessor
+from padkit.decoding.processor import BanTokensLogitsProcessor
 from padkit.decoding.stops import find_stop
 from padkit.errors import GenerationError
 from padkit.models.row_lora import AdapterSwitch, LoRARows
@@ -63,6 +63,7 @@ class ContinuousRequest:
     token_ids: list[int] = field(default_factory=list)
     result: Generation | None = None
     _chooser: Callable[[torch.Tensor], int] | None = field(default=None, repr=False)
+    _stops: list[str] = field(default_factory=list, repr=False)
 
     @property
     def principles(self) -> list[str]:
@@ -91,7 +92,6 @@ class ContinuousBatch:
         self.cache: DynamicCache | None = None
         self.mask: torch.Tensor | None = None
         self.last: torch.Tensor | None = None
-        self.steps = 0
         self.admitted = 0
         """How many requests joined the batch at the last step."""
 
@@ -136,7 +136,6 @@ class ContinuousBatch:
             finished += [r for r in admitted if r.result is not None]
             self._retire()
             self._feed()
-        self.steps += 1
         return finished
 
     # -- the batch -------------------------------------------------------------------------------------------
@@ -194,10 +193,10 @@ class ContinuousBatch:
             principle = r.preference.prompt_principle() if r.config.method == "prompt" and r.preference else None
             texts.append(render_input(self.tokenizer, r.prompt, principle))
             labels.append(f"prompt {i}")
-        for i, r in enumerate(live):
-            for p in r.principles:
-                texts.append(render_input(self.tokenizer, r.prompt, p))
-                labels.append(f"prompt {i} with its preference")
+        rm_texts, _, _, rm_labels = self.pad._persrm_rows(
+            [r.prompt for r in live], [r.preference if r.principles else None for r in live]
+        )
+        texts, labels = texts + rm_texts, labels + rm_labels
         budget = max(r.config.max_new_tokens for r in live)
         enc = self.pad._encode(self.tokenizer, texts, self.model, budget, labels)
         mask = enc["attention_mask"]
@@ -214,6 +213,7 @@ class ContinuousBatch:
             )
         for r in live:
             r._chooser = self._chooser(r)
+            r._stops = [] if r.config.ignore_eos else self.pad.stops(r.config.method, r.config.stop)
         self._advance(live, out.logits[:, -1].float())
         self._merge(live, out.past_key_values, mask)
         return new
@@ -282,17 +282,11 @@ class ContinuousBatch:
         ban = BanTokensLogitsProcessor(self.eos) if config.ignore_eos else None
         if request.principles:
             dims = request.preference.dimensions
-            rule = SelfGuidedPADLogitsProcessor(
+            rule = self.pad.fused_rule(
                 torch.tensor([[d.weight for d in dims]]),
                 torch.zeros(len(dims), dtype=torch.long),
-                temperature=config.temperature,
-                top_p=config.top_p,
-                weight=config.weight if isinstance(config.weight, float) else config.weight[0],
-                reference=self.pad._resolve_reference(config.reference),
-                top_k=config.top_k,
-                candidates=config.candidates or self.pad.default_candidates,
-                eos_token_ids=self.eos,
-                min_p=config.min_p,
+                config.weight if isinstance(config.weight, float) else config.weight[0],
+                config,
             )
 
             def choose_pad(logits: torch.Tensor) -> int:
@@ -332,9 +326,11 @@ class ContinuousBatch:
             r.token_ids.append(token)
             if r.on_token is not None:
                 r.on_token(token)
-            stops = [] if r.config.ignore_eos else self.pad.stops(r.config.method, r.config.stop)
-            if stops and find_stop(self.tokenizer.decode(r.token_ids, skip_special_tokens=True), stops) is not None:
-                self._finish(r, r.token_ids, "stop", stops)
+            if (
+                r._stops
+                and find_stop(self.tokenizer.decode(r.token_ids, skip_special_tokens=True), r._stops) is not None
+            ):
+                self._finish(r, r.token_ids, "stop", r._stops)
                 finished.append(r)
             elif len(r.token_ids) >= r.config.max_new_tokens:
                 self._finish(r, r.token_ids, "length")

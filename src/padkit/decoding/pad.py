@@ -453,7 +453,15 @@ class PAD:
             inputs.update(lora_rows.forward_kwargs())
             plan.contexts.append(lora_rows)
             plan.adapters = True  # LoRARows' PEFT fallback needs the adapters on; its fast path sets them per row
-        plan.pad_processor = SelfGuidedPADLogitsProcessor(
+        plan.pad_processor = self.fused_rule(combine, source_rows, weights, config)
+        return plan
+
+    def fused_rule(
+        self, combine: torch.Tensor, source_rows: torch.Tensor, weights: float | torch.Tensor, config: PADConfig
+    ) -> SelfGuidedPADLogitsProcessor:
+        """The fused PAD rule with ``config``'s settings, for a batch of answer rows followed by the PersRM rows
+        ``combine`` sums (the fused plan's, and each request's in continuous batching)."""
+        return SelfGuidedPADLogitsProcessor(
             combine,
             source_rows,
             temperature=config.temperature,
@@ -466,7 +474,6 @@ class PAD:
             record=config.diagnostics,
             min_p=config.min_p,
         )
-        return plan
 
     def _amulet_plan(self, prompts, rows, weights, config) -> _Plan:
         """Amulet: each answer row (the base with the preference in its prompt) beside its preference-free twin,

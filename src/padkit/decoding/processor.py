@@ -251,12 +251,16 @@ def _pick(scores: torch.Tensor, temperature: float, top_p: float) -> torch.Tenso
     """One token per row from ``scores`` (log-space): greedy at temperature 0, else sampled with top-p."""
     if temperature <= 0:
         return scores.argmax(dim=-1, keepdim=True)
-    probs = torch.softmax(scores / temperature, dim=-1)
-    if top_p < 1:
-        sorted_p, order = probs.sort(dim=-1, descending=True)
-        drop = sorted_p.cumsum(dim=-1) - sorted_p > top_p
-        probs = probs.scatter(1, order, sorted_p.masked_fill(drop, 0.0))
-    return torch.multinomial(probs, 1)
+    return torch.multinomial(_nucleus(torch.softmax(scores / temperature, dim=-1), top_p), 1)
+
+
+def _nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """``probs`` with everything outside each row's top-p nucleus set to 0 (not renormalised)."""
+    if top_p >= 1:
+        return probs
+    sorted_p, order = probs.sort(dim=-1, descending=True)
+    drop = sorted_p.cumsum(dim=-1) - sorted_p > top_p
+    return probs.scatter(1, order, sorted_p.masked_fill(drop, 0.0))
 
 
 def amulet_policy(
@@ -327,13 +331,8 @@ def judge_probs(logits: torch.Tensor, temperature: float, top_k: int, top_p: flo
     logits = logits / temperature
     k = min(top_k, logits.shape[-1])
     logits = logits.masked_fill(logits < logits.topk(k, dim=-1).values[:, -1:], float("-inf"))
-    probs = torch.softmax(logits, dim=-1)
-    if top_p < 1:
-        sorted_p, order = probs.sort(dim=-1, descending=True)
-        drop = sorted_p.cumsum(dim=-1) - sorted_p > top_p
-        probs = probs.scatter(1, order, sorted_p.masked_fill(drop, 0.0))
-        probs = probs / probs.sum(dim=-1, keepdim=True)
-    return probs
+    probs = _nucleus(torch.softmax(logits, dim=-1), top_p)
+    return probs / probs.sum(dim=-1, keepdim=True)
 
 
 def persona_judge_step(

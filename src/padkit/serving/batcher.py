@@ -241,10 +241,14 @@ class Batcher:
             for request in finished:
                 self._jobs.pop(id(request)).emit("done", request.result)
 
+    def _streamer(self, jobs: list[Job], config: PADConfig) -> _RowStreamer:
+        """Streams ``jobs``' text in the vocabulary of ``config``'s method, held back before its stop strings."""
+        model, tokenizer = self.pad.decoder(config.method)
+        stops = self.pad.stops(config.method, config.stop)
+        return _RowStreamer(tokenizer, jobs, set(eos_token_ids(model, tokenizer)), stops)
+
     def _request(self, job: Job) -> ContinuousRequest:
-        model, tokenizer = self.pad.decoder(job.config.method)
-        stops = self.pad.stops(job.config.method, job.config.stop)
-        streamer = _RowStreamer(tokenizer, [job], set(eos_token_ids(model, tokenizer)), stops)
+        streamer = self._streamer([job], job.config)
         streamer.prompt_seen = True
         request = ContinuousRequest(
             job.prompt,
@@ -265,11 +269,9 @@ class Batcher:
             max_new_tokens=max(j.max_tokens for j in jobs),
             diagnostics=any(j.diagnostics for j in jobs),
         )
-        model, tokenizer = self.pad.decoder(config.method)
-        stops = self.pad.stops(config.method, config.stop)
         streamer = None
         if config.method != "best-of-n":  # best-of-n picks its answer at the end: it is sent whole
-            streamer = _RowStreamer(tokenizer, jobs, set(eos_token_ids(model, tokenizer)), stops)
+            streamer = self._streamer(jobs, config)
         try:
             gens = self.pad.generate(
                 [j.prompt for j in jobs],
@@ -289,4 +291,4 @@ class Batcher:
                     self._decode([job])
             return
         for job, gen in zip(jobs, gens, strict=True):
-            job.emit("done", _cut(gen, job.max_tokens, tokenizer))
+            job.emit("done", _cut(gen, job.max_tokens, self.pad.decoder(config.method)[1]))
