@@ -788,6 +788,7 @@ def serve(
     """Serve personalized generation over an OpenAI-compatible HTTP API, with per-user profiles and keys."""
     from padkit.decoding import PAD
     from padkit.serving import ProfileStore, Server
+    from padkit.serving.app import LOCAL_HOSTS
     from padkit.serving.app import serve as serve_http
 
     try:
@@ -823,7 +824,6 @@ def serve(
     serve_http(server, host, port, grace_period)
 
 
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 DbOpt = Annotated[Path, typer.Option("--db", help="SQLite file of user profiles and keys.")]
 DEFAULT_DB = Path("~/.local/share/padkit/profiles.sqlite")
 keys_app = typer.Typer(help="API keys bound to a user: each reads and changes only its own profile.")

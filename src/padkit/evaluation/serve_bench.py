@@ -28,8 +28,6 @@ from padkit.decoding import PAD
 from padkit.errors import PadkitError
 from padkit.evaluation.speed import BENCH_PROMPTS
 
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
-
 
 @dataclass
 class LoadResult:
@@ -117,6 +115,8 @@ def run_load(
     name: str = "server",
 ) -> LoadResult:
     """Send one streamed greedy chat request per arrival time (prompts and preferences in turn) and measure."""
+    from padkit.serving.app import LOCAL_HOSTS
+
     host = urlparse(url).hostname
     if host not in LOCAL_HOSTS:
         raise PadkitError(f"bench serve sends load to 127.0.0.1 only, not {host!r}")

@@ -42,6 +42,8 @@ from padkit.serving.metrics import RequestCounter, ServerMetrics, log_request
 from padkit.serving.profiles import ProfileStore
 
 STATIC = Path(__file__).parent / "static"
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+"""Loopback names: a server without keys may bind only these, and ``padkit bench serve`` loads only these."""
 
 
 class DimensionWeight(BaseModel):
