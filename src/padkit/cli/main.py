@@ -427,29 +427,28 @@ def bench_serve(
     table.add_column("figure")
     for result in report.results:
         table.add_column(result.name, justify="right")
-    if len(report.results) == 2:
+    paired = len(report.results) == 2
+    if paired:
         table.add_column("continuous / static", justify="right")
-    figures = [
+    for label, key in [
         ("TTFT p50 (s)", "ttft_p50_s"),
         ("TTFT p95 (s)", "ttft_p95_s"),
         ("TPOT p50 (s)", "tpot_p50_s"),
         ("TPOT p95 (s)", "tpot_p95_s"),
         ("requests/s", "requests_per_s"),
         ("tokens/s", "tokens_per_s"),
-        ("completed / failed", None),
-        ("RSS before / after (MB)", None),
-    ]
-    for label, key in figures:
-        if key is None and label.startswith("completed"):
-            cells = [f"{r.completed} / {r.failed}" for r in report.results]
-        elif key is None:
-            cells = [f"{r.rss_before_mb or 0:.0f} / {r.rss_after_mb or 0:.0f}" for r in report.results]
-        else:
-            cells = [f"{getattr(r, key):.3f}" for r in report.results]
-        if len(report.results) == 2:
-            ratio = report.ratio(key) if key else None
-            cells.append("" if ratio is None else f"{ratio:.2f}")
-        table.add_row(label, *cells)
+    ]:
+        cells = [f"{getattr(r, key):.3f}" for r in report.results]
+        ratio = report.ratio(key) if paired else None
+        table.add_row(label, *cells, *([] if not paired else ["" if ratio is None else f"{ratio:.2f}"]))
+    for label, cells in [
+        ("completed / failed", [f"{r.completed} / {r.failed}" for r in report.results]),
+        (
+            "RSS before / after (MB)",
+            [f"{r.rss_before_mb or 0:.0f} / {r.rss_after_mb or 0:.0f}" for r in report.results],
+        ),
+    ]:
+        table.add_row(label, *cells, *([""] if paired else []))
     Console().print(table)
 
 
