@@ -201,6 +201,15 @@ def test_train_then_rm_eval(tmp_path, tiny_model_dir):
     assert report["dimensions"]["concise"]["accuracy"] == 1.0 and report["dimensions"]["concise"]["n"] == 4
 
 
+def test_eval_derives_its_decoding_options():
+    """eval offers PADConfig's settings (one declaration) except those its method table and --weights set."""
+    shown = runner.invoke(app, ["eval", "--help"], env={"COLUMNS": "200"}).output
+    assert all(flag in shown for flag in ("--amulet-alpha", "--min-p", "--top-k", "--judge-gamma", "--max-new-tokens"))
+    assert "--temperature" not in shown and "--seed" not in shown and "--weight " not in shown
+    bad = runner.invoke(app, ["eval", "-p", "concise", "--prompts", "x.json", "--top-k", "0"])
+    assert bad.exit_code == 2 and "--top-k" in bad.output
+
+
 def test_train_and_rm_eval_errors(tmp_path, tiny_model_dir):
     no_data = runner.invoke(app, ["train", "--output", str(tmp_path / "x"), "--base", str(tiny_model_dir)])
     assert no_data.exit_code == 2 and "no preference pairs" in no_data.output

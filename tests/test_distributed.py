@@ -124,7 +124,9 @@ def test_a_killed_worker_loses_no_row_and_writes_none_twice(pool, model_dir):
 def test_eval_generations_on_ray_equal_local(pool, model_dir, tmp_path):
     main = PAD.from_pretrained(str(model_dir), rm="self")
     rows = [PromptRow(str(i), p) for i, p in enumerate(PROMPTS[:4])]
-    config = EvalConfig(methods=("base", "pad"), preferences=("concise", "humorous"), max_new_tokens=6, batch_size=2)
+    config = EvalConfig(
+        methods=("base", "pad"), preferences=("concise", "humorous"), decoding=PADConfig(max_new_tokens=6), batch_size=2
+    )
     local = run_generations({"main": main, "self": main}, rows, tmp_path / "local.jsonl", config, progress=False)
     dist = run_generations({}, rows, tmp_path / "ray.jsonl", config, progress=False, run=pool.map)
     assert len(dist) == len(local) == 4 + 8

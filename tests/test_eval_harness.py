@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from padkit import PAD
+from padkit import PAD, PADConfig
 from padkit.errors import PadkitError
 from padkit.evaluation.harness import EvalConfig, bootstrap_ci, perplexity, run_eval
 from padkit.prompts import PromptRow
@@ -26,7 +26,7 @@ def test_eval_runs_resumes_and_reports(base_model, rm_model, tokenizer, tmp_path
         methods=("base", "prompt", "pad", "pad-self"),
         preferences=("concise",),
         weights=(1.0, 3.0),
-        max_new_tokens=6,
+        decoding=PADConfig(max_new_tokens=6),
         batch_size=2,
     )
     report = run_eval(pads, ROWS, tmp_path, config, progress=False)
@@ -87,7 +87,9 @@ def test_eval_runs_resumes_and_reports(base_model, rm_model, tokenizer, tmp_path
 
 def test_base_answers_are_made_once_and_judged_per_preference(base_model, tokenizer, tmp_path):
     pad = PAD(base_model, tokenizer)
-    config = EvalConfig(methods=("base", "prompt"), preferences=("concise", "friendly"), max_new_tokens=4)
+    config = EvalConfig(
+        methods=("base", "prompt"), preferences=("concise", "friendly"), decoding=PADConfig(max_new_tokens=4)
+    )
     report = run_eval({"main": pad, "self": pad}, ROWS[:2], tmp_path, config, progress=False)
     records = [json.loads(line) for line in (tmp_path / "generations.jsonl").read_text().splitlines()]
     assert sum(r["method"] == "base" for r in records) == 2 and len(records) == 2 + 4
@@ -101,10 +103,32 @@ def test_base_answers_are_made_once_and_judged_per_preference(base_model, tokeni
 
 def test_weight_sweep_draws_a_tradeoff_curve(base_model, tokenizer, tmp_path):
     pad = PAD(base_model, tokenizer)
-    config = EvalConfig(methods=("pad",), preferences=("friendly",), weights=(0.0, 1.0, 4.0), max_new_tokens=4)
+    config = EvalConfig(
+        methods=("pad",), preferences=("friendly",), weights=(0.0, 1.0, 4.0), decoding=PADConfig(max_new_tokens=4)
+    )
     report = run_eval({"main": pad, "self": pad}, ROWS[:2], tmp_path, config, progress=False)
     assert {r.judge for r in report.rows} == {"sentiment"}
     assert (tmp_path / "sweep_friendly_sentiment.png").is_file()
+
+
+def test_decoding_settings_reach_every_method(base_model, tokenizer, tmp_path):
+    """--amulet-alpha, --min-p and the like start every method's config; the method table and the sweep win."""
+    pad = PAD(base_model, tokenizer)
+    decoding = PADConfig(max_new_tokens=5, amulet_alpha=0.5, amulet_iterations=3, min_p=0.2)
+    config = EvalConfig(methods=("amulet", "pad-self"), preferences=("concise",), weights=(2.0,), decoding=decoding)
+    run_eval({"main": pad, "self": pad}, ROWS[:1], tmp_path, config, progress=False)
+    records = {r["method"]: r for r in map(json.loads, (tmp_path / "generations.jsonl").read_text().splitlines())}
+    amulet, guided = records["amulet"], records["pad-self"]
+    assert amulet["settings"]["amulet_alpha"] == 0.5 and amulet["settings"]["method"] == "amulet"
+    assert guided["settings"]["min_p"] == 0.2 and guided["settings"]["weight"] == 2.0
+    prompt = ROWS[0].prompt
+    assert (
+        amulet["text"]
+        == pad.generate([prompt], "concise", method="amulet", max_new_tokens=5, amulet_alpha=0.5, amulet_iterations=3)[
+            0
+        ].text
+    )
+    assert guided["text"] == pad.generate([prompt], "concise", weight=2.0, max_new_tokens=5, min_p=0.2)[0].text
 
 
 def test_bad_configs_are_refused_early():
@@ -143,7 +167,7 @@ def test_prompt_sets_from_a_saved_dataset(tmp_path):
 def test_two_dimension_mix_draws_a_scatter(base_model, tokenizer, tmp_path):
     pad = PAD(base_model, tokenizer)
     prefs = ("concise=1,friendly=0.2", "concise=0.5,friendly=0.5", "concise=0.2,friendly=1")
-    config = EvalConfig(methods=("pad",), preferences=prefs, weights=(2.0,), max_new_tokens=4)
+    config = EvalConfig(methods=("pad",), preferences=prefs, weights=(2.0,), decoding=PADConfig(max_new_tokens=4))
     report = run_eval({"main": pad, "self": pad}, ROWS[:2], tmp_path, config, progress=False)
     assert {r.judge for r in report.rows} == {"words", "sentiment"} and len(report.rows) == 6
     assert (tmp_path / "scatter_concise_friendly.png").stat().st_size > 1000

@@ -13,7 +13,7 @@ import httpx2 as httpx
 import openai
 import pytest
 
-from padkit.decoding.config import DEFAULT_WEIGHT
+from padkit.decoding.config import DEFAULT_WEIGHT, PADConfig
 from padkit.serving import ProfileStore
 
 PROMPTS = ["Tell me about cats.", "Why is the sky blue?", "How do planes fly?", "Write a poem about the sea."]
@@ -251,7 +251,9 @@ def test_llm_judge_talks_to_an_openai_compatible_endpoint(served, tmp_path):
     judge = LLMPairwiseJudge(f"{url}/v1", "tiny")
     before = sum(server.batcher.batches)
     assert judge.compare("Why?", "Be concise.", "Because.", "Because.") in (0.0, 0.5, 1.0)
-    config = EvalConfig(methods=("base", "prompt"), preferences=("concise",), max_new_tokens=4, llm_judge=judge)
+    config = EvalConfig(
+        methods=("base", "prompt"), preferences=("concise",), decoding=PADConfig(max_new_tokens=4), llm_judge=judge
+    )
     rows = [PromptRow("a", "Tell me about cats."), PromptRow("b", "How do planes fly?")]
     report = run_eval({"main": server.pad, "self": server.pad}, rows, tmp_path, config, progress=False)
     llm = [r for r in report.rows if r.judge == "llm-win"]

@@ -639,8 +639,13 @@ def rm_eval(
     _print_rm_report(report, f"{rm or 'default PersRM'}: {split} pairs")
 
 
+EVAL_SET_BY_METHOD = ("method", "weight", "reference", "temperature", "top_p", "seed", "diagnostics")
+"""Decoding settings ``padkit eval`` does not offer: its method table sets them per method, --weights sweeps."""
+
+
 @app.command("eval")
 @settings_command(RaySettings, name="ray_settings")
+@settings_command(PADConfig, name="decoding", exclude=EVAL_SET_BY_METHOD)
 def eval_command(
     preference: Annotated[list[str], typer.Option("--preference", "-p", help="Preference to evaluate (repeatable).")],
     prompts: Annotated[Path | None, typer.Option("--prompts", help="Prompt file: .json, .jsonl or text lines.")] = None,
@@ -667,11 +672,8 @@ def eval_command(
         str | None, typer.Option("--llm-judge-url", help="OpenAI-compatible base URL of an LLM judge (off by default).")
     ] = None,
     llm_judge_model: Annotated[str, typer.Option("--llm-judge-model")] = "gpt-4o",
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n")] = 128,
     limit: Annotated[int | None, typer.Option(help="Use the first N prompts.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 8,
-    top_k: Annotated[int, typer.Option("--top-k")] = 10,
-    min_p: Annotated[float, typer.Option("--min-p", help=PADConfig.help("min_p"))] = 0.0,
     output: Annotated[Path, typer.Option("--output", "-o", help="Report directory; a rerun resumes it.")] = Path(
         "runs/eval"
     ),
@@ -679,11 +681,14 @@ def eval_command(
     rm: RmOpt = None,
     dtype: DtypeOpt = "float32",
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary table as JSON.")] = False,
+    decoding: dict | None = None,
     ray_settings: dict | None = None,
 ) -> None:
     """Run methods x preferences (x weights) over a prompt set, judge every answer, and write a report.
 
-    --ray generates on Ray actors; judging and perplexity run here."""
+    The decoding options (--top-k, --min-p, --amulet-alpha, ...) apply to every method; each method sets its own
+    sampling and reference, and --weights sweeps the PAD weight. --ray generates on Ray actors; judging and
+    perplexity run here."""
     from padkit.distributed.jobs import ModelSpec, load_pads
     from padkit.evaluation.harness import EvalConfig, run_eval
     from padkit.evaluation.judges import LLMPairwiseJudge
@@ -691,6 +696,7 @@ def eval_command(
 
     if (prompts is None) == (dataset is None):
         _fail("give either --prompts FILE or --dataset NAME")
+    decoding_config = _config(decoding or {})
     try:
         _quiet_transformers()
         rows = read_prompts(prompts) if prompts is not None else read_prompt_dataset(dataset, prompt_column)
@@ -704,10 +710,8 @@ def eval_command(
             preferences=tuple(preference),
             weights=weight_values,
             judges=tuple(j.strip() for j in judges.split(",")) if judges else None,
-            max_new_tokens=max_new_tokens,
+            decoding=decoding_config,
             batch_size=batch_size,
-            top_k=top_k,
-            min_p=min_p,
             llm_judge=LLMPairwiseJudge(llm_judge_url, llm_judge_model, os.environ.get("OPENAI_API_KEY", "unused"))
             if llm_judge_url
             else None,

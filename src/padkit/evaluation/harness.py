@@ -10,6 +10,7 @@ output under the base model).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import io
 import json
@@ -56,11 +57,11 @@ class EvalConfig:
     preferences: tuple[str, ...] = ("concise",)
     weights: tuple[float, ...] = (1.0,)
     judges: tuple[str, ...] | None = None
-    max_new_tokens: int = 128
+    decoding: PADConfig = field(default_factory=PADConfig)
+    """Decoding settings every method starts from (``max_new_tokens``, ``top_k``, ``min_p``, ``amulet_alpha``,
+    ...); each method's entry in :data:`METHODS` then sets its own (method, reference, sampling) and the sweep
+    sets ``weight``."""
     batch_size: int = 8
-    top_k: int = 10
-    min_p: float = 0.0
-    """PAD's fluency guard (:attr:`PADConfig.min_p`), for the PAD methods only."""
     llm_judge: LLMPairwiseJudge | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -125,10 +126,8 @@ def run_generations(
                 continue  # the base answer ignores the preference: made once, scored under each preference
             key_pref = BASE_PREFERENCE if method == "base" else pref
             for w in config.weights if method in WEIGHTED else (0.0,):
-                settings = dict(METHODS.get(method, {"method": "pad", "reference": "base"}))
-                if settings["method"] == "pad" and config.min_p:
-                    settings["min_p"] = config.min_p
-                pad_config = PADConfig(**settings, weight=w, top_k=config.top_k, max_new_tokens=config.max_new_tokens)
+                settings = METHODS.get(method, {"method": "pad", "reference": "base"})
+                pad_config = dataclasses.replace(config.decoding, **settings, weight=w)
                 fields = dict(method=method, preference=key_pref, weight=w)
                 tasks += [
                     Task(
