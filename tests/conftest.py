@@ -131,6 +131,7 @@ def tiny_model_dir(tmp_path, tokenizer):
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("PADKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PADKIT_GEMM_PACKING", "fixed")  # kernel choices independent of this machine's timings
 
 
 @contextlib.contextmanager

@@ -7,6 +7,7 @@ from torch import nn
 
 import padkit.models.packed_gemm as packed_gemm
 from padkit.decoding import PAD
+from padkit.errors import PadkitError
 from padkit.models.packed_gemm import PACK_MIN_ROWS, PackedGemm
 
 pytestmark = pytest.mark.skipif(not packed_gemm.mkl_packing_available(), reason="torch built without MKL")
@@ -82,3 +83,87 @@ def test_a_persrm_beside_generate_is_packed_for_its_rows(tokenizer, monkeypatch)
     assert len(packed_calls) == 20 and all(packed_calls)
     monkeypatch.setattr(packed_gemm, "PACK_MIN_ROWS", 1000)
     assert [g.token_ids for g in packed] == [g.token_ids for g in pad.generate(prompts, "humorous", **kwargs)]
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3])
+def test_few_packed_rows_equal_plain_linear(rows, monkeypatch):
+    """Packing may be chosen at any row count on some machine: its outputs must not depend on that choice."""
+    monkeypatch.setattr(packed_gemm, "should_pack", lambda model, n: True)
+    net, x = _net(), torch.randn(rows, 24)
+    with torch.inference_mode():
+        want = net(x)
+        with PackedGemm(net, rows=rows) as packed:
+            assert packed.active
+            got = net(x)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+
+
+class _Clock:
+    """A stand-in for :func:`time_packing`: packing pays at the given row counts; counts its calls."""
+
+    def __init__(self, pays_at):
+        self.pays_at, self.calls = set(pays_at), []
+
+    def __call__(self, layers, rows):
+        self.calls.append(rows)
+        return packed_gemm.PackingTiming(rows, 10.0, 5.0 if rows in self.pays_at else 11.0)
+
+
+def test_the_tuner_measures_each_row_count_once_and_keeps_it(tmp_path):
+    net, path = _net(), tmp_path / "tune.json"
+    clock = _Clock(pays_at={2})
+    tuner = packed_gemm.PackingTuner(path, measure=clock)
+    assert [tuner.pays(net, r) for r in (1, 2, 2, 8)] == [False, True, True, False]
+    assert clock.calls == [1, 2, 8]
+    again = packed_gemm.PackingTuner(path, measure=clock)  # a new process reads the file
+    assert again.pays(net, 2) and clock.calls == [1, 2, 8]
+    (timings,) = again.this_machine().values()
+    assert timings[2] == packed_gemm.PackingTiming(2, 10.0, 5.0) and sorted(timings) == [1, 2, 8]
+    other = nn.Sequential(nn.Linear(24, 16))  # other shapes: measured on their own
+    again.pays(other, 2)
+    assert clock.calls == [1, 2, 8, 2] and len(again.this_machine()) == 2
+    path.write_text("{not json")  # a damaged file is measured again and rewritten
+    assert again.pays(net, 2) and clock.calls[-1] == 2 and len(again.this_machine()) == 1
+
+
+def test_a_tie_keeps_the_plain_kernel():
+    assert not packed_gemm.PackingTiming(2, 10.0, 9.9).pays
+    assert packed_gemm.PackingTiming(2, 10.0, 9.0).pays
+
+
+def test_time_packing_times_both_kernels_on_the_layers():
+    net = _net()
+    timing = packed_gemm.time_packing([net[0], net[2]], rows=2, rounds=2)
+    assert timing.rows == 2 and timing.plain_ms > 0 and timing.packed_ms > 0
+
+
+def test_policies(monkeypatch, tmp_path):
+    net = _net()
+    monkeypatch.setenv("PADKIT_GEMM_PACKING", "off")
+    assert not PackedGemm(net, rows=8).active
+    monkeypatch.setenv("PADKIT_GEMM_PACKING", "fixed")
+    assert not PackedGemm(net, rows=PACK_MIN_ROWS - 1).active and PackedGemm(net, rows=PACK_MIN_ROWS).active
+    monkeypatch.setenv("PADKIT_GEMM_PACKING", "auto")
+    monkeypatch.setattr(packed_gemm, "TUNER", packed_gemm.PackingTuner(tmp_path / "t.json", measure=_Clock({2})))
+    assert PackedGemm(net, rows=2).active and not PackedGemm(net, rows=PACK_MIN_ROWS).active
+    monkeypatch.setenv("PADKIT_GEMM_PACKING", "sometimes")
+    with pytest.raises(PadkitError, match="PADKIT_GEMM_PACKING='sometimes'"):
+        packed_gemm.should_pack(net, 2)
+
+
+def test_auto_packs_pads_two_row_step_where_measured_to_pay(tokenizer, monkeypatch, tmp_path):
+    """Batch-1 PAD on a LoRA-free self PersRM: one fused forward of 2 rows, packed when the tuner says so."""
+    model = make_model(tokenizer, seed=0, dtype=torch.float32)
+    pad = PAD(model, tokenizer)
+    kwargs = dict(weight=2.0, max_new_tokens=20, ignore_eos=True)
+    calls = []
+    model.lm_head.register_forward_pre_hook(lambda m, args: calls.append("forward" in vars(m)))
+    monkeypatch.setenv("PADKIT_GEMM_PACKING", "auto")
+    clock = _Clock(pays_at={2})
+    monkeypatch.setattr(packed_gemm, "TUNER", packed_gemm.PackingTuner(tmp_path / "t.json", measure=clock))
+    packed = pad.generate(["Tell me a joke."], "humorous", **kwargs)[0]
+    assert clock.calls == [2] and calls and all(calls[1:])  # the prefill runs before the step count is known
+    monkeypatch.setenv("PADKIT_GEMM_PACKING", "off")
+    calls.clear()
+    plain = pad.generate(["Tell me a joke."], "humorous", **kwargs)[0]
+    assert not any(calls) and packed.token_ids == plain.token_ids

@@ -30,15 +30,22 @@ def test_official_loop_equals_padkit_pad(base_model, tokenizer, rm):
 
 def test_machine_info_names_what_decides_the_kernels(monkeypatch):
     from padkit.evaluation import speed
+    from padkit.models.packed_gemm import PackingTiming
 
     info = speed.machine_info()
     assert info["logical_cores"] >= 1 and info["torch_threads"] == torch.get_num_threads()
     assert info["torch"] == torch.__version__ and set(info["cpu_flags"]) <= set(speed.SPEED_FLAGS)
-    assert info["kernels"]["packed_gemm_from_rows"] == speed.PACK_MIN_ROWS
+    assert info["kernels"]["packed_gemm_from_rows"] == speed.PACK_MIN_ROWS  # conftest: the fixed policy
     line = speed.machine_line(info)
     assert info["cpu"] in line and f"torch {torch.__version__}" in line
+    assert line.endswith(f"GEMM packed from {speed.PACK_MIN_ROWS} rows (fixed)")
+    monkeypatch.setenv("PADKIT_GEMM_PACKING", "auto")
+    monkeypatch.setattr(speed.TUNER, "this_machine", lambda: {"abc": {2: PackingTiming(2, 10.0, 8.0)}})
+    info = speed.machine_info()
+    assert info["kernels"]["packing_measured"]["abc"][2]["packed"] is True
+    assert speed.machine_line(info).endswith("GEMM packing measured: packed at rows 2 of 2")
     monkeypatch.setattr(speed, "mkl_packing_available", lambda: False)
-    assert speed.machine_line(speed.machine_info()).endswith("(off)")
+    assert speed.machine_line(speed.machine_info()).endswith("GEMM packing off")
 
 
 def test_benchmark_reports_consistent_ratios(base_model, tokenizer):

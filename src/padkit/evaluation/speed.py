@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import os
-import platform
 import re
 import resource
 import time
@@ -18,7 +17,14 @@ from transformers import GenerationConfig, LogitsProcessor
 
 from padkit.decoding import PAD
 from padkit.errors import PadkitError
-from padkit.models.packed_gemm import PACK_MIN_ROWS, PACK_MIN_STEPS, mkl_packing_available
+from padkit.models.packed_gemm import (
+    PACK_MIN_ROWS,
+    PACK_MIN_STEPS,
+    TUNER,
+    cpu_model,
+    mkl_packing_available,
+    packing_policy,
+)
 from padkit.models.row_lora import AdapterSwitch
 from padkit.preferences import Preference, render_input
 
@@ -40,22 +46,27 @@ SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx
 
 def machine_info() -> dict[str, Any]:
     """The machine a benchmark ran on, so figures from two machines can be told apart: CPU model, cores, the
-    speed-relevant CPU flags, torch/MKL/oneDNN versions, threads, and the kernel choices padkit makes there."""
-    cpu, flags = platform.processor() or platform.machine(), set()
+    speed-relevant CPU flags, torch/MKL/oneDNN versions, threads, and the kernel choices padkit makes there
+    (under ``auto``, each row count measured so far: plain and packed milliseconds per pass, packed or not)."""
+    flags: set[str] = set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                cpu = value.strip()
-            elif key.strip() == "flags":
+            if key.strip() == "flags":
                 flags = set(value.split())
+                break
     except OSError:
         pass
     build = torch.__config__.show()
     mkl = re.search(r"Math Kernel Library Version ([\d.]+)", build)
     onednn = re.search(r"MKL-DNN v([\d.]+)", build)
+    policy = packing_policy()
+    tuned = {
+        shapes: {rows: {**asdict(t), "packed": t.pays} for rows, t in sorted(by_rows.items())}
+        for shapes, by_rows in TUNER.this_machine().items()
+    }
     return {
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "logical_cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cpu_flags": [f for f in SPEED_FLAGS if f in flags],
@@ -65,10 +76,23 @@ def machine_info() -> dict[str, Any]:
         "onednn": onednn.group(1) if onednn else None,
         "kernels": {
             "mkl_packed_gemm": mkl_packing_available(),
-            "packed_gemm_from_rows": PACK_MIN_ROWS,
+            "packing_policy": policy,
+            "packed_gemm_from_rows": PACK_MIN_ROWS if policy == "fixed" else None,
             "packed_gemm_from_steps": PACK_MIN_STEPS,
+            "packing_measured": tuned if policy == "auto" else {},
         },
     }
+
+
+def _packing_summary(kernels: dict[str, Any]) -> str:
+    if not kernels["mkl_packed_gemm"] or kernels["packing_policy"] == "off":
+        return "GEMM packing off"
+    if kernels["packing_policy"] == "fixed":
+        return f"GEMM packed from {kernels['packed_gemm_from_rows']} rows (fixed)"
+    measured = [(int(r), t["packed"]) for by_rows in kernels["packing_measured"].values() for r, t in by_rows.items()]
+    packed = ",".join(str(r) for r in sorted({r for r, p in measured if p})) or "none"
+    tried = ",".join(str(r) for r in sorted({r for r, _ in measured})) or "none yet"
+    return f"GEMM packing measured: packed at rows {packed} of {tried}"
 
 
 def machine_line(info: dict[str, Any]) -> str:
@@ -76,8 +100,7 @@ def machine_line(info: dict[str, Any]) -> str:
     flags = ",".join(info["cpu_flags"]) or "none"
     return (
         f"{info['cpu']} ({info['logical_cores']} cores, {info['torch_threads']} threads, flags {flags}); "
-        f"torch {info['torch']}, MKL {info['mkl']}, oneDNN {info['onednn']}; GEMM packed from "
-        f"{info['kernels']['packed_gemm_from_rows']} rows" + ("" if info["kernels"]["mkl_packed_gemm"] else " (off)")
+        f"torch {info['torch']}, MKL {info['mkl']}, oneDNN {info['onednn']}; {_packing_summary(info['kernels'])}"
     )
 
 
