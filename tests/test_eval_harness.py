@@ -9,7 +9,7 @@ import pytest
 
 from padkit import PAD, PADConfig
 from padkit.errors import PadkitError
-from padkit.evaluation.harness import EvalConfig, bootstrap_ci, perplexity, run_eval
+from padkit.evaluation.harness import EvalConfig, EvalReport, ReportRow, bootstrap_ci, perplexity, run_eval
 from padkit.prompts import PromptRow
 
 ROWS = [
@@ -78,6 +78,12 @@ def test_eval_runs_resumes_and_reports(base_model, rm_model, tokenizer, tmp_path
     assert (tmp_path / "report.md").read_text().count("\n") == 2 + len(report.rows)
     assert (tmp_path / "report.csv").read_text().startswith("method,preference,weight,judge,mean")
     assert (tmp_path / "bar_concise_words.png").stat().st_size > 1000
+    header = (tmp_path / "comparison.md").read_text().splitlines()[0]
+    assert (
+        header == "| preference | judge | base | prompt | pad w=1 | pad w=3 | pad-self w=1 | pad-self w=3 | furthest |"
+    )
+    assert [r.method for r in report.rows] == ["base", "prompt", "pad", "pad", "pad-self", "pad-self"]  # as asked
+    assert not list(tmp_path.glob(".*.tmp"))
 
     calls = []
     monkeypatch.setattr(pad, "generate", lambda *a, **k: calls.append(a) or [])
@@ -138,6 +144,31 @@ def test_bad_configs_are_refused_early():
         EvalConfig(judges=("vibes",))
     with pytest.raises(PadkitError, match="finite"):
         EvalConfig(weights=(float("nan"),))
+
+
+def test_comparison_puts_the_methods_side_by_side():
+    def row(method, pref, judge, mean, shift, win, ppl, tps=10.0, weight=0.0):
+        return ReportRow(method, pref, weight, judge, mean, mean - 1, mean + 1, win, 20.0, tps, ppl, 5, shift)
+
+    report = EvalReport(
+        [
+            row("prompt", "concise", "words", 40.0, 0.2, 0.6, 3.5),
+            row("base", "concise", "words", 50.0, None, None, 3.0),
+            row("pad", "concise", "words", 30.0, 1.5, 0.9, 4.0),
+            row("prompt", "formal", "register", 1.0, -0.1, 0.4, 3.1),
+            row("base", "formal", "register", 1.0, None, None, 3.0),
+            row("pad", "formal", "register", 1.0, -0.3, 0.3, 5.0),
+        ]
+    )
+    table, summary = report.comparison().split("\n\n")
+    lines = table.splitlines()
+    assert lines[0] == "| preference | judge | base | prompt | pad | furthest |"
+    assert lines[2] == "| concise | words | 50.00 [49.00, 51.00] | 40.00 [39.00, 41.00] | 30.00 [29.00, 31.00] | pad |"
+    assert lines[3].endswith("| none |")  # nothing moved towards formal
+    per_method = {line.split(" | ")[0].strip("| "): line for line in summary.splitlines()[2:]}
+    assert per_method["pad"] == "| pad | 4.50 | 0.60 | 0.60 | 10.00 | 1 |"
+    assert per_method["prompt"] == "| prompt | 3.30 | 0.05 | 0.50 | 10.00 | 0 |"
+    assert per_method["base"] == "| base | 3.00 | - | - | 10.00 | - |"
 
 
 def test_bootstrap_and_perplexity(base_model, tokenizer):

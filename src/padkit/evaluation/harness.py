@@ -16,6 +16,7 @@ import io
 import json
 import math
 import random
+import statistics
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -219,6 +220,59 @@ class EvalReport:
             )
         return "\n".join(lines) + "\n"
 
+    def comparison(self) -> str:
+        """The methods side by side: per preference, each method's judge mean [95% CI] and the method that moved
+        furthest towards it (in base standard deviations); then per method, the medians over preferences of
+        perplexity, shift, win rate against base and tokens/s, and how often it moved furthest."""
+        swept = {m for m in {r.method for r in self.rows} if len({r.weight for r in self.rows if r.method == m}) > 1}
+
+        def column(r: ReportRow) -> str:
+            return f"{r.method} w={r.weight:g}" if r.method in swept else r.method
+
+        columns = list(dict.fromkeys(column(r) for r in sorted(self.rows, key=lambda r: r.method != "base")))
+        cells: dict[tuple[str, str], dict[str, ReportRow]] = {}
+        for r in self.rows:
+            cells.setdefault((r.preference, r.judge), {})[column(r)] = r
+        lines = [
+            f"| preference | judge | {' | '.join(columns)} | furthest |",
+            "|---|---|" + "---|" * (len(columns) + 1),
+        ]
+        furthest_count = dict.fromkeys(columns, 0)
+        for (pref, judge), by_column in cells.items():
+            shifts = {c: r.shift for c, r in by_column.items() if r.shift is not None}
+            best = max(shifts, key=shifts.get) if shifts and max(shifts.values()) > 0 else None
+            if best is not None:
+                furthest_count[best] += 1
+            means = [
+                f"{by_column[c].mean:.2f} [{by_column[c].ci_low:.2f}, {by_column[c].ci_high:.2f}]"
+                if c in by_column
+                else ""
+                for c in columns
+            ]
+            lines.append(f"| {pref} | {judge} | {' | '.join(means)} | {best or 'none'} |")
+        lines += [
+            "",
+            "| method | median perplexity | median shift (sd) | median win vs base | median tok/s | furthest on |",
+            "|---|---|---|---|---|---|",
+        ]
+
+        def median(values: list[float]) -> str:
+            return f"{statistics.median(values):.2f}" if values else "-"
+
+        for c in columns:
+            rows = [r for by_column in cells.values() for col, r in by_column.items() if col == c]
+            shifts = [r.shift for r in rows if r.shift is not None]
+            wins = [r.win_rate for r in rows if r.win_rate is not None]
+            lines.append(
+                f"| {c} | {median([r.perplexity for r in rows])} | {median(shifts)} | {median(wins)} | "
+                f"{median([r.tokens_per_s for r in rows])} | {furthest_count[c] if shifts else '-'} |"
+            )
+        return "\n".join(lines) + "\n"
+
+
+def _index(values: Sequence[str], value: str) -> int:
+    return values.index(value) if value in values else len(values)
+
 
 def standardized_shift(scores: Sequence[float], base: Sequence[float], direction: int) -> float:
     """How far ``scores`` moved from ``base`` towards the preference, in pooled standard deviations (Cohen's d),
@@ -257,9 +311,12 @@ def build_report(pad: PAD, records: list[dict], config: EvalConfig, progress: bo
         groups[(r["method"], r["preference"], r["weight"])].append(r)
     base_text = {(r["preference"], r["prompt_id"]): r for r in records if r["method"] == "base"}
     report = EvalReport()
-    for (method, pref, w), rows in tqdm(
-        sorted(groups.items(), key=lambda kv: str(kv[0])), disable=not progress, desc="scoring"
-    ):
+
+    def order(group: tuple) -> tuple:  # as asked: methods, then preferences, then weights
+        method, pref, w = group[0]
+        return (_index(config.methods, method), _index(config.preferences, pref), pref, w)
+
+    for (method, pref, w), rows in tqdm(sorted(groups.items(), key=order), disable=not progress, desc="scoring"):
         ppl = perplexity(pad, [r["prompt"] for r in rows], [r["text"] for r in rows])
         batches = {(r["batch_seconds"], r["batch_tokens"]) for r in rows}
         tps = sum(t for _, t in batches) / max(sum(s for s, _ in batches), 1e-9)
@@ -379,7 +436,8 @@ def run_eval(
     log: Callable[[str], None] = lambda m: None,
     run: Runner | None = None,
 ) -> EvalReport:
-    """Generate (resuming), score, and write ``report.md``, ``report.csv``, ``summary.json`` and plots."""
+    """Generate (resuming), score, and write ``report.md``, ``comparison.md`` (the methods side by side),
+    ``report.csv``, ``summary.json`` and plots."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     records = run_generations(pads, prompts, out_dir / "generations.jsonl", config, progress, run)
@@ -392,8 +450,19 @@ def run_eval(
     records = [r for r in records if (r["method"], r["preference"]) in wanted]
     log(f"scoring {len(records)} answers")
     report = build_report(pads["main"], records, config, progress)
-    (out_dir / "report.md").write_text(report.markdown())
-    (out_dir / "report.csv").write_text(report.csv())
-    (out_dir / "summary.json").write_text(json.dumps(report.summary(), indent=2) + "\n")
+    for name, text in (
+        ("report.md", report.markdown()),
+        ("comparison.md", report.comparison()),
+        ("report.csv", report.csv()),
+        ("summary.json", json.dumps(report.summary(), indent=2) + "\n"),
+    ):
+        _write_atomically(out_dir / name, text)
     plot_report(report, out_dir)
     return report
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """A temp file renamed over ``path``: a crash never leaves half a report."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
