@@ -41,7 +41,13 @@ RmOpt = Annotated[
         "a model dir or a LoRA adapter dir.",
     ),
 ]
-DtypeOpt = Annotated[str, typer.Option("--dtype", help="float32 or bfloat16.")]
+DtypeOpt = Annotated[
+    str, typer.Option("--dtype", help="auto (bfloat16 on a GPU, float32 on the CPU), float32 or bfloat16.")
+]
+DeviceOpt = Annotated[
+    str,
+    typer.Option("--device", help="auto (the first CUDA GPU when there is one, else the CPU), cpu, cuda or cuda:N."),
+]
 
 
 def _quiet_transformers() -> None:
@@ -158,7 +164,8 @@ def generate(
     ] = None,
     base: BaseOpt = "smollm2-135m-instruct",
     rm: RmOpt = None,
-    dtype: DtypeOpt = "float32",
+    dtype: DtypeOpt = "auto",
+    device: DeviceOpt = "auto",
     input_path: Annotated[
         Path | None, typer.Option("--input", help="Prompt file: .json list, .jsonl with 'prompt', or text lines.")
     ] = None,
@@ -204,10 +211,10 @@ def generate(
             if ray.ray:
                 from padkit.distributed import ModelSpec
 
-                with ray.pool({"main": ModelSpec(base, rm, dtype)}) as pool:
+                with ray.pool({"main": ModelSpec(base, rm, dtype, device)}) as pool:
                     _generate_file(pool.map, rows, preference, config, output_path, batch_size, as_json, base, rm)
                 return
-        pad = PAD.from_pretrained(base=base, rm=rm, dtype=dtype)
+        pad = PAD.from_pretrained(base=base, rm=rm, dtype=dtype, device=device)
         if rows is None:
             if sys.stdout.isatty() and not as_json and config.method != "best-of-n":
                 _stream_one(pad, prompt, preference, config)
@@ -237,7 +244,8 @@ def demo(
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n")] = 60,
     base: BaseOpt = "smollm2-135m-instruct",
     rm: RmOpt = None,
-    dtype: DtypeOpt = "float32",
+    dtype: DtypeOpt = "auto",
+    device: DeviceOpt = "auto",
 ) -> None:
     """Answer one prompt plainly and under several preferences, side by side."""
     from padkit.decoding import PAD
@@ -245,7 +253,7 @@ def demo(
     prefs = preference or list(DEMO_PREFERENCES)
     try:
         _quiet_transformers()
-        pad = PAD.from_pretrained(base=base, rm=rm, dtype=dtype)
+        pad = PAD.from_pretrained(base=base, rm=rm, dtype=dtype, device=device)
         prompts = [prompt] * len(prefs)
         plain = pad.generate([prompt], method="base", max_new_tokens=max_new_tokens)[0]
         guided = pad.generate(prompts, preferences=prefs, weight=weight, max_new_tokens=max_new_tokens)
@@ -273,7 +281,8 @@ def bench_speed(
     batch_size: Annotated[int, typer.Option("--batch-size")] = 8,
     base: BaseOpt = "smollm2-135m-instruct",
     rm: RmOpt = None,
-    dtype: DtypeOpt = "float32",
+    dtype: DtypeOpt = "auto",
+    device: DeviceOpt = "auto",
     check_bf16: Annotated[
         bool,
         typer.Option(
@@ -301,6 +310,20 @@ def bench_speed(
             "persona-judge,best-of-n,policy) at batch 1 and --batch-size, with the settings eval runs them with.",
         ),
     ] = "",
+    load_format: Annotated[
+        str,
+        typer.Option(
+            "--load-format",
+            help="'auto' loads --base's weights; 'dummy' builds --base (a shape: "
+            "smollm2-135m, llama-3.2-1b, qwen2.5-7b, llama-3.1-8b, or a config.json) with random weights and a "
+            "random LoRA PersRM of --lora-rank on it (--rm self: none), for speed at real sizes with nothing to "
+            "download.",
+        ),
+    ] = "auto",
+    lora_rank: Annotated[int, typer.Option("--lora-rank", min=1, help="Rank of the dummy LoRA PersRM.")] = 16,
+    tokenizer: Annotated[
+        str, typer.Option("--tokenizer", help="Tokenizer for a dummy model's prompts (alias or directory).")
+    ] = "smollm2-135m-instruct",
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
 ) -> None:
     """Tokens/s of plain generate, padkit PAD and the official-style PAD loop (no cache, batch 1).
@@ -313,7 +336,13 @@ def bench_speed(
     try:
         _quiet_transformers()
         torch_threads = __import__("torch").get_num_threads()
-        pad = PAD.from_pretrained(base=base, rm=rm, dtype=dtype)
+        if load_format == "dummy":
+            dummy_rm = "self" if rm == "self" else "lora"
+            pad = PAD.from_dummy(base, dummy_rm, lora_rank, tokenizer, dtype=dtype, device=device)
+        elif load_format == "auto":
+            pad = PAD.from_pretrained(base=base, rm=rm, dtype=dtype, device=device)
+        else:
+            raise PadkitError(f"unknown --load-format {load_format!r}; use auto or dummy")
         report = run_speed_benchmark(
             pad,
             preference,
@@ -333,7 +362,8 @@ def bench_speed(
         typer.echo(json.dumps(report.as_dict(), indent=2))
         return
     table = Table(
-        title=f"speed: base={base} rm={pad.rm_name} dtype={dtype} {new_tokens} tokens, {torch_threads} threads, "
+        title=f"speed: base={base} rm={pad.rm_name} {report.dtype} on {report.device}, {new_tokens} tokens, "
+        f"{torch_threads} CPU threads, "
         f"fastest of {repeats}",
         caption=f"machine: {machine_line(report.machine)}",
     )
@@ -388,7 +418,8 @@ def bench_serve(
     ] = "static,continuous",
     base: BaseOpt = "smollm2-135m-instruct",
     rm: RmOpt = None,
-    dtype: DtypeOpt = "float32",
+    dtype: DtypeOpt = "auto",
+    device: DeviceOpt = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the arrival schedule.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
 ) -> None:
@@ -403,7 +434,7 @@ def bench_serve(
             _quiet_transformers()
             from padkit.decoding import PAD
 
-            pad = PAD.from_pretrained(base=base, rm=rm, dtype=dtype)
+            pad = PAD.from_pretrained(base=base, rm=rm, dtype=dtype, device=device)
         report = run_serve_benchmark(
             pad,
             url,
@@ -482,7 +513,8 @@ def data_synth(
     ] = False,
     limit: Annotated[int | None, typer.Option(help="Use the first N prompts only.")] = None,
     base: BaseOpt = "smollm2-135m-instruct",
-    dtype: DtypeOpt = "float32",
+    dtype: DtypeOpt = "auto",
+    device: DeviceOpt = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Synthesize preference pairs for every catalog dimension pair: a pool of base-model answers (plain and
@@ -505,7 +537,7 @@ def data_synth(
             min_relevance=min_relevance,
             heldout_fraction=heldout_fraction,
         )
-        pad = PAD.from_pretrained(base=base, rm="self", dtype=dtype)
+        pad = PAD.from_pretrained(base=base, rm="self", dtype=dtype, device=device)
         report = synthesize_pairs(pad, rows, output, config, progress=err.is_terminal)
     except PadkitError as e:
         _fail(str(e))
@@ -604,7 +636,8 @@ def rm_eval(
     sample: Annotated[
         int | None, typer.Option(help="Score N pairs of the split, evenly spaced (every k-th), instead of all.")
     ] = None,
-    dtype: DtypeOpt = "float32",
+    dtype: DtypeOpt = "auto",
+    device: DeviceOpt = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the accuracies as JSON.")] = False,
 ) -> None:
     """Pairwise accuracy of a PersRM's summed implicit reward (chosen above rejected), per dimension; held-out
@@ -630,6 +663,7 @@ def rm_eval(
             sample,
             dtype,
             progress=err.is_terminal,
+            device=device,
         )
     except PadkitError as e:
         _fail(str(e))
@@ -679,7 +713,8 @@ def eval_command(
     ),
     base: BaseOpt = "smollm2-135m-instruct",
     rm: RmOpt = None,
-    dtype: DtypeOpt = "float32",
+    dtype: DtypeOpt = "auto",
+    device: DeviceOpt = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary table as JSON.")] = False,
     decoding: dict | None = None,
     ray_settings: dict | None = None,
@@ -716,7 +751,7 @@ def eval_command(
             if llm_judge_url
             else None,
         )
-        models = {"main": ModelSpec(base, rm, dtype), "self": ModelSpec(base, "self", dtype)}
+        models = {"main": ModelSpec(base, rm, dtype, device), "self": ModelSpec(base, "self", dtype, device)}
         pads = load_pads(models)  # judging and perplexity run here, with or without --ray
         ray = build_settings(RaySettings, ray_settings or {})
         if ray.ray:
@@ -741,7 +776,8 @@ def serve(
     port: Annotated[int, typer.Option()] = 8000,
     base: BaseOpt = "smollm2-135m-instruct",
     rm: RmOpt = None,
-    dtype: DtypeOpt = "float32",
+    dtype: DtypeOpt = "auto",
+    device: DeviceOpt = "auto",
     db: Annotated[Path, typer.Option("--db", help="SQLite file of user profiles and keys.")] = Path(
         "~/.local/share/padkit/profiles.sqlite"
     ),
@@ -803,7 +839,7 @@ def serve(
                 "profile. Give --api-key (or PADKIT_API_KEY), add user keys with `padkit keys add`, or pass --insecure."
             )
         _quiet_transformers()
-        pad = PAD.from_pretrained(base=base, rm=rm, dtype=dtype)
+        pad = PAD.from_pretrained(base=base, rm=rm, dtype=dtype, device=device)
     except PadkitError as e:
         _fail(str(e))
     server = Server(

@@ -256,7 +256,9 @@ class ContinuousBatch:
             self.running, self.cache, self.mask = [], None, None
             return
         rows = self._rows_of(self.running)
-        index = torch.tensor([rows[i][0] for i in keep_req] + [j for i in keep_req for j in rows[i][1:]])
+        index = torch.tensor(
+            [rows[i][0] for i in keep_req] + [j for i in keep_req for j in rows[i][1:]], device=self.mask.device
+        )
         mask = self.mask[index]
         first = int(mask.any(dim=0).nonzero()[0])
         layers = [(layer.keys[index, :, first:], layer.values[index, :, first:]) for layer in self.cache.layers]
@@ -269,7 +271,7 @@ class ContinuousBatch:
         if not self.running:
             self.last = None
             return
-        last = torch.empty(self.rows, dtype=torch.long)
+        last = torch.empty(self.rows, dtype=torch.long, device=self.model.device)
         for r, rows in zip(self.running, self._rows_of(self.running), strict=True):
             last[rows] = r.token_ids[-1]
         self.last = last

@@ -36,7 +36,15 @@ from padkit.decoding.reward import RewardStream
 from padkit.decoding.sequence_reward import implicit_rewards, resolve_reference
 from padkit.decoding.stops import CancelledRows, find_stop
 from padkit.errors import GenerationError, ModelLoadError
-from padkit.models.loading import DEFAULT_BASE, adapter_base, default_rm, load_model, load_tokenizer, resolve_model_dir
+from padkit.models.loading import (
+    DEFAULT_BASE,
+    adapter_base,
+    default_rm,
+    load_model,
+    load_tokenizer,
+    resolve_device,
+    resolve_model_dir,
+)
 from padkit.models.packed_gemm import PackedGemm
 from padkit.models.row_lora import AdapterSwitch, BaseWeightsOnly, LoRARows, set_adapters
 from padkit.preferences import Preference, PreferenceLike, render_input
@@ -161,15 +169,24 @@ class PAD:
         self.cross_tokenizer = differs if cross_tokenizer is None else cross_tokenizer
 
     @classmethod
-    def from_pretrained(cls, base: str = DEFAULT_BASE, rm: str | None = None, dtype: str = "float32") -> PAD:
-        """Load the base model and the PersRM by alias, directory, ``.gguf`` file or Hub id.
+    def from_pretrained(
+        cls,
+        base: str = DEFAULT_BASE,
+        rm: str | None = None,
+        dtype: str = "auto",
+        device: str = "auto",
+    ) -> PAD:
+        """Load the base model and the PersRM by alias, directory, ``.gguf`` file or Hub id, on ``device``
+        (``auto``: a CUDA GPU when there is one, else the CPU) in ``dtype`` (``auto``: bfloat16 on a GPU,
+        float32 on the CPU).
 
         ``rm=None`` picks the PersRM shipped for the default base, and ``"self"`` for any other base. A LoRA
         PersRM trained on this base goes onto the base's own weights (one copy in memory, its adapters off
         except for the PersRM's forwards).
         """
         rm = default_rm(base) if rm is None else rm
-        base_model = load_model(base, dtype)
+        where = resolve_device(device)
+        base_model = load_model(base, dtype, where)
         tokenizer = load_tokenizer(base)
         if rm == "self":
             return cls(base_model, tokenizer, base_name=base)
@@ -181,7 +198,41 @@ class PAD:
             shared = PeftModel.from_pretrained(base_model, rm_dir).eval()
             set_adapters(shared, False)  # used directly, ``pad.base_model`` is the base
             return cls(shared, tokenizer, shared, load_tokenizer(rm), base_name=base, rm_name=rm)
-        return cls(base_model, tokenizer, load_model(rm, dtype), load_tokenizer(rm), base_name=base, rm_name=rm)
+        rm_model = load_model(rm, dtype, where)
+        return cls(base_model, tokenizer, rm_model, load_tokenizer(rm), base_name=base, rm_name=rm)
+
+    @classmethod
+    def from_dummy(
+        cls,
+        shape: str,
+        rm: str = "lora",
+        lora_rank: int = 16,
+        tokenizer: str = DEFAULT_BASE,
+        dtype: str = "auto",
+        device: str = "auto",
+        seed: int = 0,
+    ) -> PAD:
+        """Random weights of a real shape, for speed measurements with nothing to download: the base built from
+        ``shape`` (a shipped shape name or a ``config.json``, see :mod:`padkit.models.dummy`) and, with
+        ``rm="lora"``, a random LoRA PersRM of ``lora_rank`` on its own weights (``rm="self"``: none).
+        ``tokenizer`` only turns prompts into ids (any tokenizer whose ids fit the shape's vocabulary)."""
+        from padkit.models.dummy import dummy_model, random_lora
+
+        if rm not in ("lora", "self"):
+            raise ModelLoadError(f"a dummy PersRM is 'lora' (random, of --lora-rank) or 'self', not {rm!r}")
+        base_model = dummy_model(shape, dtype, device, seed)
+        tok = load_tokenizer(tokenizer)
+        if len(tok) > base_model.config.vocab_size:
+            raise ModelLoadError(
+                f"the tokenizer {tokenizer!r} has {len(tok)} tokens, more than the shape's vocabulary of "
+                f"{base_model.config.vocab_size}"
+            )
+        name = f"dummy:{Path(shape).stem}"
+        if rm == "self":
+            return cls(base_model, tok, base_name=name)
+        shared = random_lora(base_model, lora_rank, seed)
+        set_adapters(shared, False)
+        return cls(shared, tok, shared, tok, base_name=name, rm_name=f"random LoRA r{lora_rank}")
 
     @property
     def default_candidates(self) -> Candidates:

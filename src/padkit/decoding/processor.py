@@ -55,11 +55,17 @@ class _PADRule:
         self.records: list[StepRecord] = []
         self.log_min_p = math.log(min_p) if min_p > 0 else None
 
+    def _follow(self, device: torch.device) -> None:
+        """Keep the rule's own tensors on the device of the scores (moved once, on the first step)."""
+        if self.combine.device != device:
+            self.combine, self.weight, self.eos = (t.to(device) for t in (self.combine, self.weight, self.eos))
+
     def _candidate_ids(self, base_logp: torch.Tensor, rm_logp: torch.Tensor | None = None) -> torch.Tensor:
+        self._follow(base_logp.device)
         k = min(self.top_k, base_logp.shape[-1])
         ids = base_logp.topk(k, dim=-1).indices
         if self.candidates == "topk+eos" and self.eos.numel():
-            ids = torch.cat([ids, self.eos.to(ids.device).expand(ids.shape[0], -1)], dim=1)
+            ids = torch.cat([ids, self.eos.expand(ids.shape[0], -1)], dim=1)
         elif self.candidates == "topk+rm":
             ids = torch.cat([ids, (self.combine @ rm_logp).topk(k, dim=-1).indices], dim=1)
         return ids
@@ -89,6 +95,7 @@ class _PADRule:
         ``rm_cand`` is ``(n_rm_rows, k)``; ``ref_cand`` the ``rm-init`` rows' ``(batch, k)``; ``neutral``
         marks candidates whose reward is fixed at 0.
         """
+        self._follow(base_logp.device)
         reward = self.combine @ rm_cand if rm_cand.shape[0] else torch.zeros_like(cand, dtype=base_logp.dtype)
         if self.reference == "base":
             ref = base_logp.gather(1, cand)
@@ -105,7 +112,7 @@ class _PADRule:
         dropped = torch.isneginf(cand_base)
         if self.log_min_p is not None:  # the fluency guard: only tokens the base finds plausible; EOS stays
             implausible = cand_base < base_logp.max(dim=-1, keepdim=True).values + self.log_min_p
-            dropped = dropped | (implausible & ~torch.isin(cand, self.eos.to(cand.device)))
+            dropped = dropped | (implausible & ~torch.isin(cand, self.eos))
         cand_scores = cand_scores.masked_fill(dropped, float("-inf"))
         step = StepRecord(cand, cand_base, reward, cand_scores)
         if self.record:
@@ -462,7 +469,7 @@ class ARGSLogitsProcessor(LogitsProcessor):
         out = torch.full_like(scores, float("-inf"))
         for b in range(input_ids.shape[0]):
             prefix = input_ids[b, self.prompt_length :].tolist()
-            rewards = self.reward_fn(b, [prefix + [c] for c in top.indices[b].tolist()]).to(logp.dtype)
+            rewards = self.reward_fn(b, [prefix + [c] for c in top.indices[b].tolist()]).to(logp.device, logp.dtype)
             w = self.weight[b] if isinstance(self.weight, torch.Tensor) else self.weight
             total = top.values[b] + w * rewards
             out[b, top.indices[b]] = torch.where(torch.isfinite(top.values[b]), total, top.values[b]).to(scores.dtype)

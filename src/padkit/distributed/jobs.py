@@ -32,10 +32,11 @@ class ModelSpec:
 
     base: str
     rm: str | None = None
-    dtype: str = "float32"
+    dtype: str = "auto"
+    device: str = "auto"
 
     def load(self) -> PAD:
-        return PAD.from_pretrained(base=self.base, rm=self.rm, dtype=self.dtype)
+        return PAD.from_pretrained(base=self.base, rm=self.rm, dtype=self.dtype, device=self.device)
 
 
 @dataclass

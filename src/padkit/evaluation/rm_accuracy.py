@@ -136,6 +136,7 @@ def evaluate_persrm(
     sample: int | None = None,
     dtype: str = "float32",
     progress: bool = False,
+    device: str = "auto",
 ) -> RMReport:
     """``padkit rm-eval``: load a PersRM by name and score one split of ``pairs`` the way it was trained.
 
@@ -156,7 +157,7 @@ def evaluate_persrm(
     fraction = heldout_fraction if heldout_fraction is not None else trained.get("heldout_fraction", 0.1)
     train_part, heldout_part = split_pairs(pairs, fraction, trained.get("split_salt", "padkit"))
     chosen = spaced_sample({"heldout": heldout_part, "train": train_part, "all": list(pairs)}[split], sample)
-    pad = PAD.from_pretrained(base=adapter_base(where) if is_adapter else base, rm=rm, dtype=dtype)
+    pad = PAD.from_pretrained(base=adapter_base(where) if is_adapter else base, rm=rm, dtype=dtype, device=device)
     return evaluate_rm(
         pad.rm_model,
         pad.rm_tokenizer,

@@ -74,6 +74,8 @@ def machine_info() -> dict[str, Any]:
         "torch": torch.__version__,
         "mkl": mkl.group(1) if mkl else None,
         "onednn": onednn.group(1) if onednn else None,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "cuda": torch.version.cuda,
         "kernels": {
             "mkl_packed_gemm": mkl_packing_available(),
             "packing_policy": policy,
@@ -98,8 +100,9 @@ def _packing_summary(kernels: dict[str, Any]) -> str:
 def machine_line(info: dict[str, Any]) -> str:
     """One line naming the machine, for a benchmark table's title."""
     flags = ",".join(info["cpu_flags"]) or "none"
+    gpu = f"GPU {info['gpu']} (CUDA {info['cuda']}); " if info.get("gpu") else ""
     return (
-        f"{info['cpu']} ({info['logical_cores']} cores, {info['torch_threads']} threads, flags {flags}); "
+        f"{gpu}{info['cpu']} ({info['logical_cores']} cores, {info['torch_threads']} threads, flags {flags}); "
         f"torch {info['torch']}, MKL {info['mkl']}, oneDNN {info['onednn']}; {_packing_summary(info['kernels'])}"
     )
 
@@ -125,6 +128,10 @@ class SpeedReport:
     text_path_vs_token_path: float | None = None
     bf16_prefix_agreement: float | None = None
     bf16_token_agreement: float | None = None
+    base: str = ""
+    rm: str = ""
+    device: str = "cpu"
+    dtype: str = "float32"
     methods: dict[str, dict[str, float]] = field(default_factory=dict)
     """Each other method timed (``methods=``): tok/s at batch 1 and at ``batch_size``, and each over plain's."""
     machine: dict[str, Any] = field(default_factory=machine_info)
@@ -290,6 +297,10 @@ def run_speed_benchmark(
         text_path_vs_token_path=None if text_tps is None else text_tps / pad_tps,
         bf16_prefix_agreement=agreement[0],
         bf16_token_agreement=agreement[1],
+        base=pad.base_name,
+        rm=pad.rm_name,
+        device=str(pad.base_model.device),
+        dtype=str(pad.base_model.dtype).removeprefix("torch."),
         methods=timed,
     )
 

@@ -77,11 +77,40 @@ def default_rm(base: str) -> str:
     return DEFAULT_RM if base in ALIASES else "self"
 
 
-def _dtype(dtype: str | torch.dtype) -> torch.dtype:
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"`` (or ``None``): the first CUDA GPU when torch sees one, else the CPU; otherwise the device named
+    (``cpu``, ``cuda``, ``cuda:1``, ...), refused with a reason when it is not there."""
+    if isinstance(device, torch.device):
+        chosen = device
+    elif device is None or str(device).strip().lower() == "auto":
+        return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    else:
+        try:
+            chosen = torch.device(str(device).strip().lower())
+        except RuntimeError:
+            raise ModelLoadError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+    if chosen.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch is built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise ModelLoadError(f"device {device!r} asked for, but {why}; use --device cpu (or auto)")
+        index = 0 if chosen.index is None else chosen.index
+        if index >= torch.cuda.device_count():
+            raise ModelLoadError(f"device {device!r}: only {torch.cuda.device_count()} CUDA GPU(s) are visible")
+        return torch.device("cuda", index)
+    if chosen.type not in ("cpu", "mps"):
+        raise ModelLoadError(f"unsupported device {device!r}; use auto, cpu, cuda or cuda:N")
+    return chosen
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """``"auto"`` (or ``None``): bfloat16 on a GPU (its tensor cores' type), float32 on the CPU (faster there
+    and the one the fast CPU path packs); otherwise the dtype named."""
     if isinstance(dtype, torch.dtype):
         return dtype
+    if dtype is None or dtype == "auto":
+        return torch.float32 if device.type == "cpu" else torch.bfloat16
     if dtype not in DTYPES:
-        raise ModelLoadError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+        raise ModelLoadError(f"unknown dtype {dtype!r}; use auto or one of {', '.join(DTYPES)}")
     return DTYPES[dtype]
 
 
@@ -132,7 +161,8 @@ def resolve_model_dir(spec: str) -> Path | str:
             raise ModelLoadError(f"GGUF file not found: {path}")
         return convert_gguf(path, _gguf_cache_dir(path))
     if path.is_dir():
-        if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
+        saved = ("config.json", "adapter_config.json", "tokenizer_config.json")
+        if not any((path / name).is_file() for name in saved):
             raise ModelLoadError(f"{path} is a directory but holds no config.json: not a saved model")
         return path
     if path.exists():
@@ -180,16 +210,20 @@ def load_tokenizer(spec: str) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def load_model(spec: str, dtype: str | torch.dtype = "float32") -> PreTrainedModel:
-    """Load a causal LM in eval mode (a PEFT adapter directory loads onto its base)."""
+def load_model(
+    spec: str, dtype: str | torch.dtype | None = "auto", device: str | torch.device | None = "auto"
+) -> PreTrainedModel:
+    """Load a causal LM in eval mode on ``device`` (see :func:`resolve_device`, :func:`resolve_dtype`); a PEFT
+    adapter directory loads onto its base."""
+    where = resolve_device(device)
     source = resolve_model_dir(spec)
     if isinstance(source, Path) and (source / "adapter_config.json").is_file():
         from peft import PeftModel
 
-        base = load_model(adapter_base(source), dtype)
+        base = load_model(adapter_base(source), dtype, where)
         return PeftModel.from_pretrained(base, source).eval()
-    model = _from_pretrained(AutoModelForCausalLM.from_pretrained, source, dtype=_dtype(dtype))
-    return model.eval()
+    model = _from_pretrained(AutoModelForCausalLM.from_pretrained, source, dtype=resolve_dtype(dtype, where))
+    return model.to(where).eval()
 
 
 def adapter_base(adapter_dir: Path) -> str:
