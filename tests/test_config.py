@@ -49,6 +49,18 @@ def test_replace_validates_and_refuses_unknown_settings():
     assert hash(config) == hash(PADConfig.from_dict(config.to_dict()))  # batches are grouped by config
 
 
+def test_decisive_settings_are_those_the_method_reads():
+    from padkit.decoding.config import METHOD_SETTINGS
+
+    loud = PADConfig(method="base", amulet_alpha=0.5, top_k=3, min_p=0.1, best_of=2, judge_gamma=2)
+    assert loud.decisive() == PADConfig(method="base")
+    amulet = PADConfig(method="amulet", amulet_alpha=0.5, top_k=3).decisive()
+    assert amulet.amulet_alpha == 0.5 and amulet.top_k == 10
+    guided = PADConfig(top_k=3, min_p=0.1, amulet_alpha=0.5).decisive()
+    assert (guided.top_k, guided.min_p, guided.amulet_alpha) == (3, 0.1, 2.0)
+    assert set().union(*METHOD_SETTINGS.values()) <= set(PADConfig.__dataclass_fields__)
+
+
 def test_every_setting_has_help_and_a_default():
     for name in FIELDS:
         assert len(PADConfig.help(name)) > 20, name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -135,6 +136,23 @@ def test_decoding_settings_reach_every_method(base_model, tokenizer, tmp_path):
         ].text
     )
     assert guided["text"] == pad.generate([prompt], "concise", weight=2.0, max_new_tokens=5, min_p=0.2)[0].text
+    # a setting a method does not read never blocks resuming its rows; one it reads does
+    changed = dataclasses.replace(decoding, amulet_alpha=1.0)
+    run_eval(
+        {"main": pad, "self": pad},
+        ROWS[:1],
+        tmp_path,
+        dataclasses.replace(config, methods=("pad-self",), decoding=changed),
+        progress=False,
+    )
+    with pytest.raises(PadkitError, match="amulet_alpha: 0.5 -> 1.0"):
+        run_eval(
+            {"main": pad, "self": pad},
+            ROWS[:1],
+            tmp_path,
+            dataclasses.replace(config, decoding=changed),
+            progress=False,
+        )
 
 
 def test_bad_configs_are_refused_early():

@@ -56,6 +56,12 @@ def test_judge_directions_can_be_stated():
         ("headings", "## Overview\nCats sleep.", "Cats sleep. # is a hash."),
         ("exclaim", "Wow! Cats sleep!", "Cats sleep."),
         ("pirate", "Arr, matey, ye cats sleep a lot, aye.", "Your cats sleep a lot, yes."),
+        (
+            "pirate",
+            "I've been a bit o' a chatty one, doin' fine, lads.",
+            "I've been a bit chatty, doing fine, friends.",
+        ),
+        ("pirate", "I've heard it from many sailors, and a kraken too.", "Darwin's cabin is by the sea."),
     ],
 )
 def test_marker_judges_tell_the_forms_apart(judge, more, less):

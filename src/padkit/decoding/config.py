@@ -27,6 +27,14 @@ from padkit.preferences.preference import MAX_WEIGHT
 
 Method = Literal["pad", "base", "prompt", "policy", "best-of-n", "args", "amulet", "persona-judge"]
 METHODS: tuple[str, ...] = ("pad", "base", "prompt", "policy", "best-of-n", "args", "amulet", "persona-judge")
+METHOD_SETTINGS: dict[str, frozenset[str]] = {
+    "pad": frozenset({"top_k", "reference", "candidates", "min_p"}),
+    "args": frozenset({"top_k", "reference"}),
+    "best-of-n": frozenset({"best_of", "reference"}),
+    "amulet": frozenset({"amulet_iterations", "amulet_alpha", "amulet_lambda", "amulet_eta"}),
+    "persona-judge": frozenset({"judge_gamma", "judge_top_k"}),
+}
+"""Settings only some methods read: every other method decodes alike whatever their values."""
 Reference = Literal["base", "rm-init", "none"]
 REFERENCES: tuple[str, ...] = ("base", "rm-init", "none")
 Candidates = Literal["topk", "topk+eos", "topk+rm"]
@@ -213,6 +221,13 @@ class PADConfig:
     def from_dict(cls, values: Mapping[str, Any]) -> PADConfig:
         """Build from a mapping such as a request body or saved settings (unknown keys are an error)."""
         return cls().replace(**values)
+
+    def decisive(self) -> PADConfig:
+        """This config with the settings its method does not read (:data:`METHOD_SETTINGS`) at their defaults:
+        two configs that decode alike compare equal, so a resumed run is not refused over, say, an
+        ``amulet_alpha`` that its PAD rows never read."""
+        unread = frozenset().union(*METHOD_SETTINGS.values()) - METHOD_SETTINGS.get(self.method, frozenset())
+        return replace(self, **{name: FIELDS[name].default for name in unread})
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values (tuples as lists); ``from_dict`` reads them back."""

@@ -103,7 +103,7 @@ class Task:
     def settings(self, context: dict[str, Any]) -> dict[str, Any]:
         """Everything that decides this answer, as stored with its record and compared on resume."""
         pref = None if self.preference is None else str(Preference.parse(self.preference))
-        return {**context, "model": self.model, "preference": pref, **self.config.to_dict()}
+        return {**context, "model": self.model, "preference": pref, **self.config.decisive().to_dict()}
 
 
 def _check_settings(output: Path, done: dict[str, dict], tasks: list[Task], context: dict[str, Any]) -> None:

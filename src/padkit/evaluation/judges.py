@@ -108,12 +108,18 @@ class ExclamationJudge(_MarkerJudge):
 
 
 class PirateJudge(_MarkerJudge):
-    """Pirate vocabulary ("arr", "matey", "ye", "ahoy", "aye", "landlubber", "me hearties"...)."""
+    """A pirate voice: its vocabulary ("arr", "matey", "ye", "ahoy", "landlubber", "me hearties"...), its seafaring
+    words ("sailors", "lads", "kraken", "shipmates", "treasure"...) and its dialect ("a bit o'", "doin'", "yer",
+    "'tis"). The seafaring words and dialect were added after hand labels showed the lexicon alone scoring a
+    storyteller's sea voice 0 ("I've heard it from multiple sailors ... lads")."""
 
     name = "pirate"
     pattern = re.compile(
-        r"\b(?:arr+|matey|mateys|ye|ahoy|aye|hearty|hearties|landlubbers?|scallywags?|booty|avast|yo-ho|"
-        r"shiver me timbers|buccaneers?|grog|doubloons?|me hearties|savvy)\b",
+        r"\b(?:y?arr+|matey|mateys|ye|yer|fer|ahoy|aye|hearty|hearties|landlubbers?|scallywags?|booty|avast|yo-ho|"
+        r"shiver me timbers|buccaneers?|grog|doubloons?|me hearties|savvy|blimey|lads?|lass(?:es)?|sailors?|"
+        r"shipmates?|krakens?|sea (?:dogs?|serpents?)|seven seas|davy jones|jolly roger|walk the plank|plunder|"
+        r"treasure|cap'n)\b"
+        r"|(?<![\w'])(?:o'|'tis|\w+in')(?![\w'])",
         re.IGNORECASE,
     )
 
