@@ -15,6 +15,7 @@ import platform
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -117,7 +118,9 @@ class PackingTuner:
     ```
     """
 
-    def __init__(self, path: Path | None = None, measure=time_packing) -> None:
+    def __init__(
+        self, path: Path | None = None, measure: Callable[[list[nn.Linear], int], PackingTiming] = time_packing
+    ) -> None:
         self._path = path
         self.measure = measure
 
