@@ -229,10 +229,10 @@ class Batcher:
             try:
                 finished = engine.step()
             except Exception as exc:  # a failed step fails the requests in it, never the server
+                self.engine = engine = ContinuousBatch(self.pad, max_rows=engine.max_rows)  # before anyone hears
                 for request_id, job in list(self._jobs.items()):
                     job.emit("error", exc)
                     del self._jobs[request_id]
-                self.engine = engine = ContinuousBatch(self.pad, max_rows=engine.max_rows)
                 continue
             if engine.admitted:
                 self.batches.append(engine.admitted)
