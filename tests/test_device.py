@@ -130,32 +130,30 @@ def test_bench_speed_measures_a_dummy_shape(tmp_path, tokenizer):
     assert bad.exit_code != 0 and "unknown --load-format 'fast'" in bad.output
 
 
+def _gpu_gives_cpu_tokens(models, make_pad, max_new_tokens: int = 16, **kwargs) -> None:
+    """Greedy tokens of ``make_pad()`` on the CPU, then again with ``models`` moved to CUDA: the same."""
+    on_cpu = make_pad().generate(PROMPTS, "concise", max_new_tokens=max_new_tokens, ignore_eos=True, **kwargs)
+    for model in models:
+        model.to("cuda")
+    on_gpu = make_pad().generate(PROMPTS, "concise", max_new_tokens=max_new_tokens, ignore_eos=True, **kwargs)
+    assert [g.token_ids for g in on_gpu] == [g.token_ids for g in on_cpu]
+
+
 @cuda
 @pytest.mark.parametrize("method", ["base", "prompt", "pad", "policy", "amulet", "persona-judge"])
 def test_cuda_gives_the_cpu_tokens_in_float32(tokenizer, method):
     """Tiny models in float32: greedy tokens on the GPU equal the CPU's (LoRA PersRM on the base, fused)."""
-    base = make_model(tokenizer, seed=0, dtype=torch.float32)
-    lora = make_lora(base)
-    kwargs = dict(method=method, weight=2.0, max_new_tokens=16, ignore_eos=True)
-    on_cpu = PAD(lora, tokenizer, lora, tokenizer).generate(PROMPTS, "concise", **kwargs)
-    lora.to("cuda")
-    on_gpu = PAD(lora, tokenizer, lora, tokenizer).generate(PROMPTS, "concise", **kwargs)
-    assert [g.token_ids for g in on_gpu] == [g.token_ids for g in on_cpu]
+    lora = make_lora(make_model(tokenizer, seed=0, dtype=torch.float32))
+    _gpu_gives_cpu_tokens([lora], lambda: PAD(lora, tokenizer, lora, tokenizer), method=method, weight=2.0)
 
 
 @cuda
 def test_cuda_two_model_pad_and_rm_init_reference(tokenizer):
     base, rm = (make_model(tokenizer, seed=s, dtype=torch.float32) for s in (0, 7))
-    kwargs = dict(weight=2.0, max_new_tokens=16, ignore_eos=True)
-    on_cpu = PAD(base, tokenizer, rm, tokenizer).generate(PROMPTS, "concise", **kwargs)
-    on_gpu = PAD(base.to("cuda"), tokenizer, rm.to("cuda"), tokenizer).generate(PROMPTS, "concise", **kwargs)
-    assert [g.token_ids for g in on_gpu] == [g.token_ids for g in on_cpu]
+    _gpu_gives_cpu_tokens([base, rm], lambda: PAD(base, tokenizer, rm, tokenizer), weight=2.0)
     lora = make_lora(make_model(tokenizer, seed=0, dtype=torch.float32))
-    ref = dict(kwargs, reference="rm-init", fused=False)
-    cpu_ref = PAD(lora, tokenizer, lora, tokenizer).generate(PROMPTS, "concise", **ref)
-    lora.to("cuda")
-    gpu_ref = PAD(lora, tokenizer, lora, tokenizer).generate(PROMPTS, "concise", **ref)
-    assert [g.token_ids for g in gpu_ref] == [g.token_ids for g in cpu_ref]
+    ref = dict(weight=2.0, reference="rm-init", fused=False)
+    _gpu_gives_cpu_tokens([lora], lambda: PAD(lora, tokenizer, lora, tokenizer), **ref)
 
 
 @cuda
@@ -164,10 +162,7 @@ def test_cuda_cross_tokenizer_pad(tokenizer):
 
     other = make_tokenizer(vocab_size=300)
     base, rm = make_model(tokenizer, seed=0, dtype=torch.float32), make_model(other, seed=7, dtype=torch.float32)
-    kwargs = dict(weight=2.0, max_new_tokens=12, ignore_eos=True)
-    on_cpu = PAD(base, tokenizer, rm, other).generate(PROMPTS, "concise", **kwargs)
-    on_gpu = PAD(base.to("cuda"), tokenizer, rm.to("cuda"), other).generate(PROMPTS, "concise", **kwargs)
-    assert [g.token_ids for g in on_gpu] == [g.token_ids for g in on_cpu]
+    _gpu_gives_cpu_tokens([base, rm], lambda: PAD(base, tokenizer, rm, other), weight=2.0, max_new_tokens=12)
 
 
 @cuda

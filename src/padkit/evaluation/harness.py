@@ -32,7 +32,7 @@ from padkit.distributed.jobs import Runner, Task, run_local, run_tasks
 from padkit.errors import PadkitError
 from padkit.evaluation.judges import DIMENSION_JUDGES, LLMPairwiseJudge, get_judge, split_direction
 from padkit.preferences import Preference, render_input
-from padkit.prompts import PromptRow
+from padkit.prompts import PromptRow, atomic_write_text
 
 METHODS: dict[str, dict] = {
     "base": {"method": "base"},
@@ -456,13 +456,6 @@ def run_eval(
         ("report.csv", report.csv()),
         ("summary.json", json.dumps(report.summary(), indent=2) + "\n"),
     ):
-        _write_atomically(out_dir / name, text)
+        atomic_write_text(out_dir / name, text)
     plot_report(report, out_dir)
     return report
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """A temp file renamed over ``path``: a crash never leaves half a report."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)

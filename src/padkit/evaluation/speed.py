@@ -9,7 +9,6 @@ import resource
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,6 +20,7 @@ from padkit.models.packed_gemm import (
     PACK_MIN_ROWS,
     PACK_MIN_STEPS,
     TUNER,
+    cpu_info,
     cpu_model,
     mkl_packing_available,
     packing_policy,
@@ -48,15 +48,7 @@ def machine_info() -> dict[str, Any]:
     """The machine a benchmark ran on, so figures from two machines can be told apart: CPU model, cores, the
     speed-relevant CPU flags, torch/MKL/oneDNN versions, threads, and the kernel choices padkit makes there
     (under ``auto``, each row count measured so far: plain and packed milliseconds per pass, packed or not)."""
-    flags: set[str] = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "flags":
-                flags = set(value.split())
-                break
-    except OSError:
-        pass
+    flags = set(cpu_info().get("flags", "").split())
     build = torch.__config__.show()
     mkl = re.search(r"Math Kernel Library Version ([\d.]+)", build)
     onednn = re.search(r"MKL-DNN v([\d.]+)", build)

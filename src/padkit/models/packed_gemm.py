@@ -8,11 +8,11 @@ version, model shape and row count, and caches the answer in ``$PADKIT_CACHE``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import platform
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from padkit.errors import PadkitError
+from padkit.prompts import atomic_write_text
 
 PACK_MIN_ROWS = 4
 """The fixed rule (``PADKIT_GEMM_PACKING=fixed``): pack from this many rows, the choice measured on the machine
@@ -49,16 +50,24 @@ def packing_policy() -> str:
     return policy
 
 
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
+@functools.cache
+def cpu_info() -> dict[str, str]:
+    """The first processor's fields of ``/proc/cpuinfo`` (empty where there is none), read once."""
+    fields: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                return value.strip()
+            if not key.strip():
+                break  # the first processor's block ends at its blank line
+            fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return fields
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
+    return cpu_info().get("model name") or platform.processor() or platform.machine()
 
 
 def _packable(model: nn.Module) -> list[nn.Linear]:
@@ -123,6 +132,8 @@ class PackingTuner:
     ) -> None:
         self._path = path
         self.measure = measure
+        self._decided: dict[tuple[Path, str, str, int], bool] = {}
+        """Answers already given in this process: a generate asks once per decode, the file is read once."""
 
     @property
     def path(self) -> Path:
@@ -163,23 +174,19 @@ class PackingTuner:
         if not layers:
             return False
         shapes = self.shapes_key(layers)
-        known = self.this_machine().get(shapes, {})
-        if rows not in known:
-            known[rows] = self.measure(layers, rows)
-            table = self._read()
-            mine = table.setdefault(self.machine_key(), {})
-            if not isinstance(mine, dict):
-                mine = table[self.machine_key()] = {}
-            mine[shapes] = {str(r): asdict(t) for r, t in sorted(known.items())}
-            self._write(table)
-        return known[rows].pays
-
-    def _write(self, table: dict) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".gemm-packing.", suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(table, f, indent=1)
-        os.replace(tmp, self.path)
+        asked = (self.path, self.machine_key(), shapes, rows)
+        if asked not in self._decided:
+            known = self.this_machine().get(shapes, {})
+            if rows not in known:
+                known[rows] = self.measure(layers, rows)
+                table = self._read()
+                mine = table.setdefault(self.machine_key(), {})
+                if not isinstance(mine, dict):
+                    mine = table[self.machine_key()] = {}
+                mine[shapes] = {str(r): asdict(t) for r, t in sorted(known.items())}
+                atomic_write_text(self.path, json.dumps(table, indent=1))
+            self._decided[asked] = known[rows].pays
+        return self._decided[asked]
 
 
 TUNER = PackingTuner()
