@@ -300,3 +300,36 @@ def test_read_resumable_drops_only_a_torn_last_line(tmp_path):
     with pytest.raises(PadkitError, match="o.jsonl:2 is not a JSON record"):
         read_resumable(out)
     assert out.read_text() == '{"id": "0"}\n42'
+
+
+def test_resume_refuses_answers_of_a_retrained_persrm_saved_under_the_same_path(tmp_path, tiny_model_dir):
+    """The PersRM's name is not its weights: a retrained adapter at the same path decodes differently, so a
+    resumed file must not mix its answers with the old one's (the record keeps a digest of the weights)."""
+    import torch
+    from conftest import make_lora
+
+    from padkit.models import load_model, model_identity
+
+    adapter = make_lora(load_model(str(tiny_model_dir)))
+    adapter.peft_config["default"].base_model_name_or_path = str(tiny_model_dir)
+    rm_dir = tmp_path / "persrm"
+    adapter.save_pretrained(rm_dir)
+    first = model_identity(str(rm_dir))
+    assert first.startswith(f"{rm_dir}@") and first == model_identity(str(rm_dir))
+    assert model_identity("self") == "self" and model_identity(str(tiny_model_dir)) == str(tiny_model_dir)
+    prompts = tmp_path / "two.jsonl"
+    prompts.write_text("".join(json.dumps({"id": str(i), "prompt": f"Say {i}."}) + "\n" for i in range(2)))
+    out = tmp_path / "out.jsonl"
+    args = _file_args(prompts, out, tiny_model_dir, "-p", "concise", "--rm", str(rm_dir))
+    assert runner.invoke(app, args).exit_code == 0
+    assert json.loads(out.read_text().splitlines()[0])["settings"]["rm"] == first
+    assert "resuming: 2 of 2" in runner.invoke(app, args).output
+    with torch.no_grad():
+        for name, param in adapter.named_parameters():
+            if "lora_B" in name:
+                param.add_(0.5)
+    adapter.save_pretrained(rm_dir)  # retrained, same path
+    assert model_identity(str(rm_dir)) != first
+    retrained = runner.invoke(app, args)
+    assert retrained.exit_code == 2 and "other settings" in _flat(retrained.output)
+    assert first.split("@")[1] in "".join(retrained.output.split())  # the old digest named (wrapped by rich)

@@ -925,6 +925,7 @@ def _record(gen, rid: str, prompt: str) -> dict:
 def _generate_file(run, rows, preference, config, output_path, batch_size, as_json, base, rm) -> None:
     """Decode the rows not yet in ``output_path`` (here or on Ray workers) and print each as it is written."""
     from padkit.distributed import Task, run_tasks
+    from padkit.models.loading import default_rm, model_identity
 
     tasks = [Task(r.id, r.prompt, r.preference if r.preference is not None else preference, config) for r in rows]
     shown = ("id", "prompt", "text", "method", "preference", "finish_reason", "n_tokens")
@@ -938,7 +939,7 @@ def _generate_file(run, rows, preference, config, output_path, batch_size, as_js
         run,
         output_path,
         batch_size,
-        context={"base": base, "rm": rm},
+        context={"base": base, "rm": model_identity(default_rm(base) if rm is None else rm)},
         on_records=show,
         progress=err.is_terminal,
         log=err.print,

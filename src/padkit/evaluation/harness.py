@@ -31,6 +31,7 @@ from padkit.decoding.sequence_reward import response_logprobs
 from padkit.distributed.jobs import Runner, Task, run_local, run_tasks
 from padkit.errors import PadkitError
 from padkit.evaluation.judges import DIMENSION_JUDGES, LLMPairwiseJudge, get_judge, split_direction
+from padkit.models.loading import model_identity
 from padkit.preferences import Preference, render_input
 from padkit.prompts import PromptRow, atomic_write_text
 
@@ -141,7 +142,7 @@ def run_generations(
                     )
                     for row in prompts
                 ]
-    context = {name: [pad.base_name, pad.rm_name] for name, pad in sorted(pads.items())}
+    context = {name: [pad.base_name, model_identity(pad.rm_name)] for name, pad in sorted(pads.items())}
     return run_tasks(
         tasks,
         run or functools.partial(run_local, pads),

@@ -11,6 +11,7 @@ from padkit.models.loading import (
     default_rm,
     load_model,
     load_tokenizer,
+    model_identity,
     resolve_model_dir,
 )
 
@@ -25,5 +26,6 @@ __all__ = [
     "default_rm",
     "load_model",
     "load_tokenizer",
+    "model_identity",
     "resolve_model_dir",
 ]

@@ -236,3 +236,20 @@ def adapter_base(adapter_dir: Path) -> str:
     if not base:
         raise ModelLoadError(f"{adapter_dir / 'adapter_config.json'} names no base_model_name_or_path")
     return base
+
+
+def model_identity(spec: str) -> str:
+    """``spec`` and, for a LoRA adapter on this disk, a digest of its weights (``persrm-smollm2@3f2a...``).
+
+    What a resumed run compares: two trainings saved under one name (the shipped PersRM across padkit versions,
+    a retrained ``runs/persrm``) decode differently, so their answers must never mix in one output file. Full
+    models keep their name alone (hashing gigabytes on every resume would cost more than it guards).
+    """
+    weights = ADAPTERS.get(spec, Path(spec).expanduser()) / "adapter_model.safetensors"
+    if not weights.is_file():
+        return spec
+    digest = hashlib.sha256()
+    with weights.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return f"{spec}@{digest.hexdigest()[:12]}"
