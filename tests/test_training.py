@@ -61,7 +61,7 @@ def test_train_smoke_gives_adapter_preferring_chosen(tiny_model_dir, tmp_path):
     assert untrained.dimensions["concise"].margin < report.dimensions["concise"].margin
 
 
-def test_train_resumes_from_last_checkpoint(tiny_model_dir, tmp_path):
+def test_train_resumes_from_last_checkpoint(tiny_model_dir, tmp_path, monkeypatch):
     out = tmp_path / "persrm"
     config = PersRMTrainConfig(
         base=str(tiny_model_dir),
@@ -74,10 +74,22 @@ def test_train_resumes_from_last_checkpoint(tiny_model_dir, tmp_path):
         save_steps=2,
     )
     train_persrm(_pairs(), out, config, progress=False)
+    kept = list((out / "ref_logps").iterdir())
+    assert [p.name.split("-")[0] for p in kept] == ["train"]  # the reference log-probs, saved once
     config.max_steps = 6
+
+    def recomputed(*args, **kwargs):
+        raise AssertionError("a resumed run computed the reference log-probs again")
+
+    from trl import DPOTrainer
+
+    monkeypatch.setattr(DPOTrainer, "compute_ref_log_probs", recomputed)
     result = train_persrm(_pairs(), out, config, progress=False)
     assert result.steps == 6
     assert "checkpoint-6" in {p.name for p in (out / "checkpoints").iterdir()}
+    assert list((out / "ref_logps").iterdir()) == kept
+    with pytest.raises(AssertionError, match="computed the reference"):  # other data: computed anew
+        train_persrm(_pairs()[:-2], tmp_path / "other", config, progress=False)
 
 
 def test_train_config_rejects_bad_lengths():
