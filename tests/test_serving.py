@@ -422,7 +422,7 @@ def test_a_row_that_fails_while_decoding_fails_alone(tmp_path):
     """Rows batched together: one whose decode raises gets the error, the others their lone answers."""
     from conftest import running_server
 
-    with running_server(tmp_path, window_s=0.5, max_batch=8, continuous=False) as (server, url):
+    with running_server(tmp_path, window_s=1.0, max_batch=8, continuous=False) as (server, url):
         real = server.pad.generate
 
         def generate(prompts, preference=None, **kwargs):
@@ -557,7 +557,7 @@ def _recording(server):
 def test_a_client_that_hangs_up_stops_its_row_and_the_others_finish_untouched(tmp_path):
     from conftest import running_server
 
-    with running_server(tmp_path, window_s=0.3, max_tokens_limit=64, continuous=False) as (server, url):
+    with running_server(tmp_path, window_s=1.0, max_tokens_limit=64, continuous=False) as (server, url):
         real, seen = _recording(server)
         lone = {p: real([p], "concise", weight=DEFAULT_WEIGHT, max_new_tokens=48)[0] for p in PROMPTS}
         long_prompt = next(p for p, g in lone.items() if g.finish_reason == "length")
