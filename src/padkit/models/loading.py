@@ -248,8 +248,6 @@ def model_identity(spec: str) -> str:
     weights = ADAPTERS.get(spec, Path(spec).expanduser()) / "adapter_model.safetensors"
     if not weights.is_file():
         return spec
-    digest = hashlib.sha256()
     with weights.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return f"{spec}@{digest.hexdigest()[:12]}"
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    return f"{spec}@{digest[:12]}"
