@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from peft.tuners.lora.layer import Linear as LoraLinear
 from peft.tuners.tuners_utils import BaseTunerLayer
 from peft.utils.other import AuxiliaryTrainingWrapper
@@ -19,8 +20,10 @@ class LoRARows:
     every module and each LoRA layer index-copies every row group at every step (PAD with the shipped PersRM:
     23.0 tok/s that way, 25.1 with a forward hook per layer, at batch 1). Here the adapted rows are one slice,
     so while the context is active each LoRA layer's forward is replaced by one that runs its base layer and adds
-    the LoRA delta to that slice of the output in place (``addmm_``, A and the pre-scaled B transposed once):
-    a decode step dispatches a handful of small ops per LoRA layer and skips PEFT's per-call checks and hooks.
+    the LoRA delta to that slice of the output in place (``linear`` by A's own weight, then ``addmm_`` by the
+    pre-scaled B transposed once): a decode step dispatches three small ops per LoRA layer and skips PEFT's
+    per-call checks and hooks. A is applied as ``linear`` (its ``(r, in)`` layout) rather than ``mm`` by its
+    transpose: for one row (PAD at batch 1) that is about 2 us less per layer on a 2-core Xeon.
     Models this fast path cannot serve exactly (LoRA variants such as DoRA, non-``Linear`` LoRA layers,
     ``lora_bias``, ``modules_to_save``, merged adapters) fall back to PEFT: the context does nothing and
     :meth:`forward_kwargs` returns the ``adapter_names`` list.
@@ -44,11 +47,11 @@ class LoRARows:
         if step != 1:
             raise ValueError(f"LoRARows needs a contiguous block of rows, got {rows}")
         self._span = (start, stop)
-        # A and the pre-scaled B transposed once: per layer and step one mm and one in-place addmm
+        # A as it is and the pre-scaled B transposed once: per layer and step one linear and one in-place addmm
         with torch.no_grad():
             self._weights = {
                 layer: (
-                    layer.lora_A[self.adapter].weight.t().contiguous(),
+                    layer.lora_A[self.adapter].weight.contiguous(),
                     (layer.lora_B[self.adapter].weight * layer.scaling[self.adapter]).t().contiguous(),
                 )
                 for layer in self.layers or ()
@@ -91,21 +94,21 @@ class LoRARows:
 
     def _row_forward(self, layer: Any) -> Any:
         base = layer.base_layer
-        a_t, b_t = self._weights[layer]
+        a_w, b_t = self._weights[layer]
         dropout = layer.lora_dropout[self.adapter]
         no_dropout = isinstance(dropout, torch.nn.Identity)
         start, stop = self._span
 
         def forward(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
             out = base(x, *args, **kwargs)
-            if no_dropout and x.is_contiguous() and out.is_contiguous() and x.dtype == out.dtype == a_t.dtype:
+            if no_dropout and x.is_contiguous() and out.is_contiguous() and x.dtype == out.dtype == a_w.dtype:
                 per_row = x.numel() // (x.shape[0] * x.shape[-1])  # positions per batch row
                 rows_x = x.view(-1, x.shape[-1])[start * per_row : stop * per_row]
                 rows_out = out.view(-1, out.shape[-1])[start * per_row : stop * per_row]
-                rows_out.addmm_(rows_x.mm(a_t), b_t)
+                rows_out.addmm_(F.linear(rows_x, a_w), b_t)
                 return out
-            rows_x = dropout(x[start:stop]).to(a_t.dtype)
-            out[start:stop] += (rows_x @ a_t @ b_t).to(out.dtype)
+            rows_x = dropout(x[start:stop]).to(a_w.dtype)
+            out[start:stop] += (F.linear(rows_x, a_w) @ b_t).to(out.dtype)
             return out
 
         return forward
