@@ -73,7 +73,7 @@ def test_train_resumes_from_last_checkpoint(tiny_model_dir, tmp_path, monkeypatc
         heldout_fraction=0.0,
         save_steps=2,
     )
-    train_persrm(_pairs(), out, config, progress=False)
+    first = train_persrm(_pairs(), out, config, progress=False)
     kept = list((out / "ref_logps").iterdir())
     assert [p.name.split("-")[0] for p in kept] == ["train"]  # the reference log-probs, saved once
     config.max_steps = 6
@@ -88,8 +88,51 @@ def test_train_resumes_from_last_checkpoint(tiny_model_dir, tmp_path, monkeypatc
     assert result.steps == 6
     assert "checkpoint-6" in {p.name for p in (out / "checkpoints").iterdir()}
     assert list((out / "ref_logps").iterdir()) == kept
+    # the training time of both runs, carried in the checkpoint
+    assert result.metadata["timed_from_step"] == 0
+    assert result.metadata["train_seconds"] > round(first.metadata["train_seconds"], 1) > 0
     with pytest.raises(AssertionError, match="computed the reference"):  # other data: computed anew
         train_persrm(_pairs()[:-2], tmp_path / "other", config, progress=False)
+
+
+def test_training_clock_counts_from_the_resumed_step_when_a_checkpoint_carries_no_clock():
+    from types import SimpleNamespace
+
+    from padkit.training.dpo import TrainingClock, model_card
+
+    clock = TrainingClock()  # resumed at step 410 from a checkpoint written before the clock existed
+    clock.on_train_begin(None, SimpleNamespace(global_step=410), None)
+    clock.on_step_end(None, None, None)
+    assert clock.since_step == 410 and clock.seconds >= 0
+    restored = TrainingClock(**clock.state()["args"])  # how the Trainer rebuilds it from a checkpoint
+    restored.seconds = 600.0
+    restored.on_train_begin(None, SimpleNamespace(global_step=500), None)
+    restored.on_step_end(None, None, None)
+    assert restored.since_step == 410 and 600.0 <= restored.seconds < 660.0
+    metadata = {
+        "base": "b",
+        "data": [],
+        "pairs": {"train_per_dimension": {}, "heldout_per_dimension": {}},
+        "steps": 615,
+        "train_seconds": 2382.0,
+        "timed_from_step": 410,
+        "final_loss": 0.3,
+        "config": {
+            "lora_r": 16,
+            "lora_alpha": 32,
+            "target_modules": ["q_proj"],
+            "layers": None,
+            "beta": 0.1,
+            "learning_rate": 5e-4,
+            "batch_size": 8,
+            "max_length": 160,
+            "max_prompt_length": 80,
+            "bf16": False,
+        },
+    }
+    card = model_card(metadata)
+    assert "615 steps; the 205 from step 410 on in 39.7 min" in card
+    assert "615 steps in 39.7 min" in model_card({**metadata, "timed_from_step": 0})
 
 
 def test_train_config_rejects_bad_lengths():

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import TrainerCallback
+from transformers.trainer_callback import ExportableState
 
 from padkit.errors import PadkitError
 from padkit.evaluation.rm_accuracy import RMReport, evaluate_rm
@@ -203,6 +205,46 @@ def _kept_ref_logps(trainer_class: type, directory: Path) -> type:
     return KeptRefLogps
 
 
+class TrainingClock(TrainerCallback, ExportableState):
+    """Seconds spent in training steps over every run of one output directory: the total rides in each
+    checkpoint's ``trainer_state.json``, so a run resumed in a later session adds to it instead of restarting it.
+
+    ``since_step`` is the step from which the clock has counted: 0 for a run trained from the start, or the step
+    a run resumed at from a checkpoint that carried no clock (one written before padkit kept it).
+
+    Example:
+
+    ```python
+    >>> clock = TrainingClock()
+    >>> trainer = DPOTrainer(..., callbacks=[clock])
+    >>> trainer.train(resume_from_checkpoint=...)
+    >>> TrainingClock.of(trainer).seconds
+    ```
+    """
+
+    def __init__(self, seconds: float = 0.0, since_step: int | None = None) -> None:
+        self.seconds = seconds
+        self.since_step = since_step
+        self._start = 0.0
+        self._carried = 0.0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.since_step is None:  # fresh, or resumed from a checkpoint without a clock
+            self.since_step, self.seconds = state.global_step, 0.0
+        self._start, self._carried = time.monotonic(), self.seconds
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.seconds = self._carried + time.monotonic() - self._start
+
+    def state(self) -> dict:
+        return {"args": {"seconds": self.seconds, "since_step": self.since_step}, "attributes": {}}
+
+    @staticmethod
+    def of(trainer) -> TrainingClock:
+        """The trainer's clock (a resume replaces the instance passed in by one restored from the checkpoint)."""
+        return next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, TrainingClock))
+
+
 def _last_checkpoint(directory: Path) -> str | None:
     from transformers.trainer_utils import get_last_checkpoint
 
@@ -267,6 +309,7 @@ def train_persrm(
         logging_steps=5,
         report_to=[],
         disable_tqdm=not progress,
+        restore_callback_states_from_checkpoint=True,  # the TrainingClock
     )
     trainer = _kept_ref_logps(DPOTrainer, output_dir / REF_LOGPS_DIR)(
         model=model,
@@ -274,10 +317,13 @@ def train_persrm(
         train_dataset=_dataset(tokenizer, mirrored_order(train, config.seed), config.max_prompt_length),
         processing_class=tokenizer,
         peft_config=lora,
+        callbacks=[TrainingClock()],
     )
     start = time.monotonic()
     trainer.train(resume_from_checkpoint=_last_checkpoint(checkpoints) if resume else None)
     seconds = time.monotonic() - start
+    clock = TrainingClock.of(trainer)
+    curve = [[h["step"], round(h["loss"], 4)] for h in trainer.state.log_history if "loss" in h]
     peft_model = trainer.model.eval()
     report = None
     if heldout:
@@ -303,9 +349,10 @@ def train_persrm(
             "heldout_per_dimension": dict(Counter(p.group for p in heldout)),
         },
         "steps": trainer.state.global_step,
-        "train_seconds": round(seconds, 1),
-        "final_loss": next((h["train_loss"] for h in reversed(trainer.state.log_history) if "train_loss" in h), None),
-        "loss_curve": [[h["step"], round(h["loss"], 4)] for h in trainer.state.log_history if "loss" in h],
+        "train_seconds": round(clock.seconds, 1),
+        "timed_from_step": clock.since_step,
+        "final_loss": sum(loss for _, loss in curve) / len(curve) if curve else None,
+        "loss_curve": curve,
         "heldout": report.as_dict() if report else None,
     }
     _save_adapter(peft_model, tokenizer, output_dir, config.base, metadata)
@@ -345,7 +392,7 @@ def model_card(metadata: dict) -> str:
         "",
         "## Training",
         "",
-        f"{metadata['steps']} steps in {metadata['train_seconds'] / 60:.1f} min; mean training loss "
+        _duration(metadata) + "; mean training loss "
         f"{metadata['final_loss'] if metadata['final_loss'] is None else round(metadata['final_loss'], 4)}"
         + (f", {sum(v for _, v in tail) / len(tail):.4f} over the last fifth of the logged steps" if tail else "")
         + f" (ln 2 = {math.log(2):.4f} is the loss of a model that has not moved). "
@@ -374,6 +421,17 @@ def model_card(metadata: dict) -> str:
             "",
         ]
     return "\n".join(lines)
+
+
+def _duration(metadata: dict) -> str:
+    """How many steps, and how long they took over every run (resumed runs included) where that is known."""
+    steps, since = metadata["steps"], metadata.get("timed_from_step") or 0
+    minutes = f"{metadata['train_seconds'] / 60:.1f} min"
+    if not since:
+        return f"{steps} steps in {minutes}"
+    return (
+        f"{steps} steps; the {steps - since} from step {since} on in {minutes} (the time of earlier runs was not kept)"
+    )
 
 
 def _save_adapter(peft_model, tokenizer, output_dir: Path, base: str, metadata: dict) -> None:
