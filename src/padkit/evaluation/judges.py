@@ -67,13 +67,15 @@ class _MarkerJudge:
 
 class CautionJudge(_MarkerJudge):
     """Caveat and safety-advice phrases ("be careful", "consult a doctor", "keep in mind", "stay safe"...).
-    Single words such as "safe" or "risk" are not counted: in ordinary answers they are rarely a caveat."""
+    Single words such as "safe", "risk" or "safety" are not counted: in ordinary answers they are rarely a caveat
+    ("a safety net", "safety standards")."""
 
     name = "caution"
     pattern = re.compile(
         r"\b(?:be careful|careful to|take care|be cautious|caution|be aware|keep in mind|please note|note that|"
         r"consult (?:a|an|your|with)|(?:ask|seek|check with|talk to) (?:an?|your|a qualified) "
-        r"(?:expert|professional|doctor)|professional (?:advice|help)|expert advice|stay safe|safety|"
+        r"(?:expert|professional|doctor)|professional (?:advice|help)|expert advice|stay safe|for (?:your )?safety|"
+        r"safety (?:first|precautions?|tips|guidelines|gear)|"
         r"at your own risk|understand the risks|risks involved|double-check|when in doubt|if you are unsure)\b",
         re.IGNORECASE,
     )
@@ -138,19 +140,32 @@ class SummaryFirstJudge:
 
 
 class SignOffJudge:
-    """1 when the answer ends with a short closing pleasantry ("Hope this helps!", "Good luck!", "Cheers!"...):
-    a last sentence of at most eight words, not a list item, that opens with one."""
+    """1 when the answer ends with a short closing pleasantry ("Hope this helps!", "Good luck!", "Just let me
+    know!"...): a last sentence of at most eight words, not a list item, that opens with one; or with a letter's
+    valediction ("Best,", "Cheers,", "Kind regards,"), alone or over a short signature line ("Alex")."""
 
     name = "sign-off"
     _SENTENCE = re.compile(r"[^.!?\n]+[.!?]*")
     _CLOSING = re.compile(
-        r"^(?:i |and )?(?:hope (?:this|that|it) helps|good luck|best of luck|have a (?:great|nice|good) \w+|"
+        r"^(?:i |and |p\.?s\.? )?(?:hope (?:this|that|it) helps|good luck|best of luck|have a (?:great|nice|good) \w+|"
+        r"hope (?:you(?:'re| are)? )(?:have|having|enjoy)|(?:just )?let me know\b|"
         r"happy to help|enjoy|cheers|all the best|take care|happy \w+ing)\b",
         re.IGNORECASE,
     )
+    _VALEDICTION = re.compile(
+        r"^(?:best(?: wishes| regards)?|(?:kind|warm|warmest) regards|regards|cheers|sincerely|thanks|"
+        r"thank you|all the best|take care|yours(?: truly)?)\s*[,!.]?$",
+        re.IGNORECASE,
+    )
+    _SIGNATURE = re.compile(r"^\[?[A-Za-z][\w .'-]{0,28}\]?$")  # a name: at most three words, no sentence
 
     def score(self, prompt: str, response: str) -> float:
         lines = [line.strip() for line in response.strip().splitlines() if line.strip()]
+        if lines and self._VALEDICTION.match(lines[-1]):
+            return 1.0
+        if len(lines) >= 2 and self._VALEDICTION.match(lines[-2]) and self._SIGNATURE.match(lines[-1]):
+            if len(lines[-1].split()) <= 3:
+                return 1.0
         if not lines or re.match(r"(?:[-*•]|\d+[.)])\s", lines[-1]):
             return 0.0
         sentences = [s.strip() for s in self._SENTENCE.findall(lines[-1]) if s.strip()]
