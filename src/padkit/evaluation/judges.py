@@ -163,9 +163,9 @@ class SignOffJudge:
         lines = [line.strip() for line in response.strip().splitlines() if line.strip()]
         if lines and self._VALEDICTION.match(lines[-1]):
             return 1.0
-        if len(lines) >= 2 and self._VALEDICTION.match(lines[-2]) and self._SIGNATURE.match(lines[-1]):
-            if len(lines[-1].split()) <= 3:
-                return 1.0
+        signed = len(lines) >= 2 and self._SIGNATURE.match(lines[-1]) and len(lines[-1].split()) <= 3
+        if signed and self._VALEDICTION.match(lines[-2]):
+            return 1.0
         if not lines or re.match(r"(?:[-*•]|\d+[.)])\s", lines[-1]):
             return 0.0
         sentences = [s.strip() for s in self._SENTENCE.findall(lines[-1]) if s.strip()]
