@@ -10,7 +10,15 @@ import pytest
 
 from padkit import PAD, PADConfig
 from padkit.errors import PadkitError
-from padkit.evaluation.harness import EvalConfig, EvalReport, ReportRow, bootstrap_ci, perplexity, run_eval
+from padkit.evaluation.harness import (
+    EvalConfig,
+    EvalReport,
+    ReportRow,
+    bootstrap_ci,
+    loops,
+    perplexity,
+    run_eval,
+)
 from padkit.prompts import PromptRow
 
 ROWS = [
@@ -165,17 +173,17 @@ def test_bad_configs_are_refused_early():
 
 
 def test_comparison_puts_the_methods_side_by_side():
-    def row(method, pref, judge, mean, shift, win, ppl, tps=10.0, weight=0.0):
-        return ReportRow(method, pref, weight, judge, mean, mean - 1, mean + 1, win, 20.0, tps, ppl, 5, shift)
+    def row(method, pref, judge, mean, shift, win, ppl, tps=10.0, weight=0.0, loops=0.0):
+        return ReportRow(method, pref, weight, judge, mean, mean - 1, mean + 1, win, 20.0, tps, ppl, 5, shift, loops)
 
     report = EvalReport(
         [
             row("prompt", "concise", "words", 40.0, 0.2, 0.6, 3.5),
-            row("base", "concise", "words", 50.0, None, None, 3.0),
-            row("pad", "concise", "words", 30.0, 1.5, 0.9, 4.0),
+            row("base", "concise", "words", 50.0, None, None, 3.0, loops=0.1),
+            row("pad", "concise", "words", 30.0, 1.5, 0.9, 4.0, loops=0.2),
             row("prompt", "formal", "register", 1.0, -0.1, 0.4, 3.1),
-            row("base", "formal", "register", 1.0, None, None, 3.0),
-            row("pad", "formal", "register", 1.0, -0.3, 0.3, 5.0),
+            row("base", "formal", "register", 1.0, None, None, 3.0, loops=0.1),
+            row("pad", "formal", "register", 1.0, -0.3, 0.3, 5.0, loops=0.4),
         ]
     )
     table, summary = report.comparison().split("\n\n")
@@ -184,9 +192,22 @@ def test_comparison_puts_the_methods_side_by_side():
     assert lines[2] == "| concise | words | 50.00 [49.00, 51.00] | 40.00 [39.00, 41.00] | 30.00 [29.00, 31.00] | pad |"
     assert lines[3].endswith("| none |")  # nothing moved towards formal
     per_method = {line.split(" | ")[0].strip("| "): line for line in summary.splitlines()[2:]}
-    assert per_method["pad"] == "| pad | 4.50 | 0.60 | 0.60 | 10.00 | 1 |"
-    assert per_method["prompt"] == "| prompt | 3.30 | 0.05 | 0.50 | 10.00 | 0 |"
-    assert per_method["base"] == "| base | 3.00 | - | - | 10.00 | - |"
+    assert per_method["pad"] == "| pad | 4.50 | 0.30 | 0.60 | 0.60 | 10.00 | 1 |"
+    assert per_method["prompt"] == "| prompt | 3.30 | 0.00 | 0.05 | 0.50 | 10.00 | 0 |"
+    assert per_method["base"] == "| base | 3.00 | 0.10 | - | - | 10.00 | - |"
+    assert report.markdown().splitlines()[4].endswith("| 4.0 | 0.20 | 5 |")
+
+
+def test_loops_flags_repetition_that_perplexity_cannot_see(base_model, tokenizer):
+    pad = PAD(base_model, tokenizer)
+    texts = [
+        "Cats sleep a lot because they hunt at night, and a long rest saves the energy a chase needs.",
+        "\U0001f30d" * 30,  # an emoji run: no words at all
+        "-\n" * 20,
+        "The foundation is the foundation. " * 6,
+        "",
+    ]
+    assert loops(pad, texts) == [False, True, True, True, False]
 
 
 def test_bootstrap_and_perplexity(base_model, tokenizer):

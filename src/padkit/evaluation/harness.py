@@ -3,8 +3,9 @@
 Every method is the core API with a parameter (see :data:`METHODS`). Generations are appended to
 ``generations.jsonl`` as they are made, keyed by method, preference, weight and prompt id, so an interrupted
 run resumes. The report has, per method, preference and judge: the mean with a 95% bootstrap interval, the
-win rate against the base answer to the same prompt, mean tokens, tokens/s, and fluency (perplexity of the
-output under the base model).
+win rate against the base answer to the same prompt, mean tokens, tokens/s, and fluency: the perplexity of the
+output under the base model, and the share of answers that loop (perplexity alone cannot see a loop: a run of one
+emoji or of "-" lines is very predictable).
 """
 
 from __future__ import annotations
@@ -173,6 +174,22 @@ def perplexity(pad: PAD, prompts: Sequence[str], texts: Sequence[str]) -> list[f
     return [math.exp(-lp / n) for lp, n in zip(logps.tolist(), counts, strict=True)]
 
 
+LOOP_DISTINCT_TRIGRAMS = 0.6
+
+
+def loops(pad: PAD, texts: Sequence[str]) -> list[bool]:
+    """Whether each answer degenerates into repetition: fewer than 60% of its trigrams of base-model tokens are
+    distinct. Tokens, not words, so that emoji runs and lines of bare symbols count (a word-level measure sees
+    no words in them); every hand-read answer of the 64-token koala runs under 0.6 loops ("Biodiversity" x 6,
+    "aw, aw, aw", emoji runs), base answers included (2 of 20)."""
+    out = []
+    for text in texts:
+        ids = pad.tokenizer(text, add_special_tokens=False)["input_ids"]
+        grams = list(zip(ids, ids[1:], ids[2:], strict=False))
+        out.append(bool(grams) and len(set(grams)) / len(grams) < LOOP_DISTINCT_TRIGRAMS)
+    return out
+
+
 @dataclass
 class ReportRow:
     method: str
@@ -188,6 +205,7 @@ class ReportRow:
     perplexity: float
     n: int
     shift: float | None = None
+    loops: float = 0.0
 
 
 @dataclass
@@ -208,8 +226,9 @@ class EvalReport:
 
     def markdown(self) -> str:
         lines = [
-            "| method | preference | w | judge | mean [95% CI] | win vs base | shift (d) | tokens | tok/s | ppl | n |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "| method | preference | w | judge | mean [95% CI] | win vs base | shift (d) | tokens | tok/s | ppl "
+            "| loops | n |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in self.rows:
             win = "" if r.win_rate is None else f"{r.win_rate:.2f}"
@@ -217,14 +236,15 @@ class EvalReport:
             lines.append(
                 f"| {r.method} | {r.preference} | {r.weight:g} | {r.judge} | {r.mean:.3f} [{r.ci_low:.3f}, "
                 f"{r.ci_high:.3f}] | {win} | {shift} | {r.mean_tokens:.1f} | {r.tokens_per_s:.1f} | "
-                f"{r.perplexity:.1f} | {r.n} |"
+                f"{r.perplexity:.1f} | {r.loops:.2f} | {r.n} |"
             )
         return "\n".join(lines) + "\n"
 
     def comparison(self) -> str:
         """The methods side by side: per preference, each method's judge mean [95% CI] and the method that moved
         furthest towards it (in base standard deviations); then per method, the medians over preferences of
-        perplexity, shift, win rate against base and tokens/s, and how often it moved furthest."""
+        perplexity, share of looping answers, shift, win rate against base and tokens/s, and how often it moved
+        furthest."""
         swept = {m for m in {r.method for r in self.rows} if len({r.weight for r in self.rows if r.method == m}) > 1}
 
         def column(r: ReportRow) -> str:
@@ -253,8 +273,9 @@ class EvalReport:
             lines.append(f"| {pref} | {judge} | {' | '.join(means)} | {best or 'none'} |")
         lines += [
             "",
-            "| method | median perplexity | median shift (sd) | median win vs base | median tok/s | furthest on |",
-            "|---|---|---|---|---|---|",
+            "| method | median perplexity | median loops | median shift (sd) | median win vs base | median tok/s "
+            "| furthest on |",
+            "|---|---|---|---|---|---|---|",
         ]
 
         def median(values: list[float]) -> str:
@@ -265,7 +286,8 @@ class EvalReport:
             shifts = [r.shift for r in rows if r.shift is not None]
             wins = [r.win_rate for r in rows if r.win_rate is not None]
             lines.append(
-                f"| {c} | {median([r.perplexity for r in rows])} | {median(shifts)} | {median(wins)} | "
+                f"| {c} | {median([r.perplexity for r in rows])} | {median([r.loops for r in rows])} | "
+                f"{median(shifts)} | {median(wins)} | "
                 f"{median([r.tokens_per_s for r in rows])} | {furthest_count[c] if shifts else '-'} |"
             )
         return "\n".join(lines) + "\n"
@@ -285,7 +307,7 @@ def standardized_shift(scores: Sequence[float], base: Sequence[float], direction
     return 0.0 if pooled == 0 else direction * (mean_a - mean_b) / pooled
 
 
-def _row(method, pref, w, judge, scores, win, rows, tps, ppl, shift=None) -> ReportRow:
+def _row(method, pref, w, judge, scores, win, rows, tps, ppl, looped, shift=None) -> ReportRow:
     low, high = bootstrap_ci(scores)
     mean_tokens = sum(r["n_tokens"] for r in rows) / len(rows)
     return ReportRow(
@@ -302,6 +324,7 @@ def _row(method, pref, w, judge, scores, win, rows, tps, ppl, shift=None) -> Rep
         sorted(ppl)[len(ppl) // 2],
         len(scores),
         shift,
+        sum(looped) / len(looped),
     )
 
 
@@ -319,6 +342,7 @@ def build_report(pad: PAD, records: list[dict], config: EvalConfig, progress: bo
 
     for (method, pref, w), rows in tqdm(sorted(groups.items(), key=order), disable=not progress, desc="scoring"):
         ppl = perplexity(pad, [r["prompt"] for r in rows], [r["text"] for r in rows])
+        looped = loops(pad, [r["text"] for r in rows])
         batches = {(r["batch_seconds"], r["batch_tokens"]) for r in rows}
         tps = sum(t for _, t in batches) / max(sum(s for s, _ in batches), 1e-9)
         for judge_name, direction in config.judges_for(pref):
@@ -337,7 +361,7 @@ def build_report(pad: PAD, records: list[dict], config: EvalConfig, progress: bo
                         diff = direction * (s - base_scores[r["prompt_id"]])
                         outcomes.append(1.0 if diff > 0 else 0.5 if diff == 0 else 0.0)
                 win = sum(outcomes) / len(outcomes) if outcomes else None
-            report.rows.append(_row(method, pref, w, judge_name, scores, win, rows, tps, ppl, shift))
+            report.rows.append(_row(method, pref, w, judge_name, scores, win, rows, tps, ppl, looped, shift))
         if config.llm_judge is not None and method != "base":
             principle = Preference.parse(pref).prompt_principle()
             wins = [
@@ -346,7 +370,9 @@ def build_report(pad: PAD, records: list[dict], config: EvalConfig, progress: bo
                 if (pref, r["prompt_id"]) in base_text
             ]
             if wins:
-                report.rows.append(_row(method, pref, w, "llm-win", wins, sum(wins) / len(wins), rows, tps, ppl))
+                report.rows.append(
+                    _row(method, pref, w, "llm-win", wins, sum(wins) / len(wins), rows, tps, ppl, looped)
+                )
     return report
 
 
