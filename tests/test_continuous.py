@@ -88,6 +88,7 @@ def test_cancelled_and_unserved_requests(base_model, tokenizer):
     assert stays.result.token_ids == alone.token_ids
     assert "seeded sampled" in batch.serves(None, PADConfig(temperature=0.7, seed=1))
     assert batch.serves(None, PADConfig(method="amulet")) == "method 'amulet'"
+    assert batch.serves(None, PADConfig(no_repeat_ngram_size=3)) == "no_repeat_ngram_size"
     with pytest.raises(GenerationError, match="does not serve"):
         batch.submit(ContinuousRequest("Hi", None, PADConfig(method="best-of-n")))
     with pytest.raises(GenerationError, match="exceeds max_rows"):

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from padkit import PAD, Preference, render_input
+from padkit.decoding.config import ConfigError, PADConfig
 from padkit.decoding.processor import BanTokensLogitsProcessor
 from padkit.errors import GenerationError
 
@@ -271,6 +272,28 @@ def test_streamer_receives_the_same_text(base_model, rm_model, tokenizer):
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     gen = pad.generate(PROMPTS[:1], "concise", max_new_tokens=8, streamer=streamer)[0]
     assert "".join(streamer).strip() == gen.text.strip()
+
+
+def _repeats(ids: list[int], n: int) -> int:
+    grams = [tuple(ids[i : i + n]) for i in range(len(ids) - n + 1)]
+    return len(grams) - len(set(grams))
+
+
+def test_no_repeat_ngram_guard_keeps_every_path_free_of_repeats(base_model, lora_rm, tokenizer):
+    """The loop guard bans a repeated n-gram in the answers only, the same way fused and beside generate."""
+    pad = PAD(base_model, tokenizer, lora_rm, tokenizer, rm_shares_base=True)
+    kwargs = dict(max_new_tokens=30, ignore_eos=True)
+    plain = pad.generate(PROMPTS, method="base", **kwargs)
+    assert any(_repeats(g.token_ids, 2) for g in plain)  # the tiny random model loops
+    guarded = pad.generate(PROMPTS, method="base", no_repeat_ngram_size=2, **kwargs)
+    assert all(_repeats(g.token_ids, 2) == 0 for g in guarded)
+    guided = dict(weight=1.5, top_k=5, no_repeat_ngram_size=2, **kwargs)
+    fused = pad.generate(PROMPTS, "concise", fused=True, **guided)
+    stream = pad.generate(PROMPTS, "concise", fused=False, **guided)
+    assert [g.token_ids for g in fused] == [g.token_ids for g in stream]
+    assert all(_repeats(g.token_ids, 2) == 0 for g in fused)
+    with pytest.raises(ConfigError, match="no_repeat_ngram_size"):
+        PADConfig(no_repeat_ngram_size=-1)
 
 
 @pytest.mark.parametrize("candidates", ["topk+eos", "topk+rm"])

@@ -108,6 +108,13 @@ class PADConfig:
             "(EOS always stays); 0 is off, as in the paper."
         ),
     )
+    no_repeat_ngram_size: int = field(
+        default=0,
+        metadata=_help(
+            "Loop guard: an answer never repeats an n-gram of this many tokens (transformers' "
+            "no_repeat_ngram_size, on the answer rows only); 0 is off."
+        ),
+    )
     max_new_tokens: int = field(
         default=128,
         metadata=_help("Most tokens to generate per answer (at least 1).", flags=("--max-new-tokens", "-n")),
@@ -186,6 +193,7 @@ class PADConfig:
             _number("weight", w, -MAX_WEIGHT, MAX_WEIGHT)
         _integer("top_k", self.top_k, 1, MAX_TOP_K)
         _number("min_p", self.min_p, 0.0, 1.0)
+        _integer("no_repeat_ngram_size", self.no_repeat_ngram_size, 0, 64)
         _integer("max_new_tokens", self.max_new_tokens, 1, None)
         _integer("best_of", self.best_of, 1, None)
         _integer("amulet_iterations", self.amulet_iterations, 1, 1000)

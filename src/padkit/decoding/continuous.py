@@ -103,6 +103,8 @@ class ContinuousBatch:
             return "a seeded sampled request (its seed gives the static path's text)"
         if config.diagnostics:
             return "diagnostics"
+        if config.no_repeat_ngram_size:
+            return "no_repeat_ngram_size"
         fusable = self.pad.can_fuse(config) and config.fused is not False
         if config.method == "pad" and preference is not None and not fusable:
             return "PAD that cannot fuse (a separate PersRM model, another tokenizer, or reference rm-init)"

@@ -27,6 +27,7 @@ from padkit.decoding.processor import (
     ARGSLogitsProcessor,
     BanTokensLogitsProcessor,
     CrossTokenizerPADLogitsProcessor,
+    NoRepeatNGramRows,
     PADLogitsProcessor,
     PersonaJudgeLogitsProcessor,
     SelfGuidedPADLogitsProcessor,
@@ -635,6 +636,8 @@ class PAD:
         processors = LogitsProcessorList(
             [BanTokensLogitsProcessor(eos_token_ids(model, tokenizer))] if config.ignore_eos else []
         )
+        if config.no_repeat_ngram_size:
+            processors.append(NoRepeatNGramRows(config.no_repeat_ngram_size, plan.rows))
         processors.extend(plan.processors)
         if plan.pad_processor is not None:
             processors.append(plan.pad_processor)

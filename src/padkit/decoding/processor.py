@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 
 import torch
-from transformers import LogitsProcessor
+from transformers import LogitsProcessor, NoRepeatNGramLogitsProcessor
 
 from padkit.decoding.config import CANDIDATES, REFERENCES, Candidates, Reference
 from padkit.decoding.crossing import TextRewardStream
@@ -417,6 +417,32 @@ class PersonaJudgeLogitsProcessor(LogitsProcessor):
         self.first_judges = self.first_judges ^ (ends & self.swap)
         out = torch.full_like(scores, float("-inf"), dtype=torch.float32)
         return out.scatter_(1, torch.cat([chosen, chosen], dim=0), 0.0)
+
+
+class NoRepeatNGramRows(LogitsProcessor):
+    """transformers' ``no_repeat_ngram_size`` on the first ``rows`` rows of a batch only: a token that would repeat
+    an n-gram already in the row (prompt included) gets ``-inf``. In a fused PAD, Amulet or Persona-judge batch
+    the rows after the answers follow the answers' tokens and must keep their own distribution; the PAD rule
+    drops a candidate the base row bans. A guard against loops (a run of one emoji, bare "-" lines), which a
+    strong reward can otherwise prefer.
+
+    Example:
+
+    ```python
+    >>> guard = NoRepeatNGramRows(4, rows=2)   # rows 0-1 are answers, the rest PersRM rows
+    >>> model.generate(**inputs, logits_processor=[guard, pad_processor], max_new_tokens=64)
+    ```
+    """
+
+    def __init__(self, ngram_size: int, rows: int) -> None:
+        self.ban = NoRepeatNGramLogitsProcessor(ngram_size)
+        self.rows = rows
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if scores.shape[0] == self.rows:
+            return self.ban(input_ids, scores)
+        head = self.ban(input_ids[: self.rows], scores[: self.rows])
+        return torch.cat([head, scores[self.rows :]], dim=0)
 
 
 class BanTokensLogitsProcessor(LogitsProcessor):
