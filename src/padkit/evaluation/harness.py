@@ -177,17 +177,22 @@ def perplexity(pad: PAD, prompts: Sequence[str], texts: Sequence[str]) -> list[f
 LOOP_DISTINCT_TRIGRAMS = 0.6
 
 
+def distinct_trigram_share(items: Sequence) -> float:
+    """Share of distinct trigrams in a sequence (words, token ids): 1.0 for no repetition (or fewer than three
+    items); a looping text scores low."""
+    grams = list(zip(items, items[1:], items[2:], strict=False))
+    return len(set(grams)) / len(grams) if grams else 1.0
+
+
 def loops(pad: PAD, texts: Sequence[str]) -> list[bool]:
     """Whether each answer degenerates into repetition: fewer than 60% of its trigrams of base-model tokens are
     distinct. Tokens, not words, so that emoji runs and lines of bare symbols count (a word-level measure sees
     no words in them); every hand-read answer of the 64-token koala runs under 0.6 loops ("Biodiversity" x 6,
     "aw, aw, aw", emoji runs), base answers included (2 of 20)."""
-    out = []
-    for text in texts:
-        ids = pad.tokenizer(text, add_special_tokens=False)["input_ids"]
-        grams = list(zip(ids, ids[1:], ids[2:], strict=False))
-        out.append(bool(grams) and len(set(grams)) / len(grams) < LOOP_DISTINCT_TRIGRAMS)
-    return out
+    return [
+        distinct_trigram_share(pad.tokenizer(text, add_special_tokens=False)["input_ids"]) < LOOP_DISTINCT_TRIGRAMS
+        for text in texts
+    ]
 
 
 @dataclass

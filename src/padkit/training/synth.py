@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from padkit.decoding.pad import PAD
 from padkit.errors import PadkitError
-from padkit.evaluation.harness import perplexity
+from padkit.evaluation.harness import distinct_trigram_share, perplexity
 from padkit.evaluation.judges import DIMENSION_JUDGES, RelevanceJudge, get_judge
 from padkit.preferences.catalog import dimension_pairs, lookup
 from padkit.prompts import PromptRow, append_jsonl, atomic_write_text, read_resumable
@@ -171,9 +171,7 @@ _TRIGRAM_WORD = re.compile(r"\w+")
 
 def distinct_trigrams(text: str) -> float:
     """Share of distinct word trigrams (1.0 for no repetition; a looping answer scores low)."""
-    words = _TRIGRAM_WORD.findall(text.lower())
-    grams = list(zip(words, words[1:], words[2:], strict=False))
-    return len(set(grams)) / len(grams) if grams else 1.0
+    return distinct_trigram_share(_TRIGRAM_WORD.findall(text.lower()))
 
 
 def _rng(*parts: object) -> random.Random:
