@@ -110,9 +110,9 @@ def test_base_answers_are_made_once_and_judged_per_preference(base_model, tokeni
     assert sum(r["method"] == "base" for r in records) == 2 and len(records) == 2 + 4
     assert {(r.method, r.preference, r.judge) for r in report.rows} == {
         ("base", "concise", "words"),
-        ("base", "friendly", "sentiment"),
+        ("base", "friendly", "warmth"),
         ("prompt", "concise", "words"),
-        ("prompt", "friendly", "sentiment"),
+        ("prompt", "friendly", "warmth"),
     }
 
 
@@ -122,8 +122,8 @@ def test_weight_sweep_draws_a_tradeoff_curve(base_model, tokenizer, tmp_path):
         methods=("pad",), preferences=("friendly",), weights=(0.0, 1.0, 4.0), decoding=PADConfig(max_new_tokens=4)
     )
     report = run_eval({"main": pad, "self": pad}, ROWS[:2], tmp_path, config, progress=False)
-    assert {r.judge for r in report.rows} == {"sentiment"}
-    assert (tmp_path / "sweep_friendly_sentiment.png").is_file()
+    assert {r.judge for r in report.rows} == {"warmth"}
+    assert (tmp_path / "sweep_friendly_warmth.png").is_file()
 
 
 def test_decoding_settings_reach_every_method(base_model, tokenizer, tmp_path):
@@ -239,7 +239,7 @@ def test_two_dimension_mix_draws_a_scatter(base_model, tokenizer, tmp_path):
     prefs = ("concise=1,friendly=0.2", "concise=0.5,friendly=0.5", "concise=0.2,friendly=1")
     config = EvalConfig(methods=("pad",), preferences=prefs, weights=(2.0,), decoding=PADConfig(max_new_tokens=4))
     report = run_eval({"main": pad, "self": pad}, ROWS[:2], tmp_path, config, progress=False)
-    assert {r.judge for r in report.rows} == {"words", "sentiment"} and len(report.rows) == 6
+    assert {r.judge for r in report.rows} == {"words", "warmth"} and len(report.rows) == 6
     assert (tmp_path / "scatter_concise_friendly.png").stat().st_size > 1000
 
 

@@ -66,6 +66,8 @@ def test_judge_directions_can_be_stated():
             "I've been a bit chatty, doing fine, friends.",
         ),
         ("pirate", "I've heard it from many sailors, and a kraken too.", "Darwin's cabin is by the sea."),
+        ("warmth", "I'm so glad you asked! Cats sleep a lot. You've got this!", "Cats sleep a lot."),
+        ("warmth", "I'm sorry to hear that. Don't worry, my friend.", "The sleep cycle is a powerful tool."),
     ],
 )
 def test_marker_judges_tell_the_forms_apart(judge, more, less):
@@ -96,6 +98,24 @@ def test_rewrites_make_the_target_form():
     assert rewrites.is_list("Intro:\n1. a\n2. b") and not rewrites.is_list(TEXT)
     for make in (rewrites.with_emoji, rewrites.with_follow_up, rewrites.with_caveat, rewrites.with_sign_off):
         assert make(TEXT, random.Random(3)) == make(TEXT, random.Random(3)) != TEXT  # deterministic under a seed
+
+
+def test_warmth_judge_counts_warm_phrases_against_cold_ones():
+    warmth = J.WarmthJudge()
+    assert warmth.score("", "Happy to help! Feel free to ask again, and good luck.") == 3
+    assert warmth.score("", "Obviously, cats sleep. Figure out the rest yourself.") == -2
+    assert warmth.score("", "A powerful, wonderful algorithm for great results.") == 0  # positive is not warm
+    assert J.DIMENSION_JUDGES["friendly"] == J.DimensionJudge("warmth", +1)
+
+
+def test_warm_and_cold_rewrites_keep_the_answer():
+    rng = random.Random(5)
+    warm, cold = rewrites.warm(TEXT, rng), rewrites.cold("Cats sleep! " + TEXT, random.Random(5))
+    assert TEXT in warm and warm.split("\n\n")[-1] in rewrites.WARM_CLOSERS
+    assert "!" not in cold and cold.split("\n\n")[-1] in rewrites.COLD_CLOSERS
+    assert any(cold.startswith(o.strip()) for o in rewrites.COLD_OPENERS)
+    assert rewrites.cold("It works.", random.Random(0)) == rewrites.cold("It works.", random.Random(0))
+    assert rewrites.cold("I think so.", random.Random(1)).count(" I think so.") == 1  # "I" keeps its capital
 
 
 def test_every_recipe_moves_its_judge():
@@ -150,7 +170,10 @@ def test_build_pairs_writes_both_directions_with_wordings(base_model, tokenizer,
     assert bullets["chosen"] == prose["rejected"] and bullets["rejected"] == prose["chosen"]
     assert bullets["chosen"].startswith("- Cats sleep") and bullets["kind"] == "rewrite"
     assert "Predators rest" not in prose["chosen"]  # cut to whole sentences
-    assert by_id["p0/elementary"]["chosen"] == ANSWERS["elementary"] and by_id["p0/friendly"]["kind"] == "contrast"
+    assert by_id["p0/elementary"]["chosen"] == ANSWERS["elementary"] and by_id["p0/elementary"]["kind"] == "contrast"
+    friendly = by_id["p0/friendly"]  # warmth is a rewrite of the plain answer: the same content, warm or cold
+    assert friendly["kind"] == "rewrite" and friendly["judge"] == "warmth" and TEXT in friendly["chosen"]
+    assert by_id["p0/unfriendly"]["chosen"] == friendly["rejected"]
     for r in trained:
         assert r["preference"] in CATALOG[r["dimension"]].train_wordings
     wording = [r for r in records if r.get("holdout") == "wording"]

@@ -126,6 +126,41 @@ class PirateJudge(_MarkerJudge):
     )
 
 
+class WarmthJudge:
+    """Warmth toward the reader: warm phrases (gladness to help, thanks, empathy, encouragement, good wishes, a
+    friendly greeting or address: "I'm so glad you asked", "sorry to hear", "you've got this", "my friend") minus
+    cold ones (dismissal, impatience, put-downs: "obviously", "whatever", "figure it out yourself"). Replaces
+    VADER for friendly/unfriendly: VADER reads any positive word as warmth ("a powerful tool") and clinical words
+    as hostility, and agreed with hand labels little better than chance."""
+
+    name = "warmth"
+    _WARM = re.compile(
+        r"\b(?:(?:so |really |very )?(?:glad|happy|delighted|thrilled|excited) (?:you|to (?:help|hear|share|assist))|"
+        r"(?:more than |always )?happy to (?:help|chat|assist)|i'?d (?:love|be glad|be happy) to|"
+        r"(?:great|good|lovely|wonderful|excellent) question|thanks? (?:you )?(?:so much )?for (?:asking|sharing|"
+        r"reaching|your)|sorry to hear|i (?:completely |totally )?understand|(?:that|it) (?:must|sounds|can) "
+        r"(?:be )?(?:hard|tough|difficult|frustrating|stressful|overwhelming)|(?:it'?s|that'?s) (?:completely |totally "
+        r")?(?:okay|ok|normal|understandable)|don'?t worry|no worries|you'?re not alone|you(?:'ve| have) got this|"
+        r"you can do (?:it|this)|i believe in you|proud of you|you(?:'ll| will) do (?:great|amazing|fine|well)|"
+        r"(?:good|best of) luck|hope (?:this|that|it) helps|take care|wishing you|all the best|feel free|"
+        r"i'?m (?:always )?here (?:for you|to help)|(?:my|dear) friends?|(?:hi|hello|hey) (?:there|friends?|everyone)|"
+        r"you'?re (?:so )?(?:lovely|amazing|awesome|doing great)|"
+        r"(?:have|enjoy) a (?:great|wonderful|lovely|nice) \w+)\b",
+        re.IGNORECASE,
+    )
+    _COLD = re.compile(
+        r"\b(?:obviously|whatever(?=[.!])|if you must|not my (?:problem|job)|figure (?:it|that|the rest) out|"
+        r"figure out the rest|i don'?t care|(?:just|go) google|stupid|dumb|idiot\w*|pathetic|ridiculous|"
+        r"waste of (?:my )?time|deal with it|as i (?:already )?said|you should (?:already )?know|seriously(?=\?)|"
+        r"ugh|clearly you|get over it|stop (?:asking|whining)|not that hard|do it yourself|"
+        r"i'?m not (?:here|going) to (?:hold your hand|help))\b",
+        re.IGNORECASE,
+    )
+
+    def score(self, prompt: str, response: str) -> float:
+        return float(len(self._WARM.findall(response)) - len(self._COLD.findall(response)))
+
+
 class SummaryFirstJudge:
     """1 when the answer opens with a summary line ("In short:", "TL;DR", "Short answer:", "Bottom line:"...)."""
 
@@ -338,6 +373,7 @@ JUDGES: dict[str, type] = {
     "words": WordsJudge,
     "grade": GradeJudge,
     "sentiment": SentimentJudge,
+    "warmth": WarmthJudge,
     "profanity": ProfanityJudge,
     "bullets": BulletsJudge,
     "numbered": NumberedJudge,
@@ -379,7 +415,7 @@ def _opposites(judge: str, more: str, less: str) -> dict[str, DimensionJudge]:
 DIMENSION_JUDGES: dict[str, DimensionJudge] = {
     **_opposites("words", "detailed", "concise"),
     **_opposites("grade", "sophisticated", "elementary"),
-    **_opposites("sentiment", "friendly", "unfriendly"),
+    **_opposites("warmth", "friendly", "unfriendly"),
     **_opposites("register", "casual", "formal"),
     **_opposites("bullets", "bulleted", "prose"),
     **_opposites("numbered", "numbered", "paragraph"),

@@ -248,3 +248,47 @@ PIRATE_OPENERS = ("Arr, matey! ", "Ahoy! ", "Avast, ye landlubber! ", "Arr! ")
 def pirate(text: str, rng: random.Random) -> str:
     """Pirate words for common ones, a pirate opener and an "arr" at the end."""
     return f"{rng.choice(PIRATE_OPENERS)}{_replace_all(text.strip(), _PIRATE)} Arr!"
+
+
+WARM_OPENERS = (
+    "I'm so glad you asked! ",
+    "Happy to help with this! ",
+    "What a lovely question. ",
+    "Thanks for asking, I'd love to help. ",
+    "Great question, my friend! ",
+    "Oh, I'm happy you reached out! ",
+)
+WARM_CLOSERS = (
+    "You've got this!",
+    "I believe in you, and good luck!",
+    "Don't worry, you'll do great.",
+    "Feel free to ask me anything else, I'm always here to help.",
+    "Wishing you all the best with it!",
+    "Take care, my friend!",
+)
+COLD_OPENERS = ("Obviously, ", "Fine. ", "If you must know: ", "Whatever. ", "Look, it is not that hard. ")
+COLD_CLOSERS = (
+    "Figure out the rest yourself.",
+    "I should not have to explain this again.",
+    "That is all you need, so do not ask again.",
+    "You should already know this.",
+    "Deal with it.",
+)
+
+
+def _opener(opener: str, text: str) -> str:
+    """``opener`` before ``text``, lower-casing its first letter after a comma ("Obviously, the ...")."""
+    if opener.endswith(", ") and text[:2] != "I " and not text[:2].isupper():
+        text = text[0].lower() + text[1:]
+    return opener + text
+
+
+def warm(text: str, rng: random.Random) -> str:
+    """A warm opener (gladness, thanks), the answer, then encouragement or a good wish."""
+    return f"{_opener(rng.choice(WARM_OPENERS), text.strip())}\n\n{rng.choice(WARM_CLOSERS)}"
+
+
+def cold(text: str, rng: random.Random) -> str:
+    """A curt or dismissive opener, the answer with its exclamations flattened, then a brush-off."""
+    body = _opener(rng.choice(COLD_OPENERS), text.strip()).replace("!", ".")
+    return f"{body}\n\n{rng.choice(COLD_CLOSERS)}"

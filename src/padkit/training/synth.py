@@ -10,7 +10,7 @@ Two steps, each resumable:
    *contrast* (the pool answers scoring highest and lowest on the dimension's judge, kept when the judge
    margin is large) or by *rewrite* (a plain answer and the same answer rewritten into the target form:
    shortened, bulleted, numbered, with a follow-up question, a sign-off, a caveat, an "In short:" summary,
-   bold key terms, emoji, casual or formal register; :mod:`padkit.training.rewrites`), since a 135M base
+   bold key terms, emoji, casual or formal register, warm or cold; :mod:`padkit.training.rewrites`), since a 135M base
    hardly follows such instructions on its own. Each direction gets a pair; its preference text is a wording
    sampled (seeded) from the direction's training wordings. Held-out prompts also get records with held-out
    wordings and with the unseen dimensions (``"holdout": "wording"`` / ``"dimension"``), which training
@@ -41,8 +41,9 @@ from padkit.training.data import is_heldout
 
 POOL_SOURCES: tuple[str, ...] = ("plain", "elementary", "sophisticated", "friendly", "unfriendly")
 """The principles the pool is sampled under (``plain``: none; the others are catalog dimensions). The 135M
-base follows these; it hardly follows "concise", "cautious" or "give an example" (tried on 60 prompts: no
-usable judge margin), so those dimensions are made by rewrites."""
+base follows the reading-level ones; it hardly follows "concise", "cautious" or "give an example" (tried on 60
+prompts: no usable judge margin), nor reliably "friendly" / "unfriendly" (judged by hand: the contrast pairs
+were noise), so those dimensions are made by rewrites; the friendly answers remain a rewrite source."""
 
 
 def source_principle(source: str) -> str | None:
@@ -67,7 +68,7 @@ class SynthConfig:
     min_distinct_trigrams: float = 0.75
     min_relevance: float = 0.15
     min_words: int = 8
-    min_margin: dict[str, float] = field(default_factory=lambda: {"grade": 3.0, "sentiment": 0.5})
+    min_margin: dict[str, float] = field(default_factory=lambda: {"grade": 3.0})
     heldout_fraction: float = 0.2
     split_salt: str = "padkit"
 
@@ -137,7 +138,7 @@ class Recipe:
 RECIPES: dict[tuple[str, str], Recipe] = {
     ("concise", "detailed"): Recipe(rewrite=(rewrites.shortened, _same)),
     ("elementary", "sophisticated"): Recipe(("plain", "elementary", "sophisticated")),
-    ("friendly", "unfriendly"): Recipe(("plain", "friendly", "unfriendly")),
+    ("friendly", "unfriendly"): Recipe(rewrite=(rewrites.warm, rewrites.cold)),
     ("cautious", "confident"): Recipe(rewrite=(rewrites.with_caveat, _same)),
     ("formal", "casual"): Recipe(rewrite=(rewrites.formal, rewrites.casual)),
     ("bulleted", "prose"): Recipe(rewrite=(rewrites.bulleted, _same)),
