@@ -114,6 +114,9 @@ def test_base_answers_are_made_once_and_judged_per_preference(base_model, tokeni
         ("prompt", "concise", "words"),
         ("prompt", "friendly", "warmth"),
     }
+    for row in report.rows:  # the share of answers that ended before the token limit, from the records
+        group = [r for r in records if r["method"] == row.method and r["preference"] in ("-", row.preference)]
+        assert row.ended == sum(r["finish_reason"] != "length" for r in group) / len(group)
 
 
 def test_weight_sweep_draws_a_tradeoff_curve(base_model, tokenizer, tmp_path):
@@ -173,8 +176,10 @@ def test_bad_configs_are_refused_early():
 
 
 def test_comparison_puts_the_methods_side_by_side():
-    def row(method, pref, judge, mean, shift, win, ppl, tps=10.0, weight=0.0, loops=0.0):
-        return ReportRow(method, pref, weight, judge, mean, mean - 1, mean + 1, win, 20.0, tps, ppl, 5, shift, loops)
+    def row(method, pref, judge, mean, shift, win, ppl, tps=10.0, weight=0.0, loops=0.0, ended=1.0):
+        return ReportRow(
+            method, pref, weight, judge, mean, mean - 1, mean + 1, win, 20.0, tps, ppl, 5, shift, loops, ended
+        )
 
     report = EvalReport(
         [
@@ -195,7 +200,12 @@ def test_comparison_puts_the_methods_side_by_side():
     assert per_method["pad"] == "| pad | 4.50 | 0.30 | 0.60 | 0.60 | 10.00 | 1 |"
     assert per_method["prompt"] == "| prompt | 3.30 | 0.00 | 0.05 | 0.50 | 10.00 | 0 |"
     assert per_method["base"] == "| base | 3.00 | 0.10 | - | - | 10.00 | - |"
-    assert report.markdown().splitlines()[4].endswith("| 4.0 | 0.20 | 5 |")
+    assert report.markdown().splitlines()[4].endswith("| 4.0 | 0.20 | 1.00 | 5 |")
+    assert "Cut short" not in report.markdown()
+    report.rows.append(row("pad", "sign-off", "sign-off", 0.0, 0.0, 0.5, 4.0, weight=0.5, ended=0.1))
+    report.rows.append(row("pad", "concise", "words", 30.0, 1.5, 0.9, 4.0, ended=0.0))  # reads no ending
+    note = report.markdown().splitlines()[-1]
+    assert note.startswith("Cut short: pad sign-off (w=0.5) ended 10%.") and "concise" not in note
 
 
 def test_loops_flags_repetition_that_perplexity_cannot_see(base_model, tokenizer):

@@ -175,6 +175,8 @@ def perplexity(pad: PAD, prompts: Sequence[str], texts: Sequence[str]) -> list[f
 
 
 LOOP_DISTINCT_TRIGRAMS = 0.6
+ENDING_JUDGES = frozenset({"follow-up", "sign-off"})
+"""Judges that read how an answer ends: on answers cut by the token limit they measure whether answers end."""
 
 
 def distinct_trigram_share(items: Sequence) -> float:
@@ -211,6 +213,7 @@ class ReportRow:
     n: int
     shift: float | None = None
     loops: float = 0.0
+    ended: float = 1.0
 
 
 @dataclass
@@ -232,8 +235,8 @@ class EvalReport:
     def markdown(self) -> str:
         lines = [
             "| method | preference | w | judge | mean [95% CI] | win vs base | shift (d) | tokens | tok/s | ppl "
-            "| loops | n |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "| loops | ended | n |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in self.rows:
             win = "" if r.win_rate is None else f"{r.win_rate:.2f}"
@@ -241,8 +244,17 @@ class EvalReport:
             lines.append(
                 f"| {r.method} | {r.preference} | {r.weight:g} | {r.judge} | {r.mean:.3f} [{r.ci_low:.3f}, "
                 f"{r.ci_high:.3f}] | {win} | {shift} | {r.mean_tokens:.1f} | {r.tokens_per_s:.1f} | "
-                f"{r.perplexity:.1f} | {r.loops:.2f} | {r.n} |"
+                f"{r.perplexity:.1f} | {r.loops:.2f} | {r.ended:.2f} | {r.n} |"
             )
+        cut = [r for r in self.rows if r.judge in ENDING_JUDGES and r.ended < 0.5]
+        if cut:
+            lines += [
+                "",
+                "Cut short: "
+                + "; ".join(f"{r.method} {r.preference} (w={r.weight:g}) ended {r.ended:.0%}" for r in cut)
+                + ". These judges read how an answer ends, so on answers cut by the token limit they measure whether "
+                "answers end; give a --max-new-tokens at which most answers end.",
+            ]
         return "\n".join(lines) + "\n"
 
     def comparison(self) -> str:
@@ -330,6 +342,7 @@ def _row(method, pref, w, judge, scores, win, rows, tps, ppl, looped, shift=None
         len(scores),
         shift,
         sum(looped) / len(looped),
+        sum(r.get("finish_reason") != "length" for r in rows) / len(rows),
     )
 
 
