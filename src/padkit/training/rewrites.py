@@ -251,29 +251,33 @@ def pirate(text: str, rng: random.Random) -> str:
 
 
 WARM_OPENERS = (
-    "I'm so glad you asked! ",
-    "Happy to help with this! ",
+    "I'm so glad you asked. ",
+    "Happy to help with this. ",
     "What a lovely question. ",
     "Thanks for asking, I'd love to help. ",
-    "Great question, my friend! ",
-    "Oh, I'm happy you reached out! ",
+    "Great question, my friend. ",
+    "Oh, I'm happy you reached out. ",
 )
 WARM_CLOSERS = (
-    "You've got this!",
-    "I believe in you, and good luck!",
+    "You've got this.",
+    "I believe in you, and good luck.",
     "Don't worry, you'll do great.",
     "Feel free to ask me anything else, I'm always here to help.",
-    "Wishing you all the best with it!",
-    "Take care, my friend!",
+    "Wishing you all the best with it.",
+    "Take care, my friend.",
 )
-COLD_OPENERS = ("Obviously, ", "Fine. ", "If you must know: ", "Whatever. ", "Look, it is not that hard. ")
+COLD_OPENERS = ("Obviously, ", "Fine. ", "If you must know: ", "Whatever. ", "Look, it's not that hard. ")
 COLD_CLOSERS = (
     "Figure out the rest yourself.",
-    "I should not have to explain this again.",
-    "That is all you need, so do not ask again.",
+    "I'm not explaining this again.",
+    "That's all you need, so don't ask again.",
     "You should already know this.",
     "Deal with it.",
 )
+"""Warm and cold framings in the same register (a contraction or two on each side, no exclamation mark), so
+warmth is not learnt as casual register (contractions, "!") nor coldness as formal: a first set with "!" on the
+warm side only and spelled-out forms on the cold side gave friendly pairs a register margin of 5.9 per 100
+words, nearly the casual pairs' own 7.0."""
 
 
 def _opener(opener: str, text: str) -> str:
@@ -289,6 +293,5 @@ def warm(text: str, rng: random.Random) -> str:
 
 
 def cold(text: str, rng: random.Random) -> str:
-    """A curt or dismissive opener, the answer with its exclamations flattened, then a brush-off."""
-    body = _opener(rng.choice(COLD_OPENERS), text.strip()).replace("!", ".")
-    return f"{body}\n\n{rng.choice(COLD_CLOSERS)}"
+    """A curt or dismissive opener, the answer, then a brush-off."""
+    return f"{_opener(rng.choice(COLD_OPENERS), text.strip())}\n\n{rng.choice(COLD_CLOSERS)}"
