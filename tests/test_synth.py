@@ -96,7 +96,14 @@ def test_rewrites_make_the_target_form():
     assert rewrites.whole_sentences("One thing. Two things are cut") == "One thing."
     assert rewrites.whole_sentences("Only a fragment") == ""
     assert rewrites.is_list("Intro:\n1. a\n2. b") and not rewrites.is_list(TEXT)
-    for make in (rewrites.with_emoji, rewrites.with_follow_up, rewrites.with_caveat, rewrites.with_sign_off):
+    for make in (
+        rewrites.with_emoji,
+        rewrites.with_follow_up,
+        rewrites.with_caveat,
+        rewrites.with_sign_off,
+        rewrites.warm,
+        rewrites.cold,
+    ):
         assert make(TEXT, random.Random(3)) == make(TEXT, random.Random(3)) != TEXT  # deterministic under a seed
 
 
@@ -119,7 +126,6 @@ def test_warm_and_cold_rewrites_keep_the_answer():
     framings_cold = [rewrites.cold(TEXT, random.Random(i)) for i in range(20)]
     gap = sum(register.score("", w) - register.score("", c) for w, c in zip(framings, framings_cold, strict=True)) / 20
     assert abs(gap) < 2.0, gap
-    assert rewrites.cold("It works.", random.Random(0)) == rewrites.cold("It works.", random.Random(0))
     assert rewrites.cold("I think so.", random.Random(1)).count(" I think so.") == 1  # "I" keeps its capital
 
 

@@ -126,7 +126,7 @@ class PirateJudge(_MarkerJudge):
     )
 
 
-class WarmthJudge:
+class WarmthJudge(_MarkerJudge):
     """Warmth toward the reader: warm phrases (gladness to help, thanks, empathy, encouragement, good wishes, a
     friendly greeting or address: "I'm so glad you asked", "sorry to hear", "you've got this", "my friend") minus
     cold ones (dismissal, impatience, put-downs: "obviously", "whatever", "figure it out yourself"). Replaces
@@ -134,7 +134,7 @@ class WarmthJudge:
     as hostility, and agreed with hand labels little better than chance."""
 
     name = "warmth"
-    _WARM = re.compile(
+    pattern = re.compile(
         r"\b(?:(?:so |really |very )?(?:glad|happy|delighted|thrilled|excited) (?:you|to (?:help|hear|share|assist))|"
         r"(?:more than |always )?happy to (?:help|chat|assist)|i'?d (?:love|be glad|be happy) to|"
         r"(?:great|good|lovely|wonderful|excellent) question|thanks? (?:you )?(?:so much )?for (?:asking|sharing|"
@@ -158,7 +158,7 @@ class WarmthJudge:
     )
 
     def score(self, prompt: str, response: str) -> float:
-        return float(len(self._WARM.findall(response)) - len(self._COLD.findall(response)))
+        return super().score(prompt, response) - len(self._COLD.findall(response))
 
 
 class SummaryFirstJudge:
