@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -144,3 +145,15 @@ def test_shipped_persrm_is_complete():
     )
     card = (path / "README.md").read_text()
     assert "padkit train" in card and "padkit data synth" in card and "Held-out accuracy" in card
+
+
+def test_readme_trains_the_shipped_persrm_with_its_own_command():
+    """The README's "Training a PersRM" says the shipped PersRM was made with exactly its commands."""
+    from padkit.models import ADAPTERS
+    from padkit.training.dpo import read_metadata
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Training a PersRM") :]
+    joined = section.replace("\\\n", " ")
+    line = next(x for x in joined.splitlines() if x.startswith("padkit train "))
+    assert " ".join(line.split()) == read_metadata(ADAPTERS["persrm-smollm2"])["command"]
