@@ -90,6 +90,10 @@ def test_rewrites_make_the_target_form():
     assert rewrites.summary_first(TEXT, rng).split("\n\n")[0].endswith(": Cats sleep a lot because they are predators.")
     assert rewrites.bold_terms(TEXT) == TEXT.replace("predators", "**predators**").replace("energy", "**energy**")
     assert rewrites.casual(TEXT, rng).count("'") >= 2 and "do not" not in rewrites.casual(TEXT, rng)
+    for seed in range(4):  # the answer after a casual opener starts mid-sentence, but "I" and acronyms keep capitals
+        bodies = {t: rewrites.casual(t, random.Random(seed)) for t in ("I'm glad.", "TCP is fast.", "It is fine.")}
+        opener = next(o for o in rewrites.CASUAL_OPENERS if bodies["It is fine."].startswith(o))
+        assert [b[len(opener) :] for b in bodies.values()] == ["I'm glad!", "TCP is fast!", "it's fine!"]
     assert rewrites.formal("It's fine, don't worry!") == "It is fine, do not worry."
     assert rewrites.with_headings(TEXT).startswith("## Overview\nCats sleep")
     assert rewrites.calm("Wow! Fine!") == "Wow. Fine."

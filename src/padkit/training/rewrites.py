@@ -199,11 +199,19 @@ def _replace_all(text: str, table: dict[str, str]) -> str:
     return pattern.sub(sub, text)
 
 
+_KEEPS_CAPITAL = re.compile(r"I\b|[A-Z]{2}|[A-Z]\w*[A-Z]")
+
+
+def _lower_first(text: str) -> str:
+    """``text`` to follow an opener mid-sentence: its first letter lower-cased unless the word keeps its capital
+    ("I", "I'm", "TCP", "iPhone"-like mixed case)."""
+    return text if _KEEPS_CAPITAL.match(text) else text[:1].lower() + text[1:]
+
+
 def casual(text: str, rng: random.Random) -> str:
     """Contractions, everyday slang, a chatty opener and one exclamation."""
     text = _replace_all(_replace_all(text.strip(), _CONTRACTIONS), _CASUAL_WORDS)
-    opener = rng.choice(CASUAL_OPENERS)
-    text = opener + text[0].lower() + text[1:] if text[:2] != "I " else opener + text
+    text = rng.choice(CASUAL_OPENERS) + _lower_first(text)
     parts = sentences(text)
     if parts and parts[0].endswith("."):
         parts[0] = parts[0][:-1] + "!"
@@ -282,9 +290,7 @@ words, nearly the casual pairs' own 7.0."""
 
 def _opener(opener: str, text: str) -> str:
     """``opener`` before ``text``, lower-casing its first letter after a comma ("Obviously, the ...")."""
-    if opener.endswith(", ") and text[:2] != "I " and not text[:2].isupper():
-        text = text[0].lower() + text[1:]
-    return opener + text
+    return opener + (_lower_first(text) if opener.endswith(", ") else text)
 
 
 def warm(text: str, rng: random.Random) -> str:
