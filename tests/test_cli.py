@@ -199,6 +199,11 @@ def test_train_then_rm_eval(tmp_path, tiny_model_dir):
     report = json.loads(evaluated.stdout)
     assert report["reference"] == "rm-init"
     assert report["dimensions"]["concise"]["accuracy"] == 1.0 and report["dimensions"]["concise"]["n"] == 4
+    stepped = runner.invoke(
+        app, ["rm-eval", "--data", str(pairs), "--rm", str(out), "--split", "all", "--decision-weight", "1"]
+    )
+    assert stepped.exit_code == 0, stepped.output
+    assert "PAD step" in stepped.output and "base step" in stepped.output
 
 
 def test_eval_derives_its_decoding_options():
@@ -227,6 +232,8 @@ def test_train_and_rm_eval_errors(tmp_path, tiny_model_dir):
     assert bad_file.exit_code == 2 and "broken.jsonl:2" in bad_file.output
     bad_split = runner.invoke(app, ["rm-eval", "--data", str(broken), "--split", "test"])
     assert bad_split.exit_code == 2 and "unknown split" in bad_split.output
+    bad_k = runner.invoke(app, ["rm-eval", "--data", str(broken), "--decision-weight", "1", "--top-k", "0"])
+    assert bad_k.exit_code == 2 and "top_k" in bad_k.output
 
 
 def test_data_synth_reports_counts(tmp_path, tiny_model_dir):

@@ -259,3 +259,38 @@ def test_mirrored_order_keeps_each_pair_beside_its_mirror():
     mirrored = [b for b in blocks if b[0].preference != "harmless"]
     assert len(mirrored) == len(PROMPTS)  # every block of two is a pair and its mirror (or two singles)
     assert all(a.prompt == b.prompt and (a.chosen, a.rejected) == (b.rejected, b.chosen) for a, b in mirrored)
+
+
+def test_first_step_decisions_known_answers(base_model, rm_model, tokenizer):
+    """PAD's pick at the first differing token: the base's greedy token at w=0; the top-k + EOS candidate with the
+    best ``log pi_base + w * (log pi_rm(.|p) - log pi_base)`` at w=5; no decision when the two responses match."""
+    from padkit.decoding.sequence_reward import encode_response
+    from padkit.evaluation.rm_accuracy import first_step_decisions
+    from padkit.preferences import Dimension, render_input
+
+    prompt = "Why is the sky blue?"
+    plain = encode_response(tokenizer, render_input(tokenizer, prompt), "")[0]
+    with_pref = encode_response(tokenizer, render_input(tokenizer, prompt, Dimension("friendly").principle), "")[0]
+    with torch.inference_mode():
+        base = torch.log_softmax(base_model(input_ids=torch.tensor([plain])).logits[0, -1].float(), -1)
+        rm = torch.log_softmax(rm_model(input_ids=torch.tensor([with_pref])).logits[0, -1].float(), -1)
+    cands = torch.cat([base.topk(10).indices, torch.tensor([tokenizer.eos_token_id])])
+    greedy = base.argmax().item()
+    word = tokenizer.decode([greedy])  # the seeded models: the base goes on with it, PAD at w=5 ends (EOS)
+    assert cands[(base[cands] + 5 * (rm[cands] - base[cands])).argmax()].item() == tokenizer.eos_token_id
+    assert tokenizer(word, add_special_tokens=False)["input_ids"] == [greedy]
+
+    pairs = [
+        PreferencePair(prompt, word, "", "friendly"),
+        PreferencePair(prompt, "", word, "friendly"),
+        PreferencePair(prompt, "same", "same", "friendly"),
+    ]
+    pad0, base0 = first_step_decisions(rm_model, tokenizer, pairs, 0.0, base_model=base_model)
+    pad5, base5 = first_step_decisions(rm_model, tokenizer, pairs, 5.0, base_model=base_model)
+    assert pad0[:2].tolist() == base0[:2].tolist() == base5[:2].tolist() == [1.0, 0.0]
+    assert pad5[:2].tolist() == [0.0, 1.0]
+    assert all(t[2].isnan() for t in (pad0, base0, pad5, base5))
+    report = evaluate_rm(rm_model, tokenizer, pairs, "base", decision_weight=5.0, base_model=base_model)
+    assert report.decision == report.dimensions["friendly"].decision == 0.5
+    assert report.as_dict()["dimensions"]["friendly"]["base_decision"] == 0.5
+    assert "decision" not in evaluate_rm(rm_model, tokenizer, pairs, "base", base_model=base_model).as_dict()

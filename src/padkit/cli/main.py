@@ -611,11 +611,16 @@ def train(
 
 def _print_rm_report(report, title: str) -> None:
     table = Table(title=f"{title}, reference={report.reference}")
-    for col in ("dimension", "accuracy", "mean margin", "pairs"):
+    decisions = report.decision is not None
+    for col in ("dimension", "accuracy", "mean margin", "pairs") + (("PAD step", "base step") * decisions):
         table.add_column(col)
+
+    def shares(row) -> tuple[str, ...]:
+        return tuple("-" if v is None else f"{v:.3f}" for v in (row.decision, row.base_decision)) * decisions
+
     for name, d in report.dimensions.items():
-        table.add_row(name, f"{d.accuracy:.3f}", f"{d.margin:.3f}", str(d.n))
-    table.add_row("all", f"{report.accuracy:.3f}", "", str(report.n))
+        table.add_row(name, f"{d.accuracy:.3f}", f"{d.margin:.3f}", str(d.n), *shares(d))
+    table.add_row("all", f"{report.accuracy:.3f}", "", str(report.n), *shares(report))
     Console().print(table)
 
 
@@ -638,6 +643,15 @@ def rm_eval(
     ] = None,
     dtype: DtypeOpt = "auto",
     device: DeviceOpt = "auto",
+    decision_weight: Annotated[
+        float | None,
+        typer.Option(
+            "--decision-weight",
+            help="Also report, per dimension, how often PAD at this weight (and the base alone) picks the chosen "
+            "response's token at the first step where chosen and rejected differ: the decision PAD makes.",
+        ),
+    ] = None,
+    top_k: Annotated[int, typer.Option("--top-k", help="Base top-k candidates for --decision-weight.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print the accuracies as JSON.")] = False,
 ) -> None:
     """Pairwise accuracy of a PersRM's summed implicit reward (chosen above rejected), per dimension; held-out
@@ -649,6 +663,8 @@ def rm_eval(
         _fail(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
     try:
         _quiet_transformers()
+        if decision_weight is not None:
+            PADConfig(weight=decision_weight, top_k=top_k)  # validated as PAD would
         pairs, _ = load_pair_sources(data or [], hh_rlhf or [], dataset or [], parse_columns(columns))
         report = evaluate_persrm(
             pairs,
@@ -664,6 +680,8 @@ def rm_eval(
             dtype,
             progress=err.is_terminal,
             device=device,
+            decision_weight=decision_weight,
+            top_k=top_k,
         )
     except PadkitError as e:
         _fail(str(e))

@@ -1,4 +1,5 @@
-"""How well a PersRM ranks preference pairs: pairwise accuracy of its summed implicit reward.
+"""How well a PersRM ranks preference pairs: pairwise accuracy of its summed implicit reward, and (with a
+weight) whether PAD takes the chosen side at the one step where the two responses part.
 
 The reward of a response ``y`` to prompt ``x`` under preference ``p`` is
 ``log pi_rm(y | x, p) - log pi_ref(y | ...)``: with ``reference="rm-init"`` the reference is the PersRM with its
@@ -17,9 +18,11 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from padkit.decoding.config import REFERENCES, Reference
-from padkit.decoding.sequence_reward import implicit_rewards, resolve_reference
+from padkit.decoding.processor import _PADRule
+from padkit.decoding.sequence_reward import encode_response, implicit_rewards, resolve_reference
 from padkit.errors import PadkitError
 from padkit.models.loading import DEFAULT_BASE
+from padkit.models.row_lora import AdapterSwitch
 from padkit.preferences import Dimension, render_clipped
 from padkit.training.data import PreferencePair, spaced_sample, split_pairs
 
@@ -28,11 +31,15 @@ SPLITS = ("heldout", "train", "all")
 
 @dataclass
 class DimensionAccuracy:
-    """Share of pairs whose chosen response gets the higher reward, and the mean reward gap."""
+    """Share of pairs whose chosen response gets the higher reward, and the mean reward gap; with a decision
+    weight also the share where PAD (``decision``) and the base alone (``base_decision``) pick the chosen
+    response's token at the first step where chosen and rejected differ."""
 
     accuracy: float
     margin: float
     n: int
+    decision: float | None = None
+    base_decision: float | None = None
 
 
 @dataclass
@@ -43,13 +50,17 @@ class RMReport:
     accuracy: float
     n: int
     dimensions: dict[str, DimensionAccuracy] = field(default_factory=dict)
+    decision: float | None = None
+    base_decision: float | None = None
 
     def as_dict(self) -> dict:
+        shares = {"decision": self.decision, "base_decision": self.base_decision}
         return {
             "reference": self.reference,
             "accuracy": self.accuracy,
             "n": self.n,
-            "dimensions": {k: vars(v) for k, v in self.dimensions.items()},
+            **{k: v for k, v in shares.items() if v is not None},
+            "dimensions": {k: {n: v for n, v in vars(d).items() if v is not None} for k, d in self.dimensions.items()},
         }
 
 
@@ -101,26 +112,112 @@ def pair_rewards(
     return torch.cat(chosen), torch.cat(rejected)
 
 
+@torch.inference_mode()
+def first_step_decisions(
+    rm_model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    pairs: Sequence[PreferencePair],
+    weight: float,
+    reference: Reference = "base",
+    top_k: int = 10,
+    base_model: PreTrainedModel | None = None,
+    max_prompt_length: int | None = None,
+    progress: bool = False,
+    rm_is_self: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Whether PAD at ``weight`` (top-k + EOS candidates) and the base alone pick the chosen response's token at
+    the first step where the chosen and rejected responses differ, given their shared start (1.0 or 0.0 each).
+
+    Summed-reward accuracy saturates on format pairs (a rewrite is easy to rank as a whole) while PAD still
+    fails to take the turn at the step that makes the difference, where the reward must beat the base's
+    log-probability gap; this measures that step. Both models must share the tokenizer."""
+    reference = resolve_reference(reference, rm_is_self, hasattr(rm_model, "disable_adapter"))
+    base = base_model if base_model is not None else rm_model
+    rule = _PADRule(
+        torch.ones(1, 1),
+        torch.zeros(1, dtype=torch.long),
+        weight,
+        reference,
+        top_k,
+        "topk+eos",
+        [tokenizer.eos_token_id],
+    )
+
+    def last_logp(model: PreTrainedModel, adapters: bool, ids: list[int]) -> torch.Tensor:
+        with AdapterSwitch(model, adapters):
+            logits = model(input_ids=torch.tensor([ids], device=model.device)).logits[:, -1].float()
+        return torch.log_softmax(logits, dim=-1).cpu()
+
+    pad_picks, base_picks = [], []
+    for pair in tqdm(pairs, desc="first-step decisions", unit="pair", disable=not progress):
+        with_pref = render_clipped(tokenizer, pair.prompt, Dimension(pair.preference).principle, max_prompt_length)
+        plain = render_clipped(tokenizer, pair.prompt, None, max_prompt_length)
+        context, chosen = encode_response(tokenizer, with_pref, pair.chosen)
+        rejected = encode_response(tokenizer, with_pref, pair.rejected)[1]
+        step = next((i for i, (a, b) in enumerate(zip(chosen, rejected, strict=False)) if a != b), None)
+        if step is None:  # one response is the other plus tokens after its EOS: no decision between them
+            pad_picks.append(float("nan"))
+            base_picks.append(float("nan"))
+            continue
+        shared = chosen[:step]
+        plain_ids = encode_response(tokenizer, plain, "")[0]
+        base_logp = last_logp(base, False, plain_ids + shared)
+        rm_logp = last_logp(rm_model, not rm_is_self, context + shared)
+        ref_logp = last_logp(rm_model, False, context + shared) if reference == "rm-init" else None
+        record = rule.score_candidates(base_logp, rm_logp, ref_logp)
+        pad_picks.append(float(record.candidates[0, record.scores[0].argmax()].item() == chosen[step]))
+        base_picks.append(float(base_logp[0].argmax().item() == chosen[step]))
+    return torch.tensor(pad_picks, dtype=torch.float64), torch.tensor(base_picks, dtype=torch.float64)
+
+
 def evaluate_rm(
     rm_model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     pairs: Sequence[PreferencePair],
     reference: Reference = "rm-init",
+    decision_weight: float | None = None,
+    top_k: int = 10,
     **kwargs,
 ) -> RMReport:
-    """Pairwise accuracy and mean margin per preference dimension (keyword arguments go to :func:`pair_rewards`)."""
+    """Pairwise accuracy and mean margin per preference dimension (keyword arguments go to :func:`pair_rewards`);
+    with ``decision_weight`` also :func:`first_step_decisions` at that weight (reference ``base``, as PAD)."""
     if not pairs:
         raise PadkitError("no preference pairs to evaluate")
     chosen, rejected = pair_rewards(rm_model, tokenizer, pairs, reference, **kwargs)
     wins = (chosen > rejected).double()
     gaps = chosen - rejected
+    picks = None
+    if decision_weight is not None:
+        if kwargs.get("base_tokenizer") is not None and kwargs["base_tokenizer"].get_vocab() != tokenizer.get_vocab():
+            raise PadkitError("first-step decisions need the PersRM and the base to share a tokenizer")
+        picks = first_step_decisions(
+            rm_model,
+            tokenizer,
+            pairs,
+            decision_weight,
+            "base",
+            top_k,
+            base_model=kwargs.get("base_model"),
+            max_prompt_length=kwargs.get("max_prompt_length"),
+            progress=kwargs.get("progress", False),
+            rm_is_self=kwargs.get("rm_is_self", False),
+        )
     report = RMReport(reference, round(wins.mean().item(), 4), len(pairs))
     for name in sorted({p.group for p in pairs}):
         idx = torch.tensor([i for i, p in enumerate(pairs) if p.group == name])
-        report.dimensions[name] = DimensionAccuracy(
-            round(wins[idx].mean().item(), 4), round(gaps[idx].mean().item(), 4), len(idx)
-        )
+        row = DimensionAccuracy(round(wins[idx].mean().item(), 4), round(gaps[idx].mean().item(), 4), len(idx))
+        if picks is not None:
+            row.decision, row.base_decision = (_share(t[idx]) for t in picks)
+        report.dimensions[name] = row
+    if picks is not None:
+        report.decision, report.base_decision = (_share(t) for t in picks)
     return report
+
+
+def _share(picks: torch.Tensor) -> float | None:
+    """Mean over the pairs that have a decision step (NaN marks those that do not)."""
+    kept = picks[~picks.isnan()]
+    return round(kept.mean().item(), 4) if kept.numel() else None
 
 
 def evaluate_persrm(
@@ -137,6 +234,8 @@ def evaluate_persrm(
     dtype: str = "float32",
     progress: bool = False,
     device: str = "auto",
+    decision_weight: float | None = None,
+    top_k: int = 10,
 ) -> RMReport:
     """``padkit rm-eval``: load a PersRM by name and score one split of ``pairs`` the way it was trained.
 
@@ -170,4 +269,6 @@ def evaluate_persrm(
         max_length=max_length or trained.get("max_length"),
         max_prompt_length=max_prompt_length or trained.get("max_prompt_length"),
         progress=progress,
+        decision_weight=decision_weight,
+        top_k=top_k,
     )
