@@ -155,7 +155,7 @@ def first_step_decisions(
         context, chosen = encode_response(tokenizer, with_pref, pair.chosen)
         rejected = encode_response(tokenizer, with_pref, pair.rejected)[1]
         step = next((i for i, (a, b) in enumerate(zip(chosen, rejected, strict=False)) if a != b), None)
-        if step is None:  # one response is the other plus tokens after its EOS: no decision between them
+        if step is None:  # the same tokens on both sides (EOS included): nothing to decide
             pad_picks.append(float("nan"))
             base_picks.append(float("nan"))
             continue
