@@ -294,3 +294,10 @@ def test_first_step_decisions_known_answers(base_model, rm_model, tokenizer):
     assert report.decision == report.dimensions["friendly"].decision == 0.5
     assert report.as_dict()["dimensions"]["friendly"]["base_decision"] == 0.5
     assert "decision" not in evaluate_rm(rm_model, tokenizer, pairs, "base", base_model=base_model).as_dict()
+    from conftest import make_tokenizer
+
+    other = make_tokenizer(vocab_size=300)  # another vocabulary: refused before any pair is scored
+    with pytest.raises(PadkitError, match="share a tokenizer"):
+        evaluate_rm(
+            rm_model, tokenizer, pairs, "base", decision_weight=5.0, base_model=base_model, base_tokenizer=other
+        )

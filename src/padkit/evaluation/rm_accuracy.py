@@ -183,13 +183,18 @@ def evaluate_rm(
     with ``decision_weight`` also :func:`first_step_decisions` at that weight (reference ``base``, as PAD)."""
     if not pairs:
         raise PadkitError("no preference pairs to evaluate")
+    base_tokenizer = kwargs.get("base_tokenizer")
+    if (
+        decision_weight is not None
+        and base_tokenizer is not None
+        and base_tokenizer.get_vocab() != tokenizer.get_vocab()
+    ):
+        raise PadkitError("first-step decisions need the PersRM and the base to share a tokenizer")
     chosen, rejected = pair_rewards(rm_model, tokenizer, pairs, reference, **kwargs)
     wins = (chosen > rejected).double()
     gaps = chosen - rejected
     picks = None
     if decision_weight is not None:
-        if kwargs.get("base_tokenizer") is not None and kwargs["base_tokenizer"].get_vocab() != tokenizer.get_vocab():
-            raise PadkitError("first-step decisions need the PersRM and the base to share a tokenizer")
         picks = first_step_decisions(
             rm_model,
             tokenizer,
