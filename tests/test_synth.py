@@ -84,8 +84,11 @@ def test_relevance_judge_prefers_on_topic_answers():
 def test_rewrites_make_the_target_form():
     rng = random.Random(0)
     assert rewrites.sentences(TEXT)[1] == "They do not need to hunt often."
-    assert rewrites.bulleted(TEXT).splitlines()[0] == "- Cats sleep a lot because they are predators."
-    assert rewrites.numbered(TEXT).splitlines()[2] == "3. It is a way to save energy."
+    lead = "Cats sleep a lot because they are predators."
+    assert rewrites.bulleted(TEXT) == f"{lead}\n- They do not need to hunt often.\n- It is a way to save energy."
+    steps = ["1. They do not need to hunt often.", "2. It is a way to save energy."]
+    assert rewrites.numbered(TEXT).splitlines() == [lead, *steps]
+    assert rewrites.bulleted("Short one. Short two.") == "- Short one.\n- Short two."  # too short for a lead-in
     assert rewrites.shortened(TEXT) == "Cats sleep a lot because they are predators."
     assert rewrites.summary_first(TEXT, rng).split("\n\n")[0].endswith(": Cats sleep a lot because they are predators.")
     assert rewrites.bold_terms(TEXT) == TEXT.replace("predators", "**predators**").replace("energy", "**energy**")
@@ -183,7 +186,8 @@ def test_build_pairs_writes_both_directions_with_wordings(base_model, tokenizer,
     by_id = {r["id"]: r for r in trained}
     bullets, prose = by_id["p0/bulleted"], by_id["p0/prose"]
     assert bullets["chosen"] == prose["rejected"] and bullets["rejected"] == prose["chosen"]
-    assert bullets["chosen"].startswith("- Cats sleep") and bullets["kind"] == "rewrite"
+    assert bullets["chosen"].startswith("Cats sleep a lot because they are predators.\n- ")
+    assert bullets["kind"] == "rewrite"
     assert "Predators rest" not in prose["chosen"]  # cut to whole sentences
     assert by_id["p0/elementary"]["chosen"] == ANSWERS["elementary"] and by_id["p0/elementary"]["kind"] == "contrast"
     friendly = by_id["p0/friendly"]  # warmth is a rewrite of the plain answer: the same content, warm or cold

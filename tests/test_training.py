@@ -279,20 +279,30 @@ def test_first_step_decisions_known_answers(base_model, rm_model, tokenizer):
     word = tokenizer.decode([greedy])  # the seeded models: the base goes on with it, PAD at w=5 ends (EOS)
     assert cands[(base[cands] + 5 * (rm[cands] - base[cands])).argmax()].item() == tokenizer.eos_token_id
     assert tokenizer(word, add_special_tokens=False)["input_ids"] == [greedy]
+    rare = next(  # the base's least likely token that survives a decode/encode round trip: outside top-k + EOS
+        t
+        for t in base.argsort().tolist()
+        if tokenizer(tokenizer.decode([t]), add_special_tokens=False)["input_ids"] == [t]
+    )
+    assert rare not in cands.tolist()
 
     pairs = [
         PreferencePair(prompt, word, "", "friendly"),
         PreferencePair(prompt, "", word, "friendly"),
         PreferencePair(prompt, "same", "same", "friendly"),
+        PreferencePair(prompt, tokenizer.decode([rare]), word, "friendly"),
     ]
-    pad0, base0 = first_step_decisions(rm_model, tokenizer, pairs, 0.0, base_model=base_model)
-    pad5, base5 = first_step_decisions(rm_model, tokenizer, pairs, 5.0, base_model=base_model)
+    pad0, base0, reach0 = first_step_decisions(rm_model, tokenizer, pairs, 0.0, base_model=base_model)
+    pad5, base5, reach5 = first_step_decisions(rm_model, tokenizer, pairs, 5.0, base_model=base_model)
     assert pad0[:2].tolist() == base0[:2].tolist() == base5[:2].tolist() == [1.0, 0.0]
     assert pad5[:2].tolist() == [0.0, 1.0]
-    assert all(t[2].isnan() for t in (pad0, base0, pad5, base5))
+    assert reach0[:2].tolist() == reach5[:2].tolist() == [1.0, 1.0]  # the greedy token and EOS are candidates
+    assert [t[3].item() for t in (pad0, base0, reach0, pad5, base5, reach5)] == [0.0] * 6  # out of reach
+    assert all(t[2].isnan() for t in (pad0, base0, reach0, pad5, base5, reach5))
     report = evaluate_rm(rm_model, tokenizer, pairs, "base", decision_weight=5.0, base_model=base_model)
-    assert report.decision == report.dimensions["friendly"].decision == 0.5
-    assert report.as_dict()["dimensions"]["friendly"]["base_decision"] == 0.5
+    assert report.decision == report.dimensions["friendly"].decision == round(1 / 3, 4)
+    assert report.as_dict()["dimensions"]["friendly"]["base_decision"] == round(1 / 3, 4)
+    assert report.reachable == round(2 / 3, 4)
     assert "decision" not in evaluate_rm(rm_model, tokenizer, pairs, "base", base_model=base_model).as_dict()
     from conftest import make_tokenizer
 

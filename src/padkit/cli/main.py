@@ -612,11 +612,14 @@ def train(
 def _print_rm_report(report, title: str) -> None:
     table = Table(title=f"{title}, reference={report.reference}")
     decisions = report.decision is not None
-    for col in ("dimension", "accuracy", "mean margin", "pairs") + (("PAD step", "base step") * decisions):
+    for col in ("dimension", "accuracy", "mean margin", "pairs") + (("PAD step", "base step", "reachable") * decisions):
         table.add_column(col)
 
     def shares(row) -> tuple[str, ...]:
-        return tuple("-" if v is None else f"{v:.3f}" for v in (row.decision, row.base_decision)) * decisions
+        return (
+            tuple("-" if v is None else f"{v:.3f}" for v in (row.decision, row.base_decision, row.reachable))
+            * decisions
+        )
 
     for name, d in report.dimensions.items():
         table.add_row(name, f"{d.accuracy:.3f}", f"{d.margin:.3f}", str(d.n), *shares(d))
@@ -648,7 +651,8 @@ def rm_eval(
         typer.Option(
             "--decision-weight",
             help="Also report, per dimension, how often PAD at this weight (and the base alone) picks the chosen "
-            "response's token at the first step where chosen and rejected differ: the decision PAD makes.",
+            "response's token at the first step where chosen and rejected differ (the decision PAD makes), and how "
+            "often that token is among PAD's candidates at all (reachable).",
         ),
     ] = None,
     top_k: Annotated[int, typer.Option("--top-k", help="Base top-k candidates for --decision-weight.")] = 10,

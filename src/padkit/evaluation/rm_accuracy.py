@@ -33,13 +33,15 @@ SPLITS = ("heldout", "train", "all")
 class DimensionAccuracy:
     """Share of pairs whose chosen response gets the higher reward, and the mean reward gap; with a decision
     weight also the share where PAD (``decision``) and the base alone (``base_decision``) pick the chosen
-    response's token at the first step where chosen and rejected differ."""
+    response's token at the first step where chosen and rejected differ, and where that token is among PAD's
+    candidates at all (``reachable``: no weight can pick it otherwise)."""
 
     accuracy: float
     margin: float
     n: int
     decision: float | None = None
     base_decision: float | None = None
+    reachable: float | None = None
 
 
 @dataclass
@@ -52,9 +54,10 @@ class RMReport:
     dimensions: dict[str, DimensionAccuracy] = field(default_factory=dict)
     decision: float | None = None
     base_decision: float | None = None
+    reachable: float | None = None
 
     def as_dict(self) -> dict:
-        shares = {"decision": self.decision, "base_decision": self.base_decision}
+        shares = {"decision": self.decision, "base_decision": self.base_decision, "reachable": self.reachable}
         return {
             "reference": self.reference,
             "accuracy": self.accuracy,
@@ -124,9 +127,10 @@ def first_step_decisions(
     max_prompt_length: int | None = None,
     progress: bool = False,
     rm_is_self: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Whether PAD at ``weight`` (top-k + EOS candidates) and the base alone pick the chosen response's token at
-    the first step where the chosen and rejected responses differ, given their shared start (1.0 or 0.0 each).
+    the first step where the chosen and rejected responses differ, given their shared start, and whether that
+    token is among the candidates (1.0 or 0.0 each; NaN for a pair without such a step).
 
     Summed-reward accuracy saturates on format pairs (a rewrite is easy to rank as a whole) while PAD still
     fails to take the turn at the step that makes the difference, where the reward must beat the base's
@@ -148,7 +152,7 @@ def first_step_decisions(
             logits = model(input_ids=torch.tensor([ids], device=model.device)).logits[:, -1].float()
         return torch.log_softmax(logits, dim=-1).cpu()
 
-    pad_picks, base_picks = [], []
+    pad_picks, base_picks, reachable = [], [], []
     for pair in tqdm(pairs, desc="first-step decisions", unit="pair", disable=not progress):
         with_pref = render_clipped(tokenizer, pair.prompt, Dimension(pair.preference).principle, max_prompt_length)
         plain = render_clipped(tokenizer, pair.prompt, None, max_prompt_length)
@@ -156,8 +160,8 @@ def first_step_decisions(
         rejected = encode_response(tokenizer, with_pref, pair.rejected)[1]
         step = next((i for i, (a, b) in enumerate(zip(chosen, rejected, strict=False)) if a != b), None)
         if step is None:  # the same tokens on both sides (EOS included): nothing to decide
-            pad_picks.append(float("nan"))
-            base_picks.append(float("nan"))
+            for picks in (pad_picks, base_picks, reachable):
+                picks.append(float("nan"))
             continue
         shared = chosen[:step]
         plain_ids = encode_response(tokenizer, plain, "")[0]
@@ -167,7 +171,8 @@ def first_step_decisions(
         record = rule.score_candidates(base_logp, rm_logp, ref_logp)
         pad_picks.append(float(record.candidates[0, record.scores[0].argmax()].item() == chosen[step]))
         base_picks.append(float(base_logp[0].argmax().item() == chosen[step]))
-    return torch.tensor(pad_picks, dtype=torch.float64), torch.tensor(base_picks, dtype=torch.float64)
+        reachable.append(float(chosen[step] in record.candidates[0].tolist()))
+    return tuple(torch.tensor(picks, dtype=torch.float64) for picks in (pad_picks, base_picks, reachable))
 
 
 def evaluate_rm(
@@ -212,10 +217,10 @@ def evaluate_rm(
         idx = torch.tensor([i for i, p in enumerate(pairs) if p.group == name])
         row = DimensionAccuracy(round(wins[idx].mean().item(), 4), round(gaps[idx].mean().item(), 4), len(idx))
         if picks is not None:
-            row.decision, row.base_decision = (_share(t[idx]) for t in picks)
+            row.decision, row.base_decision, row.reachable = (_share(t[idx]) for t in picks)
         report.dimensions[name] = row
     if picks is not None:
-        report.decision, report.base_decision = (_share(t) for t in picks)
+        report.decision, report.base_decision, report.reachable = (_share(t) for t in picks)
     return report
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 _LIST_LINE = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+", re.MULTILINE)
@@ -37,14 +38,28 @@ def is_list(text: str) -> bool:
     return bool(_LIST_LINE.search(text))
 
 
+def _listed(text: str, marker: Callable[[int], str]) -> str:
+    """The first sentence as a lead-in, then one list item per remaining sentence, each on its own line (every
+    sentence an item when there are fewer than three).
+
+    A list that starts at the first token teaches a PersRM a step PAD cannot take: at an answer's first token
+    the base's top-10 held the "-" in 0 of 12 pairs. After a lead-in sentence the line break is in the base's
+    top-10 in 7 of 16 answers and the "-" or "1" after it in 4-6 of 16 (a blank line was a little less likely, and
+    the base then starts a new paragraph: the marker fell to rank 17-3000), so the turn into a list sits where
+    guided decoding can take it."""
+    parts = sentences(text)
+    head, items = (parts[:1], parts[1:]) if len(parts) >= 3 else ([], parts)
+    return "\n".join(head + [f"{marker(i)}{s}" for i, s in enumerate(items, 1)])
+
+
 def bulleted(text: str, rng: random.Random | None = None) -> str:
-    """One ``- `` bullet per sentence."""
-    return "\n".join(f"- {s}" for s in sentences(text))
+    """A lead-in sentence, then one ``- `` bullet per further sentence."""
+    return _listed(text, lambda i: "- ")
 
 
 def numbered(text: str, rng: random.Random | None = None) -> str:
-    """One numbered step per sentence: ``1. ...``, ``2. ...``."""
-    return "\n".join(f"{i}. {s}" for i, s in enumerate(sentences(text), 1))
+    """A lead-in sentence, then one numbered step per further sentence: ``1. ...``, ``2. ...``."""
+    return _listed(text, lambda i: f"{i}. ")
 
 
 def shortened(text: str, rng: random.Random | None = None) -> str:
