@@ -9,7 +9,7 @@ import torch
 
 from padkit import PAD, Preference, render_input
 from padkit.decoding.config import ConfigError, PADConfig
-from padkit.decoding.processor import BanTokensLogitsProcessor
+from padkit.decoding.processor import BanTokensLogitsProcessor, LoopGuard
 from padkit.errors import GenerationError
 
 PROMPTS = ["Tell me about cats.", "Why is the sky blue? Answer in a poem about the sea, please."]
@@ -294,6 +294,59 @@ def test_no_repeat_ngram_guard_keeps_every_path_free_of_repeats(base_model, lora
     assert all(_repeats(g.token_ids, 2) == 0 for g in fused)
     with pytest.raises(ConfigError, match="no_repeat_ngram_size"):
         PADConfig(no_repeat_ngram_size=-1)
+
+
+def _feed(guard: LoopGuard, prompt: list[int], answer: list[int], top: int, vocab: int = 12) -> torch.Tensor:
+    """Run ``guard`` over each step of ``answer`` (one row); return its scores for the step after the last token,
+    where the raw scores make ``top`` the row's top token."""
+    for t in range(len(answer) + 1):
+        scores = torch.zeros(1, vocab)
+        scores[0, top] = 1.0
+        out = guard(torch.tensor([prompt + answer[:t]]), scores)
+    return out[0]
+
+
+def test_loop_guard_drops_a_repeat_unless_it_is_the_base_top():
+    prompt = [5, 6, 7, 5, 6]
+    banned = _feed(LoopGuard(2, rows=1), prompt, [1, 2, 3, 1], top=9)
+    assert torch.isneginf(banned[2]) and torch.isneginf(banned).sum() == 1  # "1 2" again, only that
+    kept = _feed(LoopGuard(2, rows=1), prompt, [1, 2, 3, 1], top=2)
+    assert not torch.isneginf(kept).any()  # the base's own top token may repeat
+    prompt_grams = _feed(LoopGuard(2, rows=1), prompt, [5], top=9)
+    assert not torch.isneginf(prompt_grams).any()  # "5 6" is in the prompt only: free
+    trigram = _feed(LoopGuard(3, rows=1), prompt, [1, 2, 3, 4, 2, 3], top=9)
+    assert torch.isneginf(trigram[4]) and torch.isneginf(trigram).sum() == 1
+    with pytest.raises(ValueError, match="at least 2"):
+        LoopGuard(1, rows=1)
+    with pytest.raises(ConfigError, match="loop_guard"):
+        PADConfig(loop_guard=1)
+
+
+def _reward_made_repeats(gen, n: int) -> int:
+    """Steps whose token completes an n-gram already in the answer although the base's top token was another."""
+    ids, count = gen.token_ids, 0
+    for t, info in enumerate(gen.tokens[: len(ids)]):
+        earlier = {tuple(ids[i : i + n]) for i in range(t - n + 1)}
+        if t >= n - 1 and tuple(ids[t - n + 1 : t + 1]) in earlier:
+            count += info.base_logprob < max(a.base_logprob for a in info.alternatives)
+    return count
+
+
+def test_loop_guard_stops_the_reward_making_repeats(base_model, lora_rm, tokenizer):
+    """Unguarded, a strong reward picks repeats the base would not; guarded, every repeat is the base's own."""
+    pad = PAD(base_model, tokenizer, lora_rm, tokenizer, rm_shares_base=True)
+    kwargs = dict(weight=3.0, top_k=8, max_new_tokens=40, ignore_eos=True, diagnostics=True)
+    free = pad.generate(PROMPTS, "concise", fused=True, **kwargs)
+    assert sum(_reward_made_repeats(g, 2) for g in free) > 0
+    fused = pad.generate(PROMPTS, "concise", fused=True, loop_guard=2, **kwargs)
+    stream = pad.generate(PROMPTS, "concise", fused=False, loop_guard=2, **kwargs)
+    assert [g.token_ids for g in fused] == [g.token_ids for g in stream]
+    assert all(_reward_made_repeats(g, 2) == 0 for g in fused)
+    assert [g.token_ids for g in fused] != [g.token_ids for g in free]
+    base = dict(method="base", max_new_tokens=30, ignore_eos=True)
+    assert [g.token_ids for g in pad.generate(PROMPTS, loop_guard=2, **base)] == [
+        g.token_ids for g in pad.generate(PROMPTS, **base)
+    ]  # other methods are not guarded
 
 
 @pytest.mark.parametrize("candidates", ["topk+eos", "topk+rm"])

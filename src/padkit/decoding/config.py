@@ -28,7 +28,7 @@ from padkit.preferences.preference import MAX_WEIGHT
 Method = Literal["pad", "base", "prompt", "policy", "best-of-n", "args", "amulet", "persona-judge"]
 METHODS: tuple[str, ...] = ("pad", "base", "prompt", "policy", "best-of-n", "args", "amulet", "persona-judge")
 METHOD_SETTINGS: dict[str, frozenset[str]] = {
-    "pad": frozenset({"top_k", "reference", "candidates", "min_p"}),
+    "pad": frozenset({"top_k", "reference", "candidates", "min_p", "loop_guard"}),
     "args": frozenset({"top_k", "reference"}),
     "best-of-n": frozenset({"best_of", "reference"}),
     "amulet": frozenset({"amulet_iterations", "amulet_alpha", "amulet_lambda", "amulet_eta"}),
@@ -115,6 +115,14 @@ class PADConfig:
             "no_repeat_ngram_size, on the answer rows only); 0 is off."
         ),
     )
+    loop_guard: int = field(
+        default=0,
+        metadata=_help(
+            "PAD's loop guard: a candidate that would repeat an n-gram of this many tokens already in the answer is "
+            "dropped unless it is the base's own top token, so the reward never steers into a repeat the base "
+            "would not make (the prompt does not count); 0 is off, else 2 to 64."
+        ),
+    )
     max_new_tokens: int = field(
         default=128,
         metadata=_help("Most tokens to generate per answer (at least 1).", flags=("--max-new-tokens", "-n")),
@@ -194,6 +202,9 @@ class PADConfig:
         _integer("top_k", self.top_k, 1, MAX_TOP_K)
         _number("min_p", self.min_p, 0.0, 1.0)
         _integer("no_repeat_ngram_size", self.no_repeat_ngram_size, 0, 64)
+        _integer("loop_guard", self.loop_guard, 0, 64)
+        if self.loop_guard == 1:
+            raise ConfigError("loop_guard", "loop_guard must be 0 (off) or an n-gram size from 2 to 64, got 1")
         _integer("max_new_tokens", self.max_new_tokens, 1, None)
         _integer("best_of", self.best_of, 1, None)
         _integer("amulet_iterations", self.amulet_iterations, 1, 1000)

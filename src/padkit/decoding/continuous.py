@@ -105,6 +105,8 @@ class ContinuousBatch:
             return "diagnostics"
         if config.no_repeat_ngram_size:
             return "no_repeat_ngram_size"
+        if config.loop_guard and config.method == "pad":
+            return "loop_guard"
         fusable = self.pad.can_fuse(config) and config.fused is not False
         if config.method == "pad" and preference is not None and not fusable:
             return "PAD that cannot fuse (a separate PersRM model, another tokenizer, or reference rm-init)"

@@ -27,6 +27,7 @@ from padkit.decoding.processor import (
     ARGSLogitsProcessor,
     BanTokensLogitsProcessor,
     CrossTokenizerPADLogitsProcessor,
+    LoopGuard,
     NoRepeatNGramRows,
     PADLogitsProcessor,
     PersonaJudgeLogitsProcessor,
@@ -638,6 +639,8 @@ class PAD:
         )
         if config.no_repeat_ngram_size:
             processors.append(NoRepeatNGramRows(config.no_repeat_ngram_size, plan.rows))
+        if config.loop_guard and plan.method == "pad":
+            processors.append(LoopGuard(config.loop_guard, plan.rows))
         processors.extend(plan.processors)
         if plan.pad_processor is not None:
             processors.append(plan.pad_processor)

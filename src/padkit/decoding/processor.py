@@ -445,6 +445,56 @@ class NoRepeatNGramRows(LogitsProcessor):
         return torch.cat([head, scores[self.rows :]], dim=0)
 
 
+class LoopGuard(LogitsProcessor):
+    """PAD's loop guard: on the first ``rows`` rows (the answers), a token that would repeat an n-gram already
+    in the answer gets ``-inf`` unless it is the row's top token.
+
+    Placed before the PAD processor, the scores it sees are the base's, so a repeat the base itself would make
+    stays (plain decoding makes it too) while the candidates the reward alone could pick into a repeat are
+    dropped. Unlike ``no_repeat_ngram_size`` it leaves the prompt's n-grams free and never overrides the base's
+    choice, so it costs fluency only where guidance was about to loop. The n-grams of each answer are kept
+    incrementally (one new n-gram per step).
+
+    Example:
+
+    ```python
+    >>> guard = LoopGuard(3, rows=2)   # rows 0-1 are answers, the rest PersRM rows
+    >>> model.generate(**inputs, logits_processor=[guard, pad_processor], max_new_tokens=64)
+    ```
+    """
+
+    def __init__(self, ngram_size: int, rows: int) -> None:
+        if ngram_size < 2:
+            raise ValueError(f"the loop guard needs an n-gram size of at least 2, got {ngram_size}")
+        self.n = ngram_size
+        self.rows = rows
+        self.start: int | None = None
+        self.seen: list[dict[tuple[int, ...], set[int]]] = [{} for _ in range(rows)]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.start is None:
+            self.start = input_ids.shape[1]
+        length = input_ids.shape[1] - self.start
+        if length < self.n - 1:
+            return scores
+        tails = input_ids[: self.rows, -self.n :].tolist() if length >= self.n else None
+        prefixes = input_ids[: self.rows, input_ids.shape[1] - self.n + 1 :].tolist()
+        top = scores[: self.rows].argmax(dim=-1).tolist()
+        rows, tokens = [], []
+        for r in range(self.rows):
+            if tails is not None:
+                self.seen[r].setdefault(tuple(tails[r][:-1]), set()).add(tails[r][-1])
+            for token in self.seen[r].get(tuple(prefixes[r]), ()):
+                if token != top[r]:
+                    rows.append(r)
+                    tokens.append(token)
+        if not rows:
+            return scores
+        scores = scores.clone()
+        scores[rows, tokens] = float("-inf")
+        return scores
+
+
 class BanTokensLogitsProcessor(LogitsProcessor):
     """Give ``token_ids`` a score of ``-inf`` at every step: how padkit ignores EOS.
 
