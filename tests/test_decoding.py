@@ -296,53 +296,51 @@ def test_no_repeat_ngram_guard_keeps_every_path_free_of_repeats(base_model, lora
         PADConfig(no_repeat_ngram_size=-1)
 
 
-def _feed(guard: LoopGuard, prompt: list[int], answer: list[int], top: int, vocab: int = 12) -> torch.Tensor:
-    """Run ``guard`` over each step of ``answer`` (one row); return its scores for the step after the last token,
-    where the raw scores make ``top`` the row's top token."""
+def _banned_after(answer: list[int], max_run: int, prompt: tuple[int, ...] = (5, 6, 7)) -> set[int]:
+    """The tokens a fresh :class:`LoopGuard` bans once ``answer`` has been generated after ``prompt``."""
+    guard, vocab = LoopGuard(max_run, rows=1), 12
     for t in range(len(answer) + 1):
-        scores = torch.zeros(1, vocab)
-        scores[0, top] = 1.0
-        out = guard(torch.tensor([prompt + answer[:t]]), scores)
-    return out[0]
+        out = guard(torch.tensor([[*prompt, *answer[:t]]]), torch.zeros(1, vocab))
+    return set(torch.isneginf(out[0]).nonzero().flatten().tolist())
 
 
-def test_loop_guard_drops_a_repeat_unless_it_is_the_base_top():
-    prompt = [5, 6, 7, 5, 6]
-    banned = _feed(LoopGuard(2, rows=1), prompt, [1, 2, 3, 1], top=9)
-    assert torch.isneginf(banned[2]) and torch.isneginf(banned).sum() == 1  # "1 2" again, only that
-    kept = _feed(LoopGuard(2, rows=1), prompt, [1, 2, 3, 1], top=2)
-    assert not torch.isneginf(kept).any()  # the base's own top token may repeat
-    prompt_grams = _feed(LoopGuard(2, rows=1), prompt, [5], top=9)
-    assert not torch.isneginf(prompt_grams).any()  # "5 6" is in the prompt only: free
-    trigram = _feed(LoopGuard(3, rows=1), prompt, [1, 2, 3, 4, 2, 3], top=9)
-    assert torch.isneginf(trigram[4]) and torch.isneginf(trigram).sum() == 1
+def _longest_run(ids: list[int], max_period: int = 64) -> int:
+    """Tokens in the longest back-to-back repetition of a unit (two copies or more) in ``ids``."""
+    best = 0
+    for p in range(1, min(max_period, len(ids) - 1) + 1):
+        run = 0
+        for i in range(p, len(ids)):
+            run = run + 1 if ids[i] == ids[i - p] else 0
+            if run >= p:
+                best = max(best, run + p)
+    return best
+
+
+def test_loop_guard_bans_only_back_to_back_runs_past_the_limit():
+    assert _banned_after([7, 7, 7, 7], max_run=4) == {7}  # a fifth 7 in a row
+    assert _banned_after([7, 7, 7], max_run=4) == set()
+    assert _banned_after([1, 2, 3, 1, 2, 3], max_run=6) == {1}  # "1 2 3" a third time
+    assert _banned_after([1, 2, 3, 1, 2], max_run=6) == set()
+    assert _banned_after([1, 2, 3, 4, 8, 1, 2, 3, 4], max_run=8) == {8}  # a five-token unit said twice
+    assert _banned_after([1, 2, 3, 9, 1, 2], max_run=2) == set()  # a repeat, but not back to back
+    assert _banned_after([7], max_run=3, prompt=(7, 7, 7)) == set()  # the prompt does not count
+    assert _longest_run([1, 2, 3, 1, 2, 3, 1, 9]) == 7 and _longest_run([1, 2, 3, 9]) == 0
     with pytest.raises(ValueError, match="at least 2"):
         LoopGuard(1, rows=1)
     with pytest.raises(ConfigError, match="loop_guard"):
         PADConfig(loop_guard=1)
 
 
-def _reward_made_repeats(gen, n: int) -> int:
-    """Steps whose token completes an n-gram already in the answer although the base's top token was another."""
-    ids, count = gen.token_ids, 0
-    for t, info in enumerate(gen.tokens[: len(ids)]):
-        earlier = {tuple(ids[i : i + n]) for i in range(t - n + 1)}
-        if t >= n - 1 and tuple(ids[t - n + 1 : t + 1]) in earlier:
-            count += info.base_logprob < max(a.base_logprob for a in info.alternatives)
-    return count
-
-
-def test_loop_guard_stops_the_reward_making_repeats(base_model, lora_rm, tokenizer):
-    """Unguarded, a strong reward picks repeats the base would not; guarded, every repeat is the base's own."""
+def test_loop_guard_keeps_pad_answers_free_of_long_runs(base_model, lora_rm, tokenizer):
+    """Unguarded, strong guidance on the tiny model loops; guarded, no run passes the limit, fused or not."""
     pad = PAD(base_model, tokenizer, lora_rm, tokenizer, rm_shares_base=True)
-    kwargs = dict(weight=3.0, top_k=8, max_new_tokens=40, ignore_eos=True, diagnostics=True)
-    free = pad.generate(PROMPTS, "concise", fused=True, **kwargs)
-    assert sum(_reward_made_repeats(g, 2) for g in free) > 0
-    fused = pad.generate(PROMPTS, "concise", fused=True, loop_guard=2, **kwargs)
-    stream = pad.generate(PROMPTS, "concise", fused=False, loop_guard=2, **kwargs)
+    kwargs = dict(weight=1.0, top_k=3, max_new_tokens=40, ignore_eos=True)
+    free = pad.generate(PROMPTS, "bulleted", fused=True, **kwargs)
+    assert max(_longest_run(g.token_ids) for g in free) > 2
+    fused = pad.generate(PROMPTS, "bulleted", fused=True, loop_guard=2, **kwargs)
+    stream = pad.generate(PROMPTS, "bulleted", fused=False, loop_guard=2, **kwargs)
     assert [g.token_ids for g in fused] == [g.token_ids for g in stream]
-    assert all(_reward_made_repeats(g, 2) == 0 for g in fused)
-    assert [g.token_ids for g in fused] != [g.token_ids for g in free]
+    assert all(_longest_run(g.token_ids) <= 2 for g in fused)
     base = dict(method="base", max_new_tokens=30, ignore_eos=True)
     assert [g.token_ids for g in pad.generate(PROMPTS, loop_guard=2, **base)] == [
         g.token_ids for g in pad.generate(PROMPTS, **base)

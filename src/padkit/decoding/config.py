@@ -118,9 +118,9 @@ class PADConfig:
     loop_guard: int = field(
         default=0,
         metadata=_help(
-            "PAD's loop guard: a candidate that would repeat an n-gram of this many tokens already in the answer is "
-            "dropped unless it is the base's own top token, so the reward never steers into a repeat the base "
-            "would not make (the prompt does not count); 0 is off, else 2 to 64."
+            "PAD's loop guard: an answer never repeats a unit of tokens back to back (a run of one emoji, "
+            "'SARCO-SARCO-...', a sentence said twice in a row) over more than this many tokens; 0 is off, else "
+            "2 to 1000."
         ),
     )
     max_new_tokens: int = field(
@@ -202,9 +202,9 @@ class PADConfig:
         _integer("top_k", self.top_k, 1, MAX_TOP_K)
         _number("min_p", self.min_p, 0.0, 1.0)
         _integer("no_repeat_ngram_size", self.no_repeat_ngram_size, 0, 64)
-        _integer("loop_guard", self.loop_guard, 0, 64)
+        _integer("loop_guard", self.loop_guard, 0, 1000)
         if self.loop_guard == 1:
-            raise ConfigError("loop_guard", "loop_guard must be 0 (off) or an n-gram size from 2 to 64, got 1")
+            raise ConfigError("loop_guard", "loop_guard must be 0 (off) or a run length from 2 to 1000, got 1")
         _integer("max_new_tokens", self.max_new_tokens, 1, None)
         _integer("best_of", self.best_of, 1, None)
         _integer("amulet_iterations", self.amulet_iterations, 1, 1000)
