@@ -89,6 +89,8 @@ def test_cancelled_and_unserved_requests(base_model, tokenizer):
     assert "seeded sampled" in batch.serves(None, PADConfig(temperature=0.7, seed=1))
     assert batch.serves(None, PADConfig(method="amulet")) == "method 'amulet'"
     assert batch.serves(None, PADConfig(no_repeat_ngram_size=3)) == "no_repeat_ngram_size"
+    assert batch.serves(None, PADConfig(loop_guard=8)) == "loop_guard"
+    assert batch.serves(None, PADConfig(method="base", loop_guard=8)) is None  # base rows are not guarded
     with pytest.raises(GenerationError, match="does not serve"):
         batch.submit(ContinuousRequest("Hi", None, PADConfig(method="best-of-n")))
     with pytest.raises(GenerationError, match="exceeds max_rows"):
