@@ -28,7 +28,7 @@ from padkit.preferences.preference import MAX_WEIGHT
 Method = Literal["pad", "base", "prompt", "policy", "best-of-n", "args", "amulet", "persona-judge"]
 METHODS: tuple[str, ...] = ("pad", "base", "prompt", "policy", "best-of-n", "args", "amulet", "persona-judge")
 METHOD_SETTINGS: dict[str, frozenset[str]] = {
-    "pad": frozenset({"top_k", "reference", "candidates", "min_p", "reward_clip", "loop_guard"}),
+    "pad": frozenset({"top_k", "reference", "candidates", "min_p", "loop_guard"}),
     "args": frozenset({"top_k", "reference"}),
     "best-of-n": frozenset({"best_of", "reference"}),
     "amulet": frozenset({"amulet_iterations", "amulet_alpha", "amulet_lambda", "amulet_eta"}),
@@ -106,13 +106,6 @@ class PADConfig:
         metadata=_help(
             "Fluency guard of PAD: a candidate needs at least this fraction of the base's top-token probability "
             "(EOS always stays); 0 is off, as in the paper."
-        ),
-    )
-    reward_clip: float = field(
-        default=0.0,
-        metadata=_help(
-            "Cap each candidate's token-level reward to [-c, c] before weighting, so one token's reward cannot "
-            "outweigh a confident base by more than w*c; 0 is off."
         ),
     )
     no_repeat_ngram_size: int = field(
@@ -208,7 +201,6 @@ class PADConfig:
             _number("weight", w, -MAX_WEIGHT, MAX_WEIGHT)
         _integer("top_k", self.top_k, 1, MAX_TOP_K)
         _number("min_p", self.min_p, 0.0, 1.0)
-        _number("reward_clip", self.reward_clip, 0.0, 1000.0)
         _integer("no_repeat_ngram_size", self.no_repeat_ngram_size, 0, 64)
         _integer("loop_guard", self.loop_guard, 0, 1000)
         if self.loop_guard == 1:

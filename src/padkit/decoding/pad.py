@@ -380,7 +380,6 @@ class PAD:
             eos_token_ids=eos_token_ids(self.base_model, self.tokenizer),
             record=record,
             min_p=config.min_p,
-            reward_clip=config.reward_clip,
         )
         source_rows = torch.tensor(source, dtype=torch.long)
         if self.cross_tokenizer:
@@ -527,7 +526,6 @@ class PAD:
             eos_token_ids=eos_token_ids(self.base_model, self.tokenizer),
             record=config.diagnostics,
             min_p=config.min_p,
-            reward_clip=config.reward_clip,
         )
 
     def _amulet_plan(self, prompts, rows, weights, config) -> _Plan:

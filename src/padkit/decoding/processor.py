@@ -37,7 +37,6 @@ class _PADRule:
         eos_token_ids: list[int] | None = None,
         record: bool = False,
         min_p: float = 0.0,
-        reward_clip: float = 0.0,
     ) -> None:
         if reference not in REFERENCES:
             raise ValueError(f"unknown reference {reference!r}; use one of {', '.join(REFERENCES)}")
@@ -55,7 +54,6 @@ class _PADRule:
         self.record = record
         self.records: list[StepRecord] = []
         self.log_min_p = math.log(min_p) if min_p > 0 else None
-        self.reward_clip = reward_clip
 
     def _follow(self, device: torch.device) -> None:
         """Keep the rule's own tensors on the device of the scores (moved once, on the first step)."""
@@ -106,8 +104,6 @@ class _PADRule:
         else:
             ref = torch.zeros_like(cand, dtype=base_logp.dtype)
         reward = reward - self.combine.sum(dim=1, keepdim=True) * ref
-        if self.reward_clip > 0:
-            reward = reward.clamp(-self.reward_clip, self.reward_clip)
         if neutral is not None:
             reward = reward.masked_fill(neutral, 0.0)
         cand_base = base_logp.gather(1, cand)
@@ -151,8 +147,6 @@ class PADLogitsProcessor(_PADRule, LogitsProcessor):
         record: keep a :class:`StepRecord` per step in ``self.records`` for diagnostics.
         min_p: keep only candidates the base gives at least ``min_p`` times its top token's probability (EOS
             always stays): a fluency guard that lets the reward choose among plausible tokens only; 0 is off.
-        reward_clip: cap each candidate's reward to ``[-reward_clip, reward_clip]`` before weighting, so no
-            single token's reward outweighs a confident base by more than ``w * reward_clip``; 0 is off.
 
     Example:
 
