@@ -158,6 +158,15 @@ def test_too_many_workers_for_the_cluster_is_a_clear_error(cluster, model_dir):
         RayPool({"main": ModelSpec(str(model_dir), "self")}, num_workers=3)._check_resources(3, {"CPU": 1}, 0)
 
 
+def test_workers_decode_with_the_drivers_padkit_settings(pool):
+    """The kernel policy reaches every worker (the tests set PADKIT_GEMM_PACKING=fixed after Ray started): a worker
+    that measured its own GEMM kernel could sample another text from the same seed."""
+    import os
+
+    seen = ray.get([w.__ray_call__.remote(lambda _: os.environ.get("PADKIT_GEMM_PACKING")) for w in pool.workers])
+    assert seen == ["fixed"] * len(pool.workers)
+
+
 @pytest.mark.parametrize("rm", ["self", "lora"])
 def test_a_seed_gives_the_same_text_through_every_entry_point(pool, model_dir, tmp_path, capsys, rm):
     """One seeded, sampled request through the Python API, the CLI piped and on a terminal (a streamer

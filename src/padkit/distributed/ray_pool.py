@@ -96,8 +96,15 @@ class RayPool:
         if not self.ray.is_initialized():
             self.ray.init(address=address, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
         self._check_resources(num_workers, {"CPU": cpus_per_worker, "GPU": gpus_per_worker})
+        # Workers decode with the driver's padkit settings (kernel policy, cache): a worker that measured
+        # another GEMM kernel for itself would sample another text from the same seed.
+        padkit_env = {k: v for k, v in os.environ.items() if k.startswith("PADKIT_")}
         actor = self.ray.remote(_Worker).options(
-            num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_restarts=-1, max_task_retries=-1
+            num_cpus=cpus_per_worker,
+            num_gpus=gpus_per_worker,
+            max_restarts=-1,
+            max_task_retries=-1,
+            runtime_env={"env_vars": padkit_env} if padkit_env else None,
         )
         self.workers = [actor.remote(models, int(cpus_per_worker)) for _ in range(num_workers)]
 
