@@ -61,6 +61,36 @@ def test_train_smoke_gives_adapter_preferring_chosen(tiny_model_dir, tmp_path):
     assert untrained.dimensions["concise"].margin < report.dimensions["concise"].margin
 
 
+def test_sft_weight_keeps_the_chosen_answers_likely(tiny_model_dir, tmp_path):
+    """Plain DPO may lower both sides' log-probs (the token reward then punishes what the sides share); the
+    next-token term on the chosen side keeps the chosen answers' reward higher, and the pair still ranks."""
+    chosen_reward = {}
+    for weight in (0.0, 1.0):
+        config = PersRMTrainConfig(
+            base=str(tiny_model_dir),
+            max_steps=10,
+            batch_size=4,
+            learning_rate=2e-2,
+            lora_r=4,
+            lora_alpha=8,
+            max_length=160,
+            max_prompt_length=120,
+            heldout_fraction=0.0,
+            save_steps=10,
+            sft_weight=weight,
+        )
+        meta = train_persrm(_pairs(), tmp_path / f"sft{weight}", config, progress=False).metadata
+        assert [row[0] for row in meta["reward_curve"]] == [5, 10]
+        step, chosen, rejected, accuracy = meta["reward_curve"][-1]
+        assert chosen > rejected and accuracy == 1.0
+        chosen_reward[weight] = chosen
+    assert chosen_reward[1.0] > chosen_reward[0.0] + 0.1
+    assert PersRMTrainConfig(sft_weight=0.5).dpo_kwargs()["loss_weights"] == [1.0, 0.5]
+    assert "loss_type" not in PersRMTrainConfig().dpo_kwargs()  # TRL's default, plain DPO
+    with pytest.raises(PadkitError, match="sft_weight"):
+        PersRMTrainConfig(sft_weight=-1)
+
+
 def test_train_resumes_from_last_checkpoint(tiny_model_dir, tmp_path, monkeypatch):
     out = tmp_path / "persrm"
     config = PersRMTrainConfig(

@@ -82,6 +82,12 @@ class PersRMTrainConfig:
 
     base: str = _setting(DEFAULT_BASE, "Base model: alias, local directory, .gguf file or Hub id.")
     beta: float = _setting(0.1, "DPO beta: higher stays closer to the base.", dpo="beta")
+    sft_weight: float = _setting(
+        0.0,
+        "Weight of a next-token loss on the chosen answers, added to the DPO loss (RPO). DPO alone lowers the "
+        "log-probs of both sides, so the token reward punishes content the two share; this keeps the chosen "
+        "text likely. 0: plain DPO.",
+    )
     lora_r: int = _setting(16, "LoRA rank.")
     lora_alpha: int = _setting(32, "LoRA alpha (the update is scaled by alpha / r).")
     lora_dropout: float = _setting(0.0, "Dropout on the LoRA input.")
@@ -125,12 +131,17 @@ class PersRMTrainConfig:
             raise PadkitError("max_prompt_length must be smaller than max_length")
         if self.beta <= 0 or self.learning_rate <= 0 or self.lora_r < 1 or self.batch_size < 1:
             raise PadkitError("beta, learning_rate, lora_r and batch_size must be positive")
+        if self.sft_weight < 0:
+            raise PadkitError(f"sft_weight must be 0 or more, got {self.sft_weight}")
         if not 0 <= self.heldout_fraction < 1:
             raise PadkitError(f"heldout_fraction must be in [0, 1), got {self.heldout_fraction}")
 
     def dpo_kwargs(self) -> dict[str, Any]:
         """The user-chosen :class:`trl.DPOConfig` arguments, by their DPO names."""
-        return {f.metadata["dpo"]: getattr(self, f.name) for f in fields(self) if "dpo" in f.metadata}
+        kwargs = {f.metadata["dpo"]: getattr(self, f.name) for f in fields(self) if "dpo" in f.metadata}
+        if self.sft_weight:
+            kwargs.update(loss_type=["sigmoid", "sft"], loss_weights=[1.0, self.sft_weight])
+        return kwargs
 
 
 @dataclass
@@ -324,6 +335,11 @@ def train_persrm(
     seconds = time.monotonic() - start
     clock = TrainingClock.of(trainer)
     curve = [[h["step"], round(h["loss"], 4)] for h in trainer.state.log_history if "loss" in h]
+    reward_curve = [
+        [h["step"], *(round(h[k], 4) for k in ("rewards/chosen", "rewards/rejected", "rewards/accuracies"))]
+        for h in trainer.state.log_history
+        if "rewards/chosen" in h
+    ]
     peft_model = trainer.model.eval()
     report = None
     if heldout:
@@ -353,6 +369,7 @@ def train_persrm(
         "timed_from_step": clock.since_step,
         "final_loss": sum(loss for _, loss in curve) / len(curve) if curve else None,
         "loss_curve": curve,
+        "reward_curve": reward_curve,
         "heldout": report.as_dict() if report else None,
     }
     _save_adapter(peft_model, tokenizer, output_dir, config.base, metadata)
@@ -388,6 +405,7 @@ def model_card(metadata: dict) -> str:
         )
     curve = metadata.get("loss_curve") or []
     tail = curve[-max(1, len(curve) // 5) :]
+    sft = f"next-token loss on the chosen x {cfg['sft_weight']} (in the loss), " if cfg.get("sft_weight") else ""
     lines += [
         "",
         "## Training",
@@ -398,7 +416,7 @@ def model_card(metadata: dict) -> str:
         + f" (ln 2 = {math.log(2):.4f} is the loss of a model that has not moved). "
         f"LoRA r={cfg['lora_r']}, alpha={cfg['lora_alpha']} on {', '.join(cfg['target_modules'])}"
         f"{' of layers ' + ', '.join(map(str, cfg['layers'])) if cfg['layers'] else ''}; beta={cfg['beta']}, "
-        f"lr={cfg['learning_rate']}, batch {cfg['batch_size']}, max length {cfg['max_length']} "
+        f"{sft}lr={cfg['learning_rate']}, batch {cfg['batch_size']}, max length {cfg['max_length']} "
         f"(prompt {cfg['max_prompt_length']}), bf16={cfg['bf16']}.",
         "",
         *([f"![training loss]({LOSS_PLOT})", ""] if curve else []),
