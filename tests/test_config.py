@@ -59,6 +59,8 @@ def test_decisive_settings_are_those_the_method_reads():
     guided = PADConfig(top_k=3, min_p=0.1, amulet_alpha=0.5).decisive()
     assert (guided.top_k, guided.min_p, guided.amulet_alpha) == (3, 0.1, 2.0)
     assert set().union(*METHOD_SETTINGS.values()) <= set(PADConfig.__dataclass_fields__)
+    assert PADConfig().reads("loop_guard") and not PADConfig(method="prompt").reads("loop_guard")
+    assert PADConfig(method="args").reads("top_k") and PADConfig(method="base").reads("weight")
 
 
 def test_every_setting_has_help_and_a_default():

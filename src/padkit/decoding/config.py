@@ -241,11 +241,17 @@ class PADConfig:
         """Build from a mapping such as a request body or saved settings (unknown keys are an error)."""
         return cls().replace(**values)
 
+    def reads(self, name: str) -> bool:
+        """Whether this config's method reads setting ``name``: every method reads the settings
+        :data:`METHOD_SETTINGS` does not list; a listed one only its methods (``loop_guard``: PAD)."""
+        listed = any(name in names for names in METHOD_SETTINGS.values())
+        return not listed or name in METHOD_SETTINGS.get(self.method, frozenset())
+
     def decisive(self) -> PADConfig:
         """This config with the settings its method does not read (:data:`METHOD_SETTINGS`) at their defaults:
         two configs that decode alike compare equal, so a resumed run is not refused over, say, an
         ``amulet_alpha`` that its PAD rows never read."""
-        unread = frozenset().union(*METHOD_SETTINGS.values()) - METHOD_SETTINGS.get(self.method, frozenset())
+        unread = [name for name in FIELDS if not self.reads(name)]
         return replace(self, **{name: FIELDS[name].default for name in unread})
 
     def to_dict(self) -> dict[str, Any]:

@@ -105,7 +105,7 @@ class ContinuousBatch:
             return "diagnostics"
         if config.no_repeat_ngram_size:
             return "no_repeat_ngram_size"
-        if config.loop_guard and config.method == "pad":
+        if config.loop_guard and config.reads("loop_guard"):
             return "loop_guard"
         fusable = self.pad.can_fuse(config) and config.fused is not False
         if config.method == "pad" and preference is not None and not fusable:

@@ -639,7 +639,7 @@ class PAD:
         )
         if config.no_repeat_ngram_size:
             processors.append(NoRepeatNGramRows(config.no_repeat_ngram_size, plan.rows))
-        if config.loop_guard and plan.method == "pad":
+        if config.loop_guard and config.reads("loop_guard"):
             processors.append(LoopGuard(config.loop_guard, plan.rows))
         processors.extend(plan.processors)
         if plan.pad_processor is not None:
