@@ -46,6 +46,7 @@ from padkit.models.loading import (
     load_tokenizer,
     resolve_device,
     resolve_model_dir,
+    same_vocabulary,
 )
 from padkit.models.packed_gemm import PackedGemm
 from padkit.models.row_lora import AdapterSwitch, BaseWeightsOnly, LoRARows, set_adapters
@@ -162,7 +163,7 @@ class PAD:
         self.rm_name = rm_name
         one_copy = rm_model is base_model and hasattr(base_model, "disable_adapter")
         self.rm_shares_base = (rm_shares_base or one_copy) and hasattr(self.rm_model, "disable_adapter")
-        differs = not self.rm_is_self and self.rm_tokenizer.get_vocab() != tokenizer.get_vocab()
+        differs = not self.rm_is_self and not same_vocabulary(self.rm_tokenizer, tokenizer)
         if cross_tokenizer is False and differs:
             raise ModelLoadError(
                 f"the PersRM {rm_name!r} uses a different tokenizer from the base {base_name!r}; "

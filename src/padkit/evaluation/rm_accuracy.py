@@ -21,7 +21,7 @@ from padkit.decoding.config import REFERENCES, Reference
 from padkit.decoding.processor import _PADRule
 from padkit.decoding.sequence_reward import encode_response, implicit_rewards, resolve_reference
 from padkit.errors import PadkitError
-from padkit.models.loading import DEFAULT_BASE
+from padkit.models.loading import DEFAULT_BASE, same_vocabulary
 from padkit.models.row_lora import AdapterSwitch
 from padkit.preferences import Dimension, render_clipped
 from padkit.training.data import PreferencePair, spaced_sample, split_pairs
@@ -189,11 +189,7 @@ def evaluate_rm(
     if not pairs:
         raise PadkitError("no preference pairs to evaluate")
     base_tokenizer = kwargs.get("base_tokenizer")
-    if (
-        decision_weight is not None
-        and base_tokenizer is not None
-        and base_tokenizer.get_vocab() != tokenizer.get_vocab()
-    ):
+    if decision_weight is not None and base_tokenizer is not None and not same_vocabulary(base_tokenizer, tokenizer):
         raise PadkitError("first-step decisions need the PersRM and the base to share a tokenizer")
     chosen, rejected = pair_rewards(rm_model, tokenizer, pairs, reference, **kwargs)
     wins = (chosen > rejected).double()

@@ -210,6 +210,12 @@ def load_tokenizer(spec: str) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
+def same_vocabulary(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bool:
+    """Whether two tokenizers map every token to the same id: token-level guidance needs it (one PersRM logit
+    per base candidate); otherwise PersRM scoring has to cross tokenizers through text."""
+    return a is b or a.get_vocab() == b.get_vocab()
+
+
 def load_model(
     spec: str, dtype: str | torch.dtype | None = "auto", device: str | torch.device | None = "auto"
 ) -> PreTrainedModel:
