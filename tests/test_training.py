@@ -24,20 +24,15 @@ def _pairs() -> list[PreferencePair]:
     ]
 
 
+def _fast_config(tiny_model_dir, **settings) -> PersRMTrainConfig:
+    """A tiny-model run that learns in about ten steps (high learning rate, small LoRA)."""
+    fast = dict(batch_size=4, learning_rate=2e-2, lora_r=4, lora_alpha=8, max_length=160, max_prompt_length=120)
+    return PersRMTrainConfig(base=str(tiny_model_dir), heldout_fraction=0.0, **{**fast, **settings})
+
+
 def test_train_smoke_gives_adapter_preferring_chosen(tiny_model_dir, tmp_path):
     out = tmp_path / "persrm"
-    config = PersRMTrainConfig(
-        base=str(tiny_model_dir),
-        max_steps=12,
-        batch_size=4,
-        learning_rate=2e-2,
-        lora_r=4,
-        lora_alpha=8,
-        max_length=160,
-        max_prompt_length=120,
-        heldout_fraction=0.0,
-        save_steps=6,
-    )
+    config = _fast_config(tiny_model_dir, max_steps=12, save_steps=6)
     held = [PreferencePair(p, "no.", "yes yes", "Keep it short.", "concise", "wording") for p in PROMPTS]
     result = train_persrm(_pairs() + held, out, config, data_sources=["inline"], command="pytest", progress=False)
     assert result.steps == 12 and result.train_pairs == 4  # held-out wordings never train
@@ -66,19 +61,7 @@ def test_sft_weight_keeps_the_chosen_answers_likely(tiny_model_dir, tmp_path):
     next-token term on the chosen side keeps the chosen answers' reward higher, and the pair still ranks."""
     chosen_reward = {}
     for weight in (0.0, 1.0):
-        config = PersRMTrainConfig(
-            base=str(tiny_model_dir),
-            max_steps=10,
-            batch_size=4,
-            learning_rate=2e-2,
-            lora_r=4,
-            lora_alpha=8,
-            max_length=160,
-            max_prompt_length=120,
-            heldout_fraction=0.0,
-            save_steps=10,
-            sft_weight=weight,
-        )
+        config = _fast_config(tiny_model_dir, max_steps=10, save_steps=10, sft_weight=weight)
         meta = train_persrm(_pairs(), tmp_path / f"sft{weight}", config, progress=False).metadata
         assert [row[0] for row in meta["reward_curve"]] == [5, 10]
         step, chosen, rejected, accuracy = meta["reward_curve"][-1]
