@@ -324,3 +324,16 @@ def test_first_step_decisions_known_answers(base_model, rm_model, tokenizer):
         evaluate_rm(
             rm_model, tokenizer, pairs, "base", decision_weight=5.0, base_model=base_model, base_tokenizer=other
         )
+
+
+def test_loss_plot_shows_both_sides_rewards_when_logged(tmp_path):
+    """The reward panel is where plain DPO's drift (both sides falling) shows; it appears only with a reward curve."""
+    from PIL import Image
+
+    from padkit.training.dpo import plot_loss
+
+    meta = {"loss_curve": [[5, 0.7], [10, 0.5]], "config": {"sft_weight": 0.1}}
+    plot_loss(meta, tmp_path / "loss.png")
+    plot_loss({**meta, "reward_curve": [[5, 0.1, -0.2, 0.5], [10, 0.0, -1.0, 1.0]]}, tmp_path / "both.png")
+    assert Image.open(tmp_path / "loss.png").size == (600, 320)
+    assert Image.open(tmp_path / "both.png").size == (1000, 320)

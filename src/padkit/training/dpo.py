@@ -463,25 +463,39 @@ def _save_adapter(peft_model, tokenizer, output_dir: Path, base: str, metadata: 
     (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
     (tmp / "README.md").write_text(model_card(metadata))
     if metadata.get("loss_curve"):
-        plot_loss(metadata["loss_curve"], tmp / LOSS_PLOT)
+        plot_loss(metadata, tmp / LOSS_PLOT)
     for item in tmp.iterdir():
         os.replace(item, output_dir / item.name)
     tmp.rmdir()
 
 
-def plot_loss(curve: Sequence[Sequence[float]], path: Path) -> None:
-    """The logged DPO loss per step, against ln 2 (the loss of an adapter that has learnt nothing)."""
+def plot_loss(metadata: dict, path: Path) -> None:
+    """The logged loss per step against ln 2 (the loss of an adapter that has learnt nothing) and, where logged,
+    both sides' rewards: plain DPO may lower both as long as the rejected falls further, which PAD reads as a
+    penalty on everything the two sides share, so the drift belongs in the picture."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3.2))
+    curve, rewards = metadata["loss_curve"], metadata.get("reward_curve") or []
+    sft = metadata.get("config", {}).get("sft_weight") or 0.0
+    fig, axes = plt.subplots(1, 2 if rewards else 1, figsize=(10 if rewards else 6, 3.2), squeeze=False)
+    ax = axes[0][0]
     ax.plot([s for s, _ in curve], [v for _, v in curve], label="train loss")
     ax.axhline(math.log(2), color="grey", linestyle="--", label="ln 2")
     ax.set_xlabel("step")
-    ax.set_ylabel("DPO loss")
+    ax.set_ylabel(f"DPO loss + {sft:g} x next-token loss" if sft else "DPO loss")
     ax.legend()
+    if rewards:
+        ax = axes[0][1]
+        steps = [row[0] for row in rewards]
+        ax.plot(steps, [row[1] for row in rewards], label="chosen")
+        ax.plot(steps, [row[2] for row in rewards], label="rejected")
+        ax.axhline(0.0, color="grey", linestyle="--")
+        ax.set_xlabel("step")
+        ax.set_ylabel("reward (beta x log-ratio)")
+        ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
