@@ -152,10 +152,11 @@ def test_distinct_trigrams_flags_loops():
     assert distinct_trigrams("the cat sat " * 10) < 0.2
 
 
-def _pool(tmp_path, prompts: dict[str, str], answers: dict[str, str]):
+def _pool(tmp_path, prompts: dict[str, str], answers: dict[str, str], finish: dict[str, str] | None = None):
     path = tmp_path / "pool.jsonl"
     rows = [
         {"id": f"{pid}/{s}", "prompt_id": pid, "prompt": p, "source": s, "text": answers[s]}
+        | ({"finish_reason": finish[s]} if finish else {})
         for pid, p in prompts.items()
         for s in answers
     ]
@@ -209,6 +210,33 @@ def test_build_pairs_writes_both_directions_with_wordings(base_model, tokenizer,
     assert (tmp_path / "again.jsonl").read_text() == (tmp_path / "pairs.jsonl").read_text() and again == report
     build_pairs(pad, pool, tmp_path / "seed1.jsonl", SynthConfig(max_perplexity=1e9, min_relevance=-1.0, seed=1))
     assert (tmp_path / "seed1.jsonl").read_text() != (tmp_path / "pairs.jsonl").read_text()
+
+
+def test_pairs_mark_answers_the_token_limit_cut(base_model, tokenizer, tmp_path):
+    pad = PAD(base_model, tokenizer)
+    prompts = {f"p{i}": f"Why do cats sleep so much, question {i}?" for i in range(4)}
+    answers = dict(ANSWERS, plain=TEXT, elementary=ANSWERS["elementary"] + " Naps are")
+    finish = dict.fromkeys(ANSWERS, "stop") | {"plain": "length"}  # plain hit the token limit
+    config = SynthConfig(max_perplexity=1e9, min_relevance=-1.0)
+    build_pairs(pad, _pool(tmp_path, prompts, answers, finish), tmp_path / "pairs.jsonl", config)
+    by_id = {r["id"]: r for r in map(json.loads, (tmp_path / "pairs.jsonl").read_text().splitlines())}
+    cut = {name: (by_id[f"p0/{name}"]["chosen_cut"], by_id[f"p0/{name}"]["rejected_cut"]) for name in RECIPE_NAMES}
+    assert cut["bulleted"] == cut["prose"] == (True, True)  # a rewrite of the cut plain answer stays cut
+    assert cut["concise"] == (False, True) and cut["detailed"] == (True, False)  # the short answer is complete
+    assert cut["sign-off"] == cut["follow-up"] == cut["cautious"] == (False, True)  # closed by the rewrite
+    assert cut["friendly"] == cut["unfriendly"] == (False, False)  # warm and cold closers end both sides
+    assert cut["elementary"] == (True, False)  # its trailing part-sentence was dropped: cut, though it stopped
+    pairs = read_pairs(tmp_path / "pairs.jsonl")
+    marks = {(p.chosen_cut, p.rejected_cut) for p in pairs}
+    assert marks == {(True, True), (False, True), (True, False), (False, False)}
+
+    build_pairs(pad, _pool(tmp_path, prompts, answers), tmp_path / "old.jsonl", config)  # a pool without the field
+    old = {r["id"]: r for r in map(json.loads, (tmp_path / "old.jsonl").read_text().splitlines())}
+    assert old["p0/sophisticated"]["chosen_cut"] and old["p0/bulleted"]["rejected_cut"]  # unknown: cut
+
+
+RECIPE_NAMES = ("bulleted", "prose", "concise", "detailed", "sign-off", "follow-up", "cautious", "friendly")
+RECIPE_NAMES += ("unfriendly", "elementary")
 
 
 def test_filters_remove_and_count(base_model, tokenizer, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -72,6 +73,36 @@ def test_sft_weight_keeps_the_chosen_answers_likely(tiny_model_dir, tmp_path):
     assert "loss_type" not in PersRMTrainConfig().dpo_kwargs()  # TRL's default, plain DPO
     with pytest.raises(PadkitError, match="sft_weight"):
         PersRMTrainConfig(sft_weight=-1)
+
+
+def test_cut_answers_train_without_an_end_of_sequence_token(tiny_model_dir, tmp_path):
+    """Synthesized answers stop at the sampler's token limit; trained with an EOS after them, the PersRM
+    learns to end answers there. Marked cut, they train without it, in the reference log-probs and in the
+    loss alike."""
+    from datasets import Dataset, load_from_disk
+
+    from padkit.training.dpo import REF_LOGPS_DIR, open_cut_ends
+
+    rows = Dataset.from_list(
+        [
+            {"chosen_ids": [5, 6, 2], "rejected_ids": [7, 2], "chosen_cut": True, "rejected_cut": False},
+            {"chosen_ids": [5, 6], "rejected_ids": [7, 2], "chosen_cut": True, "rejected_cut": True},
+        ]
+    )
+    opened = open_cut_ends(rows, eos_token_id=2)
+    assert opened.column_names == ["chosen_ids", "rejected_ids"]
+    assert opened["chosen_ids"] == [[5, 6], [5, 6]] and opened["rejected_ids"] == [[7, 2], [7]]
+    assert open_cut_ends(opened, eos_token_id=2) is opened  # nothing marked: unchanged
+
+    ref = {}  # TRL's reference log-probs of each answer, as padkit keeps them: the sums over its tokens
+    for cut in (False, True):
+        pairs = [replace(p, chosen_cut=cut, rejected_cut=cut) for p in _pairs()]
+        out = tmp_path / f"cut{cut}"
+        train_persrm(pairs, out, _fast_config(tiny_model_dir, max_steps=1, save_steps=1), progress=False)
+        (kept,) = (out / REF_LOGPS_DIR).glob("train-*")
+        ref[cut] = load_from_disk(str(kept))
+    for side in ("ref_chosen_logps", "ref_rejected_logps"):  # one token fewer: the EOS, whose log-prob is < 0
+        assert all(o > c + 1e-3 for o, c in zip(ref[True][side], ref[False][side], strict=True))
 
 
 def test_train_resumes_from_last_checkpoint(tiny_model_dir, tmp_path, monkeypatch):

@@ -20,7 +20,9 @@ class PreferencePair:
     ``prompt`` is a user text or, for multi-turn data, the chat messages before the answer. ``dimension``
     names the catalog dimension a free-text ``preference`` (one of its wordings) expresses; ``holdout`` marks
     pairs made to test generalization (``"wording"``: a wording never trained on; ``"dimension"``: a dimension
-    never trained on), which training skips.
+    never trained on), which training skips. ``chosen_cut`` / ``rejected_cut`` mark a text stopped by a length
+    limit rather than at its end (synthesized answers are sampled to 64 tokens): training then leaves out its
+    end-of-sequence token, so the PersRM is not taught to end answers wherever the sampler happened to stop.
     """
 
     prompt: str | Messages
@@ -29,6 +31,8 @@ class PreferencePair:
     preference: str
     dimension: str | None = None
     holdout: str | None = None
+    chosen_cut: bool = False
+    rejected_cut: bool = False
 
     @property
     def group(self) -> str:
@@ -65,9 +69,19 @@ def _pair_from_record(record: object, where: str, preference: str | None) -> Pre
     holdout = record.get("holdout")
     if holdout not in (None, "wording", "dimension"):
         raise PadkitError(f"{where}: field 'holdout' must be 'wording' or 'dimension', got {holdout!r}")
+    for key in ("chosen_cut", "rejected_cut"):
+        if not isinstance(record.get(key, False), bool):
+            raise PadkitError(f"{where}: field {key!r} must be true or false, got {record[key]!r}")
     dimension = record.get("dimension")
     return PreferencePair(
-        prompt, record["chosen"], record["rejected"], str(pref), None if dimension is None else str(dimension), holdout
+        prompt,
+        record["chosen"],
+        record["rejected"],
+        str(pref),
+        None if dimension is None else str(dimension),
+        holdout,
+        record.get("chosen_cut", False),
+        record.get("rejected_cut", False),
     )
 
 

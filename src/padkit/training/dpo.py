@@ -158,17 +158,42 @@ class TrainResult:
 
 
 def _dataset(tokenizer, pairs: Sequence[PreferencePair], max_prompt_length: int):
+    """TRL's prompt / chosen / rejected rows; with the cut marks when any answer is cut (see :func:`open_cut_ends`)."""
     from datasets import Dataset
 
+    any_cut = any(p.chosen_cut or p.rejected_cut for p in pairs)
     rows = [
         {
             "prompt": render_clipped(tokenizer, p.prompt, Dimension(p.preference).principle, max_prompt_length),
             "chosen": p.chosen,
             "rejected": p.rejected,
+            **({"chosen_cut": p.chosen_cut, "rejected_cut": p.rejected_cut} if any_cut else {}),
         }
         for p in pairs
     ]
     return Dataset.from_list(rows)
+
+
+def open_cut_ends(dataset, eos_token_id: int):
+    """``dataset`` (TRL-tokenized, with ``chosen_cut`` / ``rejected_cut`` columns) without the end-of-sequence
+    token TRL appends to every answer, on the answers that were cut by a length limit.
+
+    Synthesized answers are sampled to 64 tokens and cut to whole sentences: with an EOS after each, the
+    PersRM learns that answers end after about 50 tokens, which every preference then rewards (session 17:
+    bulleted and numbered answers ended within 64 tokens half the time). Answers that really end (a concise
+    rewrite, one closed by a sign-off, human HH-RLHF turns) keep their EOS.
+    """
+    if "chosen_cut" not in dataset.column_names:
+        return dataset
+
+    def strip(row: dict) -> dict:
+        out = {}
+        for side in ("chosen", "rejected"):
+            ids = row[f"{side}_ids"]
+            out[f"{side}_ids"] = ids[:-1] if row[f"{side}_cut"] and ids[-1:] == [eos_token_id] else ids
+        return out
+
+    return dataset.map(strip, remove_columns=["chosen_cut", "rejected_cut"], desc="Opening cut answers")
 
 
 def mirrored_order(pairs: Sequence[PreferencePair], seed: int) -> list[PreferencePair]:
@@ -188,32 +213,38 @@ def mirrored_order(pairs: Sequence[PreferencePair], seed: int) -> list[Preferenc
     return [pair for block in blocks for pair in block] + singles[len(singles) // 2 * 2 :]
 
 
-def _kept_ref_logps(trainer_class: type, directory: Path) -> type:
-    """``trainer_class`` (TRL's ``DPOTrainer``) that keeps its precomputed reference log-probs in ``directory``.
+def _persrm_trainer(trainer_class: type, ref_logps_dir: Path) -> type:
+    """``trainer_class`` (TRL's ``DPOTrainer``) with two changes padkit's training needs.
 
-    TRL computes them before the first step (about 20 minutes for 1,600 pairs on a 2-core CPU) and caches them
-    only beside a file-backed dataset, so every resumed run paid for them again. Here they are saved once per
-    dataset, under a digest of its tokenized rows and of the reference model's weights (TRL's own hash): a
-    resumed run reads them back, and other data or another base computes anew.
+    - Cut answers train without an end-of-sequence token (:func:`open_cut_ends`).
+    - Precomputed reference log-probs are kept in ``ref_logps_dir``. TRL computes them before the first step
+      (about 20 minutes for 1,600 pairs on a 2-core CPU) and caches them only beside a file-backed dataset, so
+      every resumed run paid for them again. Here they are saved once per dataset, under a digest of its
+      tokenized rows and of the reference model's weights (TRL's own hash): a resumed run reads them back, and
+      other data or another base computes anew.
     """
     from datasets import concatenate_datasets, load_from_disk
 
-    class KeptRefLogps(trainer_class):
+    class PersRMTrainer(trainer_class):
+        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+            dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+            return open_cut_ends(dataset, processing_class.eos_token_id)
+
         def _precompute_ref_logps(self, dataset, name: str, batch_size: int):
             digest = hashlib.sha256(str(self._precompute_model_hash).encode())
             for column in sorted(dataset.column_names):
                 digest.update(json.dumps([column, list(dataset[column])]).encode())
-            path = directory / f"{name}-{digest.hexdigest()[:16]}"
+            path = ref_logps_dir / f"{name}-{digest.hexdigest()[:16]}"
             if path.is_dir():
                 return concatenate_datasets([dataset, load_from_disk(str(path))], axis=1)
             full = super()._precompute_ref_logps(dataset, name, batch_size)
-            tmp = directory / f".{path.name}.saving"
+            tmp = ref_logps_dir / f".{path.name}.saving"
             shutil.rmtree(tmp, ignore_errors=True)
             full.select_columns(["ref_chosen_logps", "ref_rejected_logps"]).save_to_disk(str(tmp))
             os.replace(tmp, path)
             return full
 
-    return KeptRefLogps
+    return PersRMTrainer
 
 
 class TrainingClock(TrainerCallback, ExportableState):
@@ -322,7 +353,7 @@ def train_persrm(
         disable_tqdm=not progress,
         restore_callback_states_from_checkpoint=True,  # the TrainingClock
     )
-    trainer = _kept_ref_logps(DPOTrainer, output_dir / REF_LOGPS_DIR)(
+    trainer = _persrm_trainer(DPOTrainer, output_dir / REF_LOGPS_DIR)(
         model=model,
         args=args,
         train_dataset=_dataset(tokenizer, mirrored_order(train, config.seed), config.max_prompt_length),

@@ -14,7 +14,8 @@ Two steps, each resumable:
    hardly follows such instructions on its own. Each direction gets a pair; its preference text is a wording
    sampled (seeded) from the direction's training wordings. Held-out prompts also get records with held-out
    wordings and with the unseen dimensions (``"holdout": "wording"`` / ``"dimension"``), which training
-   skips and ``rm-eval`` reports separately.
+   skips and ``rm-eval`` reports separately. Each side is marked ``chosen_cut`` / ``rejected_cut`` when the
+   answer stops at the token limit rather than at its end (:class:`Answer`), so training gives it no EOS.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from tqdm.auto import tqdm
 
@@ -108,7 +110,14 @@ def generate_pool(
         append_jsonl(
             path,
             [
-                {"id": f"{row.id}/{s}", "prompt_id": row.id, "prompt": row.prompt, "source": s, "text": o.text}
+                {
+                    "id": f"{row.id}/{s}",
+                    "prompt_id": row.id,
+                    "prompt": row.prompt,
+                    "source": s,
+                    "text": o.text,
+                    "finish_reason": o.finish_reason,
+                }
                 for (row, s), o in zip(chunk, outs, strict=True)
             ],
         )
@@ -118,6 +127,14 @@ def generate_pool(
 
 
 Rewrite = Callable[[str, random.Random], str]
+
+
+class Answer(NamedTuple):
+    """A pool answer cut to whole sentences; ``cut``: it stops where the sampler's token limit (or the cut to
+    whole sentences) stopped it, not where the answer ended, so training gives it no end-of-sequence token."""
+
+    text: str
+    cut: bool
 
 
 def _same(text: str, rng: random.Random) -> str:
@@ -153,6 +170,19 @@ RECIPES: dict[tuple[str, str], Recipe] = {
     ("pirate", "plain-voice"): Recipe(rewrite=(rewrites.pirate, _same)),
 }
 REWRITE_SOURCES = ("plain", "elementary", "friendly")
+CLOSING_REWRITES: frozenset[Rewrite] = frozenset(
+    {
+        rewrites.shortened,
+        rewrites.with_caveat,
+        rewrites.with_sign_off,
+        rewrites.with_follow_up,
+        rewrites.pirate,
+        rewrites.warm,
+        rewrites.cold,
+    }
+)
+"""Rewrites whose answer is complete (a concise answer, or one closed by a caveat, sign-off, question or closing
+line): it ends there even when its source was cut. Other rewrites keep the source's cut."""
 
 
 @dataclass
@@ -181,11 +211,13 @@ def _rng(*parts: object) -> random.Random:
 
 def filter_pool(
     pad: PAD, records: Sequence[dict], config: SynthConfig, progress: bool = False
-) -> tuple[dict[tuple[str, str], str], Counter]:
+) -> tuple[dict[tuple[str, str], Answer], Counter]:
     """Pool answers cut to whole sentences that pass the length, repetition, fluency and relevance filters,
-    keyed by (prompt id, source), and how many each filter removed."""
+    keyed by (prompt id, source), and how many each filter removed. An answer is ``cut`` unless its record
+    says the model stopped on its own (``finish_reason: "stop"``) and no trailing part-sentence was dropped."""
     removed: Counter = Counter()
     texts = {}
+    cut = {}
     for r in records:
         text = rewrites.whole_sentences(r["text"])
         if len(text.split()) < config.min_words:
@@ -194,6 +226,7 @@ def filter_pool(
             removed["repetition"] += 1
         else:
             texts[(r["prompt_id"], r["source"])] = (r["prompt"], text)
+            cut[(r["prompt_id"], r["source"])] = r.get("finish_reason") != "stop" or text != r["text"].strip()
     keys = list(texts)
     ppl: list[float] = []
     for start in tqdm(range(0, len(keys), 64), desc="pool fluency", disable=not progress):
@@ -202,31 +235,38 @@ def filter_pool(
     fluent = [k for k, v in zip(keys, ppl, strict=True) if v <= config.max_perplexity]
     removed["perplexity"] = len(keys) - len(fluent)
     relevance = RelevanceJudge().scores([texts[k][0] for k in fluent], [texts[k][1] for k in fluent])
-    kept = {k: texts[k][1] for k, rel in zip(fluent, relevance, strict=True) if rel >= config.min_relevance}
+    kept = {
+        k: Answer(texts[k][1], cut[k]) for k, rel in zip(fluent, relevance, strict=True) if rel >= config.min_relevance
+    }
     removed["relevance"] = len(fluent) - len(kept)
     return kept, removed
 
 
-def _contrast(prompt: str, answers: list[str], first: str, config: SynthConfig) -> tuple[str, str, float] | None:
+def _contrast(
+    prompt: str, answers: list[Answer], first: str, config: SynthConfig
+) -> tuple[Answer, Answer, float] | None:
     """The answers scoring highest and lowest on ``first``'s judge, if the margin is large enough."""
     spec = DIMENSION_JUDGES[first]
     judge = get_judge(spec.judge)
-    scored = sorted(((spec.direction * judge.score(prompt, a), a) for a in dict.fromkeys(answers)), key=lambda x: x[0])
+    unique = {a.text: a for a in answers}.values()
+    scored = sorted(((spec.direction * judge.score(prompt, a.text), a) for a in unique), key=lambda x: x[0])
     if len(scored) < 2:
         return None
     margin = scored[-1][0] - scored[0][0]
     return (scored[-1][1], scored[0][1], margin) if margin >= config.min_margin.get(spec.judge, 1e-9) else None
 
 
-def _rewrite(prompt: str, source: str, first: str, fns: tuple[Rewrite, Rewrite], rng: random.Random):
+def _rewrite(
+    prompt: str, source: Answer, first: str, fns: tuple[Rewrite, Rewrite], rng: random.Random
+) -> tuple[Answer, Answer, float] | None:
     """(first direction's answer, second direction's answer, judge margin) from one source, or None when the
     source does not fit (too few sentences, already a list) or the rewrite did not move the judge."""
-    if len(rewrites.sentences(source)) < 2 or rewrites.is_list(source):
+    if len(rewrites.sentences(source.text)) < 2 or rewrites.is_list(source.text):
         return None
-    a, b = fns[0](source, rng), fns[1](source, rng)
+    a, b = (Answer(fn(source.text, rng), source.cut and fn not in CLOSING_REWRITES) for fn in fns)
     spec = DIMENSION_JUDGES[first]
     judge = get_judge(spec.judge)
-    margin = spec.direction * (judge.score(prompt, a) - judge.score(prompt, b))
+    margin = spec.direction * (judge.score(prompt, a.text) - judge.score(prompt, b.text))
     return (a, b, margin) if margin > 0 else None
 
 
@@ -279,8 +319,10 @@ def build_pairs(
                 entry = lookup(name)
                 common = {
                     "prompt": prompt,
-                    "chosen": chosen,
-                    "rejected": rejected,
+                    "chosen": chosen.text,
+                    "rejected": rejected.text,
+                    "chosen_cut": chosen.cut,
+                    "rejected_cut": rejected.cut,
                     "dimension": name,
                     "kind": kind,
                     "judge": judge,
