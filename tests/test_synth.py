@@ -218,7 +218,8 @@ def test_pairs_mark_answers_the_token_limit_cut(base_model, tokenizer, tmp_path)
     answers = dict(ANSWERS, plain=TEXT, elementary=ANSWERS["elementary"] + " Naps are")
     finish = dict.fromkeys(ANSWERS, "stop") | {"plain": "length"}  # plain hit the token limit
     config = SynthConfig(max_perplexity=1e9, min_relevance=-1.0)
-    build_pairs(pad, _pool(tmp_path, prompts, answers, finish), tmp_path / "pairs.jsonl", config)
+    report = build_pairs(pad, _pool(tmp_path, prompts, answers, finish), tmp_path / "pairs.jsonl", config)
+    assert report.cut_answers == 2 * len(prompts)  # plain (the limit) and elementary (a part-sentence dropped)
     by_id = {r["id"]: r for r in map(json.loads, (tmp_path / "pairs.jsonl").read_text().splitlines())}
     cut = {name: (by_id[f"p0/{name}"]["chosen_cut"], by_id[f"p0/{name}"]["rejected_cut"]) for name in RECIPE_NAMES}
     assert cut["bulleted"] == cut["prose"] == (True, True)  # a rewrite of the cut plain answer stays cut
@@ -230,7 +231,8 @@ def test_pairs_mark_answers_the_token_limit_cut(base_model, tokenizer, tmp_path)
     marks = {(p.chosen_cut, p.rejected_cut) for p in pairs}
     assert marks == {(True, True), (False, True), (True, False), (False, False)}
 
-    build_pairs(pad, _pool(tmp_path, prompts, answers), tmp_path / "old.jsonl", config)  # a pool without the field
+    old_pool = _pool(tmp_path, prompts, answers)  # a pool without the field
+    assert build_pairs(pad, old_pool, tmp_path / "old.jsonl", config).cut_answers == 5 * len(prompts)
     old = {r["id"]: r for r in map(json.loads, (tmp_path / "old.jsonl").read_text().splitlines())}
     assert old["p0/sophisticated"]["chosen_cut"] and old["p0/bulleted"]["rejected_cut"]  # unknown: cut
 

@@ -195,6 +195,8 @@ class SynthReport:
     pairs: int
     heldout_pairs: dict[str, int]
     per_dimension: dict[str, dict]
+    cut_answers: int = 0
+    """Kept pool answers that stop at the token limit (all of them in a pool without ``finish_reason``)."""
 
 
 _TRIGRAM_WORD = re.compile(r"\w+")
@@ -355,6 +357,7 @@ def build_pairs(
         pairs=sum(1 for r in out if "holdout" not in r),
         heldout_pairs=dict(Counter(r["holdout"] for r in out if "holdout" in r)),
         per_dimension=per_dim,
+        cut_answers=sum(answer.cut for answer in kept.values()),
     )
 
 
