@@ -245,10 +245,15 @@ def test_data_synth_reports_counts(tmp_path, tiny_model_dir):
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["prompts"] == 2 and report["pool_answers"] == 10  # 2 prompts x 5 pool sources
-    assert len((tmp_path / "pairs.pool.jsonl").read_text().splitlines()) == 10
+    pool = [json.loads(line) for line in (tmp_path / "pairs.pool.jsonl").read_text().splitlines()]
+    assert len(pool) == 10 and {r["finish_reason"] for r in pool} <= {"stop", "length"}
+    assert sum(r["finish_reason"] == "length" for r in pool) >= 8  # 4 tokens: nearly every answer is stopped
     assert json.loads((tmp_path / "pairs.report.json").read_text())["pool_answers"] == 10
     # 4 tokens never make a whole sentence: every answer is dropped, and the report says which filter did it
     assert report["removed"]["too short (after cutting to whole sentences)"] == 10 and report["pairs"] == 0
+    assert report["cut_answers"] == 0
+    text = runner.invoke(app, [*args, "-n", "4", "--max-perplexity", "1e9", "--min-relevance", "-1"]).stderr
+    assert "0 kept answers stop at the token limit" in text
     bad = runner.invoke(app, [*args, "--batch-size", "0"])
     assert bad.exit_code == 2 and "batch_size" in bad.output
 

@@ -546,6 +546,7 @@ def data_synth(
         return
     removed = ", ".join(f"{k}: {v}" for k, v in report.removed.items())
     err.print(f"{report.prompts} prompts, {report.pool_answers} pool answers; removed {removed}")
+    err.print(f"{report.cut_answers} kept answers stop at the token limit (trained without an end token)")
     table = Table(title=f"{output}: {report.pairs} training pairs, held out {report.heldout_pairs}")
     for col in ("dimension", "judge", "prompts with a pair", "by contrast", "by rewrite", "mean judge margin"):
         table.add_column(col)
