@@ -179,8 +179,8 @@ def open_cut_ends(dataset, eos_token_id: int):
     token TRL appends to every answer, on the answers that were cut by a length limit.
 
     Synthesized answers are sampled to 64 tokens and cut to whole sentences: with an EOS after each, the
-    PersRM learns that answers end after about 50 tokens, which every preference then rewards (session 17:
-    bulleted and numbered answers ended within 64 tokens half the time). Answers that really end (a concise
+    PersRM learns that answers end after about 50 tokens (the likely reason v9's bulleted and numbered answers
+    ended within 64 tokens half the time). Answers that really end (a concise
     rewrite, one closed by a sign-off, human HH-RLHF turns) keep their EOS.
     """
     if "chosen_cut" not in dataset.column_names:
