@@ -98,7 +98,11 @@ def test_cut_answers_train_without_an_end_of_sequence_token(tiny_model_dir, tmp_
     for cut in (False, True):
         pairs = [replace(p, chosen_cut=cut, rejected_cut=cut) for p in _pairs()]
         out = tmp_path / f"cut{cut}"
-        train_persrm(pairs, out, _fast_config(tiny_model_dir, max_steps=1, save_steps=1), progress=False)
+        meta = train_persrm(
+            pairs, out, _fast_config(tiny_model_dir, max_steps=1, save_steps=1), progress=False
+        ).metadata
+        assert meta["pairs"]["train_cut_answers"] == 8 * cut
+        assert ("8 of the 8 training answers stop at a length limit" in (out / "README.md").read_text()) == cut
         (kept,) = (out / REF_LOGPS_DIR).glob("train-*")
         ref[cut] = load_from_disk(str(kept))
     for side in ("ref_chosen_logps", "ref_rejected_logps"):  # one token fewer: the EOS, whose log-prob is < 0

@@ -394,6 +394,7 @@ def train_persrm(
             "heldout": len(heldout),
             "train_per_dimension": dict(Counter(p.group for p in train)),
             "heldout_per_dimension": dict(Counter(p.group for p in heldout)),
+            "train_cut_answers": sum(p.chosen_cut + p.rejected_cut for p in train),
         },
         "steps": trainer.state.global_step,
         "train_seconds": round(clock.seconds, 1),
@@ -434,6 +435,12 @@ def model_card(metadata: dict) -> str:
         lines.append(
             f"| {dim} | {pairs['train_per_dimension'].get(dim, 0)} | {pairs['heldout_per_dimension'].get(dim, 0)} |"
         )
+    if pairs.get("train_cut_answers"):
+        lines += [
+            "",
+            f"{pairs['train_cut_answers']} of the {2 * pairs['train']} training answers stop at a length limit, not at "
+            "their end: they were trained without an end-of-sequence token.",
+        ]
     curve = metadata.get("loss_curve") or []
     tail = curve[-max(1, len(curve) // 5) :]
     sft = f"next-token loss on the chosen x {cfg['sft_weight']} (in the loss), " if cfg.get("sft_weight") else ""
