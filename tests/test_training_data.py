@@ -31,6 +31,10 @@ def test_jsonl_and_json(tmp_path):
     no_pref = tmp_path / "nopref.jsonl"
     no_pref.write_text(json.dumps({k: v for k, v in PAIR.items() if k != "preference"}) + "\n")
     assert read_pairs(no_pref, preference="friendly")[0].preference == "friendly"
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text(json.dumps(PAIR | {"rejected_cut": True}) + "\n")
+    assert read_pairs(cut) == [PreferencePair(**PAIR, rejected_cut=True)]
+    assert not read_pairs(as_json)[0].chosen_cut  # unmarked answers end where they end
 
 
 @pytest.mark.parametrize(
@@ -40,6 +44,7 @@ def test_jsonl_and_json(tmp_path):
         (json.dumps({"prompt": "x", "chosen": "a"}), "pairs.jsonl:2: missing field.*rejected"),
         (json.dumps(PAIR | {"chosen": ""}), "pairs.jsonl:2: field 'chosen'"),
         (json.dumps([1, 2]), "pairs.jsonl:2: expected an object"),
+        (json.dumps(PAIR | {"chosen_cut": "yes"}), "pairs.jsonl:2: field 'chosen_cut' must be true or false"),
     ],
 )
 def test_malformed_lines_name_file_and_line(tmp_path, line, message):
