@@ -221,7 +221,9 @@ def test_pairs_mark_answers_the_token_limit_cut(base_model, tokenizer, tmp_path)
     report = build_pairs(pad, _pool(tmp_path, prompts, answers, finish), tmp_path / "pairs.jsonl", config)
     assert report.cut_answers == 2 * len(prompts)  # plain (the limit) and elementary (a part-sentence dropped)
     by_id = {r["id"]: r for r in map(json.loads, (tmp_path / "pairs.jsonl").read_text().splitlines())}
-    cut = {name: (by_id[f"p0/{name}"]["chosen_cut"], by_id[f"p0/{name}"]["rejected_cut"]) for name in RECIPE_NAMES}
+    names = ("bulleted", "prose", "concise", "detailed", "sign-off", "follow-up", "cautious", "friendly")
+    names += ("unfriendly", "elementary")
+    cut = {name: (by_id[f"p0/{name}"]["chosen_cut"], by_id[f"p0/{name}"]["rejected_cut"]) for name in names}
     assert cut["bulleted"] == cut["prose"] == (True, True)  # a rewrite of the cut plain answer stays cut
     assert cut["concise"] == (False, True) and cut["detailed"] == (True, False)  # the short answer is complete
     assert cut["sign-off"] == cut["follow-up"] == cut["cautious"] == (False, True)  # closed by the rewrite
@@ -235,10 +237,6 @@ def test_pairs_mark_answers_the_token_limit_cut(base_model, tokenizer, tmp_path)
     assert build_pairs(pad, old_pool, tmp_path / "old.jsonl", config).cut_answers == 5 * len(prompts)
     old = {r["id"]: r for r in map(json.loads, (tmp_path / "old.jsonl").read_text().splitlines())}
     assert old["p0/sophisticated"]["chosen_cut"] and old["p0/bulleted"]["rejected_cut"]  # unknown: cut
-
-
-RECIPE_NAMES = ("bulleted", "prose", "concise", "detailed", "sign-off", "follow-up", "cautious", "friendly")
-RECIPE_NAMES += ("unfriendly", "elementary")
 
 
 def test_filters_remove_and_count(base_model, tokenizer, tmp_path):

@@ -158,16 +158,16 @@ class TrainResult:
 
 
 def _dataset(tokenizer, pairs: Sequence[PreferencePair], max_prompt_length: int):
-    """TRL's prompt / chosen / rejected rows; with the cut marks when any answer is cut (see :func:`open_cut_ends`)."""
+    """TRL's prompt / chosen / rejected rows, with each answer's cut mark (see :func:`open_cut_ends`)."""
     from datasets import Dataset
 
-    any_cut = any(p.chosen_cut or p.rejected_cut for p in pairs)
     rows = [
         {
             "prompt": render_clipped(tokenizer, p.prompt, Dimension(p.preference).principle, max_prompt_length),
             "chosen": p.chosen,
             "rejected": p.rejected,
-            **({"chosen_cut": p.chosen_cut, "rejected_cut": p.rejected_cut} if any_cut else {}),
+            "chosen_cut": p.chosen_cut,
+            "rejected_cut": p.rejected_cut,
         }
         for p in pairs
     ]
@@ -180,8 +180,8 @@ def open_cut_ends(dataset, eos_token_id: int):
 
     Synthesized answers are sampled to 64 tokens and cut to whole sentences: with an EOS after each, the
     PersRM learns that answers end after about 50 tokens (the likely reason v9's bulleted and numbered answers
-    ended within 64 tokens half the time). Answers that really end (a concise
-    rewrite, one closed by a sign-off, human HH-RLHF turns) keep their EOS.
+    ended within 64 tokens half the time). Answers that really end (a concise rewrite, one closed by a sign-off,
+    human HH-RLHF turns) keep their EOS.
     """
     if "chosen_cut" not in dataset.column_names:
         return dataset

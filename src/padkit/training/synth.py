@@ -218,8 +218,7 @@ def filter_pool(
     keyed by (prompt id, source), and how many each filter removed. An answer is ``cut`` unless its record
     says the model stopped on its own (``finish_reason: "stop"``) and no trailing part-sentence was dropped."""
     removed: Counter = Counter()
-    texts = {}
-    cut = {}
+    texts: dict[tuple[str, str], tuple[str, Answer]] = {}
     for r in records:
         text = rewrites.whole_sentences(r["text"])
         if len(text.split()) < config.min_words:
@@ -227,19 +226,17 @@ def filter_pool(
         elif distinct_trigrams(text) < config.min_distinct_trigrams:
             removed["repetition"] += 1
         else:
-            texts[(r["prompt_id"], r["source"])] = (r["prompt"], text)
-            cut[(r["prompt_id"], r["source"])] = r.get("finish_reason") != "stop" or text != r["text"].strip()
+            cut = r.get("finish_reason") != "stop" or text != r["text"].strip()
+            texts[(r["prompt_id"], r["source"])] = (r["prompt"], Answer(text, cut))
     keys = list(texts)
     ppl: list[float] = []
     for start in tqdm(range(0, len(keys), 64), desc="pool fluency", disable=not progress):
         chunk = [texts[k] for k in keys[start : start + 64]]
-        ppl += perplexity(pad, [p for p, _ in chunk], [t for _, t in chunk])
+        ppl += perplexity(pad, [p for p, _ in chunk], [a.text for _, a in chunk])
     fluent = [k for k, v in zip(keys, ppl, strict=True) if v <= config.max_perplexity]
     removed["perplexity"] = len(keys) - len(fluent)
-    relevance = RelevanceJudge().scores([texts[k][0] for k in fluent], [texts[k][1] for k in fluent])
-    kept = {
-        k: Answer(texts[k][1], cut[k]) for k, rel in zip(fluent, relevance, strict=True) if rel >= config.min_relevance
-    }
+    relevance = RelevanceJudge().scores([texts[k][0] for k in fluent], [texts[k][1].text for k in fluent])
+    kept = {k: texts[k][1] for k, rel in zip(fluent, relevance, strict=True) if rel >= config.min_relevance}
     removed["relevance"] = len(fluent) - len(kept)
     return kept, removed
 
