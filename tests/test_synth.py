@@ -226,9 +226,12 @@ def test_pairs_mark_answers_the_token_limit_cut(base_model, tokenizer, tmp_path)
     cut = {name: (by_id[f"p0/{name}"]["chosen_cut"], by_id[f"p0/{name}"]["rejected_cut"]) for name in names}
     assert cut["bulleted"] == cut["prose"] == (True, True)  # a rewrite of the cut plain answer stays cut
     assert cut["concise"] == (False, True) and cut["detailed"] == (True, False)  # the short answer is complete
-    assert cut["sign-off"] == cut["follow-up"] == cut["cautious"] == (False, True)  # closed by the rewrite
+    # closed by the rewrite, but opened with its cut source: the end token alone must not tell them apart
+    assert cut["sign-off"] == cut["follow-up"] == cut["cautious"] == (True, True)
     assert cut["friendly"] == cut["unfriendly"] == (False, False)  # warm and cold closers end both sides
-    assert cut["elementary"] == (True, False)  # its trailing part-sentence was dropped: cut, though it stopped
+    assert cut["elementary"] == (True, True)  # one side's part-sentence was dropped: both sides are opened
+    uneven = {r["dimension"] for r in by_id.values() if r["chosen_cut"] != r["rejected_cut"]}
+    assert uneven == {"concise", "detailed"}  # only the length pairs differ in ending
     pairs = read_pairs(tmp_path / "pairs.jsonl")
     marks = {(p.chosen_cut, p.rejected_cut) for p in pairs}
     assert marks == {(True, True), (False, True), (True, False), (False, False)}

@@ -15,7 +15,8 @@ Two steps, each resumable:
    sampled (seeded) from the direction's training wordings. Held-out prompts also get records with held-out
    wordings and with the unseen dimensions (``"holdout": "wording"`` / ``"dimension"``), which training
    skips and ``rm-eval`` reports separately. Each side is marked ``chosen_cut`` / ``rejected_cut`` when the
-   answer stops at the token limit rather than at its end (:class:`Answer`), so training gives it no EOS.
+   answer stops at the token limit rather than at its end (:class:`Answer`), so training gives it no EOS; the
+   two sides of a pair end alike unless the dimension is about length, so the EOS never separates them alone.
 """
 
 from __future__ import annotations
@@ -183,6 +184,8 @@ CLOSING_REWRITES: frozenset[Rewrite] = frozenset(
 )
 """Rewrites whose answer is complete (a concise answer, or one closed by a caveat, sign-off, question or closing
 line): it ends there even when its source was cut. Other rewrites keep the source's cut."""
+LENGTH_DIMENSIONS = frozenset({"concise", "detailed"})
+"""Dimensions about how long an answer is: the only ones whose two sides may differ in ending at all."""
 
 
 @dataclass
@@ -269,6 +272,17 @@ def _rewrite(
     return (a, b, margin) if margin > 0 else None
 
 
+def _end_alike(a: Answer, b: Answer, first: str) -> tuple[Answer, Answer]:
+    """Both sides of a pair opened when one ends and the other is cut, unless the dimension is about length.
+
+    Otherwise the end-of-sequence token alone tells the sides apart: a sign-off, caveat or follow-up rewrite is
+    complete while its source is cut, and a PersRM trained so (v11) ends answers under "sign-off" without
+    signing off."""
+    if a.cut == b.cut or first in LENGTH_DIMENSIONS:
+        return a, b
+    return a._replace(cut=True), b._replace(cut=True)
+
+
 def build_pairs(
     pad: PAD, pool_path: str | Path, output: str | Path, config: SynthConfig, progress: bool = False
 ) -> SynthReport:
@@ -310,6 +324,7 @@ def build_pairs(
                 stat["no pair"] += 1
                 continue
             a, b, margin = made
+            a, b = _end_alike(a, b, first)
             stat["pairs"] += 1
             stat[kind] += 1
             stat["margin"] += margin
