@@ -21,8 +21,10 @@ from pathlib import Path
 import torch
 from peft import PeftModel
 
+from padkit.decoding.sequence_reward import encode_response
 from padkit.models import ADAPTERS
 from padkit.models.loading import DEFAULT_BASE, load_model, load_tokenizer
+from padkit.models.row_lora import AdapterSwitch
 from padkit.preferences import Dimension, render_input
 
 
@@ -36,8 +38,7 @@ def main() -> None:
     args = parser.parse_args()
 
     tokenizer = load_tokenizer(DEFAULT_BASE)
-    base = load_model(DEFAULT_BASE).eval()
-    rm = PeftModel.from_pretrained(load_model(DEFAULT_BASE), args.rm).eval()
+    model = PeftModel.from_pretrained(load_model(DEFAULT_BASE), args.rm).eval()  # the base with adapters off
     rows = [json.loads(line) for line in args.generations.read_text().splitlines()]
     ended = [
         r for r in rows if r["method"] == "pad" and r["preference"] == args.source and r["finish_reason"] == "stop"
@@ -46,19 +47,19 @@ def main() -> None:
         raise SystemExit(f"no ended PAD answers under {args.source!r} in {args.generations}")
     eos = tokenizer.eos_token_id
 
-    def next_logp(model: torch.nn.Module, text: str) -> torch.Tensor:
-        ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
-        with torch.no_grad():
-            return torch.log_softmax(model(ids).logits[0, -1].float(), -1)
+    def next_logp(adapters: bool, context: str, answer: str) -> torch.Tensor:
+        context_ids, answer_ids = encode_response(tokenizer, context, answer, add_eos=False)
+        with torch.no_grad(), AdapterSwitch(model, adapters):
+            logits = model(input_ids=torch.tensor([context_ids + answer_ids])).logits[0, -1]
+        return torch.log_softmax(logits.float(), -1)
 
+    base_logps = [next_logp(False, render_input(tokenizer, r["prompt"]), r["text"]) for r in ended]
     print("preference | r(EOS) per answer | base log p(EOS) | r(base's top token)")
     for preference in args.preference:
         principle = Dimension(preference).principle
         eos_rewards, base_eos, top_rewards = [], [], []
-        for r in ended:
-            base_logp = next_logp(base, render_input(tokenizer, r["prompt"]) + r["text"])
-            rm_logp = next_logp(rm, render_input(tokenizer, r["prompt"], principle) + r["text"])
-            reward = rm_logp - base_logp
+        for r, base_logp in zip(ended, base_logps, strict=True):
+            reward = next_logp(True, render_input(tokenizer, r["prompt"], principle), r["text"]) - base_logp
             top = int(base_logp.argmax())
             eos_rewards.append(f"{reward[eos].item():+.1f}")
             base_eos.append(f"{base_logp[eos].item():.1f}")
