@@ -22,7 +22,8 @@ class PreferencePair:
     pairs made to test generalization (``"wording"``: a wording never trained on; ``"dimension"``: a dimension
     never trained on), which training skips. ``chosen_cut`` / ``rejected_cut`` mark a text stopped by a length
     limit rather than at its end (synthesized answers are sampled to 64 tokens): training then leaves out its
-    end-of-sequence token, so the PersRM is not taught to end answers wherever the sampler happened to stop.
+    end-of-sequence token, so the PersRM is not taught to end answers wherever the sampler happened to stop
+    (synthesized pairs also open a complete side whose partner is cut, so the token never separates the two).
     """
 
     prompt: str | Messages
