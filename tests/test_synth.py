@@ -177,7 +177,7 @@ def test_build_pairs_writes_both_directions_with_wordings(base_model, tokenizer,
     pad = PAD(base_model, tokenizer)
     prompts = {f"p{i}": f"Why do cats sleep so much, question {i}?" for i in range(12)}
     pool = _pool(tmp_path, prompts, ANSWERS)
-    config = SynthConfig(max_perplexity=1e9, min_relevance=-1.0)
+    config = SynthConfig(max_perplexity=1e9, min_relevance=-1.0, early_end_fraction=0.0)
     report = build_pairs(pad, pool, tmp_path / "pairs.jsonl", config)
     records = [json.loads(line) for line in (tmp_path / "pairs.jsonl").read_text().splitlines()]
     heldout_prompts = {p for p in prompts.values() if is_heldout(p, 0.2)}
@@ -212,12 +212,43 @@ def test_build_pairs_writes_both_directions_with_wordings(base_model, tokenizer,
     assert (tmp_path / "seed1.jsonl").read_text() != (tmp_path / "pairs.jsonl").read_text()
 
 
+def test_early_end_pairs_set_an_answer_against_its_own_first_sentence(base_model, tokenizer, tmp_path):
+    pad = PAD(base_model, tokenizer)
+    pool = _pool(tmp_path, {f"p{i}": f"Why do cats sleep so much, question {i}?" for i in range(12)}, ANSWERS)
+    loose = {"max_perplexity": 1e9, "min_relevance": -1.0}
+    none = build_pairs(pad, pool, tmp_path / "none.jsonl", SynthConfig(**loose, early_end_fraction=0.0))
+    every = build_pairs(pad, pool, tmp_path / "every.jsonl", SynthConfig(**loose, early_end_fraction=1.0))
+    records = [json.loads(line) for line in (tmp_path / "every.jsonl").read_text().splitlines()]
+    early = [r for r in records if r["dimension"] == "early-end"]
+    assert none.early_end_pairs == 0 and every.early_end_pairs == len(early) > 0
+    plain = [json.loads(line) for line in (tmp_path / "none.jsonl").read_text().splitlines()]
+    assert [r for r in records if r["dimension"] != "early-end"] == plain  # the other pairs are untouched
+    by_id = {r["id"]: r for r in records}
+    for r in early:
+        source = by_id[r["id"].removesuffix("/early-end")]
+        assert r["chosen"] == source["chosen"] and r["chosen_cut"] == source["chosen_cut"]
+        assert r["rejected"] == rewrites.sentences(source["chosen"])[0] and source["chosen"].startswith(r["rejected"])
+        assert r["rejected_cut"] is False  # the first sentence, ended: the end token decides the pair
+        assert r["preference"] in CATALOG[r["direction"]].train_wordings and "holdout" not in r
+    assert by_id["p0/bulleted/early-end"]["rejected"] == "Cats sleep a lot because they are predators."
+    assert "p0/sophisticated/early-end" not in by_id  # its chosen answer is one sentence
+    directions = {r["direction"] for r in early}
+    assert {"bulleted", "prose", "summary-first", "sign-off", "elementary"} <= directions
+    assert not directions & {"concise", "detailed"}  # length preferences may end early
+    assert not directions & {d for pair in dimension_pairs(False) for d in pair}  # unseen ones are never trained
+    some = build_pairs(pad, pool, tmp_path / "some.jsonl", SynthConfig(**loose))  # the default share
+    assert 0 < some.early_end_pairs < every.early_end_pairs
+    assert "early-end" in {p.group for p in read_pairs(tmp_path / "every.jsonl")}
+    with pytest.raises(PadkitError, match="early_end_fraction"):
+        SynthConfig(early_end_fraction=1.5)
+
+
 def test_pairs_mark_answers_the_token_limit_cut(base_model, tokenizer, tmp_path):
     pad = PAD(base_model, tokenizer)
     prompts = {f"p{i}": f"Why do cats sleep so much, question {i}?" for i in range(4)}
     answers = dict(ANSWERS, plain=TEXT, elementary=ANSWERS["elementary"] + " Naps are")
     finish = dict.fromkeys(ANSWERS, "stop") | {"plain": "length"}  # plain hit the token limit
-    config = SynthConfig(max_perplexity=1e9, min_relevance=-1.0)
+    config = SynthConfig(max_perplexity=1e9, min_relevance=-1.0, early_end_fraction=0.0)
     report = build_pairs(pad, _pool(tmp_path, prompts, answers, finish), tmp_path / "pairs.jsonl", config)
     assert report.cut_answers == 2 * len(prompts)  # plain (the limit) and elementary (a part-sentence dropped)
     by_id = {r["id"]: r for r in map(json.loads, (tmp_path / "pairs.jsonl").read_text().splitlines())}

@@ -507,6 +507,14 @@ def data_synth(
         float,
         typer.Option("--heldout-fraction", help="Prompts that also get held-out wordings and unseen dimensions."),
     ] = 0.2,
+    early_end_fraction: Annotated[
+        float,
+        typer.Option(
+            "--early-end-fraction",
+            help="Share of the directions outside length that also get an early-end pair (the answer against its "
+            "own first sentence, ended); 0 makes none.",
+        ),
+    ] = 0.125,
     seed: Annotated[int, typer.Option()] = 0,
     no_input: Annotated[
         bool, typer.Option("--no-input", help="Skip self-instruct tasks with a separate input (keep open questions).")
@@ -536,6 +544,7 @@ def data_synth(
             max_perplexity=max_perplexity,
             min_relevance=min_relevance,
             heldout_fraction=heldout_fraction,
+            early_end_fraction=early_end_fraction,
         )
         pad = PAD.from_pretrained(base=base, rm="self", dtype=dtype, device=device)
         report = synthesize_pairs(pad, rows, output, config, progress=err.is_terminal)
@@ -547,6 +556,7 @@ def data_synth(
     removed = ", ".join(f"{k}: {v}" for k, v in report.removed.items())
     err.print(f"{report.prompts} prompts, {report.pool_answers} pool answers; removed {removed}")
     err.print(f"{report.cut_answers} kept answers stop at the token limit (trained without an end token)")
+    err.print(f"{report.early_end_pairs} early-end pairs (an answer against its own first sentence, ended)")
     table = Table(title=f"{output}: {report.pairs} training pairs, held out {report.heldout_pairs}")
     for col in ("dimension", "judge", "prompts with a pair", "by contrast", "by rewrite", "mean judge margin"):
         table.add_column(col)
