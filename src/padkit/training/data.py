@@ -18,7 +18,8 @@ class PreferencePair:
     """One preference judgement: ``chosen`` beats ``rejected`` as an answer to ``prompt`` under ``preference``.
 
     ``prompt`` is a user text or, for multi-turn data, the chat messages before the answer. ``dimension``
-    names the catalog dimension a free-text ``preference`` (one of its wordings) expresses; ``holdout`` marks
+    names the catalog dimension a free-text ``preference`` (one of its wordings) expresses, or a group of pairs
+    reported and capped on its own (synthesized ``early-end`` pairs, under many dimensions); ``holdout`` marks
     pairs made to test generalization (``"wording"``: a wording never trained on; ``"dimension"``: a dimension
     never trained on), which training skips. ``chosen_cut`` / ``rejected_cut`` mark a text stopped by a length
     limit rather than at its end (synthesized answers are sampled to 64 tokens): training then leaves out its
