@@ -194,7 +194,9 @@ def test_train_then_rm_eval(tmp_path, tiny_model_dir):
     assert result.exit_code == 0, result.output
     meta = json.loads(result.stdout)
     assert meta["steps"] == 10 and meta["config"]["layers"] == [0, 1]
-    evaluated = runner.invoke(app, ["rm-eval", "--data", str(pairs), "--rm", str(out), "--split", "all", "--json"])
+    evaluated = runner.invoke(
+        app, ["rm-eval", "--data", str(pairs), "--rm", str(out), "--split", "all", "--group", "concise", "--json"]
+    )
     assert evaluated.exit_code == 0, evaluated.output
     report = json.loads(evaluated.stdout)
     assert report["reference"] == "rm-init"
@@ -234,6 +236,8 @@ def test_train_and_rm_eval_errors(tmp_path, tiny_model_dir):
     assert bad_split.exit_code == 2 and "unknown split" in bad_split.output
     bad_k = runner.invoke(app, ["rm-eval", "--data", str(broken), "--decision-weight", "1", "--top-k", "0"])
     assert bad_k.exit_code == 2 and "top_k" in bad_k.output
+    bad_group = runner.invoke(app, ["rm-eval", "--data", str(_pair_file(tmp_path)), "--group", "early-end"])
+    assert bad_group.exit_code == 2 and "no pairs in group(s) early-end; the data's groups: concise" in bad_group.output
 
 
 def test_data_synth_reports_counts(tmp_path, tiny_model_dir):

@@ -116,3 +116,19 @@ def test_spaced_sample_keeps_the_mix_and_groups_name_holdouts():
     assert PreferencePair("x", "a", "b", "terse").group == "terse"
     with pytest.raises(PadkitError, match="at least 1"):
         spaced_sample(pairs, 0)
+
+
+def test_select_groups_keeps_a_report_group_and_names_the_known_ones():
+    from padkit.training.data import select_groups
+
+    pairs = [PreferencePair("p", "a b", "a", "Lead with the key point.", "early-end")]
+    pairs += [
+        PreferencePair("q", "a", "b", "Be brief.", "concise"),
+        PreferencePair("r", "a", "b", "Tiny.", "concise", "wording"),
+    ]
+    assert select_groups(pairs, ["early-end"]) == pairs[:1]
+    assert select_groups(pairs, ["concise (wording held out)", "concise"]) == pairs[1:]
+    with pytest.raises(
+        PadkitError, match=r"no pairs in group\(s\) bold; the data's groups: concise, concise \(wording"
+    ):
+        select_groups(pairs, ["concise", "bold"])

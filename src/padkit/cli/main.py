@@ -655,6 +655,14 @@ def rm_eval(
     sample: Annotated[
         int | None, typer.Option(help="Score N pairs of the split, evenly spaced (every k-th), instead of all.")
     ] = None,
+    group: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--group",
+            help="Score only the pairs of this report group (repeatable): a dimension, 'early-end', "
+            "'NAME (wording held out)', ...",
+        ),
+    ] = None,
     dtype: DtypeOpt = "auto",
     device: DeviceOpt = "auto",
     decision_weight: Annotated[
@@ -672,7 +680,7 @@ def rm_eval(
     """Pairwise accuracy of a PersRM's summed implicit reward (chosen above rejected), per dimension; held-out
     wordings and dimensions (synthesized pairs marked ``holdout``) are reported on their own rows."""
     from padkit.evaluation.rm_accuracy import SPLITS, evaluate_persrm
-    from padkit.training.data import load_pair_sources, parse_columns
+    from padkit.training.data import load_pair_sources, parse_columns, select_groups
 
     if split not in SPLITS:
         _fail(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
@@ -681,6 +689,8 @@ def rm_eval(
         if decision_weight is not None:
             PADConfig(weight=decision_weight, top_k=top_k)  # validated as PAD would
         pairs, _ = load_pair_sources(data or [], hh_rlhf or [], dataset or [], parse_columns(columns))
+        if group:
+            pairs = select_groups(pairs, group)
         report = evaluate_persrm(
             pairs,
             rm,

@@ -174,6 +174,18 @@ def split_pairs(
     return train, heldout
 
 
+def select_groups(pairs: Sequence[PreferencePair], groups: Sequence[str]) -> list[PreferencePair]:
+    """The pairs whose report group (:attr:`PreferencePair.group`) is one of ``groups``, e.g. ``early-end`` or
+    ``"bold (wording held out)"``; a group with no pair is an error that lists the groups the data has."""
+    wanted = set(groups)
+    kept = [p for p in pairs if p.group in wanted]
+    missing = wanted - {p.group for p in kept}
+    if missing:
+        known = ", ".join(sorted({p.group for p in pairs}))
+        raise PadkitError(f"no pairs in group(s) {', '.join(sorted(missing))}; the data's groups: {known}")
+    return kept
+
+
 def spaced_sample(pairs: list[PreferencePair], n: int | None) -> list[PreferencePair]:
     """``n`` pairs taken every k-th (all when ``n`` is None), so a sample keeps the file's mix of dimensions."""
     if n is None or n >= len(pairs):
