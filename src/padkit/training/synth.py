@@ -381,7 +381,7 @@ def build_pairs(
                             "id": f"{pid}/{name}/{EARLY_END}",
                             "preference": early_rng.choice(entry.train_wordings),
                             "rejected": ended.text,
-                            "rejected_cut": False,
+                            "rejected_cut": ended.cut,
                             "dimension": EARLY_END,
                             "direction": name,
                             "kind": EARLY_END,
