@@ -262,6 +262,13 @@ def test_data_synth_reports_counts(tmp_path, tiny_model_dir):
     assert bad.exit_code == 2 and "batch_size" in bad.output
     bad_share = runner.invoke(app, [*args, "--early-end-fraction", "1.5"])  # the flag reaches SynthConfig
     assert bad_share.exit_code == 2 and "early_end_fraction must be between 0 and 1, got 1.5" in bad_share.output
+    # every option is derived from SynthConfig: a filter the old command never exposed now reaches it
+    short_only = [*args[:4], "--output", str(tmp_path / "short.jsonl"), *args[6:], "-n", "4", "--max-prompt-words", "4"]
+    result = runner.invoke(app, [*short_only, "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["pool_answers"] == 5  # "Why is the sky blue?" has 5 words: skipped
+    help_text = runner.invoke(app, ["data", "synth", "--help"]).stdout
+    assert "--min-distinct-trigrams" in help_text and "--split-salt" in help_text and "--sources" not in help_text
 
 
 def test_serve_binds_loopback_by_default_and_fails_cleanly(tmp_path):

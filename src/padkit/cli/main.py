@@ -23,6 +23,7 @@ from padkit.distributed.ray_pool import RaySettings
 from padkit.errors import PadkitError
 from padkit.evaluation.judges import JUDGES
 from padkit.training.dpo import PersRMTrainConfig
+from padkit.training.synth import SynthConfig
 
 app = typer.Typer(
     help="padkit: Personalized Alignment at Decoding-time. Steer a frozen LLM towards each user's preference.",
@@ -488,34 +489,12 @@ app.add_typer(data_app, name="data")
 
 
 @data_app.command("synth")
+@settings_command(SynthConfig, exclude=("sources", "min_margin"))
 def data_synth(
     prompts: Annotated[list[Path], typer.Option("--prompts", help="Prompt file(s): .json, .jsonl or text lines.")],
     output: Annotated[
         Path, typer.Option("--output", "-o", help="JSONL of pairs; the pool (NAME.pool.jsonl) resumes beside it.")
     ],
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n", help="Tokens per pool answer.")] = 64,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature of the pool.")] = 0.8,
-    top_p: Annotated[float, typer.Option("--top-p")] = 0.95,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Generations per batch.")] = 48,
-    max_perplexity: Annotated[
-        float, typer.Option("--max-perplexity", help="Fluency filter: the base model's perplexity of an answer.")
-    ] = 12.0,
-    min_relevance: Annotated[
-        float, typer.Option("--min-relevance", help="Relevance filter: MiniLM cosine of prompt and answer.")
-    ] = 0.15,
-    heldout_fraction: Annotated[
-        float,
-        typer.Option("--heldout-fraction", help="Prompts that also get held-out wordings and unseen dimensions."),
-    ] = 0.2,
-    early_end_fraction: Annotated[
-        float,
-        typer.Option(
-            "--early-end-fraction",
-            help="Share of the directions outside length that also get an early-end pair (the answer against its "
-            "own first sentence, ended); 0 makes none.",
-        ),
-    ] = 0.125,
-    seed: Annotated[int, typer.Option()] = 0,
     no_input: Annotated[
         bool, typer.Option("--no-input", help="Skip self-instruct tasks with a separate input (keep open questions).")
     ] = False,
@@ -524,28 +503,19 @@ def data_synth(
     dtype: DtypeOpt = "auto",
     device: DeviceOpt = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    settings: dict | None = None,
 ) -> None:
     """Synthesize preference pairs for every catalog dimension pair: a pool of base-model answers (plain and
     under a few principles), filtered for fluency, repetition and relevance, then contrasted by a judge or
     rewritten into each form."""
     from padkit.decoding import PAD
     from padkit.prompts import read_prompts
-    from padkit.training.synth import SynthConfig, synthesize_pairs
+    from padkit.training.synth import synthesize_pairs
 
     try:
         _quiet_transformers()
         rows = [row for path in prompts for row in read_prompts(path, with_input=not no_input)][:limit]
-        config = SynthConfig(
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            batch_size=batch_size,
-            seed=seed,
-            max_perplexity=max_perplexity,
-            min_relevance=min_relevance,
-            heldout_fraction=heldout_fraction,
-            early_end_fraction=early_end_fraction,
-        )
+        config = build_settings(SynthConfig, settings or {})
         pad = PAD.from_pretrained(base=base, rm="self", dtype=dtype, device=device)
         report = synthesize_pairs(pad, rows, output, config, progress=err.is_terminal)
     except PadkitError as e:

@@ -32,7 +32,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from tqdm.auto import tqdm
 
@@ -59,26 +59,37 @@ def source_principle(source: str) -> str | None:
     return lookup(source).principle
 
 
+def _option(default, help: str, **metadata) -> Any:
+    """A synthesis setting with its help; ``padkit data synth`` derives its option from it."""
+    return field(default=default, metadata={"help": help, **metadata})
+
+
 @dataclass
 class SynthConfig:
-    """How the pool is generated and how pairs are made and filtered from it."""
+    """How the pool is generated and how pairs are made and filtered from it.
+
+    ``padkit data synth`` derives its options from these fields (all but ``sources`` and ``min_margin``).
+    """
 
     sources: tuple[str, ...] = POOL_SOURCES
-    max_new_tokens: int = 64
-    temperature: float = 0.8
-    top_p: float = 0.95
-    batch_size: int = 48
-    max_prompt_words: int = 60
-    seed: int = 0
-    max_perplexity: float = 12.0
-    min_distinct_trigrams: float = 0.75
-    min_relevance: float = 0.15
-    min_words: int = 8
+    max_new_tokens: int = _option(64, "Tokens per pool answer.", flags=("--max-new-tokens", "-n"))
+    temperature: float = _option(0.8, "Sampling temperature of the pool.")
+    top_p: float = _option(0.95, "Nucleus sampling mass of the pool.")
+    batch_size: int = _option(48, "Generations per batch.")
+    max_prompt_words: int = _option(60, "Prompts longer than this (in words) are skipped.")
+    seed: int = _option(0, "Seed of the pool's sampling and of the wordings drawn for each pair.")
+    max_perplexity: float = _option(12.0, "Fluency filter: the base model's perplexity of an answer.")
+    min_distinct_trigrams: float = _option(0.75, "Repetition filter: the share of an answer's trigrams that differ.")
+    min_relevance: float = _option(0.15, "Relevance filter: MiniLM cosine of prompt and answer.")
+    min_words: int = _option(8, "Answers shorter than this (after cutting to whole sentences) are dropped.")
     min_margin: dict[str, float] = field(default_factory=lambda: {"grade": 3.0})
-    heldout_fraction: float = 0.2
-    split_salt: str = "padkit"
-    early_end_fraction: float = 0.125
-    """Share of the (prompt, direction) pairs outside length that also get an early-end pair; 0 makes none."""
+    heldout_fraction: float = _option(0.2, "Prompts that also get held-out wordings and unseen dimensions.")
+    split_salt: str = _option("padkit", "Salt of the prompt hash that splits train from held-out.")
+    early_end_fraction: float = _option(
+        0.125,
+        "Share of the directions outside length that also get an early-end pair (the answer against its own first "
+        "sentence, ended); 0 makes none.",
+    )
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.sources if s != "plain" and lookup(s) is None]
