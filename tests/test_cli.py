@@ -201,11 +201,15 @@ def test_train_then_rm_eval(tmp_path, tiny_model_dir):
     report = json.loads(evaluated.stdout)
     assert report["reference"] == "rm-init"
     assert report["dimensions"]["concise"]["accuracy"] == 1.0 and report["dimensions"]["concise"]["n"] == 4
+    # every chosen answer here is the shorter one: the length row is the whole set
+    assert report["by_length"] == {"chosen shorter": report["dimensions"]["concise"]}
     stepped = runner.invoke(
-        app, ["rm-eval", "--data", str(pairs), "--rm", str(out), "--split", "all", "--decision-weight", "1"]
+        app,
+        ["rm-eval", "--data", str(pairs), "--rm", str(out), "--split", "all", "--decision-weight", "1"],
+        env={"COLUMNS": "200"},
     )
     assert stepped.exit_code == 0, stepped.output
-    assert all(col in stepped.output for col in ("PAD step", "base step", "reachable"))
+    assert all(col in stepped.output for col in ("PAD step", "base step", "reachable", "all, chosen shorter"))
 
 
 def test_eval_derives_its_decoding_options():

@@ -187,6 +187,14 @@ def test_training_clock_counts_from_the_resumed_step_when_a_checkpoint_carries_n
     card = model_card(metadata)
     assert "615 steps; the 205 from step 410 on in 39.7 min" in card
     assert "615 steps in 39.7 min" in model_card({**metadata, "timed_from_step": 0})
+    heldout = {
+        "reference": "rm-init",
+        "accuracy": 0.75,
+        "n": 4,
+        "dimensions": {"concise": {"accuracy": 0.75, "margin": 1.5, "n": 4}},
+        "by_length": {"chosen shorter": {"accuracy": 0.5, "margin": -0.25, "n": 2}},
+    }
+    assert "| all, chosen shorter | 0.500 | -0.250 | 2 |" in model_card({**metadata, "heldout": heldout})
 
 
 def test_train_config_rejects_bad_lengths():
@@ -258,6 +266,25 @@ def test_rm_eval_known_answer(base_model, tokenizer):
     assert report.accuracy == 0.5
     assert report.dimensions["concise"].accuracy == 1.0 and report.dimensions["friendly"].accuracy == 0.0
     assert report.dimensions["concise"].margin > 0 > report.dimensions["friendly"].margin
+
+
+def test_length_split_reports_longer_and_shorter_chosen_apart():
+    from padkit.evaluation.rm_accuracy import DimensionAccuracy, RMReport, length_split
+
+    pairs = [
+        PreferencePair("q", "one two three", "one", "concise"),  # chosen longer, won
+        PreferencePair("q", "one", "one two", "concise"),  # chosen shorter, lost
+        PreferencePair("q", "one two", "three four", "concise"),  # equal length: in neither row
+        PreferencePair("q", "one two three four", "one", "concise"),  # chosen longer, won
+    ]
+    table = length_split(pairs, torch.tensor([1.0, 0.0, 1.0, 1.0]), torch.tensor([2.0, -1.0, 0.5, 4.0]))
+    assert table == {
+        "chosen longer": DimensionAccuracy(1.0, 3.0, 2),
+        "chosen shorter": DimensionAccuracy(0.0, -1.0, 1),
+    }
+    report = RMReport("base", 0.75, 4, by_length=table)
+    assert report.as_dict()["by_length"]["chosen shorter"] == {"accuracy": 0.0, "margin": -1.0, "n": 1}
+    assert "by_length" not in RMReport("base", 0.75, 4).as_dict()
 
 
 def test_rm_eval_reference_base_subtracts_plain_prompt(base_model, tokenizer):

@@ -55,16 +55,44 @@ class RMReport:
     decision: float | None = None
     base_decision: float | None = None
     reachable: float | None = None
+    by_length: dict[str, DimensionAccuracy] = field(default_factory=dict)
+    """Accuracy where the chosen response is the longer one and where it is the shorter (:func:`length_split`)."""
 
     def as_dict(self) -> dict:
         shares = {"decision": self.decision, "base_decision": self.base_decision, "reachable": self.reachable}
+
+        def rows(table: dict[str, DimensionAccuracy]) -> dict:
+            return {k: {n: v for n, v in vars(d).items() if v is not None} for k, d in table.items()}
+
         return {
             "reference": self.reference,
             "accuracy": self.accuracy,
             "n": self.n,
             **{k: v for k, v in shares.items() if v is not None},
-            "dimensions": {k: {n: v for n, v in vars(d).items() if v is not None} for k, d in self.dimensions.items()},
+            "dimensions": rows(self.dimensions),
+            **({"by_length": rows(self.by_length)} if self.by_length else {}),
         }
+
+
+def length_split(
+    pairs: Sequence[PreferencePair], wins: torch.Tensor, gaps: torch.Tensor
+) -> dict[str, DimensionAccuracy]:
+    """Accuracy and margin over the pairs whose chosen response has more words than the rejected one (``"chosen
+    longer"``) and over those where it has fewer (``"chosen shorter"``); pairs of equal length are in neither.
+
+    A PersRM that learnt length rather than the preference scores high on one row and low on the other, whatever
+    its overall accuracy (v13, trained with many pairs whose chosen side was the longer, fell most on the pairs
+    whose chosen side was the shorter).
+    """
+    diff = [len(p.chosen.split()) - len(p.rejected.split()) for p in pairs]
+    table = {}
+    for name, keep in (("chosen longer", lambda d: d > 0), ("chosen shorter", lambda d: d < 0)):
+        idx = torch.tensor([i for i, d in enumerate(diff) if keep(d)], dtype=torch.long)
+        if len(idx):
+            table[name] = DimensionAccuracy(
+                round(wins[idx].mean().item(), 4), round(gaps[idx].mean().item(), 4), len(idx)
+            )
+    return table
 
 
 def pair_rewards(
@@ -208,7 +236,7 @@ def evaluate_rm(
             progress=kwargs.get("progress", False),
             rm_is_self=kwargs.get("rm_is_self", False),
         )
-    report = RMReport(reference, round(wins.mean().item(), 4), len(pairs))
+    report = RMReport(reference, round(wins.mean().item(), 4), len(pairs), by_length=length_split(pairs, wins, gaps))
     for name in sorted({p.group for p in pairs}):
         idx = torch.tensor([i for i, p in enumerate(pairs) if p.group == name])
         row = DimensionAccuracy(round(wins[idx].mean().item(), 4), round(gaps[idx].mean().item(), 4), len(idx))

@@ -474,6 +474,10 @@ def model_card(metadata: dict) -> str:
                 for name, d in heldout["dimensions"].items()
             ],
             f"| all | {heldout['accuracy']:.3f} | | {heldout['n']} |",
+            *[
+                f"| all, {name} | {d['accuracy']:.3f} | {d['margin']:.3f} | {d['n']} |"
+                for name, d in heldout.get("by_length", {}).items()
+            ],
             "",
         ]
     return "\n".join(lines)
