@@ -59,7 +59,7 @@ def source_principle(source: str) -> str | None:
     return lookup(source).principle
 
 
-def _option(default, help: str, **metadata) -> Any:
+def _option(default: Any, help: str, **metadata: Any) -> Any:
     """A synthesis setting with its help; ``padkit data synth`` derives its option from it."""
     return field(default=default, metadata={"help": help, **metadata})
 
