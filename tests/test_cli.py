@@ -201,8 +201,8 @@ def test_train_then_rm_eval(tmp_path, tiny_model_dir):
     report = json.loads(evaluated.stdout)
     assert report["reference"] == "rm-init"
     assert report["dimensions"]["concise"]["accuracy"] == 1.0 and report["dimensions"]["concise"]["n"] == 4
-    # every chosen answer here is the shorter one: the length row is the whole set
-    assert report["by_length"] == {"chosen shorter": report["dimensions"]["concise"]}
+    # every chosen answer here is the shorter one, and neither extends the other: one shape row, the whole set
+    assert report["by_shape"] == {"chosen shorter": report["dimensions"]["concise"]}
     stepped = runner.invoke(
         app,
         ["rm-eval", "--data", str(pairs), "--rm", str(out), "--split", "all", "--decision-weight", "1"],

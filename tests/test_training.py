@@ -192,7 +192,7 @@ def test_training_clock_counts_from_the_resumed_step_when_a_checkpoint_carries_n
         "accuracy": 0.75,
         "n": 4,
         "dimensions": {"concise": {"accuracy": 0.75, "margin": 1.5, "n": 4}},
-        "by_length": {"chosen shorter": {"accuracy": 0.5, "margin": -0.25, "n": 2}},
+        "by_shape": {"chosen shorter": {"accuracy": 0.5, "margin": -0.25, "n": 2}},
     }
     assert "| all, chosen shorter | 0.500 | -0.250 | 2 |" in model_card({**metadata, "heldout": heldout})
 
@@ -268,23 +268,25 @@ def test_rm_eval_known_answer(base_model, tokenizer):
     assert report.dimensions["concise"].margin > 0 > report.dimensions["friendly"].margin
 
 
-def test_length_split_reports_longer_and_shorter_chosen_apart():
-    from padkit.evaluation.rm_accuracy import DimensionAccuracy, RMReport, length_split
+def test_shape_split_reports_each_shape_of_pair_apart():
+    from padkit.evaluation.rm_accuracy import DimensionAccuracy, RMReport, shape_split
 
     pairs = [
-        PreferencePair("q", "one two three", "one", "concise"),  # chosen longer, won
-        PreferencePair("q", "one", "one two", "concise"),  # chosen shorter, lost
-        PreferencePair("q", "one two", "three four", "concise"),  # equal length: in neither row
-        PreferencePair("q", "one two three four", "one", "concise"),  # chosen longer, won
+        PreferencePair("q", "one two three", "one", "concise"),  # chosen longer and extends rejected; won
+        PreferencePair("q", "one", "one two", "concise"),  # chosen shorter, rejected extends it; lost
+        PreferencePair("q", "one two", "three four", "concise"),  # equal length, no extension: in no row
+        PreferencePair("q", "four three two one", "one", "concise"),  # chosen longer, not an extension; won
     ]
-    table = length_split(pairs, torch.tensor([1.0, 0.0, 1.0, 1.0]), torch.tensor([2.0, -1.0, 0.5, 4.0]))
+    table = shape_split(pairs, torch.tensor([1.0, 0.0, 1.0, 1.0]), torch.tensor([2.0, -1.0, 0.5, 4.0]))
     assert table == {
         "chosen longer": DimensionAccuracy(1.0, 3.0, 2),
         "chosen shorter": DimensionAccuracy(0.0, -1.0, 1),
+        "chosen extends rejected": DimensionAccuracy(1.0, 2.0, 1),
+        "rejected extends chosen": DimensionAccuracy(0.0, -1.0, 1),
     }
-    report = RMReport("base", 0.75, 4, by_length=table)
-    assert report.as_dict()["by_length"]["chosen shorter"] == {"accuracy": 0.0, "margin": -1.0, "n": 1}
-    assert "by_length" not in RMReport("base", 0.75, 4).as_dict()
+    report = RMReport("base", 0.75, 4, by_shape=table)
+    assert report.as_dict()["by_shape"]["chosen shorter"] == {"accuracy": 0.0, "margin": -1.0, "n": 1}
+    assert "by_shape" not in RMReport("base", 0.75, 4).as_dict()
 
 
 def test_rm_eval_reference_base_subtracts_plain_prompt(base_model, tokenizer):

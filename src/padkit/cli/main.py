@@ -605,7 +605,7 @@ def _print_rm_report(report, title: str) -> None:
     for name, d in report.dimensions.items():
         table.add_row(name, f"{d.accuracy:.3f}", f"{d.margin:.3f}", str(d.n), *shares(d))
     table.add_row("all", f"{report.accuracy:.3f}", "", str(report.n), *shares(report))
-    for name, d in report.by_length.items():
+    for name, d in report.by_shape.items():
         table.add_row(f"all, {name}", f"{d.accuracy:.3f}", f"{d.margin:.3f}", str(d.n), *(("",) * 3 * decisions))
     Console().print(table)
 

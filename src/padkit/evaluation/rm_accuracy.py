@@ -9,7 +9,7 @@ without the preference (what PAD decodes with by default); with ``"none"`` it is
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,8 +55,8 @@ class RMReport:
     decision: float | None = None
     base_decision: float | None = None
     reachable: float | None = None
-    by_length: dict[str, DimensionAccuracy] = field(default_factory=dict)
-    """Accuracy where the chosen response is the longer one and where it is the shorter (:func:`length_split`)."""
+    by_shape: dict[str, DimensionAccuracy] = field(default_factory=dict)
+    """Accuracy by how the chosen response relates to the rejected one (:func:`shape_split`)."""
 
     def as_dict(self) -> dict:
         shares = {"decision": self.decision, "base_decision": self.base_decision, "reachable": self.reachable}
@@ -70,24 +70,33 @@ class RMReport:
             "n": self.n,
             **{k: v for k, v in shares.items() if v is not None},
             "dimensions": rows(self.dimensions),
-            **({"by_length": rows(self.by_length)} if self.by_length else {}),
+            **({"by_shape": rows(self.by_shape)} if self.by_shape else {}),
         }
 
 
-def length_split(
+SHAPES: dict[str, Callable[[str, str], bool]] = {
+    "chosen longer": lambda c, r: len(c.split()) > len(r.split()),
+    "chosen shorter": lambda c, r: len(c.split()) < len(r.split()),
+    "chosen extends rejected": lambda c, r: c != r and c.startswith(r),
+    "rejected extends chosen": lambda c, r: c != r and r.startswith(c),
+}
+"""How a pair's chosen answer relates to its rejected one (a pair can be in a length row and an extension row)."""
+
+
+def shape_split(
     pairs: Sequence[PreferencePair], wins: torch.Tensor, gaps: torch.Tensor
 ) -> dict[str, DimensionAccuracy]:
-    """Accuracy and margin over the pairs whose chosen response has more words than the rejected one (``"chosen
-    longer"``) and over those where it has fewer (``"chosen shorter"``); pairs of equal length are in neither.
+    """Accuracy and margin over the pairs of each :data:`SHAPES` row that has any (lengths in words).
 
-    A PersRM that learnt length rather than the preference scores high on one row and low on the other, whatever
-    its overall accuracy (v13, trained with many pairs whose chosen side was the longer, fell most on the pairs
-    whose chosen side was the shorter).
+    A PersRM that learnt a shape rather than the preference scores high on one row of a pair of rows and low on
+    the other, whatever its overall accuracy. v13, trained with many early-end pairs (the whole answer against
+    its first sentence: the chosen extends the rejected), fell on held-out pairs where the rejected answer is the
+    chosen plus a sentence (no follow-up question, no sign-off, no caveat), though not on length as such.
     """
-    diff = [len(p.chosen.split()) - len(p.rejected.split()) for p in pairs]
+    chosen, rejected = [p.chosen.strip() for p in pairs], [p.rejected.strip() for p in pairs]
     table = {}
-    for name, keep in (("chosen longer", lambda d: d > 0), ("chosen shorter", lambda d: d < 0)):
-        idx = torch.tensor([i for i, d in enumerate(diff) if keep(d)], dtype=torch.long)
+    for name, test in SHAPES.items():
+        idx = torch.tensor([i for i, (c, r) in enumerate(zip(chosen, rejected, strict=True)) if test(c, r)])
         if len(idx):
             table[name] = DimensionAccuracy(
                 round(wins[idx].mean().item(), 4), round(gaps[idx].mean().item(), 4), len(idx)
@@ -236,7 +245,7 @@ def evaluate_rm(
             progress=kwargs.get("progress", False),
             rm_is_self=kwargs.get("rm_is_self", False),
         )
-    report = RMReport(reference, round(wins.mean().item(), 4), len(pairs), by_length=length_split(pairs, wins, gaps))
+    report = RMReport(reference, round(wins.mean().item(), 4), len(pairs), by_shape=shape_split(pairs, wins, gaps))
     for name in sorted({p.group for p in pairs}):
         idx = torch.tensor([i for i, p in enumerate(pairs) if p.group == name])
         row = DimensionAccuracy(round(wins[idx].mean().item(), 4), round(gaps[idx].mean().item(), 4), len(idx))

@@ -476,7 +476,7 @@ def model_card(metadata: dict) -> str:
             f"| all | {heldout['accuracy']:.3f} | | {heldout['n']} |",
             *[
                 f"| all, {name} | {d['accuracy']:.3f} | {d['margin']:.3f} | {d['n']} |"
-                for name, d in heldout.get("by_length", {}).items()
+                for name, d in heldout.get("by_shape", {}).items()
             ],
             "",
         ]
