@@ -91,7 +91,7 @@ def shape_split(
     A PersRM that learnt a shape rather than the preference scores high on one row of a pair of rows and low on
     the other, whatever its overall accuracy. v13, trained with many early-end pairs (the whole answer against
     its first sentence: the chosen extends the rejected), fell on held-out pairs where the rejected answer is the
-    chosen plus a sentence (no follow-up question, no sign-off, no caveat), though not on length as such.
+    chosen plus a sentence (no follow-up question, no sign-off, no caveat).
     """
     chosen, rejected = [p.chosen.strip() for p in pairs], [p.rejected.strip() for p in pairs]
     table = {}
