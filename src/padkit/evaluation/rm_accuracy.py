@@ -98,10 +98,13 @@ def shape_split(
     for name, test in SHAPES.items():
         idx = torch.tensor([i for i, (c, r) in enumerate(zip(chosen, rejected, strict=True)) if test(c, r)])
         if len(idx):
-            table[name] = DimensionAccuracy(
-                round(wins[idx].mean().item(), 4), round(gaps[idx].mean().item(), 4), len(idx)
-            )
+            table[name] = _accuracy_over(wins, gaps, idx)
     return table
+
+
+def _accuracy_over(wins: torch.Tensor, gaps: torch.Tensor, idx: torch.Tensor) -> DimensionAccuracy:
+    """The accuracy row of the pairs at ``idx`` (a report group or a shape)."""
+    return DimensionAccuracy(round(wins[idx].mean().item(), 4), round(gaps[idx].mean().item(), 4), len(idx))
 
 
 def pair_rewards(
@@ -248,7 +251,7 @@ def evaluate_rm(
     report = RMReport(reference, round(wins.mean().item(), 4), len(pairs), by_shape=shape_split(pairs, wins, gaps))
     for name in sorted({p.group for p in pairs}):
         idx = torch.tensor([i for i, p in enumerate(pairs) if p.group == name])
-        row = DimensionAccuracy(round(wins[idx].mean().item(), 4), round(gaps[idx].mean().item(), 4), len(idx))
+        row = _accuracy_over(wins, gaps, idx)
         if picks is not None:
             row.decision, row.base_decision, row.reachable = (_share(t[idx]) for t in picks)
         report.dimensions[name] = row
