@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
+
 import pytest
 
 from padkit import PAD, ConfigError, PADConfig
 from padkit.decoding.config import FIELDS, MAX_TOP_K
+from padkit.settings import setting
 
 
 @pytest.mark.parametrize(
@@ -67,6 +70,19 @@ def test_every_setting_has_help_and_a_default():
     for name in FIELDS:
         assert len(PADConfig.help(name)) > 20, name
         PADConfig.default(name)
+
+
+def test_setting_carries_help_and_cli_spelling_and_copies_a_mutable_default():
+    @dataclass
+    class Example:
+        caps: dict = setting({"a": 1}, "Caps per name.", flags=("--cap",))
+        top_p: float = setting(1.0, "Nucleus mass.")
+
+    first, second = Example(), Example()
+    first.caps["b"] = 2
+    assert second.caps == {"a": 1} and second.top_p == 1.0
+    meta = {f.name: dict(f.metadata) for f in fields(Example)}
+    assert meta == {"caps": {"help": "Caps per name.", "flags": ("--cap",)}, "top_p": {"help": "Nucleus mass."}}
 
 
 def test_generate_takes_a_config_and_keyword_overrides(base_model, rm_model, tokenizer):

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 from typing import Any, Literal
 
 from padkit.errors import GenerationError
 from padkit.preferences.preference import MAX_WEIGHT
+from padkit.settings import setting
 
 Method = Literal["pad", "base", "prompt", "policy", "best-of-n", "args", "amulet", "persona-judge"]
 METHODS: tuple[str, ...] = ("pad", "base", "prompt", "policy", "best-of-n", "args", "amulet", "persona-judge")
@@ -53,11 +54,6 @@ class ConfigError(GenerationError):
         self.field = field
 
 
-def _help(text: str, **cli: Any) -> dict[str, Any]:
-    """Field metadata: the help text, and how the CLI spells the option (see :mod:`padkit.cli.options`)."""
-    return {"help": text, **cli}
-
-
 def _stops(values: list[str]) -> tuple[str, ...] | None:
     return tuple(values) or None
 
@@ -69,117 +65,84 @@ class PADConfig:
     Frozen, so a validated config stays valid; derive another with :meth:`replace` (which validates again).
     """
 
-    method: str = field(
-        default="pad",
-        metadata=_help(
-            "pad (guided decoding), base (no preference), prompt (the preference in the base's prompt), policy "
-            "(decode from the PersRM itself), best-of-n (base samples reranked by the PersRM), args (ARGS-style "
-            "sequence-level rescoring; slow), amulet (training-free: each step a small online optimisation "
-            "between the base with and without the preference; Zhang et al., ICLR 2025) or persona-judge "
-            "(training-free: the base without the preference drafts tokens, the base with it accepts or rejects "
-            "them as in speculative sampling; ACL Findings 2025)."
-        ),
+    method: str = setting(
+        "pad",
+        "pad (guided decoding), base (no preference), prompt (the preference in the base's prompt), policy "
+        "(decode from the PersRM itself), best-of-n (base samples reranked by the PersRM), args (ARGS-style "
+        "sequence-level rescoring; slow), amulet (training-free: each step a small online optimisation "
+        "between the base with and without the preference; Zhang et al., ICLR 2025) or persona-judge "
+        "(training-free: the base without the preference drafts tokens, the base with it accepts or rejects "
+        "them as in speculative sampling; ACL Findings 2025).",
     )
-    weight: float | tuple[float, ...] = field(
-        default=DEFAULT_WEIGHT,
-        metadata=_help(
-            f"Alignment strength w, in [-{MAX_WEIGHT:g}, {MAX_WEIGHT:g}] (one value, or one per prompt).",
-            flags=("--weight", "-w"),
-            cli=(float, float),
-            cli_default=DEFAULT_WEIGHT,
-        ),
+    weight: float | tuple[float, ...] = setting(
+        DEFAULT_WEIGHT,
+        f"Alignment strength w, in [-{MAX_WEIGHT:g}, {MAX_WEIGHT:g}] (one value, or one per prompt).",
+        flags=("--weight", "-w"),
+        cli=(float, float),
+        cli_default=DEFAULT_WEIGHT,
     )
-    top_k: int = field(default=10, metadata=_help(f"Base top-k candidates rescored by PAD (1 to {MAX_TOP_K})."))
-    reference: str = field(
-        default="base",
-        metadata=_help("Reward reference: base (the base model), rm-init (the PersRM's LoRA off) or none."),
+    top_k: int = setting(10, f"Base top-k candidates rescored by PAD (1 to {MAX_TOP_K}).")
+    reference: str = setting(
+        "base", "Reward reference: base (the base model), rm-init (the PersRM's LoRA off) or none."
     )
-    candidates: str | None = field(
-        default=None,
-        metadata=_help(
-            "Candidate set: topk, topk+eos or topk+rm. Default topk+eos; topk when the PersRM's tokenizer differs "
-            "from the base's."
-        ),
+    candidates: str | None = setting(
+        None,
+        "Candidate set: topk, topk+eos or topk+rm. Default topk+eos; topk when the PersRM's tokenizer differs "
+        "from the base's.",
     )
-    min_p: float = field(
-        default=0.0,
-        metadata=_help(
-            "Fluency guard of PAD: a candidate needs at least this fraction of the base's top-token probability "
-            "(EOS always stays); 0 is off, as in the paper."
-        ),
+    min_p: float = setting(
+        0.0,
+        "Fluency guard of PAD: a candidate needs at least this fraction of the base's top-token probability "
+        "(EOS always stays); 0 is off, as in the paper.",
     )
-    no_repeat_ngram_size: int = field(
-        default=0,
-        metadata=_help(
-            "Loop guard: an answer never repeats an n-gram of this many tokens (transformers' "
-            "no_repeat_ngram_size, on the answer rows only); 0 is off."
-        ),
+    no_repeat_ngram_size: int = setting(
+        0,
+        "Loop guard: an answer never repeats an n-gram of this many tokens (transformers' "
+        "no_repeat_ngram_size, on the answer rows only); 0 is off.",
     )
-    loop_guard: int = field(
-        default=0,
-        metadata=_help(
-            "PAD's loop guard: an answer never repeats a unit of tokens back to back (a run of one emoji, "
-            "'SARCO-SARCO-...', a sentence said twice in a row) over more than this many tokens; 0 is off, else "
-            "2 to 1000."
-        ),
+    loop_guard: int = setting(
+        0,
+        "PAD's loop guard: an answer never repeats a unit of tokens back to back (a run of one emoji, "
+        "'SARCO-SARCO-...', a sentence said twice in a row) over more than this many tokens; 0 is off, else "
+        "2 to 1000.",
     )
-    max_new_tokens: int = field(
-        default=128,
-        metadata=_help("Most tokens to generate per answer (at least 1).", flags=("--max-new-tokens", "-n")),
+    max_new_tokens: int = setting(
+        128, "Most tokens to generate per answer (at least 1).", flags=("--max-new-tokens", "-n")
     )
-    temperature: float = field(
-        default=0.0, metadata=_help(f"Sampling temperature in [0, {MAX_TEMPERATURE:g}]; 0 means greedy.")
+    temperature: float = setting(0.0, f"Sampling temperature in [0, {MAX_TEMPERATURE:g}]; 0 means greedy.")
+    top_p: float = setting(1.0, "Nucleus sampling mass in (0, 1].")
+    seed: int | None = setting(None, "Random seed for sampling: the same seed gives the same text everywhere.")
+    stop: tuple[str, ...] | None = setting(
+        None,
+        "End the answer before this text (repeatable). Default: none, or '\\nQuestion:' for a base model "
+        "without chat template.",
+        cli=(list[str] | None, _stops),
     )
-    top_p: float = field(default=1.0, metadata=_help("Nucleus sampling mass in (0, 1]."))
-    seed: int | None = field(
-        default=None, metadata=_help("Random seed for sampling: the same seed gives the same text everywhere.")
+    ignore_eos: bool = setting(False, "Never stop at EOS: always max_new_tokens tokens.")
+    diagnostics: bool = setting(False, "Record each token's base log-prob, reward and alternatives (method pad).")
+    fused: bool | None = setting(
+        None,
+        "One forward per step for base and PersRM rows; needs rm='self' or a LoRA PersRM on the base. "
+        "Default: wherever possible.",
+        flags=("--fused/--no-fused",),
     )
-    stop: tuple[str, ...] | None = field(
-        default=None,
-        metadata=_help(
-            "End the answer before this text (repeatable). Default: none, or '\\nQuestion:' for a base model "
-            "without chat template.",
-            cli=(list[str] | None, _stops),
-        ),
+    best_of: int = setting(4, "Samples per prompt for method best-of-n (at least 1).")
+    amulet_iterations: int = setting(60, "Amulet: optimisation rounds per token (the paper's code: 60).")
+    amulet_alpha: float = setting(2.0, "Amulet: reward scale alpha of log p(a|x,pref) - log p(a|x) (paper: 2).")
+    amulet_lambda: float = setting(
+        2.0, "Amulet: weight lambda that keeps the answer near the preference-prompted model (paper: 2)."
     )
-    ignore_eos: bool = field(default=False, metadata=_help("Never stop at EOS: always max_new_tokens tokens."))
-    diagnostics: bool = field(
-        default=False, metadata=_help("Record each token's base log-prob, reward and alternatives (method pad).")
-    )
-    fused: bool | None = field(
-        default=None,
-        metadata=_help(
-            "One forward per step for base and PersRM rows; needs rm='self' or a LoRA PersRM on the base. "
-            "Default: wherever possible.",
-            flags=("--fused/--no-fused",),
-        ),
-    )
-    best_of: int = field(default=4, metadata=_help("Samples per prompt for method best-of-n (at least 1)."))
-    amulet_iterations: int = field(
-        default=60, metadata=_help("Amulet: optimisation rounds per token (the paper's code: 60).")
-    )
-    amulet_alpha: float = field(
-        default=2.0, metadata=_help("Amulet: reward scale alpha of log p(a|x,pref) - log p(a|x) (paper: 2).")
-    )
-    amulet_lambda: float = field(
-        default=2.0,
-        metadata=_help("Amulet: weight lambda that keeps the answer near the preference-prompted model (paper: 2)."),
-    )
-    amulet_eta: float = field(
-        default=10.0,
-        metadata=_help("Amulet: learning rate eta of the follow-the-regularized-leader rounds (paper: 10)."),
+    amulet_eta: float = setting(
+        10.0, "Amulet: learning rate eta of the follow-the-regularized-leader rounds (paper: 10)."
     )
 
-    judge_gamma: int = field(
-        default=4,
-        metadata=_help("Persona-judge: draft tokens per round before the judge's own token (the paper's code: 4)."),
+    judge_gamma: int = setting(
+        4, "Persona-judge: draft tokens per round before the judge's own token (the paper's code: 4)."
     )
-    judge_top_k: int = field(
-        default=20,
-        metadata=_help(
-            "Persona-judge: top-k filter of the draft and judge distributions (the paper's code: 20; it samples "
-            "at temperature 0.9, top-p 0.9)."
-        ),
+    judge_top_k: int = setting(
+        20,
+        "Persona-judge: top-k filter of the draft and judge distributions (the paper's code: 20; it samples "
+        "at temperature 0.9, top-p 0.9).",
     )
 
     def __post_init__(self) -> None:

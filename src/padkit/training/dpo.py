@@ -27,6 +27,7 @@ from padkit.errors import PadkitError
 from padkit.evaluation.rm_accuracy import RMReport, evaluate_rm
 from padkit.models.loading import DEFAULT_BASE, load_model, load_tokenizer
 from padkit.preferences import Dimension, render_clipped
+from padkit.settings import setting
 from padkit.training.data import PreferencePair, spaced_sample, split_pairs
 
 METADATA_FILE = "padkit.json"
@@ -63,14 +64,6 @@ def _names(spec: str) -> tuple[str, ...]:
     return tuple(m.strip() for m in spec.split(",") if m.strip())
 
 
-def _setting(default: Any, help: str, dpo: str | None = None, **metadata: Any) -> Any:
-    """A training setting: its default, its help (the CLI option's), and the ``DPOConfig`` field it sets."""
-    meta = {"help": help, **({"dpo": dpo} if dpo else {}), **metadata}
-    if isinstance(default, dict | list):
-        return field(default_factory=lambda: type(default)(default), metadata=meta)
-    return field(default=default, metadata=meta)
-
-
 @dataclass
 class PersRMTrainConfig:
     """Settings of a PersRM training run; the defaults fit a ~1 hour run of the 135M default model on 2 CPU cores.
@@ -80,51 +73,51 @@ class PersRMTrainConfig:
     padkit (cosine schedule, sequential order from :func:`mirrored_order`, checkpoints, CPU when no GPU).
     """
 
-    base: str = _setting(DEFAULT_BASE, "Base model: alias, local directory, .gguf file or Hub id.")
-    beta: float = _setting(0.1, "DPO beta: higher stays closer to the base.", dpo="beta")
-    sft_weight: float = _setting(
+    base: str = setting(DEFAULT_BASE, "Base model: alias, local directory, .gguf file or Hub id.")
+    beta: float = setting(0.1, "DPO beta: higher stays closer to the base.", dpo="beta")
+    sft_weight: float = setting(
         0.0,
         "Weight of a next-token loss on the chosen answers, added to the DPO loss (RPO). DPO alone lowers the "
         "log-probs of both sides, so the token reward punishes content the two share; this keeps the chosen "
         "text likely. 0: plain DPO.",
     )
-    lora_r: int = _setting(16, "LoRA rank.")
-    lora_alpha: int = _setting(32, "LoRA alpha (the update is scaled by alpha / r).")
-    lora_dropout: float = _setting(0.0, "Dropout on the LoRA input.")
-    target_modules: tuple[str, ...] = _setting(
+    lora_r: int = setting(16, "LoRA rank.")
+    lora_alpha: int = setting(32, "LoRA alpha (the update is scaled by alpha / r).")
+    lora_dropout: float = setting(0.0, "Dropout on the LoRA input.")
+    target_modules: tuple[str, ...] = setting(
         ("q_proj", "k_proj", "v_proj", "o_proj"),
         "Comma-separated module names that get LoRA.",
         cli=(str, _names),
         cli_default="q_proj,k_proj,v_proj,o_proj",
     )
-    layers: tuple[int, ...] | None = _setting(
+    layers: tuple[int, ...] | None = setting(
         None, "Only these layers get LoRA, e.g. '20-29' (default: all).", cli=(str, parse_layers)
     )
-    learning_rate: float = _setting(
+    learning_rate: float = setting(
         5e-4, "Peak learning rate (cosine schedule).", dpo="learning_rate", flags=("--learning-rate", "--lr")
     )
-    epochs: float = _setting(1.0, "Passes over the training pairs.", dpo="num_train_epochs")
-    max_steps: int = _setting(-1, "Stop after N steps (-1: run all epochs).", dpo="max_steps")
-    batch_size: int = _setting(4, "Pairs per step.", dpo="per_device_train_batch_size")
-    gradient_accumulation: int = _setting(
+    epochs: float = setting(1.0, "Passes over the training pairs.", dpo="num_train_epochs")
+    max_steps: int = setting(-1, "Stop after N steps (-1: run all epochs).", dpo="max_steps")
+    batch_size: int = setting(4, "Pairs per step.", dpo="per_device_train_batch_size")
+    gradient_accumulation: int = setting(
         1, "Steps whose gradients add up before an update.", dpo="gradient_accumulation_steps", flags=("--grad-accum",)
     )
-    max_length: int = _setting(192, "Tokens of prompt + response.", dpo="max_length")
-    max_prompt_length: int = _setting(96, "Tokens of the rendered prompt (preference included); clipped from the left.")
-    bf16: bool = _setting(False, "bf16 autocast.", dpo="bf16")
-    precompute_ref: bool = _setting(True, "Reference log-probs once, up front.", dpo="precompute_ref_log_probs")
-    heldout_fraction: float = _setting(0.1, "Share of prompts held out (never trained) and scored at the end.")
-    split_salt: str = _setting("padkit", "Salt of the prompt hash that splits train from held-out.")
-    max_train_pairs_per_dimension: int | None = _setting(None, "Cap the training pairs of each dimension.")
-    dimension_caps: dict[str, int] = _setting(
+    max_length: int = setting(192, "Tokens of prompt + response.", dpo="max_length")
+    max_prompt_length: int = setting(96, "Tokens of the rendered prompt (preference included); clipped from the left.")
+    bf16: bool = setting(False, "bf16 autocast.", dpo="bf16")
+    precompute_ref: bool = setting(True, "Reference log-probs once, up front.", dpo="precompute_ref_log_probs")
+    heldout_fraction: float = setting(0.1, "Share of prompts held out (never trained) and scored at the end.")
+    split_salt: str = setting("padkit", "Salt of the prompt hash that splits train from held-out.")
+    max_train_pairs_per_dimension: int | None = setting(None, "Cap the training pairs of each dimension.")
+    dimension_caps: dict[str, int] = setting(
         {},
         "DIMENSION=N: a cap for one dimension, over the per-dimension one (repeatable).",
         cli=(list[str] | None, parse_caps),
         flags=("--cap",),
     )
-    heldout_eval_pairs: int | None = _setting(None, "Score N held-out pairs (evenly spaced) at the end; default all.")
-    save_steps: int = _setting(25, "Checkpoint every N steps (a rerun resumes from the last).", dpo="save_steps")
-    seed: int = _setting(0, "Seed of the LoRA init and the pair order.", dpo="seed")
+    heldout_eval_pairs: int | None = setting(None, "Score N held-out pairs (evenly spaced) at the end; default all.")
+    save_steps: int = setting(25, "Checkpoint every N steps (a rerun resumes from the last).", dpo="save_steps")
+    seed: int = setting(0, "Seed of the LoRA init and the pair order.", dpo="seed")
 
     def __post_init__(self) -> None:
         if self.max_prompt_length >= self.max_length:

@@ -32,7 +32,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from tqdm.auto import tqdm
 
@@ -42,6 +42,7 @@ from padkit.evaluation.harness import distinct_trigram_share, perplexity
 from padkit.evaluation.judges import DIMENSION_JUDGES, RelevanceJudge, get_judge
 from padkit.preferences.catalog import dimension_pairs, lookup
 from padkit.prompts import PromptRow, append_jsonl, atomic_write_text, read_resumable
+from padkit.settings import setting
 from padkit.training import rewrites
 from padkit.training.data import is_heldout
 
@@ -59,11 +60,6 @@ def source_principle(source: str) -> str | None:
     return lookup(source).principle
 
 
-def _option(default: Any, help: str, **metadata: Any) -> Any:
-    """A synthesis setting with its help; ``padkit data synth`` derives its option from it."""
-    return field(default=default, metadata={"help": help, **metadata})
-
-
 @dataclass
 class SynthConfig:
     """How the pool is generated and how pairs are made and filtered from it.
@@ -72,20 +68,20 @@ class SynthConfig:
     """
 
     sources: tuple[str, ...] = POOL_SOURCES
-    max_new_tokens: int = _option(64, "Tokens per pool answer.", flags=("--max-new-tokens", "-n"))
-    temperature: float = _option(0.8, "Sampling temperature of the pool.")
-    top_p: float = _option(0.95, "Nucleus sampling mass of the pool.")
-    batch_size: int = _option(48, "Generations per batch.")
-    max_prompt_words: int = _option(60, "Prompts longer than this (in words) are skipped.")
-    seed: int = _option(0, "Seed of the pool's sampling and of the wordings drawn for each pair.")
-    max_perplexity: float = _option(12.0, "Fluency filter: the base model's perplexity of an answer.")
-    min_distinct_trigrams: float = _option(0.75, "Repetition filter: the share of an answer's trigrams that differ.")
-    min_relevance: float = _option(0.15, "Relevance filter: MiniLM cosine of prompt and answer.")
-    min_words: int = _option(8, "Answers shorter than this (after cutting to whole sentences) are dropped.")
+    max_new_tokens: int = setting(64, "Tokens per pool answer.", flags=("--max-new-tokens", "-n"))
+    temperature: float = setting(0.8, "Sampling temperature of the pool.")
+    top_p: float = setting(0.95, "Nucleus sampling mass of the pool.")
+    batch_size: int = setting(48, "Generations per batch.")
+    max_prompt_words: int = setting(60, "Prompts longer than this (in words) are skipped.")
+    seed: int = setting(0, "Seed of the pool's sampling and of the wordings drawn for each pair.")
+    max_perplexity: float = setting(12.0, "Fluency filter: the base model's perplexity of an answer.")
+    min_distinct_trigrams: float = setting(0.75, "Repetition filter: the share of an answer's trigrams that differ.")
+    min_relevance: float = setting(0.15, "Relevance filter: MiniLM cosine of prompt and answer.")
+    min_words: int = setting(8, "Answers shorter than this (after cutting to whole sentences) are dropped.")
     min_margin: dict[str, float] = field(default_factory=lambda: {"grade": 3.0})
-    heldout_fraction: float = _option(0.2, "Prompts that also get held-out wordings and unseen dimensions.")
-    split_salt: str = _option("padkit", "Salt of the prompt hash that splits train from held-out.")
-    early_end_fraction: float = _option(
+    heldout_fraction: float = setting(0.2, "Prompts that also get held-out wordings and unseen dimensions.")
+    split_salt: str = setting("padkit", "Salt of the prompt hash that splits train from held-out.")
+    early_end_fraction: float = setting(
         0.125,
         "Share of the directions outside length that also get an early-end pair (the answer against its own first "
         "sentence, ended); 0 makes none.",
