@@ -262,10 +262,13 @@ def test_data_synth_reports_counts(tmp_path, tiny_model_dir):
     assert report["cut_answers"] == 0
     text = runner.invoke(app, [*args, "-n", "4", "--max-perplexity", "1e9", "--min-relevance", "-1"]).stderr
     assert "0 kept answers stop at the token limit" in text and "0 early-end pairs" in text
+    assert "0 degenerate pairs" in text
     bad = runner.invoke(app, [*args, "--batch-size", "0"])
     assert bad.exit_code == 2 and "batch_size" in bad.output
     bad_share = runner.invoke(app, [*args, "--early-end-fraction", "1.5"])  # the flag reaches SynthConfig
     assert bad_share.exit_code == 2 and "early_end_fraction must be between 0 and 1, got 1.5" in bad_share.output
+    bad_degenerate = runner.invoke(app, [*args, "--degenerate-fraction", "-0.1"])
+    assert bad_degenerate.exit_code == 2 and "degenerate_fraction must be between 0 and 1" in bad_degenerate.output
     # every option is derived from SynthConfig: a filter the old command never exposed now reaches it
     short_only = [*args[:4], "--output", str(tmp_path / "short.jsonl"), *args[6:], "-n", "4", "--max-prompt-words", "4"]
     result = runner.invoke(app, [*short_only, "--json"])

@@ -122,6 +122,16 @@ def test_warmth_judge_counts_warm_phrases_against_cold_ones():
     assert J.DIMENSION_JUDGES["friendly"] == J.DimensionJudge("warmth", +1)
 
 
+def test_degenerate_rewrites_loop_the_first_line_or_keep_the_bare_form():
+    listed = "Cats sleep a lot.\n- They hunt at night 😊\n- **Naps** save energy."
+    assert rewrites.looped(listed) == "Cats sleep a lot.\nCats sleep a lot.\nCats sleep a lot.\nCats sleep a lot."
+    assert rewrites.looped("Cats sleep. They hunt. Naps help.") == "Cats sleep. Cats sleep. Cats sleep."
+    assert rewrites.looped("One sentence only.") == ""  # a single unit cannot loop
+    assert rewrites.hollowed(listed) == ".\n- 😊\n- ** ** ."
+    assert rewrites.hollowed("1. Boil water.\n2. Add 200 g pasta.") == "1. .\n2. 200 ."
+    assert rewrites.hollowed(TEXT) == ""  # prose has no form besides punctuation
+
+
 def test_warm_and_cold_rewrites_keep_the_answer():
     rng = random.Random(5)
     warm, cold = rewrites.warm(TEXT, rng), rewrites.cold(TEXT, random.Random(5))
@@ -177,7 +187,7 @@ def test_build_pairs_writes_both_directions_with_wordings(base_model, tokenizer,
     pad = PAD(base_model, tokenizer)
     prompts = {f"p{i}": f"Why do cats sleep so much, question {i}?" for i in range(12)}
     pool = _pool(tmp_path, prompts, ANSWERS)
-    config = SynthConfig(max_perplexity=1e9, min_relevance=-1.0, early_end_fraction=0.0)
+    config = SynthConfig(max_perplexity=1e9, min_relevance=-1.0, early_end_fraction=0.0, degenerate_fraction=0.0)
     report = build_pairs(pad, pool, tmp_path / "pairs.jsonl", config)
     records = [json.loads(line) for line in (tmp_path / "pairs.jsonl").read_text().splitlines()]
     heldout_prompts = {p for p in prompts.values() if is_heldout(p, 0.2)}
@@ -243,12 +253,42 @@ def test_early_end_pairs_set_an_answer_against_its_own_first_sentence(base_model
         SynthConfig(early_end_fraction=1.5)
 
 
+def test_degenerate_pairs_set_an_answer_against_its_loop_or_bare_form(base_model, tokenizer, tmp_path):
+    pad = PAD(base_model, tokenizer)
+    pool = _pool(tmp_path, {f"p{i}": f"Why do cats sleep so much, question {i}?" for i in range(12)}, ANSWERS)
+    loose = {"max_perplexity": 1e9, "min_relevance": -1.0}
+    none = build_pairs(pad, pool, tmp_path / "none.jsonl", SynthConfig(**loose, degenerate_fraction=0.0))
+    every = build_pairs(pad, pool, tmp_path / "every.jsonl", SynthConfig(**loose, degenerate_fraction=1.0))
+    records = [json.loads(line) for line in (tmp_path / "every.jsonl").read_text().splitlines()]
+    bad = [r for r in records if r["dimension"] == "degenerate"]
+    assert none.degenerate_pairs == 0 and every.degenerate_pairs == len(bad) > 0
+    plain = [json.loads(line) for line in (tmp_path / "none.jsonl").read_text().splitlines()]
+    assert [r for r in records if r["dimension"] != "degenerate"] == plain  # the other pairs are untouched
+    by_id = {r["id"]: r for r in records}
+    for r in bad:
+        source = by_id[r["id"].removesuffix("/degenerate")]
+        assert r["chosen"] == source["chosen"] and r["chosen_cut"] is True and r["rejected_cut"] is True
+        assert r["rejected"] in (rewrites.looped(source["chosen"]), rewrites.hollowed(source["chosen"]))
+        assert r["rejected"] and r["preference"] in CATALOG[r["direction"]].train_wordings and "holdout" not in r
+    looped = {r["rejected"] == rewrites.looped(by_id[r["id"].removesuffix("/degenerate")]["chosen"]) for r in bad}
+    assert looped == {True, False}  # both kinds are drawn
+    bulleted = by_id["p0/bulleted/degenerate"]
+    assert bulleted["rejected"] in (".\n- .\n- .", "\n".join([TEXT.split(". ")[0] + "."] * 3))
+    directions = {r["direction"] for r in bad}
+    assert {"bulleted", "numbered", "emoji", "bold"} <= directions
+    assert not directions & {"concise", "detailed"}
+    assert not directions & {d for pair in dimension_pairs(False) for d in pair}
+    assert "degenerate" in {p.group for p in read_pairs(tmp_path / "every.jsonl")}
+    with pytest.raises(PadkitError, match="degenerate_fraction"):
+        SynthConfig(degenerate_fraction=1.5)
+
+
 def test_pairs_mark_answers_the_token_limit_cut(base_model, tokenizer, tmp_path):
     pad = PAD(base_model, tokenizer)
     prompts = {f"p{i}": f"Why do cats sleep so much, question {i}?" for i in range(4)}
     answers = dict(ANSWERS, plain=TEXT, elementary=ANSWERS["elementary"] + " Naps are")
     finish = dict.fromkeys(ANSWERS, "stop") | {"plain": "length"}  # plain hit the token limit
-    config = SynthConfig(max_perplexity=1e9, min_relevance=-1.0, early_end_fraction=0.0)
+    config = SynthConfig(max_perplexity=1e9, min_relevance=-1.0, early_end_fraction=0.0, degenerate_fraction=0.0)
     report = build_pairs(pad, _pool(tmp_path, prompts, answers, finish), tmp_path / "pairs.jsonl", config)
     assert report.cut_answers == 2 * len(prompts)  # plain (the limit) and elementary (a part-sentence dropped)
     by_id = {r["id"]: r for r in map(json.loads, (tmp_path / "pairs.jsonl").read_text().splitlines())}

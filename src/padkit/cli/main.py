@@ -527,6 +527,9 @@ def data_synth(
     err.print(f"{report.prompts} prompts, {report.pool_answers} pool answers; removed {removed}")
     err.print(f"{report.cut_answers} kept answers stop at the token limit (trained without an end token)")
     err.print(f"{report.early_end_pairs} early-end pairs (an answer against its own first sentence, ended)")
+    err.print(
+        f"{report.degenerate_pairs} degenerate pairs (an answer against a loop of its first line or its bare form)"
+    )
     table = Table(title=f"{output}: {report.pairs} training pairs, held out {report.heldout_pairs}")
     for col in ("dimension", "judge", "prompts with a pair", "by contrast", "by rewrite", "mean judge margin"):
         table.add_column(col)

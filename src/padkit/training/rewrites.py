@@ -33,6 +33,37 @@ def whole_sentences(text: str) -> str:
     return text[: cut + 1].strip() if cut > 0 else ""
 
 
+def looped(text: str, rng: random.Random | None = None) -> str:
+    """The answer's first line (first sentence, for one-line prose) said again and again, to the answer's length.
+
+    The loop a 135M base falls into once guidance has pushed it off course ("In a nutshell, ...\n\nIn a
+    nutshell, ..."); "" when the answer has a single unit, which cannot loop.
+    """
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    units, sep = (lines, "\n") if len(lines) >= 2 else (sentences(text), " ")
+    if len(units) < 2:
+        return ""
+    out = [units[0]]
+    while len(sep.join(out).split()) < len(text.split()):
+        out.append(units[0])
+    return sep.join(out)
+
+
+_LETTERS = re.compile(r"[^\W\d_]+")
+_PUNCTUATION_ONLY = re.compile(r"^[\s.,;:!?'\"()\[\]-]*$")
+
+
+def hollowed(text: str, rng: random.Random | None = None) -> str:
+    """The answer's form without its words: each line's markers, numbers, emoji and punctuation.
+
+    What a PersRM that rewards form over content steers towards: bare "1." lines, runs of emoji, "****";
+    "" for prose, whose form is punctuation alone.
+    """
+    lines = [" ".join(_LETTERS.sub(" ", line).split()) for line in text.splitlines()]
+    bare = "\n".join(line for line in lines if line)
+    return "" if _PUNCTUATION_ONLY.match(bare) else bare
+
+
 def is_list(text: str) -> bool:
     """Whether ``text`` already has list lines (bulleted or numbered)."""
     return bool(_LIST_LINE.search(text))

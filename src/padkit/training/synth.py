@@ -19,7 +19,9 @@ Two steps, each resumable:
    two sides of a pair end alike unless the dimension is about length, so the EOS never separates them alone.
    A share of the directions outside length also get an *early-end* pair (group ``early-end``): the chosen
    answer against its own first sentence, ended, which teaches that under a preference that is not about length
-   an answer does not stop after one sentence.
+   an answer does not stop after one sentence. A share also get a *degenerate* pair (group ``degenerate``): the
+   chosen answer against a loop of its first line or its bare form (markers, emoji, punctuation without words),
+   the text a PersRM that rewards form over content steers a small base into.
 """
 
 from __future__ import annotations
@@ -86,6 +88,11 @@ class SynthConfig:
         "Share of the directions outside length that also get an early-end pair (the answer against its own first "
         "sentence, ended); 0 makes none.",
     )
+    degenerate_fraction: float = setting(
+        0.125,
+        "Share of the directions outside length that also get a degenerate pair (the answer against a loop of its "
+        "first line, or its bare form: markers, emoji, punctuation); 0 makes none.",
+    )
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.sources if s != "plain" and lookup(s) is None]
@@ -93,8 +100,9 @@ class SynthConfig:
             raise PadkitError(f"unknown pool source(s) {', '.join(unknown)}: use 'plain' or catalog dimensions")
         if self.batch_size < 1 or self.max_new_tokens < 1:
             raise PadkitError("batch_size and max_new_tokens must be at least 1")
-        if not 0.0 <= self.early_end_fraction <= 1.0:
-            raise PadkitError(f"early_end_fraction must be between 0 and 1, got {self.early_end_fraction}")
+        for name in ("early_end_fraction", "degenerate_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise PadkitError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
 
 
 def generate_pool(
@@ -202,6 +210,8 @@ LENGTH_DIMENSIONS = frozenset({"concise", "detailed"})
 """Dimensions about how long an answer is: the only ones whose two sides may differ in ending at all."""
 EARLY_END = "early-end"
 """The group of the pairs that set an answer against its own first sentence, ended (:func:`_early_end`)."""
+DEGENERATE = "degenerate"
+"""The group of the pairs that set an answer against a degenerate version of itself (:func:`_degenerate`)."""
 
 
 @dataclass
@@ -218,6 +228,8 @@ class SynthReport:
     """Kept pool answers that stop at the token limit (all of them in a pool without ``finish_reason``)."""
     early_end_pairs: int = 0
     """Pairs of the ``early-end`` group (training and held-out prompts together)."""
+    degenerate_pairs: int = 0
+    """Pairs of the ``degenerate`` group (training and held-out prompts together)."""
 
 
 _TRIGRAM_WORD = re.compile(r"\w+")
@@ -314,6 +326,17 @@ def _early_end(answer: Answer) -> Answer | None:
     return Answer(first[0], cut=False)
 
 
+def _degenerate(answer: Answer, rng: random.Random) -> Answer | None:
+    """A degenerate version of ``answer`` (None when it has none): a loop of its first line, or its bare form.
+
+    With candidates from the PersRM (``topk+rm``) v11 steers the base into exactly these: "1. 1.\n2. 2.", runs of
+    emoji, a summary line said over and over. Paired against the answer itself under the same preference, both
+    sides open (neither ends), it teaches that the form without the content is worse than the answer.
+    """
+    made = [text for fn in (rewrites.looped, rewrites.hollowed) if (text := fn(answer.text, rng))]
+    return Answer(rng.choice(made), cut=True) if made else None
+
+
 def build_pairs(
     pad: PAD, pool_path: str | Path, output: str | Path, config: SynthConfig, progress: bool = False
 ) -> SynthReport:
@@ -394,6 +417,23 @@ def build_pairs(
                             "kind": EARLY_END,
                         }
                     )
+                degenerate_rng = _rng(config.seed, pid, name, DEGENERATE)
+                degenerate = name not in LENGTH_DIMENSIONS and degenerate_rng.random() < config.degenerate_fraction
+                bad = degenerate and _degenerate(chosen, degenerate_rng)
+                if bad:
+                    out.append(
+                        {k: v for k, v in common.items() if k not in ("judge", "margin")}
+                        | {
+                            "id": f"{pid}/{name}/{DEGENERATE}",
+                            "preference": degenerate_rng.choice(entry.train_wordings),
+                            "chosen_cut": True,
+                            "rejected": bad.text,
+                            "rejected_cut": bad.cut,
+                            "dimension": DEGENERATE,
+                            "direction": name,
+                            "kind": DEGENERATE,
+                        }
+                    )
                 if heldout:
                     wording = rng.choice(entry.heldout_wordings)
                     out.append({"id": f"{pid}/{name}/wording", "preference": wording, "holdout": "wording", **common})
@@ -418,6 +458,7 @@ def build_pairs(
         per_dimension=per_dim,
         cut_answers=sum(answer.cut for answer in kept.values()),
         early_end_pairs=sum(r["dimension"] == EARLY_END for r in out),
+        degenerate_pairs=sum(r["dimension"] == DEGENERATE for r in out),
     )
 
 
