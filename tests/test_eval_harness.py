@@ -15,6 +15,7 @@ from padkit.evaluation.harness import (
     EvalReport,
     ReportRow,
     bootstrap_ci,
+    hollow,
     loops,
     perplexity,
     run_eval,
@@ -200,7 +201,7 @@ def test_comparison_puts_the_methods_side_by_side():
     assert per_method["pad"] == "| pad | 4.50 | 0.30 | 0.60 | 0.60 | 10.00 | 1 |"
     assert per_method["prompt"] == "| prompt | 3.30 | 0.00 | 0.05 | 0.50 | 10.00 | 0 |"
     assert per_method["base"] == "| base | 3.00 | 0.10 | - | - | 10.00 | - |"
-    assert report.markdown().splitlines()[4].endswith("| 4.0 | 0.20 | 1.00 | 5 |")
+    assert report.markdown().splitlines()[4].endswith("| 4.0 | 0.20 | 0.00 | 1.00 | 5 |")
     assert "Cut short" not in report.markdown()
     report.rows.append(row("pad", "sign-off", "sign-off", 0.0, 0.0, 0.5, 4.0, weight=0.5, ended=0.1))
     report.rows.append(row("pad", "concise", "words", 30.0, 1.5, 0.9, 4.0, ended=0.0))  # reads no ending
@@ -218,6 +219,19 @@ def test_loops_flags_repetition_that_perplexity_cannot_see(base_model, tokenizer
         "",
     ]
     assert loops(pad, texts) == [False, True, True, True, False]
+
+
+def test_hollow_flags_form_without_words():
+    texts = [
+        "To create a message, please follow these steps:\n" + "".join(f"{i}. {i}.\n" for i in range(1, 9)),
+        "\U0001f440\U0001f44f\U0001f44f\U0001f44e\U0001f44e\U0001f44f\U0001f450",  # varied emoji, no loop
+        "This is a welcome message.\n\n****\n\n******\n\n### ****\n\n### [****\n\n### [###\n\n### [**",
+        "- TCP (Transmission Control Protocol)\n- IP (Internet Protocol)\n- UDP (User Datagram Protocol)",
+        "Great question! \U0001f60a Cats sleep a lot because they hunt at night.",
+        "1. Boil 2 litres of water.\n2. Add 200 g of pasta.",
+        "",
+    ]
+    assert hollow(texts) == [True, True, True, False, False, False, False]
 
 
 def test_bootstrap_and_perplexity(base_model, tokenizer):

@@ -17,6 +17,7 @@ import io
 import json
 import math
 import random
+import re
 import statistics
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -197,6 +198,23 @@ def loops(pad: PAD, texts: Sequence[str]) -> list[bool]:
     ]
 
 
+HOLLOW_WORD_SHARE = 0.5
+_LETTER = re.compile(r"[^\W\d_]")
+
+
+def hollow(texts: Sequence[str]) -> list[bool]:
+    """Whether each answer is form without content: fewer than half of its whitespace-separated pieces hold a
+    letter. Lines of bare "1." or "-", runs of emoji and "### ****" fool the format judges and need not loop (the
+    numbers count up, the emoji vary). No base answer of the koala runs is hollow; every hollow PAD answer found
+    there was degenerate (v11 at its defaults: 6 of 750 on 50 prompts; with its own candidates, 65% of emoji
+    answers)."""
+    out = []
+    for text in texts:
+        pieces = text.split()
+        out.append(bool(pieces) and sum(bool(_LETTER.search(p)) for p in pieces) < HOLLOW_WORD_SHARE * len(pieces))
+    return out
+
+
 @dataclass
 class ReportRow:
     method: str
@@ -214,6 +232,7 @@ class ReportRow:
     shift: float | None = None
     loops: float = 0.0
     ended: float = 1.0
+    hollow: float = 0.0
 
 
 @dataclass
@@ -235,8 +254,8 @@ class EvalReport:
     def markdown(self) -> str:
         lines = [
             "| method | preference | w | judge | mean [95% CI] | win vs base | shift (d) | tokens | tok/s | ppl "
-            "| loops | ended | n |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "| loops | hollow | ended | n |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in self.rows:
             win = "" if r.win_rate is None else f"{r.win_rate:.2f}"
@@ -244,7 +263,7 @@ class EvalReport:
             lines.append(
                 f"| {r.method} | {r.preference} | {r.weight:g} | {r.judge} | {r.mean:.3f} [{r.ci_low:.3f}, "
                 f"{r.ci_high:.3f}] | {win} | {shift} | {r.mean_tokens:.1f} | {r.tokens_per_s:.1f} | "
-                f"{r.perplexity:.1f} | {r.loops:.2f} | {r.ended:.2f} | {r.n} |"
+                f"{r.perplexity:.1f} | {r.loops:.2f} | {r.hollow:.2f} | {r.ended:.2f} | {r.n} |"
             )
         cut = [r for r in self.rows if r.judge in ENDING_JUDGES and r.ended < 0.5]
         if cut:
@@ -325,6 +344,7 @@ def standardized_shift(scores: Sequence[float], base: Sequence[float], direction
 
 
 def _row(method, pref, w, judge, scores, win, rows, tps, ppl, looped, shift=None) -> ReportRow:
+    texts = [r["text"] for r in rows]
     low, high = bootstrap_ci(scores)
     mean_tokens = sum(r["n_tokens"] for r in rows) / len(rows)
     return ReportRow(
@@ -343,6 +363,7 @@ def _row(method, pref, w, judge, scores, win, rows, tps, ppl, looped, shift=None
         shift,
         sum(looped) / len(looped),
         sum(r.get("finish_reason") != "length" for r in rows) / len(rows),
+        sum(hollow(texts)) / len(texts),
     )
 
 
