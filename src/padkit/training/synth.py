@@ -313,28 +313,63 @@ def _end_alike(a: Answer, b: Answer, first: str) -> tuple[Answer, Answer]:
     return a._replace(cut=True), b._replace(cut=True)
 
 
-def _early_end(answer: Answer) -> Answer | None:
-    """``answer``'s first sentence, ended (None for a one-sentence answer).
+def _early_end(answer: Answer, rng: random.Random) -> tuple[Answer, Answer] | None:
+    """``answer`` against its first sentence, ended (None for a one-sentence answer).
 
-    Paired against the whole answer under a preference that is not about length, it is the rejected side: the
-    two share their first sentence, so the pair is decided by the end token against the rest of the answer.
-    Without such pairs the PersRM learns the end token only from concise/detailed, and rewards ending after one
-    sentence under other preferences too (v12 under summary-first: +2 to +7 nats)."""
+    Under a preference that is not about length the first sentence is the rejected side: the two share it, so
+    the pair is decided by the end token against the rest of the answer. Without such pairs the PersRM learns the
+    end token only from concise/detailed, and rewards ending after one sentence under other preferences too (v12
+    under summary-first: +2 to +7 nats)."""
     first = rewrites.sentences(answer.text)
     if len(first) < 2 or not answer.text.startswith(first[0]):
         return None
-    return Answer(first[0], cut=False)
+    return answer, Answer(first[0], cut=False)
 
 
-def _degenerate(answer: Answer, rng: random.Random) -> Answer | None:
-    """A degenerate version of ``answer`` (None when it has none): a loop of its first line, or its bare form.
+def _degenerate(answer: Answer, rng: random.Random) -> tuple[Answer, Answer] | None:
+    """``answer`` against a loop of its first line or its bare form (None when it has neither), both open.
 
     With candidates from the PersRM (``topk+rm``) v11 steers the base into exactly these: "1. 1.\n2. 2.", runs of
-    emoji, a summary line said over and over. Paired against the answer itself under the same preference, both
-    sides open (neither ends), it teaches that the form without the content is worse than the answer.
+    emoji, a summary line said over and over. Paired against the answer itself under the same preference, neither
+    side ending, it teaches that the form without the content is worse than the answer.
     """
     made = [text for fn in (rewrites.looped, rewrites.hollowed) if (text := fn(answer.text, rng))]
-    return Answer(rng.choice(made), cut=True) if made else None
+    return (answer._replace(cut=True), Answer(rng.choice(made), cut=True)) if made else None
+
+
+GROUP_PAIRS: dict[str, Callable[[Answer, random.Random], tuple[Answer, Answer] | None]] = {
+    EARLY_END: _early_end,
+    DEGENERATE: _degenerate,
+}
+"""The report groups whose pairs are made from a direction's chosen answer, and how (see their functions)."""
+
+
+def _group_pairs(common: dict, pid: str, name: str, chosen: Answer, config: SynthConfig) -> list[dict]:
+    """The early-end and degenerate pairs a direction's pair gets on one prompt, each a share of the time
+    (``config.early_end_fraction``, ``config.degenerate_fraction``), never for a length dimension."""
+    if name in LENGTH_DIMENSIONS:
+        return []
+    fractions = {EARLY_END: config.early_end_fraction, DEGENERATE: config.degenerate_fraction}
+    out = []
+    for group, make in GROUP_PAIRS.items():
+        rng = _rng(config.seed, pid, name, group)
+        made = rng.random() < fractions[group] and make(chosen, rng)
+        if made:
+            better, worse = made
+            out.append(
+                {k: v for k, v in common.items() if k not in ("judge", "margin")}
+                | {
+                    "id": f"{pid}/{name}/{group}",
+                    "preference": rng.choice(lookup(name).train_wordings),
+                    "chosen_cut": better.cut,
+                    "rejected": worse.text,
+                    "rejected_cut": worse.cut,
+                    "dimension": group,
+                    "direction": name,
+                    "kind": group,
+                }
+            )
+    return out
 
 
 def build_pairs(
@@ -401,39 +436,7 @@ def build_pairs(
                     out.append({"id": f"{pid}/{name}", "preference": wording, "holdout": "dimension", **common})
                     continue
                 out.append({"id": f"{pid}/{name}", "preference": rng.choice(entry.train_wordings), **common})
-                early_rng = _rng(config.seed, pid, name, EARLY_END)
-                early = name not in LENGTH_DIMENSIONS and early_rng.random() < config.early_end_fraction
-                ended = early and _early_end(chosen)
-                if ended:
-                    out.append(
-                        {k: v for k, v in common.items() if k not in ("judge", "margin")}
-                        | {
-                            "id": f"{pid}/{name}/{EARLY_END}",
-                            "preference": early_rng.choice(entry.train_wordings),
-                            "rejected": ended.text,
-                            "rejected_cut": ended.cut,
-                            "dimension": EARLY_END,
-                            "direction": name,
-                            "kind": EARLY_END,
-                        }
-                    )
-                degenerate_rng = _rng(config.seed, pid, name, DEGENERATE)
-                degenerate = name not in LENGTH_DIMENSIONS and degenerate_rng.random() < config.degenerate_fraction
-                bad = degenerate and _degenerate(chosen, degenerate_rng)
-                if bad:
-                    out.append(
-                        {k: v for k, v in common.items() if k not in ("judge", "margin")}
-                        | {
-                            "id": f"{pid}/{name}/{DEGENERATE}",
-                            "preference": degenerate_rng.choice(entry.train_wordings),
-                            "chosen_cut": True,
-                            "rejected": bad.text,
-                            "rejected_cut": bad.cut,
-                            "dimension": DEGENERATE,
-                            "direction": name,
-                            "kind": DEGENERATE,
-                        }
-                    )
+                out += _group_pairs(common, pid, name, chosen, config)
                 if heldout:
                     wording = rng.choice(entry.heldout_wordings)
                     out.append({"id": f"{pid}/{name}/wording", "preference": wording, "holdout": "wording", **common})
