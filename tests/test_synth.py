@@ -222,13 +222,20 @@ def test_build_pairs_writes_both_directions_with_wordings(base_model, tokenizer,
     assert (tmp_path / "seed1.jsonl").read_text() != (tmp_path / "pairs.jsonl").read_text()
 
 
-def test_early_end_pairs_set_an_answer_against_its_own_first_sentence(base_model, tokenizer, tmp_path):
+def _built_with(base_model, tokenizer, tmp_path, fraction: str):
+    """Pairs of 12 prompts built with ``fraction`` at 0, at its default and at 1: the three reports, and the
+    records of the last."""
     pad = PAD(base_model, tokenizer)
     pool = _pool(tmp_path, {f"p{i}": f"Why do cats sleep so much, question {i}?" for i in range(12)}, ANSWERS)
     loose = {"max_perplexity": 1e9, "min_relevance": -1.0}
-    none = build_pairs(pad, pool, tmp_path / "none.jsonl", SynthConfig(**loose, early_end_fraction=0.0))
-    every = build_pairs(pad, pool, tmp_path / "every.jsonl", SynthConfig(**loose, early_end_fraction=1.0))
-    records = [json.loads(line) for line in (tmp_path / "every.jsonl").read_text().splitlines()]
+    none = build_pairs(pad, pool, tmp_path / "none.jsonl", SynthConfig(**loose, **{fraction: 0.0}))
+    some = build_pairs(pad, pool, tmp_path / "some.jsonl", SynthConfig(**loose))
+    every = build_pairs(pad, pool, tmp_path / "every.jsonl", SynthConfig(**loose, **{fraction: 1.0}))
+    return none, some, every, [json.loads(line) for line in (tmp_path / "every.jsonl").read_text().splitlines()]
+
+
+def test_early_end_pairs_set_an_answer_against_its_own_first_sentence(base_model, tokenizer, tmp_path):
+    none, some, every, records = _built_with(base_model, tokenizer, tmp_path, "early_end_fraction")
     early = [r for r in records if r["dimension"] == "early-end"]
     assert none.early_end_pairs == 0 and every.early_end_pairs == len(early) > 0
     plain = [json.loads(line) for line in (tmp_path / "none.jsonl").read_text().splitlines()]
@@ -246,20 +253,14 @@ def test_early_end_pairs_set_an_answer_against_its_own_first_sentence(base_model
     assert {"bulleted", "prose", "summary-first", "sign-off", "elementary"} <= directions
     assert not directions & {"concise", "detailed"}  # length preferences may end early
     assert not directions & {d for pair in dimension_pairs(False) for d in pair}  # unseen ones are never trained
-    some = build_pairs(pad, pool, tmp_path / "some.jsonl", SynthConfig(**loose))  # the default share
-    assert 0 < some.early_end_pairs < every.early_end_pairs
+    assert 0 < some.early_end_pairs < every.early_end_pairs  # the default share
     assert "early-end" in {p.group for p in read_pairs(tmp_path / "every.jsonl")}
     with pytest.raises(PadkitError, match="early_end_fraction"):
         SynthConfig(early_end_fraction=1.5)
 
 
 def test_degenerate_pairs_set_an_answer_against_its_loop_or_bare_form(base_model, tokenizer, tmp_path):
-    pad = PAD(base_model, tokenizer)
-    pool = _pool(tmp_path, {f"p{i}": f"Why do cats sleep so much, question {i}?" for i in range(12)}, ANSWERS)
-    loose = {"max_perplexity": 1e9, "min_relevance": -1.0}
-    none = build_pairs(pad, pool, tmp_path / "none.jsonl", SynthConfig(**loose, degenerate_fraction=0.0))
-    every = build_pairs(pad, pool, tmp_path / "every.jsonl", SynthConfig(**loose, degenerate_fraction=1.0))
-    records = [json.loads(line) for line in (tmp_path / "every.jsonl").read_text().splitlines()]
+    none, some, every, records = _built_with(base_model, tokenizer, tmp_path, "degenerate_fraction")
     bad = [r for r in records if r["dimension"] == "degenerate"]
     assert none.degenerate_pairs == 0 and every.degenerate_pairs == len(bad) > 0
     plain = [json.loads(line) for line in (tmp_path / "none.jsonl").read_text().splitlines()]
@@ -278,6 +279,7 @@ def test_degenerate_pairs_set_an_answer_against_its_loop_or_bare_form(base_model
     assert {"bulleted", "numbered", "emoji", "bold"} <= directions
     assert not directions & {"concise", "detailed"}
     assert not directions & {d for pair in dimension_pairs(False) for d in pair}
+    assert 0 < some.degenerate_pairs < every.degenerate_pairs  # the default share
     assert "degenerate" in {p.group for p in read_pairs(tmp_path / "every.jsonl")}
     with pytest.raises(PadkitError, match="degenerate_fraction"):
         SynthConfig(degenerate_fraction=1.5)

@@ -343,8 +343,7 @@ def standardized_shift(scores: Sequence[float], base: Sequence[float], direction
     return 0.0 if pooled == 0 else direction * (mean_a - mean_b) / pooled
 
 
-def _row(method, pref, w, judge, scores, win, rows, tps, ppl, looped, shift=None) -> ReportRow:
-    texts = [r["text"] for r in rows]
+def _row(method, pref, w, judge, scores, win, rows, tps, ppl, looped, empty, shift=None) -> ReportRow:
     low, high = bootstrap_ci(scores)
     mean_tokens = sum(r["n_tokens"] for r in rows) / len(rows)
     return ReportRow(
@@ -363,7 +362,7 @@ def _row(method, pref, w, judge, scores, win, rows, tps, ppl, looped, shift=None
         shift,
         sum(looped) / len(looped),
         sum(r.get("finish_reason") != "length" for r in rows) / len(rows),
-        sum(hollow(texts)) / len(texts),
+        sum(empty) / len(empty),
     )
 
 
@@ -382,6 +381,7 @@ def build_report(pad: PAD, records: list[dict], config: EvalConfig, progress: bo
     for (method, pref, w), rows in tqdm(sorted(groups.items(), key=order), disable=not progress, desc="scoring"):
         ppl = perplexity(pad, [r["prompt"] for r in rows], [r["text"] for r in rows])
         looped = loops(pad, [r["text"] for r in rows])
+        empty = hollow([r["text"] for r in rows])
         batches = {(r["batch_seconds"], r["batch_tokens"]) for r in rows}
         tps = sum(t for _, t in batches) / max(sum(s for s, _ in batches), 1e-9)
         for judge_name, direction in config.judges_for(pref):
@@ -400,7 +400,7 @@ def build_report(pad: PAD, records: list[dict], config: EvalConfig, progress: bo
                         diff = direction * (s - base_scores[r["prompt_id"]])
                         outcomes.append(1.0 if diff > 0 else 0.5 if diff == 0 else 0.0)
                 win = sum(outcomes) / len(outcomes) if outcomes else None
-            report.rows.append(_row(method, pref, w, judge_name, scores, win, rows, tps, ppl, looped, shift))
+            report.rows.append(_row(method, pref, w, judge_name, scores, win, rows, tps, ppl, looped, empty, shift))
         if config.llm_judge is not None and method != "base":
             principle = Preference.parse(pref).prompt_principle()
             wins = [
@@ -410,7 +410,7 @@ def build_report(pad: PAD, records: list[dict], config: EvalConfig, progress: bo
             ]
             if wins:
                 report.rows.append(
-                    _row(method, pref, w, "llm-win", wins, sum(wins) / len(wins), rows, tps, ppl, looped)
+                    _row(method, pref, w, "llm-win", wins, sum(wins) / len(wins), rows, tps, ppl, looped, empty)
                 )
     return report
 

@@ -100,7 +100,7 @@ class SynthConfig:
             raise PadkitError(f"unknown pool source(s) {', '.join(unknown)}: use 'plain' or catalog dimensions")
         if self.batch_size < 1 or self.max_new_tokens < 1:
             raise PadkitError("batch_size and max_new_tokens must be at least 1")
-        for name in ("early_end_fraction", "degenerate_fraction"):
+        for name, _ in GROUP_PAIRS.values():
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise PadkitError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
 
@@ -337,11 +337,12 @@ def _degenerate(answer: Answer, rng: random.Random) -> tuple[Answer, Answer] | N
     return (answer._replace(cut=True), Answer(rng.choice(made), cut=True)) if made else None
 
 
-GROUP_PAIRS: dict[str, Callable[[Answer, random.Random], tuple[Answer, Answer] | None]] = {
-    EARLY_END: _early_end,
-    DEGENERATE: _degenerate,
+GROUP_PAIRS: dict[str, tuple[str, Callable[[Answer, random.Random], tuple[Answer, Answer] | None]]] = {
+    EARLY_END: ("early_end_fraction", _early_end),
+    DEGENERATE: ("degenerate_fraction", _degenerate),
 }
-"""The report groups whose pairs are made from a direction's chosen answer, and how (see their functions)."""
+"""The report groups whose pairs are made from a direction's chosen answer: the :class:`SynthConfig` field with
+the share of directions that get one, and how it is made (see the functions)."""
 
 
 def _group_pairs(common: dict, pid: str, name: str, chosen: Answer, config: SynthConfig) -> list[dict]:
@@ -349,11 +350,10 @@ def _group_pairs(common: dict, pid: str, name: str, chosen: Answer, config: Synt
     (``config.early_end_fraction``, ``config.degenerate_fraction``), never for a length dimension."""
     if name in LENGTH_DIMENSIONS:
         return []
-    fractions = {EARLY_END: config.early_end_fraction, DEGENERATE: config.degenerate_fraction}
     out = []
-    for group, make in GROUP_PAIRS.items():
+    for group, (fraction, make) in GROUP_PAIRS.items():
         rng = _rng(config.seed, pid, name, group)
-        made = rng.random() < fractions[group] and make(chosen, rng)
+        made = rng.random() < getattr(config, fraction) and make(chosen, rng)
         if made:
             better, worse = made
             out.append(
