@@ -15,10 +15,12 @@ from padkit.evaluation.harness import (
     EvalReport,
     ReportRow,
     bootstrap_ci,
+    build_report,
     hollow,
     loops,
     perplexity,
     run_eval,
+    win_outcome,
 )
 from padkit.prompts import PromptRow
 
@@ -232,6 +234,42 @@ def test_hollow_flags_form_without_words():
         "",
     ]
     assert hollow(texts) == [True, True, True, False, False, False, False]
+
+
+def test_degenerate_answers_lose_to_sound_base_answers(base_model, tokenizer):
+    """Fewer words is a win for concise, but not by lines of bare numbers; two degenerate answers are judged."""
+    assert [win_outcome(1.0, False, False), win_outcome(0.0, False, False), win_outcome(-1.0, False, False)] == [
+        1.0,
+        0.5,
+        0.0,
+    ]
+    assert win_outcome(5.0, True, False) == 0.0 and win_outcome(5.0, True, True) == 1.0
+    assert win_outcome(-5.0, False, True) == 0.0
+
+    def record(method, pid, text):
+        return {
+            "method": method,
+            "preference": "concise",
+            "weight": 0.0,
+            "prompt_id": pid,
+            "prompt": "Cats?",
+            "text": text,
+            "n_tokens": 5,
+            "batch_seconds": 1.0,
+            "batch_tokens": 5,
+            "finish_reason": "stop",
+        }
+
+    sound = "Cats are small furry animals that like to sleep a lot during the day."
+    records = [
+        record("base", "a", sound),
+        record("base", "b", sound),
+        record("prompt", "a", "Cats sleep a lot."),
+        record("prompt", "b", "1. 1.\n2. 2."),  # four "words", hollow
+    ]
+    report = build_report(PAD(base_model, tokenizer), records, EvalConfig(methods=("base", "prompt")))
+    row = next(r for r in report.rows if r.method == "prompt")
+    assert row.win_rate == 0.5 and row.hollow == 0.5
 
 
 def test_bootstrap_and_perplexity(base_model, tokenizer):

@@ -3,9 +3,9 @@
 Every method is the core API with a parameter (see :data:`METHODS`). Generations are appended to
 ``generations.jsonl`` as they are made, keyed by method, preference, weight and prompt id, so an interrupted
 run resumes. The report has, per method, preference and judge: the mean with a 95% bootstrap interval, the
-win rate against the base answer to the same prompt, mean tokens, tokens/s, and fluency: the perplexity of the
-output under the base model, and the share of answers that loop (perplexity alone cannot see a loop: a run of one
-emoji or of "-" lines is very predictable).
+win rate against the base answer to the same prompt (a looping or hollow answer loses to a sound one), mean
+tokens, tokens/s, and fluency: the perplexity of the output under the base model, and the share of answers that
+loop (perplexity alone cannot see a loop: a run of one emoji or of "-" lines is very predictable).
 """
 
 from __future__ import annotations
@@ -215,6 +215,16 @@ def hollow(texts: Sequence[str]) -> list[bool]:
     return out
 
 
+def win_outcome(diff: float, degenerate: bool, base_degenerate: bool) -> float:
+    """One answer against the base answer to the same prompt: 1 a win, 0.5 a tie, 0 a loss, by the judge's
+    signed difference ``diff`` (positive: further in the preference's direction). A looping or hollow answer loses
+    to a base answer that is neither, whatever the judge says: such text games the count judges (v11 with its own
+    candidates "won" 0.95 of numbered answers with lines of "1. 1."). Otherwise the judge decides."""
+    if degenerate and not base_degenerate:
+        return 0.0
+    return 1.0 if diff > 0 else 0.5 if diff == 0 else 0.0
+
+
 @dataclass
 class ReportRow:
     method: str
@@ -372,6 +382,9 @@ def build_report(pad: PAD, records: list[dict], config: EvalConfig, progress: bo
     for r in records:
         groups[(r["method"], r["preference"], r["weight"])].append(r)
     base_text = {(r["preference"], r["prompt_id"]): r for r in records if r["method"] == "base"}
+    base_keys = list(base_text)
+    base_texts = [base_text[k]["text"] for k in base_keys]
+    base_bad = {k: a or b for k, a, b in zip(base_keys, loops(pad, base_texts), hollow(base_texts), strict=True)}
     report = EvalReport()
 
     def order(group: tuple) -> tuple:  # as asked: methods, then preferences, then weights
@@ -384,6 +397,7 @@ def build_report(pad: PAD, records: list[dict], config: EvalConfig, progress: bo
         empty = hollow([r["text"] for r in rows])
         batches = {(r["batch_seconds"], r["batch_tokens"]) for r in rows}
         tps = sum(t for _, t in batches) / max(sum(s for s, _ in batches), 1e-9)
+        degenerate = [a or b for a, b in zip(looped, empty, strict=True)]
         for judge_name, direction in config.judges_for(pref):
             judge = get_judge(judge_name)
             scores = [judge.score(r["prompt"], r["text"]) for r in rows]
@@ -394,11 +408,11 @@ def build_report(pad: PAD, records: list[dict], config: EvalConfig, progress: bo
                 }
                 if base_scores:
                     shift = standardized_shift(scores, list(base_scores.values()), direction)
-                outcomes = []
-                for r, s in zip(rows, scores, strict=True):
-                    if r["prompt_id"] in base_scores:
-                        diff = direction * (s - base_scores[r["prompt_id"]])
-                        outcomes.append(1.0 if diff > 0 else 0.5 if diff == 0 else 0.0)
+                outcomes = [
+                    win_outcome(direction * (s - base_scores[r["prompt_id"]]), bad, base_bad[(pref, r["prompt_id"])])
+                    for r, s, bad in zip(rows, scores, degenerate, strict=True)
+                    if r["prompt_id"] in base_scores
+                ]
                 win = sum(outcomes) / len(outcomes) if outcomes else None
             report.rows.append(_row(method, pref, w, judge_name, scores, win, rows, tps, ppl, looped, empty, shift))
         if config.llm_judge is not None and method != "base":
