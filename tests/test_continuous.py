@@ -24,6 +24,7 @@ CASES = [  # (preference, method, max_new_tokens)
     ("humorous", "prompt", 9),
     ("friendly", "pad", 14),
     (None, "pad", 5),
+    ("concise", "prompt-pad", 8),  # PAD whose base reads the preference too
 ]
 
 
@@ -37,7 +38,8 @@ def _pads(base_model, lora_rm, tokenizer) -> dict[str, PAD]:
 def _requests(seen: dict[int, list[int]] | None = None) -> list[ContinuousRequest]:
     out = []
     for i, (pref, method, n) in enumerate(CASES):
-        config = PADConfig(method=method, weight=2.0, max_new_tokens=n, ignore_eos=i % 2 == 0)
+        settings = dict(method="pad", prompted_base=True) if method == "prompt-pad" else dict(method=method)
+        config = PADConfig(weight=2.0, max_new_tokens=n, ignore_eos=i % 2 == 0, **settings)
         on_token = None if seen is None else (lambda t, i=i: seen.setdefault(i, []).append(t))
         out.append(
             ContinuousRequest(PROMPTS[i % 4], None if pref is None else Preference.parse(pref), config, on_token)

@@ -373,6 +373,32 @@ def test_fused_lora_on_shared_base_equals_the_two_model_path(base_model, lora_rm
         pad.generate(prompts, "concise", reference="rm-init", fused=True, max_new_tokens=2)
 
 
+@pytest.mark.parametrize("fused", [True, False])
+def test_prompted_base_pad_steers_the_prompted_base(base_model, lora_rm, tokenizer, fused):
+    """With ``prompted_base`` the base reads the preference as prompting does: at w=0 PAD is prompting (greedy),
+    rows without a preference decode as the base, and at w>0 the PersRM steers the prompted base."""
+    pad = PAD(base_model, tokenizer, lora_rm, tokenizer, rm_shares_base=True)
+    prompts = [*PROMPTS, "How do planes fly?"]
+    prefs = ["concise", "humorous", None]
+    kwargs = dict(preferences=prefs, max_new_tokens=10, ignore_eos=True, fused=fused, prompted_base=True)
+
+    def ids(gens):
+        return [g.token_ids for g in gens]
+
+    prompting = pad.generate(prompts, preferences=prefs, method="prompt", max_new_tokens=10, ignore_eos=True)
+    assert ids(pad.generate(prompts, weight=0.0, **kwargs)) == ids(prompting)
+    steered = pad.generate(prompts, weight=3.0, **kwargs)
+    plain_pad = pad.generate(prompts, preferences=prefs, weight=3.0, max_new_tokens=10, ignore_eos=True, fused=fused)
+    assert (
+        ids(steered)[2]
+        == ids(plain_pad)[2]
+        == ids(pad.generate(prompts[2:], method="base", max_new_tokens=10, ignore_eos=True))[0]
+    )
+    assert ids(steered)[:2] != ids(plain_pad)[:2] and ids(steered)[:2] != ids(prompting)[:2]
+    assert ids(steered) == ids(pad.generate(prompts, weight=3.0, **(kwargs | dict(fused=not fused))))
+    assert PADConfig(method="base", prompted_base=True).decisive() == PADConfig(method="base")
+
+
 def test_best_of_n_keeps_the_sample_with_the_highest_implicit_reward(base_model, rm_model, tokenizer):
     pad = PAD(base_model, tokenizer, rm_model, tokenizer)
     kwargs = dict(max_new_tokens=8, temperature=1.0, seed=3)

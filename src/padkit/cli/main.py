@@ -691,7 +691,16 @@ def rm_eval(
     _print_rm_report(report, f"{rm or 'default PersRM'}: {split} pairs")
 
 
-EVAL_SET_BY_METHOD = ("method", "weight", "reference", "temperature", "top_p", "seed", "diagnostics")
+EVAL_SET_BY_METHOD = (
+    "method",
+    "weight",
+    "reference",
+    "prompted_base",
+    "temperature",
+    "top_p",
+    "seed",
+    "diagnostics",
+)
 """Decoding settings ``padkit eval`` does not offer: its method table sets them per method, --weights sweeps."""
 
 
@@ -706,8 +715,8 @@ def eval_command(
     methods: Annotated[
         str,
         typer.Option(
-            help="Comma-separated: base, prompt, policy, pad, pad-rm-init, pad-self, best-of-n, args, amulet, "
-            "persona-judge."
+            help="Comma-separated: base, prompt, policy, pad, prompt-pad (PAD whose base also reads the "
+            "preference), pad-rm-init, pad-self, best-of-n, args, amulet, persona-judge."
         ),
     ] = "base,prompt,pad",
     judges: Annotated[

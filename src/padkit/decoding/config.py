@@ -29,7 +29,7 @@ from padkit.settings import setting
 Method = Literal["pad", "base", "prompt", "policy", "best-of-n", "args", "amulet", "persona-judge"]
 METHODS: tuple[str, ...] = ("pad", "base", "prompt", "policy", "best-of-n", "args", "amulet", "persona-judge")
 METHOD_SETTINGS: dict[str, frozenset[str]] = {
-    "pad": frozenset({"top_k", "reference", "candidates", "min_p", "loop_guard"}),
+    "pad": frozenset({"top_k", "reference", "candidates", "min_p", "loop_guard", "prompted_base"}),
     "args": frozenset({"top_k", "reference"}),
     "best-of-n": frozenset({"best_of", "reference"}),
     "amulet": frozenset({"amulet_iterations", "amulet_alpha", "amulet_lambda", "amulet_eta"}),
@@ -105,6 +105,12 @@ class PADConfig:
         "PAD's loop guard: an answer never repeats a unit of tokens back to back (a run of one emoji, "
         "'SARCO-SARCO-...', a sentence said twice in a row) over more than this many tokens; 0 is off, else "
         "2 to 1000.",
+    )
+    prompted_base: bool = setting(
+        False,
+        "PAD: the base model reads the preference in its prompt too (prompting and PAD together), so that forms "
+        "a plain base never starts (a heading, 'In short:') reach its top-k; off is the paper's PAD, whose base "
+        "reads the prompt alone.",
     )
     max_new_tokens: int = setting(
         128, "Most tokens to generate per answer (at least 1).", flags=("--max-new-tokens", "-n")
@@ -184,7 +190,7 @@ class PADConfig:
             _integer("seed", self.seed, 0, 2**63 - 1)
         if self.stop is not None and not all(isinstance(s, str) and s for s in self.stop):
             raise ConfigError("stop", f"stop strings must be non-empty text, got {list(self.stop)!r}")
-        for name in ("ignore_eos", "diagnostics"):
+        for name in ("ignore_eos", "diagnostics", "prompted_base"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(name, f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.fused is not None and not isinstance(self.fused, bool):

@@ -39,7 +39,7 @@ from transformers import TemperatureLogitsWarper, TopPLogitsWarper
 from transformers.cache_utils import DynamicCache
 
 from padkit.decoding.config import PADConfig
-from padkit.decoding.pad import PAD, Generation, _cut_at_stop, eos_token_ids
+from padkit.decoding.pad import PAD, Generation, _cut_at_stop, base_principle, eos_token_ids
 from padkit.decoding.processor import BanTokensLogitsProcessor
 from padkit.decoding.stops import find_stop
 from padkit.errors import GenerationError
@@ -194,8 +194,7 @@ class ContinuousBatch:
             return new
         texts, labels = [], []
         for i, r in enumerate(live):
-            principle = r.preference.prompt_principle() if r.config.method == "prompt" and r.preference else None
-            texts.append(render_input(self.tokenizer, r.prompt, principle))
+            texts.append(render_input(self.tokenizer, r.prompt, base_principle(r.config, r.preference)))
             labels.append(f"prompt {i}")
         rm_texts, _, _, rm_labels = self.pad._persrm_rows(
             [r.prompt for r in live], [r.preference if r.principles else None for r in live]

@@ -474,7 +474,7 @@ class PAD:
     def _plain_plan(self, prompts, rows, weights, config) -> _Plan:
         """``base``, ``prompt`` and ``policy``: one model, the preference (if any) in its prompt."""
         model, tokenizer = self.decoder(config.method)
-        principles = [None if config.method == "base" or r is None else r.prompt_principle() for r in rows]
+        principles = [base_principle(config, r) for r in rows]
         inputs = self._encode_prompts(prompts, config.max_new_tokens, principles, config.method)
         adapters = config.method == "policy" and self._persrm_adapters()
         plan = _Plan(model, tokenizer, inputs, len(prompts), rows, config.method, adapters=adapters)
@@ -484,7 +484,7 @@ class PAD:
     def _pad_plan(self, prompts, rows, weights, config) -> _Plan:
         """PAD beside the base: the base decodes, a :class:`PADLogitsProcessor` (or its cross-tokenizer form)
         runs the PersRM rows on their own cache and rescores the base's top-k."""
-        inputs = self._encode_prompts(prompts, config.max_new_tokens)
+        inputs = self._encode_prompts(prompts, config.max_new_tokens, [base_principle(config, r) for r in rows])
         processor = self._pad_processor(prompts, rows, weights, config, config.diagnostics)
         plan = _Plan(self.base_model, self.tokenizer, inputs, len(prompts), rows, "pad", pad_processor=processor)
         if isinstance(processor, PADLogitsProcessor):  # a PersRM beside generate: its rows are fixed too
@@ -496,7 +496,9 @@ class PAD:
         """PAD in one forward per step: the prompt rows then the PersRM rows in one batch of one model (the
         LoRA, if any, on the PersRM rows only); the processor picks each token itself."""
         texts, source, combine, labels = self._persrm_rows(prompts, rows)
-        all_texts = [render_input(self.tokenizer, p) for p in prompts] + texts
+        all_texts = [
+            render_input(self.tokenizer, p, base_principle(config, r)) for p, r in zip(prompts, rows, strict=True)
+        ] + texts
         all_labels = [f"prompt {i}" for i in range(len(prompts))] + labels
         inputs = self._encode(self.tokenizer, all_texts, self.base_model, config.max_new_tokens, all_labels)
         model = self.rm_model if self.rm_shares_base else self.base_model
@@ -772,6 +774,17 @@ class PAD:
                 )
             )
         return infos
+
+
+def base_principle(config: PADConfig, preference: Preference | None) -> str | None:
+    """The preference text an answer row's model reads in its prompt: with method ``prompt`` and ``policy``, and
+    with PAD when ``prompted_base`` is on; ``None`` for the plain base and the paper's PAD (the base reads the
+    prompt alone and the PersRM alone reads the preference)."""
+    if preference is None:
+        return None
+    if config.method in ("prompt", "policy") or (config.prompted_base and config.reads("prompted_base")):
+        return preference.prompt_principle()
+    return None
 
 
 DECODE_MODES: dict[str, Callable[..., _Plan]] = {

@@ -42,13 +42,14 @@ METHODS: dict[str, dict] = {
     "prompt": {"method": "prompt"},
     "policy": {"method": "policy"},
     "pad": {"method": "pad", "reference": "base"},
+    "prompt-pad": {"method": "pad", "reference": "base", "prompted_base": True},
     "pad-rm-init": {"method": "pad", "reference": "rm-init"},
     "best-of-n": {"method": "best-of-n", "best_of": 4, "temperature": 1.0, "seed": 0},
     "args": {"method": "args", "reference": "base"},
     "amulet": {"method": "amulet"},
     "persona-judge": {"method": "persona-judge", "temperature": 0.9, "top_p": 0.9, "seed": 0},
 }
-WEIGHTED = ("pad", "pad-rm-init", "pad-self", "args")
+WEIGHTED = ("pad", "prompt-pad", "pad-rm-init", "pad-self", "args")
 """Method name -> ``PAD.generate`` arguments. ``pad-self`` (PAD with ``rm="self"``) is added when the run
 is given a second PAD object whose PersRM is the base itself."""
 
