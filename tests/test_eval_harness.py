@@ -236,6 +236,16 @@ def test_hollow_flags_form_without_words():
     assert hollow(texts) == [True, True, True, False, False, False, False]
 
 
+def test_prompt_pad_method_is_pad_on_a_prompted_base(base_model, rm_model, tokenizer, tmp_path):
+    pad = PAD(base_model, tokenizer, rm_model, tokenizer)
+    config = EvalConfig(methods=("prompt-pad",), weights=(2.0,), decoding=PADConfig(max_new_tokens=6), batch_size=3)
+    run_eval({"main": pad}, ROWS, tmp_path, config, progress=False)
+    texts = [json.loads(line)["text"] for line in (tmp_path / "generations.jsonl").read_text().splitlines()]
+    expected = pad.generate([r.prompt for r in ROWS], "concise", weight=2.0, max_new_tokens=6, prompted_base=True)
+    assert texts == [g.text for g in expected]
+    assert texts != [g.text for g in pad.generate([r.prompt for r in ROWS], "concise", weight=2.0, max_new_tokens=6)]
+
+
 def test_degenerate_answers_lose_to_sound_base_answers(base_model, tokenizer):
     """Fewer words is a win for concise, but not by lines of bare numbers; two degenerate answers are judged."""
     assert [win_outcome(1.0, False, False), win_outcome(0.0, False, False), win_outcome(-1.0, False, False)] == [
