@@ -14,7 +14,15 @@ from padkit.preferences.catalog import CATALOG, dimension_pairs
 from padkit.prompts import PromptRow, read_prompts
 from padkit.training import rewrites
 from padkit.training.data import is_heldout, read_pairs
-from padkit.training.synth import RECIPES, SynthConfig, build_pairs, distinct_trigrams, filter_pool, generate_pool
+from padkit.training.synth import (
+    GROUP_PAIRS,
+    RECIPES,
+    SynthConfig,
+    build_pairs,
+    distinct_trigrams,
+    filter_pool,
+    generate_pool,
+)
 
 TEXT = "Cats sleep a lot because they are predators. They do not need to hunt often. It is a way to save energy."
 
@@ -222,25 +230,28 @@ def test_build_pairs_writes_both_directions_with_wordings(base_model, tokenizer,
     assert (tmp_path / "seed1.jsonl").read_text() != (tmp_path / "pairs.jsonl").read_text()
 
 
-def _built_with(base_model, tokenizer, tmp_path, fraction: str):
-    """Pairs of 12 prompts built with ``fraction`` at 0, at its default and at 1: the three reports, and the
-    records of the last."""
+def _built_with(base_model, tokenizer, tmp_path, group: str):
+    """Pairs of 12 prompts built with ``group``'s share of directions at 0, at its default and at 1. Checks what
+    every such group shares (none at 0, every record of the full build counted, the other pairs untouched by the
+    group) and returns the default and full builds' reports, the group's records and the full build by id."""
+    fraction = GROUP_PAIRS[group][0]
     pad = PAD(base_model, tokenizer)
     pool = _pool(tmp_path, {f"p{i}": f"Why do cats sleep so much, question {i}?" for i in range(12)}, ANSWERS)
     loose = {"max_perplexity": 1e9, "min_relevance": -1.0}
     none = build_pairs(pad, pool, tmp_path / "none.jsonl", SynthConfig(**loose, **{fraction: 0.0}))
     some = build_pairs(pad, pool, tmp_path / "some.jsonl", SynthConfig(**loose))
     every = build_pairs(pad, pool, tmp_path / "every.jsonl", SynthConfig(**loose, **{fraction: 1.0}))
-    return none, some, every, [json.loads(line) for line in (tmp_path / "every.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (tmp_path / "every.jsonl").read_text().splitlines()]
+    made = [r for r in records if r["dimension"] == group]
+    count = f"{group.replace('-', '_')}_pairs"
+    assert getattr(none, count) == 0 and getattr(every, count) == len(made) > 0
+    plain = [json.loads(line) for line in (tmp_path / "none.jsonl").read_text().splitlines()]
+    assert [r for r in records if r["dimension"] != group] == plain  # the other pairs are untouched
+    return some, every, made, {r["id"]: r for r in records}
 
 
 def test_early_end_pairs_set_an_answer_against_its_own_first_sentence(base_model, tokenizer, tmp_path):
-    none, some, every, records = _built_with(base_model, tokenizer, tmp_path, "early_end_fraction")
-    early = [r for r in records if r["dimension"] == "early-end"]
-    assert none.early_end_pairs == 0 and every.early_end_pairs == len(early) > 0
-    plain = [json.loads(line) for line in (tmp_path / "none.jsonl").read_text().splitlines()]
-    assert [r for r in records if r["dimension"] != "early-end"] == plain  # the other pairs are untouched
-    by_id = {r["id"]: r for r in records}
+    some, every, early, by_id = _built_with(base_model, tokenizer, tmp_path, "early-end")
     for r in early:
         source = by_id[r["id"].removesuffix("/early-end")]
         assert r["chosen"] == source["chosen"] and r["chosen_cut"] == source["chosen_cut"]
@@ -260,12 +271,7 @@ def test_early_end_pairs_set_an_answer_against_its_own_first_sentence(base_model
 
 
 def test_degenerate_pairs_set_an_answer_against_its_loop_or_bare_form(base_model, tokenizer, tmp_path):
-    none, some, every, records = _built_with(base_model, tokenizer, tmp_path, "degenerate_fraction")
-    bad = [r for r in records if r["dimension"] == "degenerate"]
-    assert none.degenerate_pairs == 0 and every.degenerate_pairs == len(bad) > 0
-    plain = [json.loads(line) for line in (tmp_path / "none.jsonl").read_text().splitlines()]
-    assert [r for r in records if r["dimension"] != "degenerate"] == plain  # the other pairs are untouched
-    by_id = {r["id"]: r for r in records}
+    some, every, bad, by_id = _built_with(base_model, tokenizer, tmp_path, "degenerate")
     for r in bad:
         source = by_id[r["id"].removesuffix("/degenerate")]
         assert r["chosen"] == source["chosen"] and r["chosen_cut"] is True and r["rejected_cut"] is True
