@@ -140,6 +140,29 @@ def test_degenerate_rewrites_loop_the_first_line_or_keep_the_bare_form():
     assert rewrites.hollowed(TEXT) == ""  # prose has no form besides punctuation
 
 
+def test_stutter_rewrite_says_one_early_unit_twice_and_keeps_the_rest():
+    summary = "In short: Cats sleep a lot.\n\nThey hunt at night. Naps save energy."
+    made = {rewrites.stuttered(summary, random.Random(seed)) for seed in range(20)}
+    assert made == {
+        "In short: In short: Cats sleep a lot.\n\nThey hunt at night. Naps save energy.",  # the lead
+        "In short: Cats sleep a lot.\nIn short: Cats sleep a lot.\n\nThey hunt at night. Naps save energy.",
+        "In short: Cats sleep a lot.\n\nThey hunt at night. Naps save energy.\nThey hunt at night. Naps save energy.",
+    }
+    listed = "Cats sleep a lot.\n- They hunt 😊\n- Naps help.\n- Dens are warm."
+    made = {rewrites.stuttered(listed, random.Random(seed)) for seed in range(30)}
+    assert made == {
+        "Cats sleep a lot.\n- They hunt 😊😊\n- Naps help.\n- Dens are warm.",  # the first emoji
+        "Cats sleep a lot.\nCats sleep a lot.\n- They hunt 😊\n- Naps help.\n- Dens are warm.",
+        "Cats sleep a lot.\n- They hunt 😊\n- They hunt 😊\n- Naps help.\n- Dens are warm.",
+        "Cats sleep a lot.\n- They hunt 😊\n- Naps help.\n- Naps help.\n- Dens are warm.",
+    }  # never the fourth line: a repeat past the first lines may fall beyond the trained length
+    assert rewrites.stuttered("Cats sleep. They hunt.", random.Random(0)) in (
+        "Cats sleep. Cats sleep. They hunt.",
+        "Cats sleep. They hunt. They hunt.",
+    )
+    assert rewrites.stuttered("One sentence only.") == ""  # nothing to repeat without changing the whole answer
+
+
 def test_warm_and_cold_rewrites_keep_the_answer():
     rng = random.Random(5)
     warm, cold = rewrites.warm(TEXT, rng), rewrites.cold(TEXT, random.Random(5))
@@ -182,6 +205,9 @@ def _pool(tmp_path, prompts: dict[str, str], answers: dict[str, str], finish: di
     return path
 
 
+NO_GROUP_PAIRS = {fraction: 0.0 for fraction, _ in GROUP_PAIRS.values()}
+"""SynthConfig fields that make no early-end, degenerate or stutter pairs: only the directions' own pairs."""
+
 ANSWERS = {
     "plain": TEXT + " Predators rest a great deal between meals",  # cut mid-sentence: the tail goes
     "elementary": "Cats sleep a lot. They are tired. They like naps.",
@@ -195,7 +221,7 @@ def test_build_pairs_writes_both_directions_with_wordings(base_model, tokenizer,
     pad = PAD(base_model, tokenizer)
     prompts = {f"p{i}": f"Why do cats sleep so much, question {i}?" for i in range(12)}
     pool = _pool(tmp_path, prompts, ANSWERS)
-    config = SynthConfig(max_perplexity=1e9, min_relevance=-1.0, early_end_fraction=0.0, degenerate_fraction=0.0)
+    config = SynthConfig(max_perplexity=1e9, min_relevance=-1.0, **NO_GROUP_PAIRS)
     report = build_pairs(pad, pool, tmp_path / "pairs.jsonl", config)
     records = [json.loads(line) for line in (tmp_path / "pairs.jsonl").read_text().splitlines()]
     heldout_prompts = {p for p in prompts.values() if is_heldout(p, 0.2)}
@@ -291,12 +317,34 @@ def test_degenerate_pairs_set_an_answer_against_its_loop_or_bare_form(base_model
         SynthConfig(degenerate_fraction=1.5)
 
 
+def test_stutter_pairs_set_an_answer_against_itself_with_a_unit_said_twice(base_model, tokenizer, tmp_path):
+    some, every, stutters, by_id = _built_with(base_model, tokenizer, tmp_path, "stutter")
+    for r in stutters:
+        source = by_id[r["id"].removesuffix("/stutter")]
+        assert r["chosen"] == source["chosen"] and r["chosen_cut"] is True and r["rejected_cut"] is True
+        assert len(r["rejected"]) > len(r["chosen"]) and r["rejected"] != r["chosen"]
+        assert r["preference"] in CATALOG[r["direction"]].train_wordings and "holdout" not in r
+    summary = by_id["p0/summary-first/stutter"]
+    lead = summary["chosen"].split(":")[0] + ":"
+    assert summary["rejected"].startswith(f"{lead} {lead} ") or summary["rejected"].count("\n") > summary[
+        "chosen"
+    ].count("\n")
+    directions = {r["direction"] for r in stutters}
+    assert {"bulleted", "summary-first", "emoji", "elementary"} <= directions
+    assert not directions & {"concise", "detailed"}
+    assert not directions & {d for pair in dimension_pairs(False) for d in pair}
+    assert 0 < some.stutter_pairs < every.stutter_pairs  # the default share
+    assert "stutter" in {p.group for p in read_pairs(tmp_path / "every.jsonl")}
+    with pytest.raises(PadkitError, match="stutter_fraction"):
+        SynthConfig(stutter_fraction=-0.5)
+
+
 def test_pairs_mark_answers_the_token_limit_cut(base_model, tokenizer, tmp_path):
     pad = PAD(base_model, tokenizer)
     prompts = {f"p{i}": f"Why do cats sleep so much, question {i}?" for i in range(4)}
     answers = dict(ANSWERS, plain=TEXT, elementary=ANSWERS["elementary"] + " Naps are")
     finish = dict.fromkeys(ANSWERS, "stop") | {"plain": "length"}  # plain hit the token limit
-    config = SynthConfig(max_perplexity=1e9, min_relevance=-1.0, early_end_fraction=0.0, degenerate_fraction=0.0)
+    config = SynthConfig(max_perplexity=1e9, min_relevance=-1.0, **NO_GROUP_PAIRS)
     report = build_pairs(pad, _pool(tmp_path, prompts, answers, finish), tmp_path / "pairs.jsonl", config)
     assert report.cut_answers == 2 * len(prompts)  # plain (the limit) and elementary (a part-sentence dropped)
     by_id = {r["id"]: r for r in map(json.loads, (tmp_path / "pairs.jsonl").read_text().splitlines())}

@@ -530,6 +530,7 @@ def data_synth(
     err.print(
         f"{report.degenerate_pairs} degenerate pairs (an answer against a loop of its first line or its bare form)"
     )
+    err.print(f"{report.stutter_pairs} stutter pairs (an answer against itself with one early unit said twice)")
     table = Table(title=f"{output}: {report.pairs} training pairs, held out {report.heldout_pairs}")
     for col in ("dimension", "judge", "prompts with a pair", "by contrast", "by rewrite", "mean judge margin"):
         table.add_column(col)

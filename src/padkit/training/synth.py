@@ -21,7 +21,9 @@ Two steps, each resumable:
    answer against its own first sentence, ended, which teaches that under a preference that is not about length
    an answer does not stop after one sentence. A share also get a *degenerate* pair (group ``degenerate``): the
    chosen answer against a loop of its first line or its bare form (markers, emoji, punctuation without words),
-   the text a PersRM that rewards form over content steers a small base into.
+   the text a PersRM that rewards form over content steers a small base into. And a share get a *stutter* pair
+   (group ``stutter``): the chosen answer against itself with one early unit said twice in a row ("In short: In
+   short: ..."), the token-level start of such a loop.
 """
 
 from __future__ import annotations
@@ -92,6 +94,11 @@ class SynthConfig:
         0.125,
         "Share of the directions outside length that also get a degenerate pair (the answer against a loop of its "
         "first line, or its bare form: markers, emoji, punctuation); 0 makes none.",
+    )
+    stutter_fraction: float = setting(
+        0.125,
+        "Share of the directions outside length that also get a stutter pair (the answer against itself with its "
+        "lead, first emoji or one of its first lines said twice in a row); 0 makes none.",
     )
 
     def __post_init__(self) -> None:
@@ -212,6 +219,8 @@ EARLY_END = "early-end"
 """The group of the pairs that set an answer against its own first sentence, ended (:func:`_early_end`)."""
 DEGENERATE = "degenerate"
 """The group of the pairs that set an answer against a degenerate version of itself (:func:`_degenerate`)."""
+STUTTER = "stutter"
+"""The group of the pairs that set an answer against itself with one unit said twice (:func:`_stutter`)."""
 
 
 @dataclass
@@ -230,6 +239,8 @@ class SynthReport:
     """Pairs of the ``early-end`` group (training and held-out prompts together)."""
     degenerate_pairs: int = 0
     """Pairs of the ``degenerate`` group (training and held-out prompts together)."""
+    stutter_pairs: int = 0
+    """Pairs of the ``stutter`` group (training and held-out prompts together)."""
 
 
 _TRIGRAM_WORD = re.compile(r"\w+")
@@ -337,17 +348,29 @@ def _degenerate(answer: Answer, rng: random.Random) -> tuple[Answer, Answer] | N
     return (answer._replace(cut=True), Answer(rng.choice(made), cut=True)) if made else None
 
 
+def _stutter(answer: Answer, rng: random.Random) -> tuple[Answer, Answer] | None:
+    """``answer`` against itself with one early unit said twice (:func:`rewrites.stuttered`), both open.
+
+    The two sides differ only from the repeated unit on, so the pair is decided by the token after a form's first
+    occurrence: the place where, under ``--prompted-base``, v11 and v15 said "In short:" a second time (whole-answer
+    loops, the ``degenerate`` group, did not stop that in v15).
+    """
+    text = rewrites.stuttered(answer.text, rng)
+    return (answer._replace(cut=True), Answer(text, cut=True)) if text else None
+
+
 GROUP_PAIRS: dict[str, tuple[str, Callable[[Answer, random.Random], tuple[Answer, Answer] | None]]] = {
     EARLY_END: ("early_end_fraction", _early_end),
     DEGENERATE: ("degenerate_fraction", _degenerate),
+    STUTTER: ("stutter_fraction", _stutter),
 }
 """The report groups whose pairs are made from a direction's chosen answer: the :class:`SynthConfig` field with
 the share of directions that get one, and how it is made (see the functions)."""
 
 
 def _group_pairs(common: dict, pid: str, name: str, chosen: Answer, config: SynthConfig) -> list[dict]:
-    """The early-end and degenerate pairs a direction's pair gets on one prompt, each a share of the time
-    (``config.early_end_fraction``, ``config.degenerate_fraction``), never for a length dimension."""
+    """The early-end, degenerate and stutter pairs a direction's pair gets on one prompt, each a share of the time
+    (``config.early_end_fraction`` and so on: :data:`GROUP_PAIRS`), never for a length dimension."""
     if name in LENGTH_DIMENSIONS:
         return []
     out = []
@@ -462,6 +485,7 @@ def build_pairs(
         cut_answers=sum(answer.cut for answer in kept.values()),
         early_end_pairs=sum(r["dimension"] == EARLY_END for r in out),
         degenerate_pairs=sum(r["dimension"] == DEGENERATE for r in out),
+        stutter_pairs=sum(r["dimension"] == STUTTER for r in out),
     )
 
 
