@@ -258,8 +258,9 @@ def test_build_pairs_writes_both_directions_with_wordings(base_model, tokenizer,
 
 def _built_with(base_model, tokenizer, tmp_path, group: str):
     """Pairs of 12 prompts built with ``group``'s share of directions at 0, at its default and at 1. Checks what
-    every such group shares (none at 0, every record of the full build counted, the other pairs untouched by the
-    group) and returns the default and full builds' reports, the group's records and the full build by id."""
+    every such group shares (none at 0, some at the default, every record of the full build counted, the other
+    pairs untouched, a trained wording of a trained direction outside length, the share validated) and returns
+    the full build's report, the group's records and the full build by id."""
     fraction = GROUP_PAIRS[group][0]
     pad = PAD(base_model, tokenizer)
     pool = _pool(tmp_path, {f"p{i}": f"Why do cats sleep so much, question {i}?" for i in range(12)}, ANSWERS)
@@ -273,70 +274,52 @@ def _built_with(base_model, tokenizer, tmp_path, group: str):
     assert getattr(none, count) == 0 and getattr(every, count) == len(made) > 0
     plain = [json.loads(line) for line in (tmp_path / "none.jsonl").read_text().splitlines()]
     assert [r for r in records if r["dimension"] != group] == plain  # the other pairs are untouched
-    return some, every, made, {r["id"]: r for r in records}
+    assert 0 < getattr(some, count) < getattr(every, count)  # the default share
+    assert group in {p.group for p in read_pairs(tmp_path / "every.jsonl")}
+    for r in made:
+        assert r["preference"] in CATALOG[r["direction"]].train_wordings and "holdout" not in r
+    directions = {r["direction"] for r in made}
+    assert not directions & {"concise", "detailed"}  # length preferences may end early, and be short
+    assert not directions & {d for pair in dimension_pairs(False) for d in pair}  # unseen ones are never trained
+    with pytest.raises(PadkitError, match=fraction):
+        SynthConfig(**{fraction: 1.5})
+    return every, made, {r["id"]: r for r in records}
 
 
 def test_early_end_pairs_set_an_answer_against_its_own_first_sentence(base_model, tokenizer, tmp_path):
-    some, every, early, by_id = _built_with(base_model, tokenizer, tmp_path, "early-end")
+    every, early, by_id = _built_with(base_model, tokenizer, tmp_path, "early-end")
     for r in early:
         source = by_id[r["id"].removesuffix("/early-end")]
         assert r["chosen"] == source["chosen"] and r["chosen_cut"] == source["chosen_cut"]
         assert r["rejected"] == rewrites.sentences(source["chosen"])[0] and source["chosen"].startswith(r["rejected"])
         assert r["rejected_cut"] is False  # the first sentence, ended: the end token decides the pair
-        assert r["preference"] in CATALOG[r["direction"]].train_wordings and "holdout" not in r
     assert by_id["p0/bulleted/early-end"]["rejected"] == "Cats sleep a lot because they are predators."
     assert "p0/sophisticated/early-end" not in by_id  # its chosen answer is one sentence
-    directions = {r["direction"] for r in early}
-    assert {"bulleted", "prose", "summary-first", "sign-off", "elementary"} <= directions
-    assert not directions & {"concise", "detailed"}  # length preferences may end early
-    assert not directions & {d for pair in dimension_pairs(False) for d in pair}  # unseen ones are never trained
-    assert 0 < some.early_end_pairs < every.early_end_pairs  # the default share
-    assert "early-end" in {p.group for p in read_pairs(tmp_path / "every.jsonl")}
-    with pytest.raises(PadkitError, match="early_end_fraction"):
-        SynthConfig(early_end_fraction=1.5)
+    assert {"bulleted", "prose", "summary-first", "sign-off", "elementary"} <= {r["direction"] for r in early}
 
 
 def test_degenerate_pairs_set_an_answer_against_its_loop_or_bare_form(base_model, tokenizer, tmp_path):
-    some, every, bad, by_id = _built_with(base_model, tokenizer, tmp_path, "degenerate")
+    every, bad, by_id = _built_with(base_model, tokenizer, tmp_path, "degenerate")
     for r in bad:
         source = by_id[r["id"].removesuffix("/degenerate")]
         assert r["chosen"] == source["chosen"] and r["chosen_cut"] is True and r["rejected_cut"] is True
         assert r["rejected"] in (rewrites.looped(source["chosen"]), rewrites.hollowed(source["chosen"]))
-        assert r["rejected"] and r["preference"] in CATALOG[r["direction"]].train_wordings and "holdout" not in r
+        assert r["rejected"]
     looped = {r["rejected"] == rewrites.looped(by_id[r["id"].removesuffix("/degenerate")]["chosen"]) for r in bad}
     assert looped == {True, False}  # both kinds are drawn
     bulleted = by_id["p0/bulleted/degenerate"]
     assert bulleted["rejected"] in (".\n- .\n- .", "\n".join([TEXT.split(". ")[0] + "."] * 3))
-    directions = {r["direction"] for r in bad}
-    assert {"bulleted", "numbered", "emoji", "bold"} <= directions
-    assert not directions & {"concise", "detailed"}
-    assert not directions & {d for pair in dimension_pairs(False) for d in pair}
-    assert 0 < some.degenerate_pairs < every.degenerate_pairs  # the default share
-    assert "degenerate" in {p.group for p in read_pairs(tmp_path / "every.jsonl")}
-    with pytest.raises(PadkitError, match="degenerate_fraction"):
-        SynthConfig(degenerate_fraction=1.5)
+    assert {"bulleted", "numbered", "emoji", "bold"} <= {r["direction"] for r in bad}
 
 
 def test_stutter_pairs_set_an_answer_against_itself_with_a_unit_said_twice(base_model, tokenizer, tmp_path):
-    some, every, stutters, by_id = _built_with(base_model, tokenizer, tmp_path, "stutter")
+    every, stutters, by_id = _built_with(base_model, tokenizer, tmp_path, "stutter")
     for r in stutters:
         source = by_id[r["id"].removesuffix("/stutter")]
         assert r["chosen"] == source["chosen"] and r["chosen_cut"] is True and r["rejected_cut"] is True
-        assert len(r["rejected"]) > len(r["chosen"]) and r["rejected"] != r["chosen"]
-        assert r["preference"] in CATALOG[r["direction"]].train_wordings and "holdout" not in r
-    summary = by_id["p0/summary-first/stutter"]
-    lead = summary["chosen"].split(":")[0] + ":"
-    assert summary["rejected"].startswith(f"{lead} {lead} ") or summary["rejected"].count("\n") > summary[
-        "chosen"
-    ].count("\n")
-    directions = {r["direction"] for r in stutters}
-    assert {"bulleted", "summary-first", "emoji", "elementary"} <= directions
-    assert not directions & {"concise", "detailed"}
-    assert not directions & {d for pair in dimension_pairs(False) for d in pair}
-    assert 0 < some.stutter_pairs < every.stutter_pairs  # the default share
-    assert "stutter" in {p.group for p in read_pairs(tmp_path / "every.jsonl")}
-    with pytest.raises(PadkitError, match="stutter_fraction"):
-        SynthConfig(stutter_fraction=-0.5)
+        stuttered = {rewrites.stuttered(source["chosen"], random.Random(seed)) for seed in range(50)}
+        assert r["rejected"] in stuttered and r["rejected"] != r["chosen"]
+    assert {"bulleted", "summary-first", "emoji", "elementary"} <= {r["direction"] for r in stutters}
 
 
 def test_pairs_mark_answers_the_token_limit_cut(base_model, tokenizer, tmp_path):
