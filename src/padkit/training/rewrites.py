@@ -12,6 +12,8 @@ import random
 import re
 from collections.abc import Callable
 
+from padkit.evaluation.judges import EmojiJudge
+
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 _LIST_LINE = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+", re.MULTILINE)
 
@@ -50,12 +52,12 @@ def looped(text: str, rng: random.Random | None = None) -> str:
 
 
 _LEAD = re.compile(r"^(\S+(?: \S+){0,3}:)[ \n]")
-_EMOJI_CHAR = re.compile("[\U0001f300-\U0001faff\u2600-\u27bf]")
 
 
 def stuttered(text: str, rng: random.Random | None = None) -> str:
     """The answer with one early unit said twice in a row, the rest unchanged: its lead ("In short: In short:
-    ..."), its first emoji, or one of its first three lines (sentences, for one-line prose); "" when it has none.
+    ..."), its first emoji (what the emoji judge counts), or one of its first three lines (sentences, for
+    one-line prose); "" when it has none.
 
     The smallest loop, where guided decoding starts one: under ``--prompted-base`` v11 and v15 said "In short:"
     again right after "In short:", repeated a list line or an emoji, because no pair set a unit said once against
@@ -66,15 +68,14 @@ def stuttered(text: str, rng: random.Random | None = None) -> str:
     made = []
     if lead := _LEAD.match(text):
         made.append(f"{lead.group(1)} {text}")
-    if emoji := _EMOJI_CHAR.search(text):
+    if emoji := EmojiJudge.pattern.search(text):
         made.append(text[: emoji.end()] + emoji.group() + text[emoji.end() :])
     lines = text.splitlines()
     full = [i for i, line in enumerate(lines) if line.strip()]
-    parts = sentences(text)
     if len(full) >= 2:
         i = rng.choice(full[:3])
         made.append("\n".join(lines[: i + 1] + lines[i : i + 1] + lines[i + 1 :]))
-    elif len(parts) >= 2:
+    elif len(parts := sentences(text)) >= 2:
         i = rng.randrange(min(3, len(parts)))
         made.append(" ".join(parts[: i + 1] + parts[i : i + 1] + parts[i + 1 :]))
     return rng.choice(made) if made else ""
