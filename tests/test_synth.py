@@ -143,11 +143,7 @@ def test_degenerate_rewrites_loop_the_first_line_or_keep_the_bare_form():
 def test_stutter_rewrite_says_one_early_unit_twice_and_keeps_the_rest():
     summary = "In short: Cats sleep a lot.\n\nThey hunt at night. Naps save energy."
     made = {rewrites.stuttered(summary, random.Random(seed)) for seed in range(20)}
-    assert made == {
-        "In short: In short: Cats sleep a lot.\n\nThey hunt at night. Naps save energy.",  # the lead
-        "In short: Cats sleep a lot.\nIn short: Cats sleep a lot.\n\nThey hunt at night. Naps save energy.",
-        "In short: Cats sleep a lot.\n\nThey hunt at night. Naps save energy.\nThey hunt at night. Naps save energy.",
-    }
+    assert made == {"In short: In short: Cats sleep a lot.\n\nThey hunt at night. Naps save energy."}  # the lead
     listed = "Cats sleep a lot.\n- They hunt 😊\n- Naps help.\n- Dens are warm."
     made = {rewrites.stuttered(listed, random.Random(seed)) for seed in range(30)}
     assert made == {
