@@ -199,7 +199,7 @@ def test_train_then_rm_eval(tmp_path, tiny_model_dir):
     )
     assert evaluated.exit_code == 0, evaluated.output
     report = json.loads(evaluated.stdout)
-    assert report["reference"] == "rm-init"
+    assert report["reference"] == "rm-init" and report["cut_ends"] == "closed"
     assert report["dimensions"]["concise"]["accuracy"] == 1.0 and report["dimensions"]["concise"]["n"] == 4
     # every chosen answer here is the shorter one, and neither extends the other: one shape row, the whole set
     assert report["by_shape"] == {"chosen shorter": report["dimensions"]["concise"]}
@@ -242,6 +242,8 @@ def test_train_and_rm_eval_errors(tmp_path, tiny_model_dir):
     assert bad_k.exit_code == 2 and "top_k" in bad_k.output
     bad_group = runner.invoke(app, ["rm-eval", "--data", str(_pair_file(tmp_path)), "--group", "early-end"])
     assert bad_group.exit_code == 2 and "no pairs in group(s) early-end; the data's groups: concise" in bad_group.output
+    bad_ends = runner.invoke(app, ["rm-eval", "--data", str(_pair_file(tmp_path)), "--cut-ends", "shut"])
+    assert bad_ends.exit_code == 2 and "unknown cut ends 'shut'; use one of closed, open" in bad_ends.output
 
 
 def test_data_synth_reports_counts(tmp_path, tiny_model_dir):

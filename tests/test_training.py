@@ -301,6 +301,35 @@ def test_rm_eval_reference_base_subtracts_plain_prompt(base_model, tokenizer):
     assert torch.isfinite(rewarded).all()
 
 
+def test_rm_eval_open_cut_ends_drop_the_end_token_of_cut_responses_only(base_model, tokenizer):
+    from padkit.decoding.sequence_reward import encode_response, response_logprobs
+    from padkit.evaluation.rm_accuracy import end_tokens
+    from padkit.preferences import Dimension, render_input
+
+    pairs = [
+        PreferencePair("Tell me about cats.", "cats sleep", "sky", "detailed", chosen_cut=True),
+        PreferencePair("Tell me about cats.", "sky", "cats sleep", "concise", rejected_cut=True),
+    ]
+    assert end_tokens(pairs, "closed") == ([True, True], [True, True])
+    assert end_tokens(pairs, "open") == ([False, True], [True, False])
+    closed = pair_rewards(base_model, tokenizer, pairs, "none")
+    opened = pair_rewards(base_model, tokenizer, pairs, "none", cut_ends="open")
+    context = render_input(tokenizer, "Tell me about cats.", Dimension("detailed").principle)
+    ids = sum(encode_response(tokenizer, context, "cats sleep", add_eos=False), [])
+    logits = base_model(input_ids=torch.tensor([ids])).logits[0, -1].double()
+    eos = torch.log_softmax(logits, dim=-1)[tokenizer.eos_token_id].item()
+    assert closed[0][0] - opened[0][0] == pytest.approx(eos, abs=1e-4)  # the cut chosen loses its end token
+    assert opened[1][0] == closed[1][0]  # the complete rejected keeps it
+    assert opened[0][1] == closed[0][1] and opened[1][1] != closed[1][1]
+    single = response_logprobs(base_model, tokenizer, [context], ["cats sleep"], add_eos=[False])
+    assert single[0] == pytest.approx(opened[0][0].item())
+    with pytest.raises(PadkitError, match="cut_ends"):
+        end_tokens(pairs, "shut")
+    with pytest.raises(ValueError, match="2 end-token flags for 1 responses"):
+        response_logprobs(base_model, tokenizer, [context], ["cats"], add_eos=[True, False])
+    assert evaluate_rm(base_model, tokenizer, pairs, "none", cut_ends="open").as_dict()["cut_ends"] == "open"
+
+
 def test_train_bf16_autocast_and_layer_subset(tiny_model_dir, tmp_path):
     from safetensors import safe_open
 

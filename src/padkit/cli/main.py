@@ -651,6 +651,14 @@ def rm_eval(
         ),
     ] = None,
     top_k: Annotated[int, typer.Option("--top-k", help="Base top-k candidates for --decision-weight.")] = 10,
+    cut_ends: Annotated[
+        str,
+        typer.Option(
+            "--cut-ends",
+            help="closed: every response ends in the end-of-sequence token; open: a response marked cut "
+            "(chosen_cut / rejected_cut: stopped by a length limit) is scored without it, as padkit train trains it.",
+        ),
+    ] = "closed",
     as_json: Annotated[bool, typer.Option("--json", help="Print the accuracies as JSON.")] = False,
 ) -> None:
     """Pairwise accuracy of a PersRM's summed implicit reward (chosen above rejected), per dimension; held-out
@@ -683,13 +691,14 @@ def rm_eval(
             device=device,
             decision_weight=decision_weight,
             top_k=top_k,
+            cut_ends=cut_ends,
         )
     except PadkitError as e:
         _fail(str(e))
     if as_json:
         typer.echo(json.dumps(report.as_dict(), indent=2))
         return
-    _print_rm_report(report, f"{rm or 'default PersRM'}: {split} pairs")
+    _print_rm_report(report, f"{rm or 'default PersRM'}: {split} pairs, cut answers {cut_ends}")
 
 
 EVAL_SET_BY_METHOD = (

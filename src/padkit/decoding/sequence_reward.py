@@ -38,11 +38,16 @@ def response_logprobs(
     responses: Sequence[str],
     batch_size: int = 8,
     max_length: int | None = None,
-    add_eos: bool = True,
+    add_eos: bool | Sequence[bool] = True,
 ) -> torch.Tensor:
-    """``sum_t log p(y_t | context, y_<t)`` for each (rendered context, response) pair, in float64."""
+    """``sum_t log p(y_t | context, y_<t)`` for each (rendered context, response) pair, in float64.
+
+    ``add_eos``: whether each response ends in the end-of-sequence token (one flag for all, or one per response)."""
     out = []
-    pairs = [encode_response(tokenizer, c, r, max_length, add_eos) for c, r in zip(contexts, responses, strict=True)]
+    ends = [add_eos] * len(responses) if isinstance(add_eos, bool) else list(add_eos)
+    if len(ends) != len(responses):
+        raise ValueError(f"{len(ends)} end-token flags for {len(responses)} responses")
+    pairs = [encode_response(tokenizer, c, r, max_length, e) for c, r, e in zip(contexts, responses, ends, strict=True)]
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start : start + batch_size]
         width = max(len(c) + len(r) for c, r in chunk)
@@ -90,7 +95,7 @@ def implicit_rewards(
     base_tokenizer: PreTrainedTokenizerBase | None = None,
     batch_size: int = 8,
     max_length: int | None = None,
-    add_eos: bool = True,
+    add_eos: bool | Sequence[bool] = True,
     rm_adapters: bool = True,
 ) -> torch.Tensor:
     """Summed implicit reward ``log pi_rm(y | x, p) - log pi_ref(y | ...)`` of each response.

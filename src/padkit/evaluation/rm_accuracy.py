@@ -27,6 +27,10 @@ from padkit.preferences import Dimension, render_clipped
 from padkit.training.data import PreferencePair, spaced_sample, split_pairs
 
 SPLITS = ("heldout", "train", "all")
+CUT_ENDS = ("closed", "open")
+"""How ``rm-eval`` ends a response marked cut (``chosen_cut`` / ``rejected_cut``): ``closed`` with the
+end-of-sequence token, as every response; ``open`` without it, as ``padkit train`` trains it (see
+:func:`end_tokens`)."""
 
 
 @dataclass
@@ -51,6 +55,8 @@ class RMReport:
     reference: str
     accuracy: float
     n: int
+    cut_ends: str = "closed"
+    """How responses marked cut were ended (:data:`CUT_ENDS`)."""
     dimensions: dict[str, DimensionAccuracy] = field(default_factory=dict)
     decision: float | None = None
     base_decision: float | None = None
@@ -66,6 +72,7 @@ class RMReport:
 
         return {
             "reference": self.reference,
+            "cut_ends": self.cut_ends,
             "accuracy": self.accuracy,
             "n": self.n,
             **{k: v for k, v in shares.items() if v is not None},
@@ -107,6 +114,20 @@ def _accuracy_over(wins: torch.Tensor, gaps: torch.Tensor, idx: torch.Tensor) ->
     return DimensionAccuracy(round(wins[idx].mean().item(), 4), round(gaps[idx].mean().item(), 4), len(idx))
 
 
+def end_tokens(pairs: Sequence[PreferencePair], cut_ends: str) -> tuple[list[bool], list[bool]]:
+    """Whether each pair's chosen and rejected response is scored with an end-of-sequence token.
+
+    A response cut by a length limit did not end there. ``padkit train`` trains it without the end token, so a
+    ``closed`` score also asks the PersRM whether the answer should stop where the sampler stopped it, a question
+    it was never taught: for ``detailed`` (the long side is a cut answer, the short side one that ends) that
+    question, not the length, can decide the pair. ``open`` scores each side as it was trained."""
+    if cut_ends not in CUT_ENDS:
+        raise PadkitError(f"unknown cut_ends {cut_ends!r}; use one of {', '.join(CUT_ENDS)}")
+    if cut_ends == "closed":
+        return [True] * len(pairs), [True] * len(pairs)
+    return [not p.chosen_cut for p in pairs], [not p.rejected_cut for p in pairs]
+
+
 def pair_rewards(
     rm_model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -119,18 +140,21 @@ def pair_rewards(
     progress: bool = False,
     rm_is_self: bool = False,
     base_tokenizer: PreTrainedTokenizerBase | None = None,
+    cut_ends: str = "closed",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed implicit rewards of the chosen and the rejected response of each pair.
 
     ``rm_is_self``: the PersRM is the base conditioned on the preference (``rm="self"``); the reference rule is
-    :func:`~padkit.decoding.sequence_reward.resolve_reference`, as in decoding."""
+    :func:`~padkit.decoding.sequence_reward.resolve_reference`, as in decoding. ``cut_ends``: :func:`end_tokens`."""
     if reference not in REFERENCES:
         raise PadkitError(f"unknown reference {reference!r}; use one of {', '.join(REFERENCES)}")
+    chosen_ends, rejected_ends = end_tokens(pairs, cut_ends)
     reference = resolve_reference(reference, rm_is_self, hasattr(rm_model, "disable_adapter"))
     plain_tokenizer = base_tokenizer or tokenizer
     chosen, rejected = [], []
     for start in tqdm(range(0, len(pairs), batch_size), desc="scoring pairs", unit="batch", disable=not progress):
         chunk = pairs[start : start + batch_size]
+        stop = start + len(chunk)
         with_pref = [
             render_clipped(tokenizer, p.prompt, Dimension(p.preference).principle, max_prompt_length) for p in chunk
         ]
@@ -148,6 +172,7 @@ def pair_rewards(
             base_tokenizer=base_tokenizer,
             batch_size=2 * batch_size,
             max_length=max_length,
+            add_eos=chosen_ends[start:stop] + rejected_ends[start:stop],
             rm_adapters=not rm_is_self,
         )
         chosen.append(reward[: len(chunk)])
@@ -167,6 +192,7 @@ def first_step_decisions(
     max_prompt_length: int | None = None,
     progress: bool = False,
     rm_is_self: bool = False,
+    cut_ends: str = "closed",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Whether PAD at ``weight`` (top-k + EOS candidates) and the base alone pick the chosen response's token at
     the first step where the chosen and rejected responses differ, given their shared start, and whether that
@@ -174,7 +200,8 @@ def first_step_decisions(
 
     Summed-reward accuracy saturates on format pairs (a rewrite is easy to rank as a whole) while PAD still
     fails to take the turn at the step that makes the difference, where the reward must beat the base's
-    log-probability gap; this measures that step. Both models must share the tokenizer."""
+    log-probability gap; this measures that step. Both models must share the tokenizer. ``cut_ends``: whether a
+    response marked cut ends in the end token (:func:`end_tokens`)."""
     reference = resolve_reference(reference, rm_is_self, hasattr(rm_model, "disable_adapter"))
     base = base_model if base_model is not None else rm_model
     rule = _PADRule(
@@ -193,13 +220,16 @@ def first_step_decisions(
         return torch.log_softmax(logits, dim=-1).cpu()
 
     pad_picks, base_picks, reachable = [], [], []
-    for pair in tqdm(pairs, desc="first-step decisions", unit="pair", disable=not progress):
+    ends = zip(*end_tokens(pairs, cut_ends), strict=True)
+    for pair, (chosen_end, rejected_end) in tqdm(
+        zip(pairs, ends, strict=True), desc="first-step decisions", unit="pair", total=len(pairs), disable=not progress
+    ):
         with_pref = render_clipped(tokenizer, pair.prompt, Dimension(pair.preference).principle, max_prompt_length)
         plain = render_clipped(tokenizer, pair.prompt, None, max_prompt_length)
-        context, chosen = encode_response(tokenizer, with_pref, pair.chosen)
-        rejected = encode_response(tokenizer, with_pref, pair.rejected)[1]
+        context, chosen = encode_response(tokenizer, with_pref, pair.chosen, add_eos=chosen_end)
+        rejected = encode_response(tokenizer, with_pref, pair.rejected, add_eos=rejected_end)[1]
         step = next((i for i, (a, b) in enumerate(zip(chosen, rejected, strict=False)) if a != b), None)
-        if step is None:  # the same tokens on both sides (EOS included): nothing to decide
+        if step is None:  # one side the other's start (EOS included): nothing to decide at one step
             for picks in (pad_picks, base_picks, reachable):
                 picks.append(float("nan"))
             continue
@@ -247,8 +277,15 @@ def evaluate_rm(
             max_prompt_length=kwargs.get("max_prompt_length"),
             progress=kwargs.get("progress", False),
             rm_is_self=kwargs.get("rm_is_self", False),
+            cut_ends=kwargs.get("cut_ends", "closed"),
         )
-    report = RMReport(reference, round(wins.mean().item(), 4), len(pairs), by_shape=shape_split(pairs, wins, gaps))
+    report = RMReport(
+        reference,
+        round(wins.mean().item(), 4),
+        len(pairs),
+        kwargs.get("cut_ends", "closed"),
+        by_shape=shape_split(pairs, wins, gaps),
+    )
     for name in sorted({p.group for p in pairs}):
         idx = torch.tensor([i for i, p in enumerate(pairs) if p.group == name])
         row = _accuracy_over(wins, gaps, idx)
@@ -282,12 +319,14 @@ def evaluate_persrm(
     device: str = "auto",
     decision_weight: float | None = None,
     top_k: int = 10,
+    cut_ends: str = "closed",
 ) -> RMReport:
     """``padkit rm-eval``: load a PersRM by name and score one split of ``pairs`` the way it was trained.
 
     The split, its salt and the clipping lengths default to those a trained PersRM's ``padkit.json`` records;
-    ``sample`` scores N evenly spaced pairs of the split. The reference defaults to ``rm-init`` for a LoRA
-    PersRM (its DPO reference) and ``base`` otherwise; a LoRA PersRM is scored on the base it was trained on.
+    ``sample`` scores N evenly spaced pairs of the split; ``cut_ends`` is :func:`end_tokens`'s. The reference
+    defaults to ``rm-init`` for a LoRA PersRM (its DPO reference) and ``base`` otherwise; a LoRA PersRM is scored
+    on the base it was trained on.
     """
     from padkit.decoding.pad import PAD
     from padkit.models.loading import adapter_base, default_rm, resolve_model_dir
@@ -295,6 +334,8 @@ def evaluate_persrm(
 
     if split not in SPLITS:
         raise PadkitError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+    if cut_ends not in CUT_ENDS:
+        raise PadkitError(f"unknown cut ends {cut_ends!r}; use one of {', '.join(CUT_ENDS)}")
     rm = rm or default_rm(base)
     where = resolve_model_dir(rm) if rm != "self" else None
     is_adapter = isinstance(where, Path) and (where / "adapter_config.json").is_file()
@@ -317,4 +358,5 @@ def evaluate_persrm(
         progress=progress,
         decision_weight=decision_weight,
         top_k=top_k,
+        cut_ends=cut_ends,
     )
