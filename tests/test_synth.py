@@ -159,6 +159,13 @@ def test_stutter_rewrite_says_one_early_unit_twice_and_keeps_the_rest():
     assert rewrites.stuttered("One sentence only.") == ""  # nothing to repeat without changing the whole answer
 
 
+def test_first_words_keeps_spacing_and_lines():
+    text = "In short: cats.\n\n- They hunt\n- Naps help."
+    assert rewrites.first_words(text, 3) == "In short: cats."
+    assert rewrites.first_words(text, 5) == "In short: cats.\n\n- They"
+    assert rewrites.first_words(text, 99) == text and rewrites.first_words(text, 0) == ""
+
+
 def test_warm_and_cold_rewrites_keep_the_answer():
     rng = random.Random(5)
     warm, cold = rewrites.warm(TEXT, rng), rewrites.cold(TEXT, random.Random(5))
@@ -313,8 +320,12 @@ def test_stutter_pairs_set_an_answer_against_itself_with_a_unit_said_twice(base_
     for r in stutters:
         source = by_id[r["id"].removesuffix("/stutter")]
         assert r["chosen"] == source["chosen"] and r["chosen_cut"] is True and r["rejected_cut"] is True
-        stuttered = {rewrites.stuttered(source["chosen"], random.Random(seed)) for seed in range(50)}
+        words = len(source["chosen"].split())
+        stuttered = {
+            rewrites.first_words(rewrites.stuttered(source["chosen"], random.Random(seed)), words) for seed in range(50)
+        }
         assert r["rejected"] in stuttered and r["rejected"] != r["chosen"]
+        assert len(r["rejected"].split()) == words  # no side is longer: length does not decide the pair
     assert {"bulleted", "summary-first", "emoji", "elementary"} <= {r["direction"] for r in stutters}
 
 

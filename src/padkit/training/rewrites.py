@@ -51,6 +51,12 @@ def looped(text: str, rng: random.Random | None = None) -> str:
     return sep.join(out)
 
 
+def first_words(text: str, n: int) -> str:
+    """``text`` up to the end of its ``n``-th word (words split on whitespace), its spacing and lines kept."""
+    ends = [m.end() for m in re.finditer(r"\S+", text)]
+    return text if n >= len(ends) else text[: ends[n - 1]] if n > 0 else ""
+
+
 _LEAD = re.compile(r"^(\S+(?: \S+){0,3}:)[ \n]")
 
 
