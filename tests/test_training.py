@@ -323,7 +323,7 @@ def test_rm_eval_open_cut_ends_drop_the_end_token_of_cut_responses_only(base_mod
     assert opened[0][1] == closed[0][1] and opened[1][1] != closed[1][1]
     single = response_logprobs(base_model, tokenizer, [context], ["cats sleep"], add_eos=[False])
     assert single[0] == pytest.approx(opened[0][0].item())
-    with pytest.raises(PadkitError, match="cut_ends"):
+    with pytest.raises(PadkitError, match="unknown cut ends 'shut'; use one of closed, open"):
         end_tokens(pairs, "shut")
     with pytest.raises(ValueError, match="2 end-token flags for 1 responses"):
         response_logprobs(base_model, tokenizer, [context], ["cats"], add_eos=[True, False])

@@ -114,6 +114,12 @@ def _accuracy_over(wins: torch.Tensor, gaps: torch.Tensor, idx: torch.Tensor) ->
     return DimensionAccuracy(round(wins[idx].mean().item(), 4), round(gaps[idx].mean().item(), 4), len(idx))
 
 
+def check_cut_ends(cut_ends: str) -> None:
+    """Raise a :class:`PadkitError` naming the choices unless ``cut_ends`` is one of :data:`CUT_ENDS`."""
+    if cut_ends not in CUT_ENDS:
+        raise PadkitError(f"unknown cut ends {cut_ends!r}; use one of {', '.join(CUT_ENDS)}")
+
+
 def end_tokens(pairs: Sequence[PreferencePair], cut_ends: str) -> tuple[list[bool], list[bool]]:
     """Whether each pair's chosen and rejected response is scored with an end-of-sequence token.
 
@@ -121,8 +127,7 @@ def end_tokens(pairs: Sequence[PreferencePair], cut_ends: str) -> tuple[list[boo
     ``closed`` score also asks the PersRM whether the answer should stop where the sampler stopped it, a question
     it was never taught: for ``detailed`` (the long side is a cut answer, the short side one that ends) that
     question, not the length, can decide the pair. ``open`` scores each side as it was trained."""
-    if cut_ends not in CUT_ENDS:
-        raise PadkitError(f"unknown cut_ends {cut_ends!r}; use one of {', '.join(CUT_ENDS)}")
+    check_cut_ends(cut_ends)
     if cut_ends == "closed":
         return [True] * len(pairs), [True] * len(pairs)
     return [not p.chosen_cut for p in pairs], [not p.rejected_cut for p in pairs]
@@ -220,9 +225,13 @@ def first_step_decisions(
         return torch.log_softmax(logits, dim=-1).cpu()
 
     pad_picks, base_picks, reachable = [], [], []
-    ends = zip(*end_tokens(pairs, cut_ends), strict=True)
-    for pair, (chosen_end, rejected_end) in tqdm(
-        zip(pairs, ends, strict=True), desc="first-step decisions", unit="pair", total=len(pairs), disable=not progress
+    chosen_ends, rejected_ends = end_tokens(pairs, cut_ends)
+    for pair, chosen_end, rejected_end in tqdm(
+        zip(pairs, chosen_ends, rejected_ends, strict=True),
+        desc="first-step decisions",
+        unit="pair",
+        total=len(pairs),
+        disable=not progress,
     ):
         with_pref = render_clipped(tokenizer, pair.prompt, Dimension(pair.preference).principle, max_prompt_length)
         plain = render_clipped(tokenizer, pair.prompt, None, max_prompt_length)
@@ -252,16 +261,18 @@ def evaluate_rm(
     reference: Reference = "rm-init",
     decision_weight: float | None = None,
     top_k: int = 10,
+    cut_ends: str = "closed",
     **kwargs,
 ) -> RMReport:
     """Pairwise accuracy and mean margin per preference dimension (keyword arguments go to :func:`pair_rewards`);
-    with ``decision_weight`` also :func:`first_step_decisions` at that weight (reference ``base``, as PAD)."""
+    with ``decision_weight`` also :func:`first_step_decisions` at that weight (reference ``base``, as PAD). Both
+    end a response marked cut as ``cut_ends`` says (:func:`end_tokens`)."""
     if not pairs:
         raise PadkitError("no preference pairs to evaluate")
     base_tokenizer = kwargs.get("base_tokenizer")
     if decision_weight is not None and base_tokenizer is not None and not same_vocabulary(base_tokenizer, tokenizer):
         raise PadkitError("first-step decisions need the PersRM and the base to share a tokenizer")
-    chosen, rejected = pair_rewards(rm_model, tokenizer, pairs, reference, **kwargs)
+    chosen, rejected = pair_rewards(rm_model, tokenizer, pairs, reference, cut_ends=cut_ends, **kwargs)
     wins = (chosen > rejected).double()
     gaps = chosen - rejected
     picks = None
@@ -277,13 +288,13 @@ def evaluate_rm(
             max_prompt_length=kwargs.get("max_prompt_length"),
             progress=kwargs.get("progress", False),
             rm_is_self=kwargs.get("rm_is_self", False),
-            cut_ends=kwargs.get("cut_ends", "closed"),
+            cut_ends=cut_ends,
         )
     report = RMReport(
         reference,
         round(wins.mean().item(), 4),
         len(pairs),
-        kwargs.get("cut_ends", "closed"),
+        cut_ends,
         by_shape=shape_split(pairs, wins, gaps),
     )
     for name in sorted({p.group for p in pairs}):
@@ -334,8 +345,7 @@ def evaluate_persrm(
 
     if split not in SPLITS:
         raise PadkitError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
-    if cut_ends not in CUT_ENDS:
-        raise PadkitError(f"unknown cut ends {cut_ends!r}; use one of {', '.join(CUT_ENDS)}")
+    check_cut_ends(cut_ends)  # before the models load
     rm = rm or default_rm(base)
     where = resolve_model_dir(rm) if rm != "self" else None
     is_adapter = isinstance(where, Path) and (where / "adapter_config.json").is_file()

@@ -53,8 +53,10 @@ def looped(text: str, rng: random.Random | None = None) -> str:
 
 def first_words(text: str, n: int) -> str:
     """``text`` up to the end of its ``n``-th word (words split on whitespace), its spacing and lines kept."""
+    if n <= 0:
+        return ""
     ends = [m.end() for m in re.finditer(r"\S+", text)]
-    return text if n >= len(ends) else text[: ends[n - 1]] if n > 0 else ""
+    return text if n >= len(ends) else text[: ends[n - 1]]
 
 
 _LEAD = re.compile(r"^(\S+(?: \S+){0,3}:)[ \n]")
