@@ -9,7 +9,7 @@ import torch
 
 from padkit import PAD, Preference, render_input
 from padkit.decoding.config import ConfigError, PADConfig
-from padkit.decoding.processor import BanTokensLogitsProcessor, LoopGuard
+from padkit.decoding.processor import BanTokensLogitsProcessor, LoopGuard, whitespace_classes
 from padkit.errors import GenerationError
 
 PROMPTS = ["Tell me about cats.", "Why is the sky blue? Answer in a poem about the sea, please."]
@@ -296,9 +296,11 @@ def test_no_repeat_ngram_guard_keeps_every_path_free_of_repeats(base_model, lora
         PADConfig(no_repeat_ngram_size=-1)
 
 
-def _banned_after(answer: list[int], max_run: int, prompt: tuple[int, ...] = (5, 6, 7)) -> set[int]:
+def _banned_after(
+    answer: list[int], max_run: int, prompt: tuple[int, ...] = (5, 6, 7), classes: list[int] | None = None
+) -> set[int]:
     """The tokens a fresh :class:`LoopGuard` bans once ``answer`` has been generated after ``prompt``."""
-    guard, vocab = LoopGuard(max_run, rows=1), 12
+    guard, vocab = LoopGuard(max_run, rows=1, token_classes=classes), 12
     for t in range(len(answer) + 1):
         out = guard(torch.tensor([[*prompt, *answer[:t]]]), torch.zeros(1, vocab))
     return set(torch.isneginf(out[0]).nonzero().flatten().tolist())
@@ -331,6 +333,29 @@ def test_loop_guard_bans_only_back_to_back_runs_past_the_limit():
         PADConfig(loop_guard=1)
 
 
+def test_loop_guard_treats_tokens_of_one_class_as_the_same():
+    """With 9 in 1's class ("In" and " In"), "1 2 3 9 2 3" repeats "1 2 3"; a third copy is banned in either
+    spelling. Without classes it is no repetition."""
+    classes = list(range(12))
+    classes[9] = 1
+    assert _banned_after([1, 2, 3, 9, 2, 3], max_run=6, classes=classes) == {1, 9}
+    assert _banned_after([1, 2, 3, 9, 2, 3], max_run=6) == set()
+    assert _banned_after([9], max_run=2, classes=classes) == set()
+    assert _banned_after([9, 1], max_run=2, classes=classes) == {1, 9}  # "9 1" is "1 1": no third in a row
+    assert _banned_after([4, 4], max_run=2, classes=classes[:3]) == {4}  # ids past the table are their own class
+
+
+def test_whitespace_classes_join_a_token_and_its_spaced_spelling_only(tokenizer):
+    vocab = tokenizer.get_vocab()
+    classes = whitespace_classes(tokenizer)
+    assert len(classes) == len(tokenizer)
+    for word in ("a", "is", "wit"):
+        assert classes[vocab["Ġ" + word]] == classes[vocab[word]] == min(vocab[word], vocab["Ġ" + word])
+    assert classes[vocab["a"]] != classes[vocab["b"]]
+    for own in ("Ġ", "Ċ", "Ã"):  # a space, a line break, a byte that is part of a character
+        assert classes[vocab[own]] == vocab[own]
+
+
 def test_loop_guard_keeps_pad_answers_free_of_long_runs(base_model, lora_rm, tokenizer):
     """Unguarded, strong guidance on the tiny model loops; guarded, no run passes the limit, fused or not."""
     pad = PAD(base_model, tokenizer, lora_rm, tokenizer, rm_shares_base=True)
@@ -340,7 +365,8 @@ def test_loop_guard_keeps_pad_answers_free_of_long_runs(base_model, lora_rm, tok
     fused = pad.generate(PROMPTS, "bulleted", fused=True, loop_guard=2, **kwargs)
     stream = pad.generate(PROMPTS, "bulleted", fused=False, loop_guard=2, **kwargs)
     assert [g.token_ids for g in fused] == [g.token_ids for g in stream]
-    assert all(_longest_run(g.token_ids) <= 2 for g in fused)
+    classes = pad.token_classes(tokenizer)
+    assert all(_longest_run([classes[t] for t in g.token_ids]) <= 2 for g in fused)  # "a" and " a" alike
     base = dict(method="base", max_new_tokens=30, ignore_eos=True)
     assert [g.token_ids for g in pad.generate(PROMPTS, loop_guard=2, **base)] == [
         g.token_ids for g in pad.generate(PROMPTS, **base)

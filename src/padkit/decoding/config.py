@@ -103,8 +103,8 @@ class PADConfig:
     loop_guard: int = setting(
         0,
         "PAD's loop guard: an answer never repeats a unit of tokens back to back (a run of one emoji, "
-        "'SARCO-SARCO-...', a sentence said twice in a row) over more than this many tokens; 0 is off, else "
-        "2 to 1000.",
+        "'SARCO-SARCO-...', a sentence said twice in a row; 'In' and ' In' count as one token) over more than this "
+        "many tokens; 0 is off, else 2 to 1000.",
     )
     prompted_base: bool = setting(
         False,

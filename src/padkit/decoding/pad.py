@@ -33,6 +33,7 @@ from padkit.decoding.processor import (
     PersonaJudgeLogitsProcessor,
     SelfGuidedPADLogitsProcessor,
     StepRecord,
+    whitespace_classes,
 )
 from padkit.decoding.reward import RewardStream
 from padkit.decoding.sequence_reward import implicit_rewards, resolve_reference
@@ -170,6 +171,14 @@ class PAD:
                 "token-level guidance needs a shared vocabulary (leave cross_tokenizer unset to score text)"
             )
         self.cross_tokenizer = differs if cross_tokenizer is None else cross_tokenizer
+        self._token_classes: dict[int, list[int]] = {}
+
+    def token_classes(self, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+        """The loop guard's whitespace classes of ``tokenizer`` (:func:`whitespace_classes`), computed once per
+        tokenizer: decoding every id takes about a second."""
+        if id(tokenizer) not in self._token_classes:
+            self._token_classes[id(tokenizer)] = whitespace_classes(tokenizer)
+        return self._token_classes[id(tokenizer)]
 
     @classmethod
     def from_pretrained(
@@ -643,7 +652,7 @@ class PAD:
         if config.no_repeat_ngram_size:
             processors.append(NoRepeatNGramRows(config.no_repeat_ngram_size, plan.rows))
         if config.loop_guard and config.reads("loop_guard"):
-            processors.append(LoopGuard(config.loop_guard, plan.rows))
+            processors.append(LoopGuard(config.loop_guard, plan.rows, token_classes=self.token_classes(tokenizer)))
         processors.extend(plan.processors)
         if plan.pad_processor is not None:
             processors.append(plan.pad_processor)

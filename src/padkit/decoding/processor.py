@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -456,29 +457,43 @@ class LoopGuard(LogitsProcessor):
     fluent answer. For each answer and each unit length ``p`` it keeps how many tokens in a row have equalled
     the token ``p`` before them, so a step costs O(``max_period``) per row.
 
+    ``token_classes`` (from :func:`whitespace_classes`) makes tokens that differ only by surrounding whitespace
+    equal: a byte-level BPE writes an answer's first "In" and the " In" of its repeat as two tokens, so "In
+    short: In short: In short:" is no repetition token by token. A banned token then bans its whole class.
+
     Example:
 
     ```python
-    >>> guard = LoopGuard(8, rows=2)   # rows 0-1 are answers, the rest PersRM rows
+    >>> guard = LoopGuard(8, rows=2, token_classes=whitespace_classes(tokenizer))   # rows 0-1 are answers
     >>> model.generate(**inputs, logits_processor=[guard, pad_processor], max_new_tokens=64)
     ```
     """
 
-    def __init__(self, max_run: int, rows: int, max_period: int = 64) -> None:
+    def __init__(
+        self, max_run: int, rows: int, max_period: int = 64, token_classes: Sequence[int] | None = None
+    ) -> None:
         if max_run < 2:
             raise ValueError(f"the loop guard needs a longest allowed run of at least 2 tokens, got {max_run}")
         self.max_run = max_run
         self.rows = rows
         self.max_period = max_period
+        self.classes = token_classes
+        self.members: dict[int, list[int]] = {}
+        for token, cls in enumerate(token_classes or ()):
+            if cls != token:
+                self.members.setdefault(cls, [cls]).append(token)
         self.start: int | None = None
-        self.answers: list[list[int]] = [[] for _ in range(rows)]
+        self.answers: list[list[int]] = [[] for _ in range(rows)]  # token classes
         self.periodic: list[list[int]] = [[0] * (max_period + 1) for _ in range(rows)]
 
+    def _class(self, token: int) -> int:
+        return self.classes[token] if self.classes is not None and token < len(self.classes) else token
+
     def _append(self, row: int, token: int) -> None:
-        answer, periodic = self.answers[row], self.periodic[row]
+        answer, periodic, cls = self.answers[row], self.periodic[row], self._class(token)
         for p in range(1, min(self.max_period, len(answer)) + 1):
-            periodic[p] = periodic[p] + 1 if answer[-p] == token else 0
-        answer.append(token)
+            periodic[p] = periodic[p] + 1 if answer[-p] == cls else 0
+        answer.append(cls)
 
     def banned(self, row: int) -> set[int]:
         """The tokens that would extend one of ``row``'s back-to-back repetitions past ``max_run`` tokens."""
@@ -486,7 +501,7 @@ class LoopGuard(LogitsProcessor):
         for p in range(1, min(self.max_period, len(answer)) + 1):
             run = periodic[p] + 1  # positions equal to the one p before, with the next token
             if run >= p and run + p > self.max_run:
-                out.add(answer[-p])
+                out.update(self.members.get(answer[-p], (answer[-p],)))
         return out
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
@@ -498,13 +513,27 @@ class LoopGuard(LogitsProcessor):
         rows, tokens = [], []
         for r in range(self.rows):
             for token in self.banned(r):
-                rows.append(r)
-                tokens.append(token)
+                if token < scores.shape[-1]:  # a class may hold ids the tokenizer adds past the model's vocabulary
+                    rows.append(r)
+                    tokens.append(token)
         if not rows:
             return scores
         scores = scores.clone()
         scores[rows, tokens] = float("-inf")
         return scores
+
+
+def whitespace_classes(tokenizer) -> list[int]:
+    """For :class:`LoopGuard`: each token id mapped to the smallest id whose text is the same once surrounding
+    whitespace is stripped ("In" and " In"). Tokens of whitespace alone and pieces of a character (byte tokens
+    that decode to U+FFFD) keep their own class, so line breaks and the bytes of different emoji stay apart."""
+    texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+    first: dict[str, int] = {}
+    classes = []
+    for token, text in enumerate(texts):
+        key = text.strip()
+        classes.append(token if not key or "\ufffd" in text else first.setdefault(key, token))
+    return classes
 
 
 class BanTokensLogitsProcessor(LogitsProcessor):
