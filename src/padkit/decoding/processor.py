@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from transformers import LogitsProcessor, NoRepeatNGramLogitsProcessor
+from transformers import LogitsProcessor, NoRepeatNGramLogitsProcessor, PreTrainedTokenizerBase
 
 from padkit.decoding.config import CANDIDATES, REFERENCES, Candidates, Reference
 from padkit.decoding.crossing import TextRewardStream
@@ -523,7 +523,7 @@ class LoopGuard(LogitsProcessor):
         return scores
 
 
-def whitespace_classes(tokenizer) -> list[int]:
+def whitespace_classes(tokenizer: PreTrainedTokenizerBase) -> list[int]:
     """For :class:`LoopGuard`: each token id mapped to the smallest id whose text is the same once surrounding
     whitespace is stripped ("In" and " In"). Tokens of whitespace alone and pieces of a character (byte tokens
     that decode to U+FFFD) keep their own class, so line breaks and the bytes of different emoji stay apart."""
