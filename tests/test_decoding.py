@@ -365,7 +365,7 @@ def test_loop_guard_keeps_pad_answers_free_of_long_runs(base_model, lora_rm, tok
     fused = pad.generate(PROMPTS, "bulleted", fused=True, loop_guard=2, **kwargs)
     stream = pad.generate(PROMPTS, "bulleted", fused=False, loop_guard=2, **kwargs)
     assert [g.token_ids for g in fused] == [g.token_ids for g in stream]
-    classes = pad.token_classes(tokenizer)
+    classes = pad.token_classes
     assert all(_longest_run([classes[t] for t in g.token_ids]) <= 2 for g in fused)  # "a" and " a" alike
     base = dict(method="base", max_new_tokens=30, ignore_eos=True)
     assert [g.token_ids for g in pad.generate(PROMPTS, loop_guard=2, **base)] == [

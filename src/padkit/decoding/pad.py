@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -171,14 +172,12 @@ class PAD:
                 "token-level guidance needs a shared vocabulary (leave cross_tokenizer unset to score text)"
             )
         self.cross_tokenizer = differs if cross_tokenizer is None else cross_tokenizer
-        self._token_classes: dict[int, list[int]] = {}
 
-    def token_classes(self, tokenizer: PreTrainedTokenizerBase) -> list[int]:
-        """The loop guard's whitespace classes of ``tokenizer`` (:func:`whitespace_classes`), computed once per
-        tokenizer: decoding every id takes about a second."""
-        if id(tokenizer) not in self._token_classes:
-            self._token_classes[id(tokenizer)] = whitespace_classes(tokenizer)
-        return self._token_classes[id(tokenizer)]
+    @cached_property
+    def token_classes(self) -> list[int]:
+        """The loop guard's whitespace classes of the base tokenizer (:func:`whitespace_classes`; the guard acts on
+        answer rows, which the base tokenizer writes), computed once: decoding every id takes about a second."""
+        return whitespace_classes(self.tokenizer)
 
     @classmethod
     def from_pretrained(
@@ -652,7 +651,7 @@ class PAD:
         if config.no_repeat_ngram_size:
             processors.append(NoRepeatNGramRows(config.no_repeat_ngram_size, plan.rows))
         if config.loop_guard and config.reads("loop_guard"):
-            processors.append(LoopGuard(config.loop_guard, plan.rows, token_classes=self.token_classes(tokenizer)))
+            processors.append(LoopGuard(config.loop_guard, plan.rows, token_classes=self.token_classes))
         processors.extend(plan.processors)
         if plan.pad_processor is not None:
             processors.append(plan.pad_processor)

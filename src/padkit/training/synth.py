@@ -354,9 +354,10 @@ def _stutter(answer: Answer, rng: random.Random) -> tuple[Answer, Answer] | None
 
     The two sides differ only from the repeated unit on, so the pair is decided by the token after a form's first
     occurrence: the place where, under ``--prompted-base``, v11 and v15 said "In short:" a second time (whole-answer
-    loops, the ``degenerate`` group, did not stop that in v15). The stuttered side is cut to the same length: with
-    the repeat added on top (v16, v17) it was always the longer one, and those PersRMs learnt "longer is worse" as
-    well: on held-out pairs whose chosen answer is the longer, v11 0.64, v16 and v17 0.58-0.59 (follow-up 1.00 -> 0.60).
+    loops, the ``degenerate`` group, did not stop that in v15). The stuttered side is cut to the same length, so the
+    two sides differ in the repeat and not in length: with the repeat added on top (v16, v17) it was always the
+    longer one. That was not why those PersRMs fell behind v11 where the chosen answer is the longer: v18, trained
+    on these length-matched pairs, did too (0.55 against v11's 0.62 on the same held-out pairs; session 26).
     """
     text = rewrites.first_words(rewrites.stuttered(answer.text, rng), len(answer.text.split()))
     return (answer._replace(cut=True), Answer(text, cut=True)) if text and text != answer.text else None
