@@ -25,7 +25,13 @@ CASES = [  # (preference, method, max_new_tokens)
     ("friendly", "pad", 14),
     (None, "pad", 5),
     ("concise", "prompt-pad", 8),  # PAD whose base reads the preference too
+    ("humorous=0.5,friendly=0.5", "guarded-pad", 24),  # PAD with its loop guard
+    (None, "guarded-pad", 16),  # PAD without a preference still guards its answer
 ]
+SETTINGS = {
+    "prompt-pad": dict(method="pad", prompted_base=True),
+    "guarded-pad": dict(method="pad", loop_guard=2, top_k=3, ignore_eos=True),
+}
 
 
 def _pads(base_model, lora_rm, tokenizer) -> dict[str, PAD]:
@@ -38,8 +44,8 @@ def _pads(base_model, lora_rm, tokenizer) -> dict[str, PAD]:
 def _requests(seen: dict[int, list[int]] | None = None) -> list[ContinuousRequest]:
     out = []
     for i, (pref, method, n) in enumerate(CASES):
-        settings = dict(method="pad", prompted_base=True) if method == "prompt-pad" else dict(method=method)
-        config = PADConfig(weight=2.0, max_new_tokens=n, ignore_eos=i % 2 == 0, **settings)
+        settings = SETTINGS.get(method, dict(method=method))
+        config = PADConfig(**{"weight": 2.0, "max_new_tokens": n, "ignore_eos": i % 2 == 0, **settings})
         on_token = None if seen is None else (lambda t, i=i: seen.setdefault(i, []).append(t))
         out.append(
             ContinuousRequest(PROMPTS[i % 4], None if pref is None else Preference.parse(pref), config, on_token)
@@ -53,7 +59,7 @@ def test_requests_joining_mid_batch_decode_as_alone(base_model, lora_rm, tokeniz
     seen: dict[int, list[int]] = {}
     requests = _requests(seen)
     batch = ContinuousBatch(pad, max_rows=6)
-    arrivals = {0: requests[:2], 2: requests[2:4], 5: requests[4:]}  # step -> requests submitted before it
+    arrivals = {0: requests[:2], 2: requests[2:4], 5: requests[4:7], 9: requests[7:]}  # step -> submitted before it
     done, sizes = [], []
     for step in range(200):
         for r in arrivals.get(step, []):
@@ -69,6 +75,9 @@ def test_requests_joining_mid_batch_decode_as_alone(base_model, lora_rm, tokeniz
         assert r.result.token_ids == alone.token_ids, (i, r.config.method)
         assert r.result.text == alone.text and r.result.finish_reason == alone.finish_reason
         assert seen.get(i, []) == r.token_ids[: len(seen.get(i, []))] and len(seen.get(i, [])) >= len(alone.token_ids)
+    guarded = requests[7]  # the guard changed this answer, as it does on the static path
+    free = pad.generate([guarded.prompt], preferences=[guarded.preference], config=guarded.config.replace(loop_guard=0))
+    assert guarded.result.token_ids != free[0].token_ids
 
 
 def test_cancelled_and_unserved_requests(base_model, tokenizer):
@@ -91,8 +100,7 @@ def test_cancelled_and_unserved_requests(base_model, tokenizer):
     assert "seeded sampled" in batch.serves(None, PADConfig(temperature=0.7, seed=1))
     assert batch.serves(None, PADConfig(method="amulet")) == "method 'amulet'"
     assert batch.serves(None, PADConfig(no_repeat_ngram_size=3)) == "no_repeat_ngram_size"
-    assert batch.serves(None, PADConfig(loop_guard=8)) == "loop_guard"
-    assert batch.serves(None, PADConfig(method="base", loop_guard=8)) is None  # base rows are not guarded
+    assert batch.serves(None, PADConfig(loop_guard=8)) is None
     with pytest.raises(GenerationError, match="does not serve"):
         batch.submit(ContinuousRequest("Hi", None, PADConfig(method="best-of-n")))
     with pytest.raises(GenerationError, match="exceeds max_rows"):

@@ -12,9 +12,10 @@ so a greedy request gives the tokens it gives alone, up to the float rounding of
 Caches of different lengths merge by left padding; positions come from each row's own attention mask.
 
 Served: methods ``base``, ``prompt`` and ``pad`` where PAD can fuse (``rm="self"``, or a LoRA PersRM on the
-base's weights with reference ``base`` or ``none``), greedy or unseeded sampling, without diagnostics. A seeded
-sampled request, like everything else, stays on the static path (:meth:`PAD.generate`), where its seed gives the
-same text as through the Python API. :meth:`ContinuousBatch.serves` says why a request is not served.
+base's weights with reference ``base`` or ``none``), greedy or unseeded sampling, with or without PAD's loop
+guard (a :class:`LoopGuard` per request), without diagnostics or ``no_repeat_ngram_size``. A seeded sampled
+request, like everything else, stays on the static path (:meth:`PAD.generate`), where its seed gives the same
+text as through the Python API. :meth:`ContinuousBatch.serves` says why a request is not served.
 
 Example:
 
@@ -40,7 +41,7 @@ from transformers.cache_utils import DynamicCache
 
 from padkit.decoding.config import PADConfig
 from padkit.decoding.pad import PAD, Generation, _cut_at_stop, base_principle, eos_token_ids
-from padkit.decoding.processor import BanTokensLogitsProcessor
+from padkit.decoding.processor import BanTokensLogitsProcessor, LoopGuard
 from padkit.decoding.stops import find_stop
 from padkit.errors import GenerationError
 from padkit.models.row_lora import AdapterSwitch, LoRARows
@@ -105,8 +106,6 @@ class ContinuousBatch:
             return "diagnostics"
         if config.no_repeat_ngram_size:
             return "no_repeat_ngram_size"
-        if config.loop_guard and config.reads("loop_guard"):
-            return "loop_guard"
         fusable = self.pad.can_fuse(config) and config.fused is not False
         if config.method == "pad" and preference is not None and not fusable:
             return "PAD that cannot fuse (a separate PersRM model, another tokenizer, or reference rm-init)"
@@ -285,6 +284,18 @@ class ContinuousBatch:
         """Token choice for one request from its rows' logits (answer row first): the static path's processors."""
         config = request.config
         ban = BanTokensLogitsProcessor(self.eos) if config.ignore_eos else None
+        guard = None
+        if config.loop_guard and config.reads("loop_guard"):
+            guard = LoopGuard(config.loop_guard, 1, token_classes=self.pad.token_classes)
+
+        def screened(scores: torch.Tensor) -> torch.Tensor:
+            """The static path's processors before the choice: EOS ban, then the loop guard on the answer row."""
+            if ban is not None:
+                scores = ban(None, scores)
+            if guard is not None:
+                scores = guard(torch.tensor([request.token_ids], dtype=torch.long), scores)
+            return scores
+
         if request.principles:
             dims = request.preference.dimensions
             rule = self.pad.fused_rule(
@@ -295,8 +306,7 @@ class ContinuousBatch:
             )
 
             def choose_pad(logits: torch.Tensor) -> int:
-                scores = logits if ban is None else ban(None, logits)
-                return int(rule(None, scores)[0].argmax())
+                return int(rule(None, screened(logits))[0].argmax())
 
             return choose_pad
         warpers = []
@@ -306,7 +316,7 @@ class ContinuousBatch:
                 warpers.append(TopPLogitsWarper(config.top_p))
 
         def choose_plain(logits: torch.Tensor) -> int:
-            scores = logits[:1] if ban is None else ban(None, logits[:1])
+            scores = screened(logits[:1])
             if not warpers:
                 return int(scores[0].argmax())
             for warper in warpers:
