@@ -38,6 +38,19 @@ def test_generate_prints_only_text(tiny_model_dir):
     assert base["preference"] is None
 
 
+def test_pad_prompts_the_base_by_default_and_the_papers_pad_does_not(tiny_model_dir):
+    """At w=0, padkit's PAD is prompting (its base reads the preference) and the paper's is the plain base."""
+    args = ["generate", "Tell me about cats.", "--base", str(tiny_model_dir), "-p", "concise", "-n", "6", "--json"]
+
+    def text(*extra: str) -> str:
+        result = runner.invoke(app, [*args, *extra])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)["text"]
+
+    default, paper = text("-w", "0"), text("-w", "0", "--no-prompted-base", "--loop-guard", "0")
+    assert default == text("--method", "prompt") and paper == text("--method", "base") and default != paper
+
+
 def _file_args(prompts, out, model_dir, *extra):
     return ["generate", "--input", str(prompts), "--output", str(out), "--base", str(model_dir), "-n", "4", *extra]
 

@@ -66,6 +66,15 @@ def test_decisive_settings_are_those_the_method_reads():
     assert PADConfig(method="args").reads("top_k") and PADConfig(method="base").reads("weight")
 
 
+def test_papers_pad_turns_off_what_padkit_adds_by_default():
+    from padkit import PAPER_PAD
+
+    paper, default = PADConfig(**PAPER_PAD), PADConfig()
+    assert (paper.prompted_base, paper.loop_guard) == (False, 0)
+    assert (default.prompted_base, default.loop_guard) == (True, 4)
+    assert paper.replace(**{k: getattr(default, k) for k in PAPER_PAD}) == default  # they differ in these alone
+
+
 def test_every_setting_has_help_and_a_default():
     for name in FIELDS:
         assert len(PADConfig.help(name)) > 20, name

@@ -114,7 +114,10 @@ def test_cross_tokenizer_batch_rows_equal_each_prompt_alone(cross_pair):
     alone = [pad.generate([p], **kwargs)[0] for p in PROMPTS]
     assert [g.token_ids for g in together] == [g.token_ids for g in alone]
     plain = pad.generate(PROMPTS, method="base", max_new_tokens=16)
-    assert pad.generate(PROMPTS, "concise", weight=0.0, max_new_tokens=16)[0].token_ids == plain[0].token_ids
+    at_zero = dict(weight=0.0, max_new_tokens=16, loop_guard=0)
+    assert pad.generate(PROMPTS, "concise", **at_zero, prompted_base=False)[0].token_ids == plain[0].token_ids
+    prompting = pad.generate(PROMPTS, "concise", method="prompt", max_new_tokens=16)
+    assert pad.generate(PROMPTS, "concise", **at_zero)[0].token_ids == prompting[0].token_ids
     assert [g.token_ids for g in together] != [g.token_ids for g in plain]
 
 

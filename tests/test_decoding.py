@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from padkit import PAD, Preference, render_input
+from padkit import PAD, PAPER_PAD, Preference, render_input
 from padkit.decoding.config import ConfigError, PADConfig
 from padkit.decoding.processor import BanTokensLogitsProcessor, LoopGuard, whitespace_classes
 from padkit.errors import GenerationError
@@ -62,7 +62,7 @@ def _tokens_with_eos(gen, eos_id):
 
 def test_weight_zero_equals_greedy_base(base_model, rm_model, tokenizer):
     pad = PAD(base_model, tokenizer, rm_model, tokenizer)
-    guided = pad.generate(PROMPTS, "humorous", weight=0.0, max_new_tokens=12)
+    guided = pad.generate(PROMPTS, "humorous", weight=0.0, max_new_tokens=12, **PAPER_PAD)
     greedy = pad.generate(PROMPTS, method="base", max_new_tokens=12)
     assert [g.token_ids for g in guided] == [g.token_ids for g in greedy]
     inputs = tokenizer(
@@ -77,7 +77,9 @@ def test_weight_zero_equals_greedy_base(base_model, rm_model, tokenizer):
 def test_self_rm_weight_one_decodes_persrm_within_base_topk(base_model, tokenizer):
     pad = PAD(base_model, tokenizer)
     top_k = 4
-    got = pad.generate(PROMPTS[:1], "concise", weight=1.0, top_k=top_k, candidates="topk", max_new_tokens=10)[0]
+    got = pad.generate(
+        PROMPTS[:1], "concise", weight=1.0, top_k=top_k, candidates="topk", max_new_tokens=10, **PAPER_PAD
+    )[0]
     base_ids = _ids(tokenizer, render_input(tokenizer, PROMPTS[0]))
     rm_ids = _ids(tokenizer, render_input(tokenizer, PROMPTS[0], Preference.parse("concise").dimensions[0].principle))
     want: list[int] = []
@@ -105,7 +107,14 @@ def test_cached_equals_slow_reimplementation(
 ):
     pad = PAD(base_model, tokenizer, rm_model, tokenizer)
     got = pad.generate(
-        PROMPTS, preference, weight=weight, reference=reference, candidates=candidates, top_k=5, max_new_tokens=12
+        PROMPTS,
+        preference,
+        weight=weight,
+        reference=reference,
+        candidates=candidates,
+        top_k=5,
+        max_new_tokens=12,
+        **PAPER_PAD,
     )
     for prompt, gen in zip(PROMPTS, got, strict=True):
         want = slow_pad(base_model, rm_model, tokenizer, prompt, preference, weight, 5, reference, 12, candidates)
@@ -118,7 +127,7 @@ def test_rm_init_reference_with_lora_equals_slow(base_model, rm_model, tokenizer
     lora_rm = make_lora(rm_model)
     pad = PAD(base_model, tokenizer, lora_rm, tokenizer)
     pref = "humorous=1,concise=0.5"
-    got = pad.generate(PROMPTS, pref, weight=1.0, reference="rm-init", top_k=6, max_new_tokens=10)
+    got = pad.generate(PROMPTS, pref, weight=1.0, reference="rm-init", top_k=6, max_new_tokens=10, **PAPER_PAD)
     for prompt, gen in zip(PROMPTS, got, strict=True):
         want = slow_pad(base_model, lora_rm, tokenizer, prompt, pref, 1.0, 6, "rm-init", 10)
         assert _tokens_with_eos(gen, tokenizer.eos_token_id) == want
@@ -128,7 +137,7 @@ def test_rm_init_reference_with_lora_equals_slow(base_model, rm_model, tokenizer
 
 def test_rm_init_of_a_lora_on_the_base_is_the_base_reference(base_model, lora_rm, tokenizer):
     pad = PAD(base_model, tokenizer, lora_rm, tokenizer)
-    kwargs = dict(weight=1.0, top_k=6, max_new_tokens=10)
+    kwargs = dict(weight=1.0, top_k=6, max_new_tokens=10, **PAPER_PAD)  # a prompted base is no LoRA-off PersRM
     init = pad.generate(PROMPTS, "concise", reference="rm-init", **kwargs)
     base = pad.generate(PROMPTS, "concise", reference="base", **kwargs)
     assert [g.token_ids for g in init] == [g.token_ids for g in base]
@@ -148,14 +157,14 @@ def test_mixed_preferences_in_a_batch_equal_rows_alone(base_model, rm_model, tok
 
 def test_eos_stops_rows_independently(base_model, rm_model, tokenizer):
     pad = PAD(base_model, tokenizer, rm_model, tokenizer)
-    free = pad.generate(PROMPTS, "concise", max_new_tokens=12, ignore_eos=True)
+    free = pad.generate(PROMPTS, "concise", max_new_tokens=12, ignore_eos=True, **PAPER_PAD)
     assert all(len(g.token_ids) == 12 and tokenizer.eos_token_id not in g.token_ids for g in free)
     stop_token = free[0].token_ids[3]
     assert stop_token not in free[1].token_ids[:8], "pick prompts whose outputs differ"
     original = base_model.generation_config.eos_token_id
     base_model.generation_config.eos_token_id = [tokenizer.eos_token_id, stop_token]
     try:
-        got = pad.generate(PROMPTS, "concise", max_new_tokens=12)
+        got = pad.generate(PROMPTS, "concise", max_new_tokens=12, **PAPER_PAD)
     finally:
         base_model.generation_config.eos_token_id = original
     assert got[0].finish_reason == "stop"
@@ -359,8 +368,8 @@ def test_whitespace_classes_join_a_token_and_its_spaced_spelling_only(tokenizer)
 def test_loop_guard_keeps_pad_answers_free_of_long_runs(base_model, lora_rm, tokenizer):
     """Unguarded, strong guidance on the tiny model loops; guarded, no run passes the limit, fused or not."""
     pad = PAD(base_model, tokenizer, lora_rm, tokenizer, rm_shares_base=True)
-    kwargs = dict(weight=1.0, top_k=3, max_new_tokens=40, ignore_eos=True)
-    free = pad.generate(PROMPTS, "bulleted", fused=True, **kwargs)
+    kwargs = dict(weight=1.0, top_k=3, max_new_tokens=40, ignore_eos=True, prompted_base=False)
+    free = pad.generate(PROMPTS, "bulleted", fused=True, loop_guard=0, **kwargs)
     assert max(_longest_run(g.token_ids) for g in free) > 2
     fused = pad.generate(PROMPTS, "bulleted", fused=True, loop_guard=2, **kwargs)
     stream = pad.generate(PROMPTS, "bulleted", fused=False, loop_guard=2, **kwargs)
@@ -406,7 +415,7 @@ def test_prompted_base_pad_steers_the_prompted_base(base_model, lora_rm, tokeniz
     pad = PAD(base_model, tokenizer, lora_rm, tokenizer, rm_shares_base=True)
     prompts = [*PROMPTS, "How do planes fly?"]
     prefs = ["concise", "humorous", None]
-    kwargs = dict(preferences=prefs, max_new_tokens=10, ignore_eos=True, fused=fused, prompted_base=True)
+    kwargs = dict(preferences=prefs, max_new_tokens=10, ignore_eos=True, fused=fused, prompted_base=True, loop_guard=0)
 
     def ids(gens):
         return [g.token_ids for g in gens]
@@ -414,7 +423,7 @@ def test_prompted_base_pad_steers_the_prompted_base(base_model, lora_rm, tokeniz
     prompting = pad.generate(prompts, preferences=prefs, method="prompt", max_new_tokens=10, ignore_eos=True)
     assert ids(pad.generate(prompts, weight=0.0, **kwargs)) == ids(prompting)
     steered = pad.generate(prompts, weight=3.0, **kwargs)
-    plain_pad = pad.generate(prompts, preferences=prefs, weight=3.0, max_new_tokens=10, ignore_eos=True, fused=fused)
+    plain_pad = pad.generate(prompts, weight=3.0, **(kwargs | PAPER_PAD))
     assert (
         ids(steered)[2]
         == ids(plain_pad)[2]
@@ -745,7 +754,7 @@ def test_persona_judge_step_samples_the_judges_distribution():
 @pytest.mark.parametrize("fused", [True, False])
 def test_min_p_keeps_pad_to_tokens_the_base_finds_plausible(base_model, rm_model, tokenizer, fused):
     pad = PAD(base_model, tokenizer) if fused else PAD(base_model, tokenizer, rm_model, tokenizer)
-    kwargs = dict(weight=8.0, max_new_tokens=10, ignore_eos=True, fused=fused)
+    kwargs = dict(weight=8.0, max_new_tokens=10, ignore_eos=True, fused=fused, **PAPER_PAD)
     base = pad.generate(PROMPTS, method="base", max_new_tokens=10, ignore_eos=True)
     free = pad.generate(PROMPTS, "humorous", **kwargs)
     assert [g.token_ids for g in free] != [g.token_ids for g in base]

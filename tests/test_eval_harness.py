@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from padkit import PAD, PADConfig
+from padkit import PAD, PAPER_PAD, PADConfig
 from padkit.errors import PadkitError
 from padkit.evaluation.harness import (
     EvalConfig,
@@ -236,14 +236,21 @@ def test_hollow_flags_form_without_words():
     assert hollow(texts) == [True, True, True, False, False, False, False]
 
 
-def test_prompt_pad_method_is_pad_on_a_prompted_base(base_model, rm_model, tokenizer, tmp_path):
+def test_pad_methods_are_the_default_the_papers_and_a_prompted_base(base_model, rm_model, tokenizer, tmp_path):
+    """``pad`` decodes with the library's defaults, ``paper-pad`` as the paper (:data:`PAPER_PAD`) and
+    ``prompt-pad`` on a prompted base whatever the defaults."""
     pad = PAD(base_model, tokenizer, rm_model, tokenizer)
-    config = EvalConfig(methods=("prompt-pad",), weights=(2.0,), decoding=PADConfig(max_new_tokens=6), batch_size=3)
+    methods = ("pad", "paper-pad", "prompt-pad")
+    config = EvalConfig(methods=methods, weights=(2.0,), decoding=PADConfig(max_new_tokens=6), batch_size=3)
     run_eval({"main": pad}, ROWS, tmp_path, config, progress=False)
-    texts = [json.loads(line)["text"] for line in (tmp_path / "generations.jsonl").read_text().splitlines()]
-    expected = pad.generate([r.prompt for r in ROWS], "concise", weight=2.0, max_new_tokens=6, prompted_base=True)
-    assert texts == [g.text for g in expected]
-    assert texts != [g.text for g in pad.generate([r.prompt for r in ROWS], "concise", weight=2.0, max_new_tokens=6)]
+    records = [json.loads(line) for line in (tmp_path / "generations.jsonl").read_text().splitlines()]
+    texts = {m: [r["text"] for r in records if r["method"] == m] for m in methods}
+    prompts = [r.prompt for r in ROWS]
+    kwargs = dict(weight=2.0, max_new_tokens=6)
+    assert texts["pad"] == [g.text for g in pad.generate(prompts, "concise", **kwargs)]
+    assert texts["paper-pad"] == [g.text for g in pad.generate(prompts, "concise", **kwargs, **PAPER_PAD)]
+    assert texts["prompt-pad"] == [g.text for g in pad.generate(prompts, "concise", **kwargs, prompted_base=True)]
+    assert texts["pad"] != texts["paper-pad"]
 
 
 def test_degenerate_answers_lose_to_sound_base_answers(base_model, tokenizer):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from padkit import PAD
+from padkit import PAD, PAPER_PAD
 from padkit.errors import PadkitError
 from padkit.evaluation.speed import forced_choices, official_pad_loop, run_speed_benchmark
 
@@ -23,9 +23,9 @@ def test_official_loop_equals_padkit_pad(base_model, tokenizer, rm):
         pad = PAD(shared, tokenizer, shared, tokenizer)
     prompt = "Tell me about cats."
     official = official_pad_loop(pad, prompt, "humorous", weight=2.0, top_k=5, new_tokens=10)
-    ours = pad.generate([prompt], "humorous", weight=2.0, top_k=5, candidates="topk", max_new_tokens=10)[0]
+    ours = pad.generate([prompt], "humorous", weight=2.0, top_k=5, candidates="topk", max_new_tokens=10, **PAPER_PAD)[0]
+    assert ours.token_ids == official  # the paper's algorithm; padkit's defaults differ (prompted base, loop guard)
     assert tokenizer.eos_token_id not in official
-    assert ours.token_ids == official
 
 
 def test_machine_info_names_what_decides_the_kernels(monkeypatch):
@@ -76,7 +76,7 @@ def test_forced_choices_are_pads_own_greedy_choices(base_model, rm_model, tokeni
     reports PAD's choice for that step."""
     pad = PAD(base_model, tokenizer, rm_model, tokenizer)
     prompts = ["Tell me about cats.", "Why is the sky blue?"]
-    gens = pad.generate(prompts, "humorous", weight=2.0, top_k=5, max_new_tokens=8, ignore_eos=True)
+    gens = pad.generate(prompts, "humorous", weight=2.0, top_k=5, max_new_tokens=8, ignore_eos=True, **PAPER_PAD)
     tokens = torch.tensor([g.token_ids for g in gens])
     assert torch.equal(forced_choices(pad, prompts, "humorous", tokens, 2.0, 5), tokens)
     other = tokens.clone()

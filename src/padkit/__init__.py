@@ -1,6 +1,6 @@
 """padkit: Personalized Alignment at Decoding-time for frozen LLMs."""
 
-from padkit.decoding import PAD, ConfigError, Generation, PADConfig, PADLogitsProcessor
+from padkit.decoding import PAD, PAPER_PAD, ConfigError, Generation, PADConfig, PADLogitsProcessor
 from padkit.errors import GenerationError, ModelLoadError, PadkitError, PreferenceError
 from padkit.preferences import CATALOG, Dimension, Preference, render_input
 
@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CATALOG",
     "PAD",
+    "PAPER_PAD",
     "ConfigError",
     "Dimension",
     "Generation",

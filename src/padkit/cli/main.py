@@ -329,6 +329,9 @@ def bench_speed(
 ) -> None:
     """Tokens/s of plain generate, padkit PAD and the official-style PAD loop (no cache, batch 1).
 
+    PAD here is the paper's algorithm (no prompted base, no loop guard), the one the official loop runs;
+    --methods pad times padkit's default PAD beside it.
+
     With a base whose tokenizer differs from the PersRM's (e.g. --base gemma3-270m) PAD runs the
     cross-tokenizer path and the official loop is skipped (it needs a shared vocabulary)."""
     from padkit.decoding import PAD
@@ -725,8 +728,10 @@ def eval_command(
     methods: Annotated[
         str,
         typer.Option(
-            help="Comma-separated: base, prompt, policy, pad, prompt-pad (PAD whose base also reads the "
-            "preference), pad-rm-init, pad-self, best-of-n, args, amulet, persona-judge."
+            help="Comma-separated: base, prompt, policy, pad (padkit's PAD: its base reads the preference too, "
+            "and --loop-guard applies), paper-pad (the paper's PAD: the base reads the prompt alone, no loop "
+            "guard), prompt-pad (PAD on a prompted base whatever the defaults), pad-rm-init, pad-self, "
+            "best-of-n, args, amulet, persona-judge."
         ),
     ] = "base,prompt,pad",
     judges: Annotated[

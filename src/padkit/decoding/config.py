@@ -42,6 +42,10 @@ Candidates = Literal["topk", "topk+eos", "topk+rm"]
 CANDIDATES: tuple[str, ...] = ("topk", "topk+eos", "topk+rm")
 DEFAULT_WEIGHT = 0.5
 """The alignment strength w a request gets when it names none (API, CLI, server, eval)."""
+PAPER_PAD: dict[str, Any] = {"prompted_base": False, "loop_guard": 0}
+"""The settings under which method ``pad`` is the paper's PAD: the base reads the prompt alone and nothing guards
+loops. padkit's defaults differ on both (the prompted base moves form preferences further; the guard stops the
+loops a prompted base starts: docs/results.md, "Session 27"); ``PADConfig(**PAPER_PAD)`` decodes as the paper."""
 MAX_TOP_K = 1000
 MAX_TEMPERATURE = 2.0
 
@@ -101,13 +105,13 @@ class PADConfig:
         "no_repeat_ngram_size, on the answer rows only); 0 is off.",
     )
     loop_guard: int = setting(
-        0,
+        4,
         "PAD's loop guard: an answer never repeats a unit of tokens back to back (a run of one emoji, "
         "'SARCO-SARCO-...', a sentence said twice in a row; 'In' and ' In' count as one token) over more than this "
-        "many tokens; 0 is off, else 2 to 1000.",
+        "many tokens; 0 is off (the paper's PAD), else 2 to 1000.",
     )
     prompted_base: bool = setting(
-        False,
+        True,
         "PAD: the base model reads the preference in its prompt too (prompting and PAD together), so that forms "
         "a plain base never starts (a heading, 'In short:') reach its top-k; off is the paper's PAD, whose base "
         "reads the prompt alone.",

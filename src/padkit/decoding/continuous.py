@@ -40,12 +40,12 @@ from transformers import TemperatureLogitsWarper, TopPLogitsWarper
 from transformers.cache_utils import DynamicCache
 
 from padkit.decoding.config import PADConfig
-from padkit.decoding.pad import PAD, Generation, _cut_at_stop, base_principle, eos_token_ids
+from padkit.decoding.pad import PAD, Generation, _cut_at_stop, eos_token_ids
 from padkit.decoding.processor import BanTokensLogitsProcessor, LoopGuard
 from padkit.decoding.stops import find_stop
 from padkit.errors import GenerationError
 from padkit.models.row_lora import AdapterSwitch, LoRARows
-from padkit.preferences import Preference, render_input
+from padkit.preferences import Preference
 from padkit.preferences.render import Prompt
 
 
@@ -191,10 +191,8 @@ class ContinuousBatch:
         live = [r for r in new if r.result is None]
         if not live:
             return new
-        texts, labels = [], []
-        for i, r in enumerate(live):
-            texts.append(render_input(self.tokenizer, r.prompt, base_principle(r.config, r.preference)))
-            labels.append(f"prompt {i}")
+        answers = [self.pad.answer_input(i, r.prompt, r.preference, r.config) for i, r in enumerate(live)]
+        texts, labels = [text for text, _ in answers], [label for _, label in answers]
         rm_texts, _, _, rm_labels = self.pad._persrm_rows(
             [r.prompt for r in live], [r.preference if r.principles else None for r in live]
         )

@@ -303,14 +303,34 @@ class PAD:
                     )
         return {k: v.to(model.device) for k, v in enc.items()}
 
-    def _encode_prompts(
-        self, prompts: list[Prompt], budget: int, principles: Sequence[str | None] | None = None, method: str = "pad"
+    def _encode_prompts(self, prompts: list[Prompt], budget: int) -> dict[str, torch.Tensor]:
+        """The base model's inputs for ``prompts`` as written (no preference in them)."""
+        texts = [render_input(self.tokenizer, p) for p in prompts]
+        return self._encode(self.tokenizer, texts, self.base_model, budget, [row_label(i) for i in range(len(prompts))])
+
+    def answer_input(
+        self, index: int, prompt: Prompt, preference: Preference | None, config: PADConfig
+    ) -> tuple[str, str]:
+        """An answer row's input text, with the preference in it when the row's model reads it
+        (:func:`base_principle`), and the label that names the row in errors."""
+        principle = base_principle(config, preference)
+        text = render_input(self.decoder(config.method)[1], prompt, principle)
+        return text, row_label(index, None if principle is None else ",".join(d.text for d in preference.dimensions))
+
+    def _answer_inputs(
+        self, prompts: list[Prompt], rows: list[Preference | None], config: PADConfig
+    ) -> tuple[list[str], list[str]]:
+        """:meth:`answer_input` of every row: the texts, then the labels."""
+        answers = [self.answer_input(i, p, r, config) for i, (p, r) in enumerate(zip(prompts, rows, strict=True))]
+        return [text for text, _ in answers], [label for _, label in answers]
+
+    def _encode_answers(
+        self, prompts: list[Prompt], rows: list[Preference | None], config: PADConfig
     ) -> dict[str, torch.Tensor]:
-        """The decoding model's inputs for ``prompts`` (with each row's principle in the prompt, if given)."""
-        model, tokenizer = self.decoder(method)
-        principles = principles if principles is not None else [None] * len(prompts)
-        texts = [render_input(tokenizer, p, pr) for p, pr in zip(prompts, principles, strict=True)]
-        return self._encode(tokenizer, texts, model, budget, [f"prompt {i}" for i in range(len(prompts))])
+        """The answer rows' inputs for the model that decodes ``config.method``."""
+        model, tokenizer = self.decoder(config.method)
+        texts, labels = self._answer_inputs(prompts, rows, config)
+        return self._encode(tokenizer, texts, model, config.max_new_tokens, labels)
 
     def _persrm_rows(
         self, prompts: list[Prompt], rows: list[Preference | None]
@@ -323,8 +343,7 @@ class PAD:
                 texts.append(render_input(self.rm_tokenizer, prompt, dim.principle))
                 source.append(b)
                 dim_weights.append(dim.weight)
-                shown = dim.text if len(dim.text) <= 40 else dim.text[:37] + "..."
-                labels.append(f"prompt {b} with its preference {shown!r}")
+                labels.append(row_label(b, dim.text))
         combine = torch.zeros(len(prompts), len(texts))
         combine[torch.tensor(source, dtype=torch.long), torch.arange(len(texts))] = torch.tensor(dim_weights)
         return texts, source, combine, labels
@@ -348,17 +367,25 @@ class PAD:
         reference: Reference = "base",
         candidates: Candidates | None = None,
         max_new_tokens: int = 128,
+        prompted_base: bool = PADConfig.default("prompted_base"),
         record: bool = False,
     ) -> tuple[dict[str, torch.Tensor], PADLogitsProcessor | CrossTokenizerPADLogitsProcessor]:
         """Base-model inputs and a PAD logits processor for them, for use with ``model.generate``.
 
-        The settings mean what they mean in :class:`PADConfig` and are checked by it."""
+        The settings mean what they mean in :class:`PADConfig` and are checked by it. The loop guard is a
+        processor of its own: put ``LoopGuard(n, rows=len(prompts), token_classes=pad.token_classes)`` before this
+        one for what ``loop_guard=n`` does in :meth:`generate`."""
         prompts = _check_prompts(prompts)
         config = PADConfig(
-            weight=weight, top_k=top_k, reference=reference, candidates=candidates, max_new_tokens=max_new_tokens
+            weight=weight,
+            top_k=top_k,
+            reference=reference,
+            candidates=candidates,
+            max_new_tokens=max_new_tokens,
+            prompted_base=prompted_base,
         )
         rows = self._row_preferences(len(prompts), preference, preferences)
-        inputs = self._encode_prompts(prompts, max_new_tokens)
+        inputs = self._encode_answers(prompts, rows, config)
         return inputs, self._pad_processor(prompts, rows, _weights(config.weight, len(prompts)), config, record)
 
     def _pad_processor(
@@ -482,8 +509,7 @@ class PAD:
     def _plain_plan(self, prompts, rows, weights, config) -> _Plan:
         """``base``, ``prompt`` and ``policy``: one model, the preference (if any) in its prompt."""
         model, tokenizer = self.decoder(config.method)
-        principles = [base_principle(config, r) for r in rows]
-        inputs = self._encode_prompts(prompts, config.max_new_tokens, principles, config.method)
+        inputs = self._encode_answers(prompts, rows, config)
         adapters = config.method == "policy" and self._persrm_adapters()
         plan = _Plan(model, tokenizer, inputs, len(prompts), rows, config.method, adapters=adapters)
         plan.base_only = config.method != "policy"
@@ -492,7 +518,7 @@ class PAD:
     def _pad_plan(self, prompts, rows, weights, config) -> _Plan:
         """PAD beside the base: the base decodes, a :class:`PADLogitsProcessor` (or its cross-tokenizer form)
         runs the PersRM rows on their own cache and rescores the base's top-k."""
-        inputs = self._encode_prompts(prompts, config.max_new_tokens, [base_principle(config, r) for r in rows])
+        inputs = self._encode_answers(prompts, rows, config)
         processor = self._pad_processor(prompts, rows, weights, config, config.diagnostics)
         plan = _Plan(self.base_model, self.tokenizer, inputs, len(prompts), rows, "pad", pad_processor=processor)
         if isinstance(processor, PADLogitsProcessor):  # a PersRM beside generate: its rows are fixed too
@@ -504,10 +530,8 @@ class PAD:
         """PAD in one forward per step: the prompt rows then the PersRM rows in one batch of one model (the
         LoRA, if any, on the PersRM rows only); the processor picks each token itself."""
         texts, source, combine, labels = self._persrm_rows(prompts, rows)
-        all_texts = [
-            render_input(self.tokenizer, p, base_principle(config, r)) for p, r in zip(prompts, rows, strict=True)
-        ] + texts
-        all_labels = [f"prompt {i}" for i in range(len(prompts))] + labels
+        answer_texts, answer_labels = self._answer_inputs(prompts, rows, config)
+        all_texts, all_labels = answer_texts + texts, answer_labels + labels
         inputs = self._encode(self.tokenizer, all_texts, self.base_model, config.max_new_tokens, all_labels)
         model = self.rm_model if self.rm_shares_base else self.base_model
         plan = _Plan(model, self.tokenizer, inputs, len(prompts), rows, "pad", samples_itself=True)
@@ -782,6 +806,15 @@ class PAD:
                 )
             )
         return infos
+
+
+def row_label(index: int, preference_text: str | None = None) -> str:
+    """How an error names a row of the batch: ``prompt 3``, or ``prompt 3 with its preference 'concise'`` for a
+    row whose model reads the preference (long texts shortened)."""
+    if preference_text is None:
+        return f"prompt {index}"
+    shown = preference_text if len(preference_text) <= 40 else preference_text[:37] + "..."
+    return f"prompt {index} with its preference {shown!r}"
 
 
 def base_principle(config: PADConfig, preference: Preference | None) -> str | None:

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from padkit.decoding.config import PADConfig
+from padkit.decoding.config import PAPER_PAD, PADConfig
 from padkit.decoding.pad import PAD
 from padkit.decoding.sequence_reward import response_logprobs
 from padkit.distributed.jobs import Runner, Task, run_local, run_tasks
@@ -42,6 +42,7 @@ METHODS: dict[str, dict] = {
     "prompt": {"method": "prompt"},
     "policy": {"method": "policy"},
     "pad": {"method": "pad", "reference": "base"},
+    "paper-pad": {"method": "pad", "reference": "base", **PAPER_PAD},
     "prompt-pad": {"method": "pad", "reference": "base", "prompted_base": True},
     "pad-rm-init": {"method": "pad", "reference": "rm-init"},
     "best-of-n": {"method": "best-of-n", "best_of": 4, "temperature": 1.0, "seed": 0},
@@ -49,7 +50,7 @@ METHODS: dict[str, dict] = {
     "amulet": {"method": "amulet"},
     "persona-judge": {"method": "persona-judge", "temperature": 0.9, "top_p": 0.9, "seed": 0},
 }
-WEIGHTED = ("pad", "prompt-pad", "pad-rm-init", "pad-self", "args")
+WEIGHTED = ("pad", "paper-pad", "prompt-pad", "pad-rm-init", "pad-self", "args")
 """Method name -> ``PAD.generate`` arguments. ``pad-self`` (PAD with ``rm="self"``) is added when the run
 is given a second PAD object whose PersRM is the base itself."""
 

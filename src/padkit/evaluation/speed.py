@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from transformers import GenerationConfig, LogitsProcessor
 
-from padkit.decoding import PAD
+from padkit.decoding import PAD, PAPER_PAD
 from padkit.errors import PadkitError
 from padkit.models.packed_gemm import (
     PACK_MIN_ROWS,
@@ -193,6 +193,9 @@ def run_speed_benchmark(
 ) -> SpeedReport:
     """Time each decoder on the same prompts, greedy, EOS ignored so every run makes ``new_tokens`` tokens.
 
+    "PAD" here is the paper's (:data:`PAPER_PAD`), the algorithm the official-style loop runs, so the two compare
+    implementations; ``methods=("pad",)`` times padkit's default PAD (prompted base, loop guard) beside it.
+
     Across tokenizers (``pad.cross_tokenizer``) there is no official-style loop to time: the official code
     needs a shared vocabulary. ``text_path`` also times the cross-tokenizer (text-scored) path on these same,
     shared-tokenizer models, which isolates what scoring text instead of token ids costs. Each decoder gets a
@@ -216,7 +219,7 @@ def run_speed_benchmark(
     def guided(rows: list[str], decoder: PAD = pad) -> Callable[[int], int]:
         def run(n: int) -> int:
             gens = decoder.generate(
-                rows, preference, method="pad", weight=weight, top_k=top_k, max_new_tokens=n, ignore_eos=True
+                rows, preference, weight=weight, top_k=top_k, max_new_tokens=n, ignore_eos=True, **PAPER_PAD
             )
             return sum(len(g.token_ids) for g in gens)
 
@@ -315,7 +318,9 @@ def forced_choices(
 ) -> torch.Tensor:
     """PAD's greedy choice at every step of the given continuations (teacher forcing): ``(batch, steps)``."""
     steps = tokens.shape[1]
-    inputs, processor = pad.logits_processor(prompts, preference, weight=weight, top_k=top_k, max_new_tokens=steps)
+    inputs, processor = pad.logits_processor(
+        prompts, preference, weight=weight, top_k=top_k, max_new_tokens=steps, prompted_base=False
+    )
     force = _ForceTokens(tokens)
     config = GenerationConfig(
         max_new_tokens=steps, min_new_tokens=steps, do_sample=False, pad_token_id=pad.tokenizer.pad_token_id
@@ -331,7 +336,7 @@ def bf16_agreement(
     """How closely a bf16 copy follows float32 greedy PAD: the mean share of tokens it reproduces before its
     first divergence (free running, where one flip changes all that follows), and the share of steps where it
     picks float32's token given float32's prefix (teacher forcing: each decision judged alone)."""
-    kwargs = dict(weight=weight, top_k=top_k, max_new_tokens=new_tokens, ignore_eos=True)
+    kwargs = dict(weight=weight, top_k=top_k, max_new_tokens=new_tokens, ignore_eos=True, **PAPER_PAD)
     full = pad.generate(prompts, preference, **kwargs)
     half_base = copy.deepcopy(pad.base_model).to(torch.bfloat16)
     half_rm = None
