@@ -365,6 +365,15 @@ def test_whitespace_classes_join_a_token_and_its_spaced_spelling_only(tokenizer)
         assert classes[vocab[own]] == vocab[own]
 
 
+def test_token_texts_join_to_the_answer_across_split_characters(base_model, tokenizer):
+    """Diagnostics give each token the text it adds: byte pieces of one character join into it, not into U+FFFDs."""
+    pad = PAD(base_model, tokenizer)
+    gen = pad.generate(["Tell me about cats."], "concise", weight=2.0, max_new_tokens=8, diagnostics=True)[0]
+    assert "\u06b1" in gen.text  # two byte tokens make this one character
+    assert "".join(t.text for t in gen.tokens) == gen.text
+    assert "".join(tokenizer.decode([t]) for t in gen.token_ids) != gen.text  # what decoding each token alone gives
+
+
 def test_loop_guard_keeps_pad_answers_free_of_long_runs(base_model, lora_rm, tokenizer):
     """Unguarded, strong guidance on the tiny model loops; guarded, no run passes the limit, fused or not."""
     pad = PAD(base_model, tokenizer, lora_rm, tokenizer, rm_shares_base=True)

@@ -63,6 +63,7 @@ def test_shipped_persrm_is_the_default_and_steers():
 
 def test_smollm2_persrm_guides_gemma_across_tokenizers():
     from padkit import PAD
+    from padkit.decoding.pad import eos_token_ids
 
     prompt = "Why do cats sleep so much?"
     base = _run(prompt, "--base", "gemma3-270m", "--method", "base")
@@ -72,7 +73,10 @@ def test_smollm2_persrm_guides_gemma_across_tokenizers():
     assert pad.rm_name == "persrm-smollm2" and pad.cross_tokenizer and pad.default_candidates == "topk"
     gen = pad.generate([prompt], "concise", weight=2.0, max_new_tokens=24, diagnostics=True)[0]
     rewards = [t.reward for t in gen.tokens]
-    assert len(rewards) == len(gen.token_ids) and all(abs(r) < 100 for r in rewards)
+    assert [t.token_id for t in gen.tokens][: len(gen.token_ids)] == gen.token_ids
+    eos = eos_token_ids(pad.base_model, pad.tokenizer)
+    assert all(t.token_id in eos for t in gen.tokens[len(gen.token_ids) :])  # an answer's end is a recorded step
+    assert all(abs(r) < 100 for r in rewards)
     assert sum(abs(r) > 1e-3 for r in rewards) > len(rewards) // 2  # scored on text, not neutral
 
 

@@ -779,7 +779,8 @@ class PAD:
 
     def _token_infos(self, records: list[StepRecord], row: int, chosen: list[int]) -> list[TokenInfo]:
         infos = []
-        for step, token in zip(records, chosen, strict=False):
+        texts = token_texts(self.tokenizer, chosen)
+        for step, token, text in zip(records, chosen, texts, strict=False):
             cand = step.candidates[row].tolist()
             alts: dict[int, Alternative] = {}
             for j, tok in enumerate(cand):
@@ -798,7 +799,7 @@ class PAD:
             infos.append(
                 TokenInfo(
                     token_id=token,
-                    text=self.tokenizer.decode([token]),
+                    text=text,
                     base_logprob=me.base_logprob if me else float("nan"),
                     reward=me.reward if me else float("nan"),
                     score=me.score if me else float("nan"),
@@ -857,6 +858,21 @@ def _check_prompts(prompts: Sequence[Prompt]) -> list[Prompt]:
         if p[-1].get("role") != "user" or not str(p[-1]["content"]).strip():
             raise GenerationError(f"prompt {i}: a conversation must end with a non-empty user turn")
     return prompts
+
+
+def token_texts(tokenizer: PreTrainedTokenizerBase, ids: list[int]) -> list[str]:
+    """The text each token adds to the answer, so that the pieces join to the decoded answer: a token that ends
+    inside a character (a byte piece of "ڱ" or an emoji) adds nothing, the token that completes it adds it whole.
+    Decoding each token alone would show every byte piece as U+FFFD."""
+    texts, done = [], ""
+    for k in range(1, len(ids) + 1):
+        text = tokenizer.decode(ids[:k], skip_special_tokens=True)
+        if text.endswith("\ufffd") and k < len(ids):
+            texts.append("")
+            continue
+        texts.append(text[len(done) :])
+        done = text
+    return texts
 
 
 def _cut_at_stop(tokenizer: PreTrainedTokenizerBase, ids: list[int], stops: list[str]) -> tuple[str, int | None]:
