@@ -38,8 +38,9 @@ def test_generate_prints_only_text(tiny_model_dir):
     assert base["preference"] is None
 
 
-def test_pad_prompts_the_base_by_default_and_the_papers_pad_does_not(tiny_model_dir):
-    """At w=0, padkit's PAD is prompting (its base reads the preference) and the paper's is the plain base."""
+def test_prompted_base_flags(tiny_model_dir):
+    """At w=0 PAD on a prompted base is prompting and the paper's is the plain base; a model without a shipped
+    PersRM gets rm="self", whose default base is unprompted (a prompted one would zero the reward)."""
     args = ["generate", "Tell me about cats.", "--base", str(tiny_model_dir), "-p", "concise", "-n", "6", "--json"]
 
     def text(*extra: str) -> str:
@@ -47,8 +48,9 @@ def test_pad_prompts_the_base_by_default_and_the_papers_pad_does_not(tiny_model_
         assert result.exit_code == 0, result.output
         return json.loads(result.stdout)["text"]
 
-    default, paper = text("-w", "0"), text("-w", "0", "--no-prompted-base", "--loop-guard", "0")
-    assert default == text("--method", "prompt") and paper == text("--method", "base") and default != paper
+    base, prompting = text("--method", "base"), text("--method", "prompt")
+    assert text("-w", "0", "--prompted-base") == prompting != base
+    assert text("-w", "0", "--no-prompted-base", "--loop-guard", "0") == base == text("-w", "0")
 
 
 def _file_args(prompts, out, model_dir, *extra):

@@ -71,7 +71,7 @@ def test_papers_pad_turns_off_what_padkit_adds_by_default():
 
     paper, default = PADConfig(**PAPER_PAD), PADConfig()
     assert (paper.prompted_base, paper.loop_guard) == (False, 0)
-    assert (default.prompted_base, default.loop_guard) == (True, 4)
+    assert (default.prompted_base, default.loop_guard) == (None, 4)  # None: on unless rm="self"
     assert paper.replace(**{k: getattr(default, k) for k in PAPER_PAD}) == default  # they differ in these alone
 
 

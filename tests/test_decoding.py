@@ -365,10 +365,27 @@ def test_whitespace_classes_join_a_token_and_its_spaced_spelling_only(tokenizer)
         assert classes[vocab[own]] == vocab[own]
 
 
+def test_the_base_reads_the_preference_by_default_unless_the_persrm_is_the_base(base_model, lora_rm, tokenizer):
+    """With rm="self" a prompted base reads exactly what the PersRM reads: the reward is zero and PAD is prompting,
+    so the default keeps that base unprompted; a trained PersRM steers a prompted base by default."""
+
+    def ids(pad, **kwargs):
+        return [g.token_ids for g in pad.generate(PROMPTS, "concise", max_new_tokens=10, ignore_eos=True, **kwargs)]
+
+    guided = dict(weight=2.0, loop_guard=0)
+    lora = PAD(base_model, tokenizer, lora_rm, tokenizer, rm_shares_base=True)
+    assert ids(lora, **guided) == ids(lora, prompted_base=True, **guided) != ids(lora, prompted_base=False, **guided)
+    self_pad = PAD(base_model, tokenizer)
+    prompting = ids(self_pad, method="prompt")
+    assert ids(self_pad, prompted_base=True, **guided) == prompting
+    assert ids(self_pad, **guided) == ids(self_pad, prompted_base=False, **guided) != prompting
+
+
 def test_token_texts_join_to_the_answer_across_split_characters(base_model, tokenizer):
     """Diagnostics give each token the text it adds: byte pieces of one character join into it, not into U+FFFDs."""
     pad = PAD(base_model, tokenizer)
-    gen = pad.generate(["Tell me about cats."], "concise", weight=2.0, max_new_tokens=8, diagnostics=True)[0]
+    kwargs = dict(weight=2.0, max_new_tokens=8, diagnostics=True, prompted_base=True)
+    gen = pad.generate(["Tell me about cats."], "concise", **kwargs)[0]
     assert "\u06b1" in gen.text  # two byte tokens make this one character
     assert "".join(t.text for t in gen.tokens) == gen.text
     assert "".join(tokenizer.decode([t]) for t in gen.token_ids) != gen.text  # what decoding each token alone gives

@@ -44,8 +44,9 @@ DEFAULT_WEIGHT = 0.5
 """The alignment strength w a request gets when it names none (API, CLI, server, eval)."""
 PAPER_PAD: dict[str, Any] = {"prompted_base": False, "loop_guard": 0}
 """The settings under which method ``pad`` is the paper's PAD: the base reads the prompt alone and nothing guards
-loops. padkit's defaults differ on both (the prompted base moves form preferences further; the guard stops the
-loops a prompted base starts: docs/results.md, "Session 27"); ``PADConfig(**PAPER_PAD)`` decodes as the paper."""
+loops. padkit's defaults differ on both with a trained PersRM (the prompted base moves form preferences further;
+the guard stops the loops a prompted base starts: docs/results.md, "Session 27"); ``PADConfig(**PAPER_PAD)``
+decodes as the paper."""
 MAX_TOP_K = 1000
 MAX_TEMPERATURE = 2.0
 
@@ -110,11 +111,13 @@ class PADConfig:
         "'SARCO-SARCO-...', a sentence said twice in a row; 'In' and ' In' count as one token) over more than this "
         "many tokens; 0 is off (the paper's PAD), else 2 to 1000.",
     )
-    prompted_base: bool = setting(
-        True,
+    prompted_base: bool | None = setting(
+        None,
         "PAD: the base model reads the preference in its prompt too (prompting and PAD together), so that forms "
         "a plain base never starts (a heading, 'In short:') reach its top-k; off is the paper's PAD, whose base "
-        "reads the prompt alone.",
+        "reads the prompt alone. Default: on with a trained PersRM, off with rm='self' (there the PersRM is the "
+        "prompted base, so its reward would be zero).",
+        flags=("--prompted-base/--no-prompted-base",),
     )
     max_new_tokens: int = setting(
         128, "Most tokens to generate per answer (at least 1).", flags=("--max-new-tokens", "-n")
@@ -194,11 +197,12 @@ class PADConfig:
             _integer("seed", self.seed, 0, 2**63 - 1)
         if self.stop is not None and not all(isinstance(s, str) and s for s in self.stop):
             raise ConfigError("stop", f"stop strings must be non-empty text, got {list(self.stop)!r}")
-        for name in ("ignore_eos", "diagnostics", "prompted_base"):
+        for name in ("ignore_eos", "diagnostics"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(name, f"{name} must be true or false, got {getattr(self, name)!r}")
-        if self.fused is not None and not isinstance(self.fused, bool):
-            raise ConfigError("fused", f"fused must be true, false or unset, got {self.fused!r}")
+        for name in ("fused", "prompted_base"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), bool):
+                raise ConfigError(name, f"{name} must be true, false or unset, got {getattr(self, name)!r}")
         if self.diagnostics and self.method != "pad":
             raise ConfigError("diagnostics", f"diagnostics are for method 'pad', not {self.method!r}")
 

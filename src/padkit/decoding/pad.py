@@ -313,9 +313,14 @@ class PAD:
     ) -> tuple[str, str]:
         """An answer row's input text, with the preference in it when the row's model reads it
         (:func:`base_principle`), and the label that names the row in errors."""
-        principle = base_principle(config, preference)
+        principle = base_principle(config, preference, self.prompts_base(config))
         text = render_input(self.decoder(config.method)[1], prompt, principle)
         return text, row_label(index, None if principle is None else ",".join(d.text for d in preference.dimensions))
+
+    def prompts_base(self, config: PADConfig) -> bool:
+        """Whether PAD's base reads the preference: ``prompted_base`` if set, else on unless the PersRM is the base
+        itself (``rm="self"``), which would then read exactly what the base reads and give a zero reward."""
+        return config.prompted_base if config.prompted_base is not None else not self.rm_is_self
 
     def _answer_inputs(
         self, prompts: list[Prompt], rows: list[Preference | None], config: PADConfig
@@ -367,7 +372,7 @@ class PAD:
         reference: Reference = "base",
         candidates: Candidates | None = None,
         max_new_tokens: int = 128,
-        prompted_base: bool = PADConfig.default("prompted_base"),
+        prompted_base: bool | None = PADConfig.default("prompted_base"),
         record: bool = False,
     ) -> tuple[dict[str, torch.Tensor], PADLogitsProcessor | CrossTokenizerPADLogitsProcessor]:
         """Base-model inputs and a PAD logits processor for them, for use with ``model.generate``.
@@ -818,13 +823,13 @@ def row_label(index: int, preference_text: str | None = None) -> str:
     return f"prompt {index} with its preference {shown!r}"
 
 
-def base_principle(config: PADConfig, preference: Preference | None) -> str | None:
+def base_principle(config: PADConfig, preference: Preference | None, prompted_base: bool) -> str | None:
     """The preference text an answer row's model reads in its prompt: with method ``prompt`` and ``policy``, and
-    with PAD when ``prompted_base`` is on; ``None`` for the plain base and the paper's PAD (the base reads the
-    prompt alone and the PersRM alone reads the preference)."""
+    with PAD when ``prompted_base`` (:meth:`PAD.prompts_base`); ``None`` for the plain base and the paper's PAD
+    (the base reads the prompt alone and the PersRM alone reads the preference)."""
     if preference is None:
         return None
-    if config.method in ("prompt", "policy") or (config.prompted_base and config.reads("prompted_base")):
+    if config.method in ("prompt", "policy") or (prompted_base and config.reads("prompted_base")):
         return preference.prompt_principle()
     return None
 
