@@ -334,6 +334,9 @@ def test_loop_guard_bans_only_back_to_back_runs_past_the_limit():
     assert _banned_after([1, 2, 3, 1, 2], max_run=6) == set()
     assert _banned_after([1, 2, 3, 4, 8, 1, 2, 3, 4], max_run=8) == {8}  # a five-token unit said twice
     assert _banned_after([1, 2, 3, 9, 1, 2], max_run=2) == set()  # a repeat, but not back to back
+    sentence = list(range(12))  # a 12-token unit, said again: its copy stops after 2 * max_run tokens
+    assert _banned_after(sentence + sentence[:8], max_run=4) == {sentence[8]}
+    assert _banned_after(sentence + sentence[:7], max_run=4) == set()
     assert _banned_after([7], max_run=3, prompt=(7, 7, 7)) == set()  # the prompt does not count
     assert _longest_run([1, 2, 3, 1, 2, 3, 1, 9]) == 7 and _longest_run([1, 2, 3, 9]) == 0
     with pytest.raises(ValueError, match="at least 2"):

@@ -109,7 +109,8 @@ class PADConfig:
         4,
         "PAD's loop guard: an answer never repeats a unit of tokens back to back (a run of one emoji, "
         "'SARCO-SARCO-...', a sentence said twice in a row; 'In' and ' In' count as one token) over more than this "
-        "many tokens; 0 is off (the paper's PAD), else 2 to 1000.",
+        "many tokens, and never copies more than twice this many tokens of the text one unit back; 0 is off (the "
+        "paper's PAD), else 2 to 1000.",
     )
     prompted_base: bool | None = setting(
         None,

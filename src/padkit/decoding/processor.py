@@ -451,11 +451,13 @@ class LoopGuard(LogitsProcessor):
     repetition past ``max_run`` tokens gets ``-inf``.
 
     A back-to-back repetition is a unit of tokens said at least twice in a row ("🌍🌍🌍", "SARCO-SARCO-",
-    "1001:1001:", a sentence repeated as soon as it ends); its length counts every copy. Loops of the 135M base
-    under strong guidance take this form, while ordinary text almost never does, so unlike
-    ``no_repeat_ngram_size`` (which bans any repeated n-gram, the prompt's included) the guard rarely touches a
-    fluent answer. For each answer and each unit length ``p`` it keeps how many tokens in a row have equalled
-    the token ``p`` before them, so a step costs O(``max_period``) per row.
+    "1001:1001:", a sentence repeated as soon as it ends); its length counts every copy. A unit longer than
+    ``max_run`` would only be stopped at the last token of its copy, so a copy of the text one unit back is also
+    stopped once it passes ``2 * max_run`` tokens (a 14-token sentence said again stops after 8 of them with a
+    guard of 4). Loops of the 135M base under strong guidance take these forms, while ordinary text almost never
+    does, so unlike ``no_repeat_ngram_size`` (which bans any repeated n-gram, the prompt's included) the guard
+    rarely touches a fluent answer. For each answer and each unit length ``p`` it keeps how many tokens in a row
+    have equalled the token ``p`` before them, so a step costs O(``max_period``) per row.
 
     ``token_classes`` (from :func:`whitespace_classes`) makes tokens that differ only by surrounding whitespace
     equal: a byte-level BPE writes an answer's first "In" and the " In" of its repeat as two tokens, so "In
@@ -500,7 +502,7 @@ class LoopGuard(LogitsProcessor):
         answer, periodic, out = self.answers[row], self.periodic[row], set()
         for p in range(1, min(self.max_period, len(answer)) + 1):
             run = periodic[p] + 1  # positions equal to the one p before, with the next token
-            if run >= p and run + p > self.max_run:
+            if (run >= p and run + p > self.max_run) or run > 2 * self.max_run:
                 out.update(self.members.get(answer[-p], (answer[-p],)))
         return out
 
