@@ -319,7 +319,7 @@ def forced_choices(
     """PAD's greedy choice at every step of the given continuations (teacher forcing): ``(batch, steps)``."""
     steps = tokens.shape[1]
     inputs, processor = pad.logits_processor(
-        prompts, preference, weight=weight, top_k=top_k, max_new_tokens=steps, prompted_base=False
+        prompts, preference, weight=weight, top_k=top_k, max_new_tokens=steps, prompted_base=PAPER_PAD["prompted_base"]
     )
     force = _ForceTokens(tokens)
     config = GenerationConfig(
