@@ -191,8 +191,9 @@ class ContinuousBatch:
         live = [r for r in new if r.result is None]
         if not live:
             return new
-        answers = [self.pad.answer_input(i, r.prompt, r.preference, r.config) for i, r in enumerate(live)]
-        texts, labels = [text for text, _ in answers], [label for _, label in answers]
+        texts, labels = self.pad._answer_inputs(
+            [r.prompt for r in live], [r.preference for r in live], [r.config for r in live]
+        )
         rm_texts, _, _, rm_labels = self.pad._persrm_rows(
             [r.prompt for r in live], [r.preference if r.principles else None for r in live]
         )

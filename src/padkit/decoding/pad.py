@@ -323,10 +323,15 @@ class PAD:
         return config.prompted_base if config.prompted_base is not None else not self.rm_is_self
 
     def _answer_inputs(
-        self, prompts: list[Prompt], rows: list[Preference | None], config: PADConfig
+        self, prompts: list[Prompt], rows: list[Preference | None], configs: PADConfig | list[PADConfig]
     ) -> tuple[list[str], list[str]]:
-        """:meth:`answer_input` of every row: the texts, then the labels."""
-        answers = [self.answer_input(i, p, r, config) for i, (p, r) in enumerate(zip(prompts, rows, strict=True))]
+        """:meth:`answer_input` of every row (one config for all, or one per row as in a continuous batch): the
+        texts, then the labels."""
+        if isinstance(configs, PADConfig):
+            configs = [configs] * len(prompts)
+        answers = [
+            self.answer_input(i, p, r, c) for i, (p, r, c) in enumerate(zip(prompts, rows, configs, strict=True))
+        ]
         return [text for text, _ in answers], [label for _, label in answers]
 
     def _encode_answers(
