@@ -345,6 +345,21 @@ def test_loop_guard_bans_only_back_to_back_runs_past_the_limit():
         PADConfig(loop_guard=1)
 
 
+def test_loop_guard_follows_an_answer_its_caller_keeps():
+    """The continuous batch hands the guard each answer so far (``follow``) instead of ``input_ids``: the same
+    bans, whether the answer arrives a token at a time or at once."""
+    sentence = list(range(12))
+    for answer, max_run in [([7, 7, 7, 7], 4), ([1, 2, 3, 1, 2, 3], 6), (sentence + sentence[:8], 4), ([1, 2], 2)]:
+        stepwise, at_once = LoopGuard(max_run, rows=1), LoopGuard(max_run, rows=1)
+        for t in range(len(answer) + 1):
+            stepwise.follow(0, answer[:t])
+        at_once.follow(0, answer)
+        for guard in (stepwise, at_once):
+            out = guard.ban(torch.zeros(1, 12))
+            assert set(torch.isneginf(out[0]).nonzero().flatten().tolist()) == _banned_after(answer, max_run)
+    assert _banned_after(sentence + sentence[:8], 4) == {8}
+
+
 def test_loop_guard_treats_tokens_of_one_class_as_the_same():
     """With 9 in 1's class ("In" and " In"), "1 2 3 9 2 3" repeats "1 2 3"; a third copy is banned in either
     spelling. Without classes it is no repetition."""

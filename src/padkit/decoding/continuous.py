@@ -292,7 +292,8 @@ class ContinuousBatch:
             if ban is not None:
                 scores = ban(None, scores)
             if guard is not None:
-                scores = guard(torch.tensor([request.token_ids], dtype=torch.long), scores)
+                guard.follow(0, request.token_ids)
+                scores = guard.ban(scores)
             return scores
 
         if request.principles:

@@ -506,12 +506,22 @@ class LoopGuard(LogitsProcessor):
                 out.update(self.members.get(answer[-p], (answer[-p],)))
         return out
 
+    def follow(self, row: int, answer: Sequence[int]) -> None:
+        """Record the tokens of ``answer`` (``row``'s whole answer so far) that the guard has not seen yet, for a
+        caller that keeps each answer itself rather than passing ``input_ids`` (the continuous batch)."""
+        for token in answer[len(self.answers[row]) :]:
+            self._append(row, token)
+
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if self.start is None:
             self.start = input_ids.shape[1]
         elif input_ids.shape[1] > self.start:
             for r, token in enumerate(input_ids[: self.rows, -1].tolist()):
                 self._append(r, token)
+        return self.ban(scores)
+
+    def ban(self, scores: torch.FloatTensor) -> torch.FloatTensor:
+        """``scores`` with every answer row's :meth:`banned` tokens at ``-inf``."""
         rows, tokens = [], []
         for r in range(self.rows):
             for token in self.banned(r):
