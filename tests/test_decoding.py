@@ -306,10 +306,14 @@ def test_no_repeat_ngram_guard_keeps_every_path_free_of_repeats(base_model, lora
 
 
 def _banned_after(
-    answer: list[int], max_run: int, prompt: tuple[int, ...] = (5, 6, 7), classes: list[int] | None = None
+    answer: list[int],
+    max_run: int,
+    prompt: tuple[int, ...] = (5, 6, 7),
+    classes: list[int] | None = None,
+    max_copy: int | None = None,
 ) -> set[int]:
     """The tokens a fresh :class:`LoopGuard` bans once ``answer`` has been generated after ``prompt``."""
-    guard, vocab = LoopGuard(max_run, rows=1, token_classes=classes), 12
+    guard, vocab = LoopGuard(max_run, rows=1, token_classes=classes, max_copy=max_copy), 12
     for t in range(len(answer) + 1):
         out = guard(torch.tensor([[*prompt, *answer[:t]]]), torch.zeros(1, vocab))
     return set(torch.isneginf(out[0]).nonzero().flatten().tolist())
@@ -337,10 +341,15 @@ def test_loop_guard_bans_only_back_to_back_runs_past_the_limit():
     sentence = list(range(12))  # a 12-token unit, said again: its copy stops after 2 * max_run tokens
     assert _banned_after(sentence + sentence[:8], max_run=4) == {sentence[8]}
     assert _banned_after(sentence + sentence[:7], max_run=4) == set()
+    assert _banned_after(sentence + sentence[:5], max_run=4, max_copy=5) == {sentence[5]}  # a cap set by hand
+    assert _banned_after(sentence + sentence[:11], max_run=4, max_copy=0) == {sentence[11]}  # off: the last token
+    assert _banned_after(sentence + sentence[:10], max_run=4, max_copy=0) == set()
     assert _banned_after([7], max_run=3, prompt=(7, 7, 7)) == set()  # the prompt does not count
     assert _longest_run([1, 2, 3, 1, 2, 3, 1, 9]) == 7 and _longest_run([1, 2, 3, 9]) == 0
     with pytest.raises(ValueError, match="at least 2"):
         LoopGuard(1, rows=1)
+    with pytest.raises(ValueError, match="copy cap"):
+        LoopGuard(4, rows=1, max_copy=-1)
     with pytest.raises(ConfigError, match="loop_guard"):
         PADConfig(loop_guard=1)
 

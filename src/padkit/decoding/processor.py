@@ -453,11 +453,12 @@ class LoopGuard(LogitsProcessor):
     A back-to-back repetition is a unit of tokens said at least twice in a row ("🌍🌍🌍", "SARCO-SARCO-",
     "1001:1001:", a sentence repeated as soon as it ends); its length counts every copy. A unit longer than
     ``max_run`` would only be stopped at the last token of its copy, so a copy of the text one unit back is also
-    stopped once it passes ``2 * max_run`` tokens (a 14-token sentence said again stops after 8 of them with a
-    guard of 4). Loops of the 135M base under strong guidance take these forms, while ordinary text almost never
-    does, so unlike ``no_repeat_ngram_size`` (which bans any repeated n-gram, the prompt's included) the guard
-    rarely touches a fluent answer. For each answer and each unit length ``p`` it keeps how many tokens in a row
-    have equalled the token ``p`` before them, so a step costs O(``max_period``) per row.
+    stopped once it passes ``max_copy`` tokens (default ``2 * max_run``: a 14-token sentence said again stops
+    after 8 of them with a guard of 4; ``0`` turns this off). Loops of the 135M base under strong guidance take
+    these forms, while ordinary text almost never does, so unlike ``no_repeat_ngram_size`` (which bans any
+    repeated n-gram, the prompt's included) the guard rarely touches a fluent answer. For each answer and each
+    unit length ``p`` it keeps how many tokens in a row have equalled the token ``p`` before them, so a step
+    costs O(``max_period``) per row.
 
     ``token_classes`` (from :func:`whitespace_classes`) makes tokens that differ only by surrounding whitespace
     equal: a byte-level BPE writes an answer's first "In" and the " In" of its repeat as two tokens, so "In
@@ -472,11 +473,19 @@ class LoopGuard(LogitsProcessor):
     """
 
     def __init__(
-        self, max_run: int, rows: int, max_period: int = 64, token_classes: Sequence[int] | None = None
+        self,
+        max_run: int,
+        rows: int,
+        max_period: int = 64,
+        token_classes: Sequence[int] | None = None,
+        max_copy: int | None = None,
     ) -> None:
         if max_run < 2:
             raise ValueError(f"the loop guard needs a longest allowed run of at least 2 tokens, got {max_run}")
+        if max_copy is not None and max_copy < 0:
+            raise ValueError(f"the loop guard's copy cap must be 0 (off) or a number of tokens, got {max_copy}")
         self.max_run = max_run
+        self.max_copy = 2 * max_run if max_copy is None else max_copy
         self.rows = rows
         self.max_period = max_period
         self.classes = token_classes
@@ -502,7 +511,7 @@ class LoopGuard(LogitsProcessor):
         answer, periodic, out = self.answers[row], self.periodic[row], set()
         for p in range(1, min(self.max_period, len(answer)) + 1):
             run = periodic[p] + 1  # positions equal to the one p before, with the next token
-            if (run >= p and run + p > self.max_run) or run > 2 * self.max_run:
+            if (run >= p and run + p > self.max_run) or (self.max_copy and run > self.max_copy):
                 out.update(self.members.get(answer[-p], (answer[-p],)))
         return out
 
