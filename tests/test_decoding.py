@@ -9,6 +9,7 @@ import torch
 
 from padkit import PAD, PAPER_PAD, Preference, render_input
 from padkit.decoding.config import ConfigError, PADConfig
+from padkit.decoding.pad import token_texts
 from padkit.decoding.processor import BanTokensLogitsProcessor, LoopGuard, whitespace_classes
 from padkit.errors import GenerationError
 
@@ -416,6 +417,24 @@ def test_token_texts_join_to_the_answer_across_split_characters(base_model, toke
     assert "\u06b1" in gen.text  # two byte tokens make this one character
     assert "".join(t.text for t in gen.tokens) == gen.text
     assert "".join(tokenizer.decode([t]) for t in gen.token_ids) != gen.text  # what decoding each token alone gives
+
+
+def test_token_texts_decode_short_windows_with_the_same_pieces(tokenizer):
+    """Windowed decoding gives each token the same text as decoding every prefix would, on text whose characters
+    span several byte tokens and whose words start with spaces."""
+    text = "Cook slowly 🍳🍳, taste often ڱڱ — and   don't rush!\n\n1. Salt early. 🌍 Café au lait, naïve 日本語."
+    ids = tokenizer.encode(text * 3, add_special_tokens=False)
+    prefixes = [tokenizer.decode(ids[:k], skip_special_tokens=True) for k in range(len(ids) + 1)]
+    by_prefix, done = [], ""
+    for k in range(1, len(ids) + 1):
+        if prefixes[k].endswith("\ufffd") and k < len(ids):
+            by_prefix.append("")
+            continue
+        by_prefix.append(prefixes[k][len(done) :])
+        done = prefixes[k]
+    for context in (1, 4):
+        assert token_texts(tokenizer, ids, context=context) == by_prefix
+    assert "".join(by_prefix) == tokenizer.decode(ids) and "" in by_prefix  # some tokens end inside a character
 
 
 def test_loop_guard_keeps_pad_answers_free_of_long_runs(base_model, lora_rm, tokenizer):

@@ -870,18 +870,23 @@ def _check_prompts(prompts: Sequence[Prompt]) -> list[Prompt]:
     return prompts
 
 
-def token_texts(tokenizer: PreTrainedTokenizerBase, ids: list[int]) -> list[str]:
+def token_texts(tokenizer: PreTrainedTokenizerBase, ids: list[int], context: int = 4) -> list[str]:
     """The text each token adds to the answer, so that the pieces join to the decoded answer: a token that ends
     inside a character (a byte piece of "ڱ" or an emoji) adds nothing, the token that completes it adds it whole.
-    Decoding each token alone would show every byte piece as U+FFFD."""
-    texts, done = [], ""
+    Decoding each token alone would show every byte piece as U+FFFD.
+
+    Each step decodes a short window, the tokens since the last complete character and ``context`` before them
+    (a tokenizer may drop a space at the start of what it decodes, the same in both decodes), so an answer of n
+    tokens costs O(n) token decodes rather than decoding each of its n prefixes."""
+    texts, start, done = [], 0, ""
     for k in range(1, len(ids) + 1):
-        text = tokenizer.decode(ids[:k], skip_special_tokens=True)
+        text = tokenizer.decode(ids[start:k], skip_special_tokens=True)
         if text.endswith("\ufffd") and k < len(ids):
             texts.append("")
             continue
         texts.append(text[len(done) :])
-        done = text
+        start = max(start, k - context)
+        done = tokenizer.decode(ids[start:k], skip_special_tokens=True)
     return texts
 
 
