@@ -25,6 +25,10 @@ def pad_rows(dirs: str) -> dict[str, dict[str, str]]:
     return rows
 
 
+def _median(rows: list[dict[str, str]], key: str) -> float:
+    return statistics.median(float(r[key]) for r in rows)
+
+
 def main(args: list[str]) -> None:
     if not args or any("=" not in a for a in args):
         sys.exit(__doc__)
@@ -34,22 +38,16 @@ def main(args: list[str]) -> None:
     print("|---" * (len(arms) + 1) + "|")
     for p in prefs:
         cells = [
-            " / ".join(
-                (f"{float(r['mean']):.2f}", f"{float(r['win_rate']):.2f}", f"{float(r['shift']):+.2f}")
-                + (f"{float(r['perplexity']):.2f}", f"{float(r['loops']):.2f}")
-            )
+            f"{float(r['mean']):.2f} / {float(r['win_rate']):.2f} / {float(r['shift']):+.2f} / "
+            f"{float(r['perplexity']):.2f} / {float(r['loops']):.2f}"
             for r in (rows[p] for rows in arms.values())
         ]
         print(f"| {p} | " + " | ".join(cells) + " |")
     for label, rows in arms.items():
         picked = [rows[p] for p in prefs]
-
-        def median(key: str, picked: list[dict[str, str]] = picked) -> float:
-            return statistics.median(float(r[key]) for r in picked)
-
         print(
-            f"{label}: median win {median('win_rate'):.2f}, median shift {median('shift'):.2f}, "
-            f"median perplexity {median('perplexity'):.2f}, "
+            f"{label}: median win {_median(picked, 'win_rate'):.2f}, median shift {_median(picked, 'shift'):.2f}, "
+            f"median perplexity {_median(picked, 'perplexity'):.2f}, "
             f"mean looping {statistics.mean(float(r['loops']) for r in picked):.3f}, "
             f"win >= 0.75 on {sum(float(r['win_rate']) >= 0.75 for r in picked)} of {len(picked)}"
         )
