@@ -351,6 +351,34 @@ def test_train_bf16_autocast_and_layer_subset(tiny_model_dir, tmp_path):
     assert names and all(".layers.1." in n for n in names)
 
 
+def test_init_adapter_continues_a_trained_persrm_against_the_base(tiny_model_dir, tmp_path):
+    """A run with ``init_adapter`` starts from that adapter's weights and LoRA shape (not the config's), and its
+    reference is still the base: the first logged margin is the first adapter's, not zero."""
+    from safetensors.torch import load_file
+
+    first = tmp_path / "first"
+    train_persrm(_pairs(), first, _fast_config(tiny_model_dir, max_steps=12, layers=(1,)), progress=False)
+    trained = load_file(str(first / "adapter_model.safetensors"))
+    still = _fast_config(tiny_model_dir, max_steps=5, learning_rate=1e-9, lora_r=2, init_adapter=str(first))
+    meta = train_persrm(_pairs(), tmp_path / "continued", still, progress=False).metadata
+    continued = load_file(str(tmp_path / "continued" / "adapter_model.safetensors"))
+    assert continued.keys() == trained.keys() and all(".layers.1." in name for name in continued)
+    assert all(torch.allclose(continued[k], trained[k], atol=1e-5) for k in trained)  # started from it
+    assert meta["config"]["lora_r"] == 4 and meta["config"]["layers"] == (1,)  # its shape, not lora_r=2
+    assert meta["config"]["init_adapter"] == str(first)
+    _, chosen, rejected, _ = meta["reward_curve"][0]
+    assert chosen - rejected > 0.5  # measured against the base, not against a copy of itself (0)
+    assert f"Started from the trained PersRM `{first}`" in (tmp_path / "continued" / "README.md").read_text()
+    fresh = _fast_config(tiny_model_dir, max_steps=5, learning_rate=1e-9, lora_r=4, layers=(1,))
+    meta = train_persrm(_pairs(), tmp_path / "fresh", fresh, progress=False).metadata
+    assert abs(meta["reward_curve"][0][1] - meta["reward_curve"][0][2]) < 0.01  # a fresh LoRA starts at the base
+
+    with pytest.raises(PadkitError, match="not a trained PersRM directory"):
+        train_persrm(_pairs(), tmp_path / "x", replace(still, init_adapter=str(tiny_model_dir)), progress=False)
+    with pytest.raises(PadkitError, match="was trained on"):
+        train_persrm(_pairs(), tmp_path / "y", replace(still, init_adapter="persrm-smollm2"), progress=False)
+
+
 def test_mirrored_order_keeps_each_pair_beside_its_mirror():
     from padkit.training.dpo import mirrored_order
 

@@ -15,7 +15,7 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from transformers.trainer_callback import ExportableState
 
 from padkit.errors import PadkitError
 from padkit.evaluation.rm_accuracy import RMReport, evaluate_rm
-from padkit.models.loading import DEFAULT_BASE, load_model, load_tokenizer
+from padkit.models.loading import DEFAULT_BASE, adapter_base, load_model, load_tokenizer, resolve_model_dir
 from padkit.preferences import Dimension, render_clipped
 from padkit.settings import setting
 from padkit.training.data import PreferencePair, spaced_sample, split_pairs
@@ -118,6 +118,11 @@ class PersRMTrainConfig:
     heldout_eval_pairs: int | None = setting(None, "Score N held-out pairs (evenly spaced) at the end; default all.")
     save_steps: int = setting(25, "Checkpoint every N steps (a rerun resumes from the last).", dpo="save_steps")
     seed: int = setting(0, "Seed of the LoRA init and the pair order.", dpo="seed")
+    init_adapter: str | None = setting(
+        None,
+        "Start from this trained PersRM (an adapter directory or 'persrm-smollm2') instead of a fresh LoRA, to "
+        "teach it new pairs; its LoRA shape replaces the LoRA settings, and the reference stays the base.",
+    )
 
     def __post_init__(self) -> None:
         if self.max_prompt_length >= self.max_length:
@@ -280,6 +285,48 @@ class TrainingClock(TrainerCallback, ExportableState):
         return next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, TrainingClock))
 
 
+def continued_config(config: PersRMTrainConfig) -> tuple[PersRMTrainConfig, Path]:
+    """``config`` with the LoRA shape of ``config.init_adapter`` (whose weights training starts from), and the
+    adapter's directory. The adapter must be a LoRA trained on ``config.base``: its weights only fit that model."""
+    source = resolve_model_dir(config.init_adapter)
+    if not isinstance(source, Path) or not (source / "adapter_config.json").is_file():
+        raise PadkitError(
+            f"--init-adapter {config.init_adapter!r} is not a trained PersRM directory (no adapter_config.json)"
+        )
+    if adapter_base(source) != config.base:
+        raise PadkitError(
+            f"--init-adapter {config.init_adapter!r} was trained on {adapter_base(source)!r}, not on the base "
+            f"{config.base!r}: pass --base {adapter_base(source)}"
+        )
+    lora = json.loads((source / "adapter_config.json").read_text())
+    if lora.get("peft_type") != "LORA" or lora.get("target_parameters"):
+        raise PadkitError(f"--init-adapter {config.init_adapter!r} is not a LoRA on modules; padkit trains only those")
+    layers = lora.get("layers_to_transform")
+    shape = replace(
+        config,
+        lora_r=lora["r"],
+        lora_alpha=lora["lora_alpha"],
+        lora_dropout=lora.get("lora_dropout", 0.0),
+        target_modules=tuple(sorted(lora["target_modules"])),
+        layers=tuple([layers] if isinstance(layers, int) else layers) if layers else None,
+    )
+    return shape, source
+
+
+def _load_lora_weights(peft_model, adapter_dir: Path) -> None:
+    """Copy a saved adapter's LoRA weights into ``peft_model``'s own (same shape), failing on any that do not fit."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    result = set_peft_model_state_dict(peft_model, load_file(str(adapter_dir / "adapter_model.safetensors")))
+    missing = [k for k in result.missing_keys if "lora_" in k]
+    if missing or result.unexpected_keys:
+        raise PadkitError(
+            f"the adapter in {adapter_dir} does not fit the LoRA built from its config "
+            f"(missing {missing[:3]}, unexpected {list(result.unexpected_keys)[:3]})"
+        )
+
+
 def _last_checkpoint(directory: Path) -> str | None:
     from transformers.trainer_utils import get_last_checkpoint
 
@@ -305,6 +352,9 @@ def train_persrm(
     from trl import DPOConfig, DPOTrainer
 
     config = config or PersRMTrainConfig()
+    init_dir = None
+    if config.init_adapter:
+        config, init_dir = continued_config(config)
     output_dir = Path(output_dir)
     train, heldout = split_pairs(list(pairs), config.heldout_fraction, config.split_salt)
     train = [p for p in train if p.holdout is None]  # held-out wordings and dimensions never train
@@ -354,8 +404,12 @@ def train_persrm(
         peft_config=lora,
         callbacks=[TrainingClock()],
     )
+    last = _last_checkpoint(checkpoints) if resume else None
+    if init_dir is not None and last is None:
+        # After the trainer's init: the reference log-probs it precomputed are the base's (adapters off) either way.
+        _load_lora_weights(trainer.model, init_dir)
     start = time.monotonic()
-    trainer.train(resume_from_checkpoint=_last_checkpoint(checkpoints) if resume else None)
+    trainer.train(resume_from_checkpoint=last)
     seconds = time.monotonic() - start
     clock = TrainingClock.of(trainer)
     curve = [[h["step"], round(h["loss"], 4)] for h in trainer.state.log_history if "loss" in h]
@@ -448,7 +502,12 @@ def model_card(metadata: dict) -> str:
         f"LoRA r={cfg['lora_r']}, alpha={cfg['lora_alpha']} on {', '.join(cfg['target_modules'])}"
         f"{' of layers ' + ', '.join(map(str, cfg['layers'])) if cfg['layers'] else ''}; beta={cfg['beta']}, "
         f"{sft}lr={cfg['learning_rate']}, batch {cfg['batch_size']}, max length {cfg['max_length']} "
-        f"(prompt {cfg['max_prompt_length']}), bf16={cfg['bf16']}.",
+        f"(prompt {cfg['max_prompt_length']}), bf16={cfg['bf16']}."
+        + (
+            f" Started from the trained PersRM `{cfg['init_adapter']}` (its LoRA weights; the reference is the base)."
+            if cfg.get("init_adapter")
+            else ""
+        ),
         "",
         *([f"![training loss]({LOSS_PLOT})", ""] if curve else []),
     ]
