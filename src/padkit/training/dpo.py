@@ -293,10 +293,11 @@ def continued_config(config: PersRMTrainConfig) -> tuple[PersRMTrainConfig, Path
         raise PadkitError(
             f"--init-adapter {config.init_adapter!r} is not a trained PersRM directory (no adapter_config.json)"
         )
-    if adapter_base(source) != config.base:
+    base = adapter_base(source)
+    if base != config.base:
         raise PadkitError(
-            f"--init-adapter {config.init_adapter!r} was trained on {adapter_base(source)!r}, not on the base "
-            f"{config.base!r}: pass --base {adapter_base(source)}"
+            f"--init-adapter {config.init_adapter!r} was trained on {base!r}, not on the base {config.base!r}: "
+            f"pass --base {base}"
         )
     lora = json.loads((source / "adapter_config.json").read_text())
     if lora.get("peft_type") != "LORA" or lora.get("target_parameters"):
