@@ -195,6 +195,9 @@ def test_training_clock_counts_from_the_resumed_step_when_a_checkpoint_carries_n
         "by_shape": {"chosen shorter": {"accuracy": 0.5, "margin": -0.25, "n": 2}},
     }
     assert "| all, chosen shorter | 0.500 | -0.250 | 2 |" in model_card({**metadata, "heldout": heldout})
+    assert "longer answer" not in card
+    balanced = model_card({**metadata, "config": {**metadata["config"], "balance_length": ["harmless"]}})
+    assert "Training pairs of harmless were kept half with the longer answer (in words)" in balanced
 
 
 def test_train_config_rejects_bad_lengths():
@@ -236,6 +239,35 @@ def test_train_settings_are_built_on_dpo_config_and_the_cli_derives_its_options(
     assert built.target_modules == ("q_proj", "v_proj") and built.dpo_kwargs()["beta"] == 0.2
     bad = CliRunner().invoke(app, ["train", "--output", "x", "--cap", "harmless"])
     assert bad.exit_code == 2 and "bad --cap 'harmless'" in bad.output
+
+
+def test_training_selection_caps_and_balances_chosen_length():
+    """Caps keep each dimension's first pairs; a balanced dimension keeps as many chosen-longer pairs as
+    chosen-shorter ones (half the cap each), the others are untouched."""
+    from padkit.training.dpo import training_selection
+
+    def pair(i: int, dim: str, chosen_longer: bool) -> PreferencePair:
+        short, long = "no.", "a longer answer."  # 1 and 3 words
+        return PreferencePair(
+            f"q{i}", long if chosen_longer else short, short if chosen_longer else long, preference=dim
+        )
+
+    harmless = [pair(i, "harmless", i % 4 == 0) for i in range(12)]  # 3 chosen-longer, 9 shorter
+    concise = [pair(100 + i, "concise", False) for i in range(5)]
+    train = harmless + concise
+    kept = training_selection(train, PersRMTrainConfig(balance_length=("harmless",)))
+    kept_harmless = [p for p in kept if p.group == "harmless"]
+    assert [p.prompt for p in kept_harmless] == ["q0", "q1", "q2", "q3", "q4", "q8"]
+    assert sum(len(p.chosen) > len(p.rejected) for p in kept_harmless) == 3
+    assert [p for p in kept if p.group == "concise"] == concise
+    capped = training_selection(
+        train,
+        PersRMTrainConfig(
+            balance_length=("harmless",), dimension_caps={"harmless": 4}, max_train_pairs_per_dimension=2
+        ),
+    )
+    assert [p.prompt for p in capped] == ["q0", "q1", "q2", "q4", "q100", "q101"]
+    assert training_selection(train, PersRMTrainConfig()) == train
 
 
 def test_rm_eval_known_answer(base_model, tokenizer):

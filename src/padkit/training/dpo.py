@@ -24,7 +24,7 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
 from padkit.errors import PadkitError
-from padkit.evaluation.rm_accuracy import RMReport, evaluate_rm
+from padkit.evaluation.rm_accuracy import SHAPES, RMReport, evaluate_rm
 from padkit.models.loading import DEFAULT_BASE, adapter_base, load_model, load_tokenizer, resolve_model_dir
 from padkit.preferences import Dimension, render_clipped
 from padkit.settings import setting
@@ -115,6 +115,13 @@ class PersRMTrainConfig:
         cli=(list[str] | None, parse_caps),
         flags=("--cap",),
     )
+    balance_length: tuple[str, ...] = setting(
+        (),
+        "Comma-separated dimensions whose training pairs are kept half with the longer answer (in words) chosen, "
+        "half not (the first ones of each kind), so the PersRM cannot rank them by length alone (e.g. 'harmless').",
+        cli=(str, _names),
+        cli_default="",
+    )
     heldout_eval_pairs: int | None = setting(None, "Score N held-out pairs (evenly spaced) at the end; default all.")
     save_steps: int = setting(25, "Checkpoint every N steps (a rerun resumes from the last).", dpo="save_steps")
     seed: int = setting(0, "Seed of the LoRA init and the pair order.", dpo="seed")
@@ -153,6 +160,33 @@ class TrainResult:
     seconds: float
     heldout: RMReport | None
     metadata: dict = field(repr=False, default_factory=dict)
+
+
+def training_selection(train: Sequence[PreferencePair], config: PersRMTrainConfig) -> list[PreferencePair]:
+    """The training pairs a run uses, in file order: for each dimension in ``balance_length`` as many pairs whose
+    chosen answer has more words than the rejected one as others (the ``by_shape`` rows of a report), then each
+    dimension's cap (half of it per kind when balanced)."""
+
+    def longer(pair: PreferencePair) -> bool:
+        return SHAPES["chosen longer"](pair.chosen.strip(), pair.rejected.strip())
+
+    by_kind: dict[str, Counter[bool]] = {}
+    for pair in train:
+        if pair.group in config.balance_length:
+            by_kind.setdefault(pair.group, Counter())[longer(pair)] += 1
+    seen: Counter[tuple[str, bool | None]] = Counter()
+    kept = []
+    for pair in train:
+        cap = config.dimension_caps.get(pair.group, config.max_train_pairs_per_dimension)
+        kind = None
+        if pair.group in by_kind:
+            kind = longer(pair)
+            fewer = min(by_kind[pair.group].values()) if len(by_kind[pair.group]) == 2 else 0
+            cap = fewer if cap is None else min(fewer, cap // 2)
+        seen[pair.group, kind] += 1
+        if cap is None or seen[pair.group, kind] <= cap:
+            kept.append(pair)
+    return kept
 
 
 def _dataset(tokenizer, pairs: Sequence[PreferencePair], max_prompt_length: int):
@@ -359,15 +393,7 @@ def train_persrm(
     output_dir = Path(output_dir)
     train, heldout = split_pairs(list(pairs), config.heldout_fraction, config.split_salt)
     train = [p for p in train if p.holdout is None]  # held-out wordings and dimensions never train
-    if config.max_train_pairs_per_dimension is not None or config.dimension_caps:
-        seen: Counter[str] = Counter()
-        capped = []
-        for pair in train:
-            seen[pair.group] += 1
-            cap = config.dimension_caps.get(pair.group, config.max_train_pairs_per_dimension)
-            if cap is None or seen[pair.group] <= cap:
-                capped.append(pair)
-        train = capped
+    train = training_selection(train, config)
     if not train:
         raise PadkitError("no training pairs left after the held-out split")
     tokenizer = load_tokenizer(config.base)
@@ -483,6 +509,12 @@ def model_card(metadata: dict) -> str:
         lines.append(
             f"| {dim} | {pairs['train_per_dimension'].get(dim, 0)} | {pairs['heldout_per_dimension'].get(dim, 0)} |"
         )
+    if cfg.get("balance_length"):
+        lines += [
+            "",
+            f"Training pairs of {', '.join(cfg['balance_length'])} were kept half with the longer answer (in words) "
+            "chosen, half not, so length alone does not rank them.",
+        ]
     if pairs.get("train_cut_answers"):
         lines += [
             "",
