@@ -268,6 +268,12 @@ def test_training_selection_caps_and_balances_chosen_length():
     )
     assert [p.prompt for p in capped] == ["q0", "q1", "q2", "q4", "q100", "q101"]
     assert training_selection(train, PersRMTrainConfig()) == train
+    with pytest.raises(
+        PadkitError, match="cannot balance 'concise' by length: it has no training pair whose chosen answer is longer"
+    ):
+        training_selection(train, PersRMTrainConfig(balance_length=("concise",)))
+    with pytest.raises(PadkitError, match="cannot balance 'harmles' by length: it has no training pair$"):
+        training_selection(train, PersRMTrainConfig(balance_length=("harmles",)))
 
 
 def test_rm_eval_known_answer(base_model, tokenizer):

@@ -170,10 +170,16 @@ def training_selection(train: Sequence[PreferencePair], config: PersRMTrainConfi
     def longer(pair: PreferencePair) -> bool:
         return SHAPES["chosen longer"](pair.chosen.strip(), pair.rejected.strip())
 
-    by_kind: dict[str, Counter[bool]] = {}
+    by_kind: dict[str, Counter[bool]] = {name: Counter() for name in config.balance_length}
     for pair in train:
-        if pair.group in config.balance_length:
-            by_kind.setdefault(pair.group, Counter())[longer(pair)] += 1
+        if pair.group in by_kind:
+            by_kind[pair.group][longer(pair)] += 1
+    for name, kinds in by_kind.items():
+        if len(kinds) < 2:
+            missing = (
+                "pair" if not kinds else "pair whose chosen answer is " + ("not longer" if kinds[True] else "longer")
+            )
+            raise PadkitError(f"cannot balance {name!r} by length: it has no training {missing}")
     seen: Counter[tuple[str, bool | None]] = Counter()
     kept = []
     for pair in train:
@@ -181,7 +187,7 @@ def training_selection(train: Sequence[PreferencePair], config: PersRMTrainConfi
         kind = None
         if pair.group in by_kind:
             kind = longer(pair)
-            fewer = min(by_kind[pair.group].values()) if len(by_kind[pair.group]) == 2 else 0
+            fewer = min(by_kind[pair.group].values())
             cap = fewer if cap is None else min(fewer, cap // 2)
         seen[pair.group, kind] += 1
         if cap is None or seen[pair.group, kind] <= cap:
