@@ -170,24 +170,19 @@ def training_selection(train: Sequence[PreferencePair], config: PersRMTrainConfi
     def longer(pair: PreferencePair) -> bool:
         return SHAPES["chosen longer"](pair.chosen.strip(), pair.rejected.strip())
 
-    by_kind: dict[str, Counter[bool]] = {name: Counter() for name in config.balance_length}
-    for pair in train:
-        if pair.group in by_kind:
-            by_kind[pair.group][longer(pair)] += 1
-    for name, kinds in by_kind.items():
-        if len(kinds) < 2:
-            missing = (
-                "pair" if not kinds else "pair whose chosen answer is " + ("not longer" if kinds[True] else "longer")
-            )
-            raise PadkitError(f"cannot balance {name!r} by length: it has no training {missing}")
+    kinds = [longer(p) if p.group in config.balance_length else None for p in train]
+    per_kind = Counter((p.group, kind) for p, kind in zip(train, kinds, strict=True) if kind is not None)
+    for name in config.balance_length:
+        present = {kind for group, kind in per_kind if group == name}
+        if len(present) < 2:
+            missing = "pair whose chosen answer is " + ("not longer" if True in present else "longer")
+            raise PadkitError(f"cannot balance {name!r} by length: it has no training {missing if present else 'pair'}")
     seen: Counter[tuple[str, bool | None]] = Counter()
     kept = []
-    for pair in train:
+    for pair, kind in zip(train, kinds, strict=True):
         cap = config.dimension_caps.get(pair.group, config.max_train_pairs_per_dimension)
-        kind = None
-        if pair.group in by_kind:
-            kind = longer(pair)
-            fewer = min(by_kind[pair.group].values())
+        if kind is not None:
+            fewer = min(per_kind[pair.group, True], per_kind[pair.group, False])
             cap = fewer if cap is None else min(fewer, cap // 2)
         seen[pair.group, kind] += 1
         if cap is None or seen[pair.group, kind] <= cap:
