@@ -579,6 +579,8 @@ def test_ban_tokens_processor_bans_only_those_and_leaves_its_input_alone():
     assert torch.isneginf(out[:, [1, 4]]).all() and torch.equal(
         out[:, [0, 2, 3, 5]], torch.tensor([[0.0, 2, 3, 5], [6, 8, 9, 11]])
     )
+    answers_only = BanTokensLogitsProcessor([1, 4], rows=1)(None, scores)  # row 1 a PersRM row of a fused batch
+    assert torch.isneginf(answers_only[0, [1, 4]]).all() and torch.equal(answers_only[1], scores[1])
 
 
 def test_output_logits_stay_unprocessed_with_the_eos_ban(base_model, tokenizer):

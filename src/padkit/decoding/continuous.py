@@ -282,13 +282,13 @@ class ContinuousBatch:
     def _chooser(self, request: ContinuousRequest) -> Callable[[torch.Tensor], int]:
         """Token choice for one request from its rows' logits (answer row first): the static path's processors."""
         config = request.config
-        ban = BanTokensLogitsProcessor(self.eos) if config.ignore_eos else None
+        ban = BanTokensLogitsProcessor(self.eos, rows=1) if config.ignore_eos else None
         guard = None
         if config.loop_guard and config.reads("loop_guard"):
             guard = LoopGuard(config.loop_guard, 1, token_classes=self.pad.token_classes)
 
         def screened(scores: torch.Tensor) -> torch.Tensor:
-            """The static path's processors before the choice: EOS ban, then the loop guard on the answer row."""
+            """The static path's processors before the choice: EOS ban and loop guard, on the answer row."""
             if ban is not None:
                 scores = ban(None, scores)
             if guard is not None:

@@ -680,7 +680,7 @@ class PAD:
         temperature = plan.temperature if plan.temperature is not None else config.temperature
         sample_in_generate = temperature > 0 and not plan.samples_itself
         processors = LogitsProcessorList(
-            [BanTokensLogitsProcessor(eos_token_ids(model, tokenizer))] if config.ignore_eos else []
+            [BanTokensLogitsProcessor(eos_token_ids(model, tokenizer), plan.rows)] if config.ignore_eos else []
         )
         if config.no_repeat_ngram_size:
             processors.append(NoRepeatNGramRows(config.no_repeat_ngram_size, plan.rows))

@@ -558,7 +558,9 @@ def whitespace_classes(tokenizer: PreTrainedTokenizerBase) -> list[int]:
 
 
 class BanTokensLogitsProcessor(LogitsProcessor):
-    """Give ``token_ids`` a score of ``-inf`` at every step: how padkit ignores EOS.
+    """Give ``token_ids`` a score of ``-inf`` at every step: how padkit ignores EOS. With ``rows``, only the
+    first ``rows`` rows (the answers of a fused PAD batch): the PersRM rows keep their distribution, as they do
+    beside ``generate``, so both paths see the same rewards and the same ``topk+rm`` candidates.
 
     ``generate(min_new_tokens=...)`` does the same through transformers' min-length processors, which build a
     vocabulary-sized mask at every step (at batch 8 with PAD's 16 rows, about 5 ms of an 80 ms step on a 2-core
@@ -573,13 +575,16 @@ class BanTokensLogitsProcessor(LogitsProcessor):
     ```
     """
 
-    def __init__(self, token_ids: list[int]) -> None:
+    def __init__(self, token_ids: list[int], rows: int | None = None) -> None:
         self.token_ids = torch.tensor(token_ids, dtype=torch.long)
+        self.rows = rows
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if self.token_ids.device != scores.device:
             self.token_ids = self.token_ids.to(scores.device)
-        return scores.index_fill(1, self.token_ids, float("-inf"))
+        if self.rows is None or self.rows >= scores.shape[0]:
+            return scores.index_fill(1, self.token_ids, float("-inf"))
+        return torch.cat([scores[: self.rows].index_fill(1, self.token_ids, float("-inf")), scores[self.rows :]])
 
 
 class ARGSLogitsProcessor(LogitsProcessor):
