@@ -30,7 +30,7 @@ CASES = [  # (preference, method, max_new_tokens)
 ]
 SETTINGS = {
     "prompt-pad": dict(method="pad", prompted_base=True),
-    "guarded-pad": dict(method="pad", loop_guard=2, top_k=3, ignore_eos=True, prompted_base=False),
+    "guarded-pad": dict(method="pad", loop_guard=2, top_k=3, ignore_eos=True, prompted_base=False, candidates="topk"),
 }
 
 

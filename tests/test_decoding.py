@@ -26,8 +26,9 @@ def _ids(tok, text: str) -> list[int]:
     return tok(text, add_special_tokens=False)["input_ids"]
 
 
-def slow_pad(base, rm, tok, prompt, preference, weight, top_k, reference, n, candidates="topk+eos", eos=None):
-    """PAD without any cache, one prompt at a time: every step re-runs both models over the whole prefix."""
+def slow_pad(base, rm, tok, prompt, preference, weight, top_k, reference, n, candidates="topk+rm", eos=None):
+    """PAD without any cache, one prompt at a time: every step re-runs both models over the whole prefix
+    (``candidates`` defaults to PAD's with a trained PersRM)."""
     pref = Preference.parse(preference)
     eos = eos if eos is not None else [tok.eos_token_id]
     base_ids = _ids(tok, render_input(tok, prompt))
@@ -35,9 +36,13 @@ def slow_pad(base, rm, tok, prompt, preference, weight, top_k, reference, n, can
     out: list[int] = []
     for _ in range(n):
         lb = _logp(base, base_ids + out)
+        rm_logps = [_logp(rm, ids + out) for ids in rm_ids]
         cand = lb.topk(top_k).indices.tolist()
         if candidates == "topk+eos":
             cand += eos
+        elif candidates == "topk+rm":
+            combined = sum(d.weight * lr for d, lr in zip(pref.dimensions, rm_logps, strict=True))
+            cand += combined.topk(top_k).indices.tolist()
         if reference == "base":
             ref = lb
         elif reference == "rm-init":
@@ -46,8 +51,7 @@ def slow_pad(base, rm, tok, prompt, preference, weight, top_k, reference, n, can
         else:
             ref = torch.zeros_like(lb)
         reward = torch.zeros(len(cand), dtype=torch.float64)
-        for d, ids in zip(pref.dimensions, rm_ids, strict=True):
-            lr = _logp(rm, ids + out)
+        for d, lr in zip(pref.dimensions, rm_logps, strict=True):
             reward += d.weight * (lr[cand] - ref[cand])
         score = lb[cand] + weight * reward
         token = cand[int(score.argmax())]
@@ -290,8 +294,10 @@ def _repeats(ids: list[int], n: int) -> int:
 
 
 def test_no_repeat_ngram_guard_keeps_every_path_free_of_repeats(base_model, lora_rm, tokenizer):
-    """The loop guard bans a repeated n-gram in the answers only, the same way fused and beside generate."""
+    """The loop guard bans a repeated n-gram in the answers only, the same way fused and beside generate (with
+    the default ``topk+rm`` candidates and EOS banned on the answer rows only, so the PersRM's top-k agree)."""
     pad = PAD(base_model, tokenizer, lora_rm, tokenizer, rm_shares_base=True)
+    assert pad.default_candidates == "topk+rm" and PAD(base_model, tokenizer).default_candidates == "topk+eos"
     kwargs = dict(max_new_tokens=30, ignore_eos=True)
     plain = pad.generate(PROMPTS, method="base", **kwargs)
     assert any(_repeats(g.token_ids, 2) for g in plain)  # the tiny random model loops
@@ -440,7 +446,7 @@ def test_token_texts_decode_short_windows_with_the_same_pieces(tokenizer):
 def test_loop_guard_keeps_pad_answers_free_of_long_runs(base_model, lora_rm, tokenizer):
     """Unguarded, strong guidance on the tiny model loops; guarded, no run passes the limit, fused or not."""
     pad = PAD(base_model, tokenizer, lora_rm, tokenizer, rm_shares_base=True)
-    kwargs = dict(weight=1.0, top_k=3, max_new_tokens=40, ignore_eos=True, prompted_base=False)
+    kwargs = dict(weight=1.0, top_k=3, max_new_tokens=40, ignore_eos=True, prompted_base=False, candidates="topk")
     free = pad.generate(PROMPTS, "bulleted", fused=True, loop_guard=0, **kwargs)
     assert max(_longest_run(g.token_ids) for g in free) > 2
     fused = pad.generate(PROMPTS, "bulleted", fused=True, loop_guard=2, **kwargs)
@@ -610,7 +616,7 @@ def test_ignore_eos_equals_transformers_min_new_tokens(base_model, lora_rm, toke
         theirs = base_model.generate(**batch, max_new_tokens=16, min_new_tokens=16, do_sample=False)
     assert [g.token_ids for g in ours] == theirs[:, batch["input_ids"].shape[1] :].tolist()
     for fused in (True, False):
-        kwargs = dict(weight=2.0, max_new_tokens=16, fused=fused)
+        kwargs = dict(weight=2.0, max_new_tokens=16, fused=fused, candidates="topk+eos")
         assert any(g.finish_reason == "stop" for g in pad.generate(PROMPTS, "concise", **kwargs))  # EOS is picked
         guided = pad.generate(PROMPTS, "concise", ignore_eos=True, **kwargs)
         assert all(len(g.token_ids) == 16 and tokenizer.eos_token_id not in g.token_ids for g in guided)

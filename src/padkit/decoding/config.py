@@ -92,8 +92,8 @@ class PADConfig:
     )
     candidates: str | None = setting(
         None,
-        "Candidate set: topk, topk+eos or topk+rm. Default topk+eos; topk when the PersRM's tokenizer differs "
-        "from the base's.",
+        "Candidate set: topk, topk+eos or topk+rm. Default topk+rm with a trained PersRM, topk+eos with "
+        "rm='self', topk when the PersRM's tokenizer differs from the base's.",
     )
     min_p: float = setting(
         0.0,

@@ -247,9 +247,13 @@ class PAD:
 
     @property
     def default_candidates(self) -> Candidates:
-        """``topk+eos``, or ``topk`` across tokenizers: there the two models' EOS are unrelated, and a forced EOS
-        the base finds unlikely gets a huge log-ratio reward."""
-        return "topk" if self.cross_tokenizer else "topk+eos"
+        """``topk+rm`` with a trained PersRM on the base's tokenizer: a bullet, an emoji or a heading the base
+        rarely proposes reaches the candidates (docs/results.md, "Session 32"); ``topk+eos`` with ``rm="self"``,
+        whose "PersRM" is the prompted base; ``topk`` across tokenizers: there the two models' EOS are unrelated,
+        and a forced EOS the base finds unlikely gets a huge log-ratio reward."""
+        if self.cross_tokenizer:
+            return "topk"
+        return "topk+eos" if self.rm_is_self else "topk+rm"
 
     @staticmethod
     def stop_strings(tokenizer: PreTrainedTokenizerBase) -> list[str]:

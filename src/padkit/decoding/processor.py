@@ -141,9 +141,9 @@ class PADLogitsProcessor(_PADRule, LogitsProcessor):
         reference: ``"base"`` (the base model's own distribution, as in the paper's code), ``"rm-init"``
             (the DPO reference) or ``"none"``.
         top_k: how many of the base's top tokens are candidates.
-        candidates: ``"topk"`` (the paper), ``"topk+eos"`` (default in :class:`padkit.PAD` for a shared
-            tokenizer: EOS is always a candidate, so a PersRM that wants to stop can) or ``"topk+rm"`` (adds
-            the PersRM's own top-k).
+        candidates: ``"topk"`` (the paper), ``"topk+eos"`` (EOS is always a candidate, so a PersRM that wants
+            to stop can; :class:`padkit.PAD`'s default with ``rm="self"``) or ``"topk+rm"`` (adds the PersRM's
+            own top-k; its default with a trained PersRM on the base's tokenizer).
         eos_token_ids: the ids added by ``"topk+eos"``.
         record: keep a :class:`StepRecord` per step in ``self.records`` for diagnostics.
         min_p: keep only candidates the base gives at least ``min_p`` times its top token's probability (EOS
