@@ -255,6 +255,8 @@ def test_train_and_rm_eval_errors(tmp_path, tiny_model_dir):
     assert bad_split.exit_code == 2 and "unknown split" in bad_split.output
     bad_k = runner.invoke(app, ["rm-eval", "--data", str(broken), "--decision-weight", "1", "--top-k", "0"])
     assert bad_k.exit_code == 2 and "top_k" in bad_k.output
+    bad_set = runner.invoke(app, ["rm-eval", "--data", str(broken), "--decision-weight", "1", "--candidates", "all"])
+    assert bad_set.exit_code == 2 and "candidates" in bad_set.output
     bad_group = runner.invoke(app, ["rm-eval", "--data", str(_pair_file(tmp_path)), "--group", "early-end"])
     assert bad_group.exit_code == 2 and "no pairs in group(s) early-end; the data's groups: concise" in bad_group.output
     bad_ends = runner.invoke(app, ["rm-eval", "--data", str(_pair_file(tmp_path)), "--cut-ends", "shut"])

@@ -476,6 +476,17 @@ def test_first_step_decisions_known_answers(base_model, rm_model, tokenizer):
     assert report.as_dict()["dimensions"]["friendly"]["base_decision"] == round(1 / 3, 4)
     assert report.reachable == round(2 / 3, 4)
     assert "decision" not in evaluate_rm(rm_model, tokenizer, pairs, "base", base_model=base_model).as_dict()
+    rm_top = next(  # a token the PersRM ranks in its top-k and the base does not: reachable only with topk+rm
+        t
+        for t in rm.topk(10).indices.tolist()
+        if t not in cands.tolist() and tokenizer(tokenizer.decode([t]), add_special_tokens=False)["input_ids"] == [t]
+    )
+    own = [PreferencePair(prompt, tokenizer.decode([rm_top]), word, "friendly")]
+    reach = {
+        c: first_step_decisions(rm_model, tokenizer, own, 5.0, base_model=base_model, candidates=c)[2].item()
+        for c in ("topk+eos", "topk+rm")
+    }
+    assert reach == {"topk+eos": 0.0, "topk+rm": 1.0}
     from conftest import make_tokenizer
 
     other = make_tokenizer(vocab_size=300)  # another vocabulary: refused before any pair is scored

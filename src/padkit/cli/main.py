@@ -654,6 +654,14 @@ def rm_eval(
         ),
     ] = None,
     top_k: Annotated[int, typer.Option("--top-k", help="Base top-k candidates for --decision-weight.")] = 10,
+    candidates: Annotated[
+        str | None,
+        typer.Option(
+            "--candidates",
+            help="Candidate set for --decision-weight: topk, topk+eos or topk+rm. Default: PAD's for this PersRM "
+            "(topk+rm with a trained PersRM, topk+eos with --rm self).",
+        ),
+    ] = None,
     cut_ends: Annotated[
         str,
         typer.Option(
@@ -674,7 +682,7 @@ def rm_eval(
     try:
         _quiet_transformers()
         if decision_weight is not None:
-            PADConfig(weight=decision_weight, top_k=top_k)  # validated as PAD would
+            PADConfig(weight=decision_weight, top_k=top_k, candidates=candidates)  # validated as PAD would
         pairs, _ = load_pair_sources(data or [], hh_rlhf or [], dataset or [], parse_columns(columns))
         if group:
             pairs = select_groups(pairs, group)
@@ -695,6 +703,7 @@ def rm_eval(
             decision_weight=decision_weight,
             top_k=top_k,
             cut_ends=cut_ends,
+            candidates=candidates,
         )
     except PadkitError as e:
         _fail(str(e))

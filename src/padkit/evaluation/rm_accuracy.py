@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from padkit.decoding.config import REFERENCES, Reference
+from padkit.decoding.config import REFERENCES, Candidates, Reference
 from padkit.decoding.processor import _PADRule
 from padkit.decoding.sequence_reward import encode_response, implicit_rewards, resolve_reference
 from padkit.errors import PadkitError
@@ -198,10 +198,11 @@ def first_step_decisions(
     progress: bool = False,
     rm_is_self: bool = False,
     cut_ends: str = "closed",
+    candidates: Candidates = "topk+eos",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Whether PAD at ``weight`` (top-k + EOS candidates) and the base alone pick the chosen response's token at
-    the first step where the chosen and rejected responses differ, given their shared start, and whether that
-    token is among the candidates (1.0 or 0.0 each; NaN for a pair without such a step).
+    """Whether PAD at ``weight`` (with ``candidates``, PAD's candidate set) and the base alone pick the chosen
+    response's token at the first step where the chosen and rejected responses differ, given their shared start,
+    and whether that token is among the candidates (1.0 or 0.0 each; NaN for a pair without such a step).
 
     Summed-reward accuracy saturates on format pairs (a rewrite is easy to rank as a whole) while PAD still
     fails to take the turn at the step that makes the difference, where the reward must beat the base's
@@ -215,7 +216,7 @@ def first_step_decisions(
         weight,
         reference,
         top_k,
-        "topk+eos",
+        candidates,
         [tokenizer.eos_token_id],
     )
 
@@ -262,10 +263,12 @@ def evaluate_rm(
     decision_weight: float | None = None,
     top_k: int = 10,
     cut_ends: str = "closed",
+    candidates: Candidates = "topk+eos",
     **kwargs,
 ) -> RMReport:
     """Pairwise accuracy and mean margin per preference dimension (keyword arguments go to :func:`pair_rewards`);
-    with ``decision_weight`` also :func:`first_step_decisions` at that weight (reference ``base``, as PAD). Both
+    with ``decision_weight`` also :func:`first_step_decisions` at that weight and with ``candidates`` (reference
+    ``base``, as PAD). Both
     end a response marked cut as ``cut_ends`` says (:func:`end_tokens`)."""
     if not pairs:
         raise PadkitError("no preference pairs to evaluate")
@@ -289,6 +292,7 @@ def evaluate_rm(
             progress=kwargs.get("progress", False),
             rm_is_self=kwargs.get("rm_is_self", False),
             cut_ends=cut_ends,
+            candidates=candidates,
         )
     report = RMReport(
         reference,
@@ -331,13 +335,15 @@ def evaluate_persrm(
     decision_weight: float | None = None,
     top_k: int = 10,
     cut_ends: str = "closed",
+    candidates: Candidates | None = None,
 ) -> RMReport:
     """``padkit rm-eval``: load a PersRM by name and score one split of ``pairs`` the way it was trained.
 
     The split, its salt and the clipping lengths default to those a trained PersRM's ``padkit.json`` records;
     ``sample`` scores N evenly spaced pairs of the split; ``cut_ends`` is :func:`end_tokens`'s. The reference
     defaults to ``rm-init`` for a LoRA PersRM (its DPO reference) and ``base`` otherwise; a LoRA PersRM is scored
-    on the base it was trained on.
+    on the base it was trained on. First-step decisions use ``candidates``, by default PAD's for this PersRM
+    (:attr:`padkit.PAD.default_candidates`).
     """
     from padkit.decoding.pad import PAD
     from padkit.models.loading import adapter_base, default_rm, resolve_model_dir
@@ -369,4 +375,5 @@ def evaluate_persrm(
         decision_weight=decision_weight,
         top_k=top_k,
         cut_ends=cut_ends,
+        candidates=candidates or pad.default_candidates,
     )
