@@ -268,8 +268,7 @@ def evaluate_rm(
 ) -> RMReport:
     """Pairwise accuracy and mean margin per preference dimension (keyword arguments go to :func:`pair_rewards`);
     with ``decision_weight`` also :func:`first_step_decisions` at that weight and with ``candidates`` (reference
-    ``base``, as PAD). Both
-    end a response marked cut as ``cut_ends`` says (:func:`end_tokens`)."""
+    ``base``, as PAD). Both end a response marked cut as ``cut_ends`` says (:func:`end_tokens`)."""
     if not pairs:
         raise PadkitError("no preference pairs to evaluate")
     base_tokenizer = kwargs.get("base_tokenizer")
