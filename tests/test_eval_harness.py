@@ -328,3 +328,5 @@ def test_standardized_shift_is_in_pooled_standard_deviations():
     assert standardized_shift([2.0, 4.0], [0.0, 2.0], +1) == pytest.approx(2 / 2**0.5)
     assert standardized_shift([2.0, 4.0], [0.0, 2.0], -1) == pytest.approx(-(2**0.5))
     assert standardized_shift([0.0, 0.0], [0.0, 0.0], +1) == 0.0
+    # every answer moved and neither side varies: the spread of both together, sd of [1, 1, 0, 0] = 1/sqrt(3)
+    assert standardized_shift([1.0, 1.0], [0.0, 0.0], +1) == pytest.approx(3**0.5)
