@@ -349,15 +349,18 @@ def standardized_shift(scores: Sequence[float], base: Sequence[float], direction
     """How far ``scores`` moved from ``base`` towards the preference, in pooled standard deviations (Cohen's d),
     so judges on different scales (words, VADER, counts) compare. When neither side varies (every base answer 0,
     every PAD answer 1) the spread of both sides together stands in, so a complete move is not read as none."""
-    mean_a, mean_b = sum(scores) / len(scores), sum(base) / len(base)
-    var_a = sum((x - mean_a) ** 2 for x in scores) / max(len(scores) - 1, 1)
-    var_b = sum((x - mean_b) ** 2 for x in base) / max(len(base) - 1, 1)
-    pooled = math.sqrt((var_a + var_b) / 2)
-    if pooled == 0:
-        both = [*scores, *base]
-        mean = sum(both) / len(both)
-        pooled = math.sqrt(sum((x - mean) ** 2 for x in both) / max(len(both) - 1, 1))
-    return 0.0 if pooled == 0 else direction * (mean_a - mean_b) / pooled
+    pooled = math.sqrt((_variance(scores) + _variance(base)) / 2) or math.sqrt(_variance([*scores, *base]))
+    return 0.0 if pooled == 0 else direction * (_mean(scores) - _mean(base)) / pooled
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values)
+
+
+def _variance(values: Sequence[float]) -> float:
+    """Sample variance (n - 1), 0 for a single value."""
+    mean = _mean(values)
+    return sum((x - mean) ** 2 for x in values) / max(len(values) - 1, 1)
 
 
 def _row(method, pref, w, judge, scores, win, rows, tps, ppl, looped, empty, shift=None) -> ReportRow:
