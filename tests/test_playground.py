@@ -66,6 +66,7 @@ def _set_range(page, selector: str, value: float) -> None:
 def test_move_a_slider_generate_and_see_both_answers(page, live):
     server, _ = live
     assert "tiny" in page.inner_text("#model-info")
+    assert page.input_value("#weight") == "1.5" == page.inner_text("#weight-value")  # the server's default
     from padkit.preferences import CATALOG
 
     pairs = sum(1 for d in CATALOG.values() if d.opposite) // 2
@@ -98,7 +99,7 @@ def test_hover_a_token_to_see_its_reward(page, live):
     expected = server.pad.generate(
         ["Why is the sky blue?"],
         [{"dimension": "unfriendly", "weight": 1.0}, {"dimension": "talks like a pirate", "weight": 1.0}],
-        weight=0.5,  # the page's default strength
+        weight=1.5,  # the page starts at the server's default strength (the fixture's 1.5)
         max_new_tokens=6,
         diagnostics=True,
     )[0]

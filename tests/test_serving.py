@@ -81,7 +81,8 @@ def test_completions_and_models(served, client):
     )
     assert reply.choices[0].text == _alone(server, PROMPTS[1], None, max_tokens=6, method="base").text
     assert [m.id for m in client.models.list().data] == ["tiny"]
-    assert httpx.get(f"{url}/health").json()["status"] == "ok"
+    health = httpx.get(f"{url}/health").json()
+    assert health["status"] == "ok" and health["default_weight"] == server.default_weight
 
 
 def test_streaming_gives_the_same_text_and_usage(served, client):

@@ -526,7 +526,13 @@ def create_app(server: Server) -> FastAPI:
 
     @app.get("/health")
     async def health() -> dict:
-        return {"status": "ok", "model": server.model_id, "rm": server.pad.rm_name}
+        """Liveness, the models served and the strength a request without one gets (the playground's start)."""
+        return {
+            "status": "ok",
+            "model": server.model_id,
+            "rm": server.pad.rm_name,
+            "default_weight": server.default_weight,
+        }
 
     @app.get("/v1/models", dependencies=[caller])
     async def models() -> dict:

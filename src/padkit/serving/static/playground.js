@@ -227,6 +227,8 @@ async function load() {
     const [health, dims] = await Promise.all([api("/health"), api("/v1/dimensions")]);
     const info = await health.json();
     $("model-info").textContent = `base model: ${info.model} · PersRM: ${info.rm}`;
+    $("weight").value = info.default_weight; // the strength a request without one gets from this server
+    $("weight-value").textContent = $("weight").value;
     buildSliders((await dims.json()).data);
     updatePreview();
     document.body.dataset.ready = "true";
