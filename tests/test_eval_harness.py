@@ -211,6 +211,28 @@ def test_comparison_puts_the_methods_side_by_side():
     assert note.startswith("Cut short: pad sign-off (w=0.5) ended 10%.") and "concise" not in note
 
 
+def test_fluent_weight_is_the_largest_within_the_perplexity_budget():
+    def row(method, pref, weight, ppl):
+        return ReportRow(method, pref, weight, "words", 1.0, 0.0, 2.0, 0.5, 20.0, 10.0, ppl, 5, 0.1, 0.0, 1.0)
+
+    rows = [row("base", p, 0.0, 3.0) for p in ("concise", "formal")]
+    rows += [row("pad", "concise", 0.5, 4.0), row("pad", "formal", 0.5, 4.4)]  # median 4.2: 1.40x
+    rows += [row("pad", "concise", 0.6, 4.4), row("pad", "formal", 0.6, 4.8)]  # median 4.6: 1.53x
+    rows += [row("pad", "concise", 1.0, 6.0), row("pad", "formal", 1.0, 6.2)]
+    report = EvalReport(rows)
+    assert report.median_perplexity("pad", 0.6) == pytest.approx(4.6)
+    assert report.fluent_weight("pad") == 0.5
+    assert report.fluent_weight("pad", budget=1.6) == 0.6
+    assert report.fluent_weight("pad", budget=1.2) is None
+    assert report.comparison().splitlines()[-1] == (
+        "Fluency budget 1.5x the base's median perplexity (3.00): the largest pad weight within it is w=0.5 "
+        "(4.20, 1.40x)."
+    )
+    over = EvalReport([r for r in rows if r.weight != 0.5])
+    assert over.comparison().splitlines()[-1].endswith("no pad weight is within it (the lowest, w=0.6, is at 1.53x).")
+    assert EvalReport([r for r in rows if r.method == "pad"]).fluent_weight("pad") is None  # no base to compare
+
+
 def test_loops_flags_repetition_that_perplexity_cannot_see(base_model, tokenizer):
     pad = PAD(base_model, tokenizer)
     texts = [

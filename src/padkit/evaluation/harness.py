@@ -247,9 +247,28 @@ class ReportRow:
     hollow: float = 0.0
 
 
+FLUENCY_BUDGET = 1.5
+"""How much less fluent than the base a default may be: a weight is within budget when its median perplexity over
+the preferences is at most this multiple of the base's (how padkit's ``DEFAULT_WEIGHT`` was picked)."""
+
+
 @dataclass
 class EvalReport:
     rows: list[ReportRow] = field(default_factory=list)
+
+    def median_perplexity(self, method: str, weight: float | None = None) -> float | None:
+        """The median over preferences of ``method``'s perplexity (at ``weight``, when given); None without rows."""
+        by_pref = {r.preference: r.perplexity for r in self.rows if r.method == method and weight in (None, r.weight)}
+        return statistics.median(by_pref.values()) if by_pref else None
+
+    def fluent_weight(self, method: str = "pad", budget: float = FLUENCY_BUDGET) -> float | None:
+        """The largest swept weight of ``method`` whose median perplexity is within ``budget`` times the base's:
+        the strongest default that keeps fluency. None without base rows or when no weight is within it."""
+        base = self.median_perplexity("base")
+        if base is None:
+            return None
+        weights = sorted({r.weight for r in self.rows if r.method == method}, reverse=True)
+        return next((w for w in weights if self.median_perplexity(method, w) <= budget * base), None)
 
     def summary(self) -> dict:
         keys = ("method", "preference", "judge", "mean", "ci_low", "ci_high", "win_rate", "shift", "tokens_per_s")
@@ -338,6 +357,21 @@ class EvalReport:
                 f"{median(shifts)} | {median(wins)} | "
                 f"{median([r.tokens_per_s for r in rows])} | {furthest_count[c] if shifts else '-'} |"
             )
+        base = self.median_perplexity("base")
+        for method in sorted(swept) if base is not None else ():
+            w = self.fluent_weight(method)
+            lowest = min(r.weight for r in self.rows if r.method == method)
+            lines += [
+                "",
+                f"Fluency budget {FLUENCY_BUDGET:g}x the base's median perplexity ({base:.2f}): "
+                + (
+                    f"the largest {method} weight within it is w={w:g} "
+                    f"({self.median_perplexity(method, w):.2f}, {self.median_perplexity(method, w) / base:.2f}x)."
+                    if w is not None
+                    else f"no {method} weight is within it (the lowest, w={lowest:g}, is at "
+                    f"{self.median_perplexity(method, lowest) / base:.2f}x)."
+                ),
+            ]
         return "\n".join(lines) + "\n"
 
 
