@@ -257,9 +257,10 @@ class EvalReport:
     rows: list[ReportRow] = field(default_factory=list)
 
     def median_perplexity(self, method: str, weight: float | None = None) -> float | None:
-        """The median over preferences of ``method``'s perplexity (at ``weight``, when given); None without rows."""
-        by_pref = {r.preference: r.perplexity for r in self.rows if r.method == method and weight in (None, r.weight)}
-        return statistics.median(by_pref.values()) if by_pref else None
+        """The median of ``method``'s perplexity over its rows (at ``weight``, when given), as the comparison table
+        takes it; None without rows."""
+        values = [r.perplexity for r in self.rows if r.method == method and weight in (None, r.weight)]
+        return statistics.median(values) if values else None
 
     def fluent_weight(self, method: str = "pad", budget: float = FLUENCY_BUDGET) -> float | None:
         """The largest swept weight of ``method`` whose median perplexity is within ``budget`` times the base's:
@@ -360,18 +361,14 @@ class EvalReport:
         base = self.median_perplexity("base")
         for method in sorted(swept) if base is not None else ():
             w = self.fluent_weight(method)
-            lowest = min(r.weight for r in self.rows if r.method == method)
-            lines += [
-                "",
-                f"Fluency budget {FLUENCY_BUDGET:g}x the base's median perplexity ({base:.2f}): "
-                + (
-                    f"the largest {method} weight within it is w={w:g} "
-                    f"({self.median_perplexity(method, w):.2f}, {self.median_perplexity(method, w) / base:.2f}x)."
-                    if w is not None
-                    else f"no {method} weight is within it (the lowest, w={lowest:g}, is at "
-                    f"{self.median_perplexity(method, lowest) / base:.2f}x)."
-                ),
-            ]
+            if w is not None:
+                ppl = self.median_perplexity(method, w)
+                verdict = f"the largest {method} weight within it is w={w:g} ({ppl:.2f}, {ppl / base:.2f}x)."
+            else:
+                lowest = min(r.weight for r in self.rows if r.method == method)
+                ratio = self.median_perplexity(method, lowest) / base
+                verdict = f"no {method} weight is within it (the lowest, w={lowest:g}, is at {ratio:.2f}x)."
+            lines += ["", f"Fluency budget {FLUENCY_BUDGET:g}x the base's median perplexity ({base:.2f}): {verdict}"]
         return "\n".join(lines) + "\n"
 
 
