@@ -353,6 +353,18 @@ def test_read_resumable_drops_only_a_torn_last_line(tmp_path):
     assert out.read_text() == '{"id": "0"}\n42'
 
 
+def test_atomic_write_leaves_a_whole_file_with_ordinary_permissions(tmp_path):
+    from padkit.prompts import atomic_write_text
+
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")  # what the user's umask gives any file
+    out = tmp_path / "out" / "pairs.jsonl"
+    atomic_write_text(out, "first\n")
+    atomic_write_text(out, "second\n")
+    assert out.read_text() == "second\n" and sorted(p.name for p in out.parent.iterdir()) == ["pairs.jsonl"]
+    assert out.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777  # not mkstemp's 0600
+
+
 def test_resume_refuses_answers_of_a_retrained_persrm_saved_under_the_same_path(tmp_path, tiny_model_dir):
     """The PersRM's name is not its weights: a retrained adapter at the same path decodes differently, so a
     resumed file must not mix its answers with the old one's (the record keeps a digest of the weights)."""

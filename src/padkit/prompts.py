@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,16 +124,19 @@ def read_resumable(path: str | Path) -> list[dict]:
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write through a temp file and rename, so a crash never leaves a half-written file."""
+    """Write through a temp file and rename, so a crash never leaves a half-written file.
+
+    The temp file is created as an ordinary file is (mode 0666 less the umask), not 0600 as ``mkstemp`` makes
+    it: the renamed file is the user's output and keeps the permissions any other file of theirs gets."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with open(tmp, "x", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
