@@ -98,6 +98,12 @@ def test_rewrites_make_the_target_form():
     assert rewrites.numbered(TEXT).splitlines() == [lead, *steps]
     assert rewrites.bulleted("Short one. Short two.") == "- Short one.\n- Short two."  # too short for a lead-in
     assert rewrites.shortened(TEXT) == "Cats sleep a lot because they are predators."
+    four = "Cats nap. They hunt. They save energy. They sleep."
+    assert (rewrites.lead(four), rewrites.shortened(four)) == ("Cats nap. They hunt.", "Cats nap.")  # a half, a third
+    caveat, answer = rewrites.with_caveat(TEXT, rng).split("\n\n")
+    assert caveat in rewrites.CAVEATS and answer == TEXT  # the caveat first, within any token limit
+    lead, question = rewrites.with_follow_up(TEXT, rng).split("\n\n")
+    assert lead == rewrites.lead(TEXT) and question in rewrites.FOLLOW_UPS
     assert rewrites.summary_first(TEXT, rng).split("\n\n")[0].endswith(": Cats sleep a lot because they are predators.")
     assert rewrites.bold_terms(TEXT) == TEXT.replace("predators", "**predators**").replace("energy", "**energy**")
     assert rewrites.casual(TEXT, rng).count("'") >= 2 and "do not" not in rewrites.casual(TEXT, rng)
@@ -344,7 +350,9 @@ def test_pairs_mark_answers_the_token_limit_cut(base_model, tokenizer, tmp_path)
     assert cut["bulleted"] == cut["prose"] == (True, True)  # a rewrite of the cut plain answer stays cut
     assert cut["concise"] == (False, True) and cut["detailed"] == (True, False)  # the short answer is complete
     # closed by the rewrite, but opened with its cut source: the end token alone must not tell them apart
-    assert cut["sign-off"] == cut["follow-up"] == cut["cautious"] == (True, True)
+    assert cut["sign-off"] == (True, True)
+    assert cut["cautious"] == (True, True)  # the caveat opens the answer, which stays cut
+    assert cut["follow-up"] == (False, False)  # the answer's lead, with or without a question: both complete
     assert cut["friendly"] == cut["unfriendly"] == (False, False)  # warm and cold closers end both sides
     assert cut["elementary"] == (True, True)  # one side's part-sentence was dropped: both sides are opened
     uneven = {r["dimension"] for r in by_id.values() if r["chosen_cut"] != r["rejected_cut"]}

@@ -134,16 +134,26 @@ def numbered(text: str, rng: random.Random | None = None) -> str:
     return _listed(text, lambda i: f"{i}. ")
 
 
-def shortened(text: str, rng: random.Random | None = None) -> str:
-    """The first sentences up to about a third of the words (at least one sentence): a concise answer."""
+def _first_sentences(text: str, share: float) -> str:
+    """The first sentences up to about ``share`` of the words (at least one sentence)."""
     parts = sentences(text)
-    budget = max(len(text.split()) // 3, 1)
+    budget = max(int(len(text.split()) * share), 1)
     out = [parts[0]]
     for s in parts[1:]:
         if len(" ".join(out + [s]).split()) > budget:
             break
         out.append(s)
     return " ".join(out)
+
+
+def shortened(text: str, rng: random.Random | None = None) -> str:
+    """The first sentences up to about a third of the words (at least one sentence): a concise answer."""
+    return _first_sentences(text, 1 / 3)
+
+
+def lead(text: str, rng: random.Random | None = None) -> str:
+    """The first sentences up to about half the words (at least one sentence): a short, complete answer."""
+    return _first_sentences(text, 1 / 2)
 
 
 CAVEATS = (
@@ -156,13 +166,17 @@ CAVEATS = (
     "If anything feels wrong, stop and ask an expert before you go on.",
     "Please be careful to double-check the details, since mistakes can be costly.",
     "Be cautious: what works for one person may not be safe for another.",
-    "Make sure you understand the risks before you act on this.",
+    "Before you act on any of this, make sure you understand the risks.",
 )
 
 
 def with_caveat(text: str, rng: random.Random) -> str:
-    """The answer, then a caveat with safety advice."""
-    return f"{text.strip()}\n\n{rng.choice(CAVEATS)}"
+    """A caveat with safety advice, then the answer.
+
+    The caveat comes first: answers are cut at a token limit (64 in the pool and in evaluation), and a caveat
+    after a whole answer falls beyond it (v23's training caveats started at word 38 of 50, and its cautious
+    answers at 64 tokens won against base on 0.54 of the koala prompts)."""
+    return f"{rng.choice(CAVEATS)}\n\n{text.strip()}"
 
 
 SIGN_OFFS = (
@@ -201,8 +215,11 @@ FOLLOW_UPS = (
 
 
 def with_follow_up(text: str, rng: random.Random) -> str:
-    """The answer, then a question to the user."""
-    return f"{text.strip()}\n\n{rng.choice(FOLLOW_UPS)}"
+    """The answer's :func:`lead`, then a question to the user; its counterpart without the question is the lead.
+
+    A question after a whole answer falls beyond the token limit answers are cut at; after half of it, the
+    PersRM learns to ask while there is room."""
+    return f"{lead(text)}\n\n{rng.choice(FOLLOW_UPS)}"
 
 
 SUMMARY_OPENERS = ("In short:", "TL;DR:", "Short answer:", "In a nutshell:", "Bottom line:")

@@ -190,7 +190,7 @@ RECIPES: dict[tuple[str, str], Recipe] = {
     ("formal", "casual"): Recipe(rewrite=(rewrites.formal, rewrites.casual)),
     ("bulleted", "prose"): Recipe(rewrite=(rewrites.bulleted, _same)),
     ("numbered", "paragraph"): Recipe(rewrite=(rewrites.numbered, _same)),
-    ("follow-up", "no-follow-up"): Recipe(rewrite=(rewrites.with_follow_up, _same)),
+    ("follow-up", "no-follow-up"): Recipe(rewrite=(rewrites.with_follow_up, rewrites.lead)),
     ("summary-first", "no-summary"): Recipe(rewrite=(rewrites.summary_first, _same)),
     ("bold", "no-bold"): Recipe(rewrite=(rewrites.bold_terms, _same)),
     ("emoji", "no-emoji"): Recipe(rewrite=(rewrites.with_emoji, _same)),
@@ -203,7 +203,7 @@ REWRITE_SOURCES = ("plain", "elementary", "friendly")
 CLOSING_REWRITES: frozenset[Rewrite] = frozenset(
     {
         rewrites.shortened,
-        rewrites.with_caveat,
+        rewrites.lead,
         rewrites.with_sign_off,
         rewrites.with_follow_up,
         rewrites.pirate,
@@ -211,7 +211,7 @@ CLOSING_REWRITES: frozenset[Rewrite] = frozenset(
         rewrites.cold,
     }
 )
-"""Rewrites whose answer is complete (a concise answer, or one closed by a caveat, sign-off, question or closing
+"""Rewrites whose answer is complete (a concise answer or lead, or one closed by a sign-off, question or closing
 line): it ends there even when its source was cut. Other rewrites keep the source's cut."""
 LENGTH_DIMENSIONS = frozenset({"concise", "detailed"})
 """Dimensions about how long an answer is: the only ones whose two sides may differ in ending at all."""
