@@ -134,10 +134,10 @@ def numbered(text: str, rng: random.Random | None = None) -> str:
     return _listed(text, lambda i: f"{i}. ")
 
 
-def _first_sentences(text: str, share: float) -> str:
-    """The first sentences up to about ``share`` of the words (at least one sentence)."""
+def _first_sentences(text: str, parts_of: int) -> str:
+    """The first sentences up to about one ``parts_of``-th of the words (at least one sentence)."""
     parts = sentences(text)
-    budget = max(int(len(text.split()) * share), 1)
+    budget = max(len(text.split()) // parts_of, 1)
     out = [parts[0]]
     for s in parts[1:]:
         if len(" ".join(out + [s]).split()) > budget:
@@ -148,12 +148,12 @@ def _first_sentences(text: str, share: float) -> str:
 
 def shortened(text: str, rng: random.Random | None = None) -> str:
     """The first sentences up to about a third of the words (at least one sentence): a concise answer."""
-    return _first_sentences(text, 1 / 3)
+    return _first_sentences(text, 3)
 
 
 def lead(text: str, rng: random.Random | None = None) -> str:
     """The first sentences up to about half the words (at least one sentence): a short, complete answer."""
-    return _first_sentences(text, 1 / 2)
+    return _first_sentences(text, 2)
 
 
 CAVEATS = (
