@@ -4,26 +4,25 @@ Two steps, each resumable:
 
 1. **Pool** (:func:`generate_pool`): the base model answers every prompt once plainly and once under each of a
    few principles (elementary, sophisticated, friendly, unfriendly: RLCD-style contrastive prompting), sampled.
-2. **Pairs** (:func:`build_pairs`): each answer is cut to whole sentences and must pass three filters:
-   fluency (the base model's perplexity of the answer), no degenerate repetition, and relevance (MiniLM
-   similarity to the prompt). For each trained dimension pair a chosen/rejected pair is then made either by
-   *contrast* (the pool answers scoring highest and lowest on the dimension's judge, kept when the judge
-   margin is large) or by *rewrite* (a plain answer and the same answer rewritten into the target form:
-   shortened, bulleted, numbered, with a follow-up question, a sign-off, a caveat, an "In short:" summary,
-   bold key terms, emoji, casual or formal register, warm or cold; :mod:`padkit.training.rewrites`), since a 135M base
-   hardly follows such instructions on its own. Each direction gets a pair; its preference text is a wording
-   sampled (seeded) from the direction's training wordings. Held-out prompts also get records with held-out
-   wordings and with the unseen dimensions (``"holdout": "wording"`` / ``"dimension"``), which training
-   skips and ``rm-eval`` reports separately. Each side is marked ``chosen_cut`` / ``rejected_cut`` when the
-   answer stops at the token limit rather than at its end (:class:`Answer`), so training gives it no EOS; the
-   two sides of a pair end alike unless the dimension is about length, so the EOS never separates them alone.
-   A share of the directions outside length also get an *early-end* pair (group ``early-end``): the chosen
-   answer against its own first sentence, ended, which teaches that under a preference that is not about length
-   an answer does not stop after one sentence. A share also get a *degenerate* pair (group ``degenerate``): the
-   chosen answer against a loop of its first line or its bare form (markers, emoji, punctuation without words),
-   the text a PersRM that rewards form over content steers a small base into. And a share get a *stutter* pair
-   (group ``stutter``): the chosen answer against itself with one early unit said twice in a row ("In short: In
-   short: ..."), the token-level start of such a loop.
+2. **Pairs** (:func:`build_pairs`): each answer is cut to whole sentences and must pass three filters: fluency (the
+   base model's perplexity of the answer), no degenerate repetition, and relevance (MiniLM similarity to the
+   prompt). For each trained dimension pair a chosen/rejected pair is then made either by *contrast* (the pool
+   answers scoring highest and lowest on the dimension's judge, kept when the judge margin is large) or by
+   *rewrite* (a plain answer and the same answer rewritten into the target form: shortened, bulleted, numbered,
+   half of it with a follow-up question, a sign-off, a caveat first, an "In short:" summary, bold key terms, emoji,
+   casual or formal register, warm or cold; :mod:`padkit.training.rewrites`), since a 135M base hardly follows such
+   instructions on its own. Each direction gets a pair; its preference text is a wording sampled (seeded) from the
+   direction's training wordings. Held-out prompts also get records with held-out wordings and with the unseen
+   dimensions (``"holdout": "wording"`` / ``"dimension"``), which training skips and ``rm-eval`` reports
+   separately. Each side is marked ``chosen_cut`` / ``rejected_cut`` when the answer stops at the token limit
+   rather than at its end (:class:`Answer`), so training gives it no EOS; the two sides of a pair end alike unless
+   the dimension is about length, so the EOS never separates them alone. A share of the directions outside length
+   also get an *early-end* pair (group ``early-end``): the chosen answer against its own first sentence, ended,
+   which teaches that under a preference that is not about length an answer does not stop after one sentence. A
+   share also get a *degenerate* pair (group ``degenerate``): the chosen answer against a loop of its first line or
+   its bare form (markers, emoji, punctuation without words), the text a PersRM that rewards form over content
+   steers a small base into. And a share get a *stutter* pair (group ``stutter``): the chosen answer against itself
+   with one early unit said twice in a row ("In short: In short: ..."), the token-level start of such a loop.
 """
 
 from __future__ import annotations
@@ -316,7 +315,7 @@ def _rewrite(
 def _end_alike(a: Answer, b: Answer, first: str) -> tuple[Answer, Answer]:
     """Both sides of a pair opened when one ends and the other is cut, unless the dimension is about length.
 
-    Otherwise the end-of-sequence token alone tells the sides apart: a sign-off, caveat or follow-up rewrite is
+    Otherwise the end-of-sequence token alone tells the sides apart: a sign-off or a pirate's "Arr!" closer is
     complete while its source is cut, and a PersRM trained so (v11) ends answers under "sign-off" without
     signing off."""
     if a.cut == b.cut or first in LENGTH_DIMENSIONS:
