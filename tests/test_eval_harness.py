@@ -18,6 +18,7 @@ from padkit.evaluation.harness import (
     build_report,
     hollow,
     loops,
+    off_topic,
     perplexity,
     run_eval,
     win_outcome,
@@ -203,7 +204,7 @@ def test_comparison_puts_the_methods_side_by_side():
     assert per_method["pad"] == "| pad | 4.50 | 0.30 | 0.60 | 0.60 | 10.00 | 1 |"
     assert per_method["prompt"] == "| prompt | 3.30 | 0.00 | 0.05 | 0.50 | 10.00 | 0 |"
     assert per_method["base"] == "| base | 3.00 | 0.10 | - | - | 10.00 | - |"
-    assert report.markdown().splitlines()[4].endswith("| 4.0 | 0.20 | 0.00 | 1.00 | 5 |")
+    assert report.markdown().splitlines()[4].endswith("| 4.0 | 0.20 | 0.00 | 0.00 | 1.00 | 5 |")
     assert "Cut short" not in report.markdown()
     report.rows.append(row("pad", "sign-off", "sign-off", 0.0, 0.0, 0.5, 4.0, weight=0.5, ended=0.1))
     report.rows.append(row("pad", "concise", "words", 30.0, 1.5, 0.9, 4.0, ended=0.0))  # reads no ending
@@ -352,3 +353,54 @@ def test_standardized_shift_is_in_pooled_standard_deviations():
     assert standardized_shift([0.0, 0.0], [0.0, 0.0], +1) == 0.0
     # every answer moved and neither side varies: the spread of both together, sd of [1, 1, 0, 0] = 1/sqrt(3)
     assert standardized_shift([1.0, 1.0], [0.0, 0.0], +1) == pytest.approx(3**0.5)
+
+
+TCP = "List the layers of the TCP/IP model and for each layer identify one protocol."
+
+
+def test_off_topic_flags_answers_that_leave_the_prompt():
+    """Evasions that game the count judges (PersRM v25c's, on a koala prompt) against real answers to it."""
+    texts = [
+        "What would you like to know next?",
+        "I'd be happy to help with that.\n\nWhat would you like to do next?",
+        "Hope this helps!",
+        "The TCP/IP model has four layers: link (Ethernet), internet (IP), transport (TCP) and application (HTTP).",
+        "Arrr, the TCP/IP model be four layers, matey: link, internet, transport and application, with IP and TCP.",
+    ]
+    assert off_topic([TCP] * 5, texts, 0.25) == [True, True, True, False, False]
+    assert off_topic([TCP] * 5, texts, -1.0) == [False] * 5
+
+
+def test_off_topic_answers_lose_the_win_rate(base_model, tokenizer):
+    """A question back with no answer "asks a follow-up"; it counts as a loss unless the check is off."""
+    answer = "The TCP/IP model has four layers: link (Ethernet), internet (IP), transport (TCP) and application."
+
+    def record(method, pid, text):
+        return {
+            "method": method,
+            "preference": "follow-up",
+            "weight": 0.0,
+            "prompt_id": pid,
+            "prompt": TCP,
+            "text": text,
+            "n_tokens": 5,
+            "batch_seconds": 1.0,
+            "batch_tokens": 5,
+            "finish_reason": "stop",
+        }
+
+    records = [
+        record("base", "a", answer),
+        record("base", "b", answer),
+        record("prompt", "a", answer + " Which protocol would you like to know more about?"),
+        record("prompt", "b", "What would you like to know next?"),
+    ]
+    pad = PAD(base_model, tokenizer)
+    config = EvalConfig(methods=("base", "prompt"), preferences=("follow-up",))
+    row = next(r for r in build_report(pad, records, config).rows if r.method == "prompt")
+    assert (row.mean, row.win_rate, row.off_topic) == (1.0, 0.5, 0.5)
+    unguarded = dataclasses.replace(config, min_relevance=-1.0)
+    row = next(r for r in build_report(pad, records, unguarded).rows if r.method == "prompt")
+    assert (row.win_rate, row.off_topic) == (1.0, 0.0)
+    with pytest.raises(PadkitError, match="min_relevance"):
+        EvalConfig(min_relevance=1.5)

@@ -759,6 +759,14 @@ def eval_command(
     llm_judge_model: Annotated[str, typer.Option("--llm-judge-model")] = "gpt-4o",
     limit: Annotated[int | None, typer.Option(help="Use the first N prompts.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 8,
+    min_relevance: Annotated[
+        float,
+        typer.Option(
+            "--min-relevance",
+            help="An answer whose MiniLM similarity to its prompt is under this is off topic and loses to an "
+            "on-topic base answer in the win rate (a question back with no answer, a bare sign-off); -1: off.",
+        ),
+    ] = 0.25,
     output: Annotated[Path, typer.Option("--output", "-o", help="Report directory; a rerun resumes it.")] = Path(
         "runs/eval"
     ),
@@ -798,6 +806,7 @@ def eval_command(
             judges=tuple(j.strip() for j in judges.split(",")) if judges else None,
             decoding=decoding_config,
             batch_size=batch_size,
+            min_relevance=min_relevance,
             llm_judge=LLMPairwiseJudge(llm_judge_url, llm_judge_model, os.environ.get("OPENAI_API_KEY", "unused"))
             if llm_judge_url
             else None,

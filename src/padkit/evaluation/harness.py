@@ -3,7 +3,7 @@
 Every method is the core API with a parameter (see :data:`METHODS`). Generations are appended to
 ``generations.jsonl`` as they are made, keyed by method, preference, weight and prompt id, so an interrupted
 run resumes. The report has, per method, preference and judge: the mean with a 95% bootstrap interval, the
-win rate against the base answer to the same prompt (a looping or hollow answer loses to a sound one), mean
+win rate against the base answer to the same prompt (a looping, hollow or off-topic answer loses to a sound one), mean
 tokens, tokens/s, and fluency: the perplexity of the output under the base model, and the share of answers that
 loop (perplexity alone cannot see a loop: a run of one emoji or of "-" lines is very predictable).
 """
@@ -32,7 +32,7 @@ from padkit.decoding.pad import PAD
 from padkit.decoding.sequence_reward import response_logprobs
 from padkit.distributed.jobs import Runner, Task, run_local, run_tasks
 from padkit.errors import PadkitError
-from padkit.evaluation.judges import DIMENSION_JUDGES, LLMPairwiseJudge, get_judge, split_direction
+from padkit.evaluation.judges import DIMENSION_JUDGES, LLMPairwiseJudge, RelevanceJudge, get_judge, split_direction
 from padkit.models.loading import model_identity
 from padkit.preferences import Preference, render_input
 from padkit.prompts import PromptRow, atomic_write_text
@@ -69,6 +69,9 @@ class EvalConfig:
     sets ``weight``."""
     batch_size: int = 8
     llm_judge: LLMPairwiseJudge | None = field(default=None, repr=False)
+    min_relevance: float = 0.25
+    """An answer whose MiniLM similarity to its prompt is under this is off topic (:func:`off_topic`) and loses to
+    an on-topic base answer, as a looping or hollow one does; -1 turns the check off."""
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS and m != "pad-self"]
@@ -82,6 +85,8 @@ class EvalConfig:
             raise PadkitError("give at least one method, one preference and one weight")
         if any(not math.isfinite(w) for w in self.weights):
             raise PadkitError(f"weights must be finite numbers, got {self.weights}")
+        if not -1.0 <= self.min_relevance < 1.0:
+            raise PadkitError(f"min_relevance is a cosine similarity in [-1, 1), got {self.min_relevance}")
 
     def judges_for(self, preference: str) -> list[tuple[str, int]]:
         """(judge, direction) pairs: the ones asked for (``words:lower`` states the direction; otherwise the
@@ -217,11 +222,24 @@ def hollow(texts: Sequence[str]) -> list[bool]:
     return out
 
 
+def off_topic(prompts: Sequence[str], texts: Sequence[str], min_relevance: float) -> list[bool]:
+    """Whether each answer leaves its prompt: the MiniLM cosine similarity of prompt and answer is under
+    ``min_relevance``. A question back to the user with no answer ("What would you like to know next?") games the
+    follow-up judge, and so do a bare "Hope this helps!" (sign-off), "Here's a rewritten version:" (concise) or
+    "In short: In short, the answer is:" (summary-first). On the 50 koala prompts every such answer of PersRM v25c
+    read by hand was under 0.23; the base's lowest, 0.247, is its one evasion ("I'm not able to provide specific
+    answers"), the next 0.32 (median 0.71). -1 (the lowest similarity) marks nothing and loads no model."""
+    if min_relevance <= -1.0:
+        return [False] * len(texts)
+    return [s < min_relevance for s in RelevanceJudge().scores(list(prompts), list(texts))]
+
+
 def win_outcome(diff: float, degenerate: bool, base_degenerate: bool) -> float:
     """One answer against the base answer to the same prompt: 1 a win, 0.5 a tie, 0 a loss, by the judge's
     signed difference ``diff`` (positive: further in the preference's direction). A looping or hollow answer loses
     to a base answer that is neither, whatever the judge says: such text games the count judges (v11 with its own
-    candidates "won" 0.95 of numbered answers with lines of "1. 1."). Otherwise the judge decides."""
+    candidates "won" 0.95 of numbered answers with lines of "1. 1."); so does an off-topic one (:func:`off_topic`).
+    Otherwise the judge decides."""
     if degenerate and not base_degenerate:
         return 0.0
     return 1.0 if diff > 0 else 0.5 if diff == 0 else 0.0
@@ -245,6 +263,7 @@ class ReportRow:
     loops: float = 0.0
     ended: float = 1.0
     hollow: float = 0.0
+    off_topic: float = 0.0
 
 
 FLUENCY_BUDGET = 1.5
@@ -286,8 +305,8 @@ class EvalReport:
     def markdown(self) -> str:
         lines = [
             "| method | preference | w | judge | mean [95% CI] | win vs base | shift (d) | tokens | tok/s | ppl "
-            "| loops | hollow | ended | n |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "| loops | hollow | off topic | ended | n |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in self.rows:
             win = "" if r.win_rate is None else f"{r.win_rate:.2f}"
@@ -295,7 +314,7 @@ class EvalReport:
             lines.append(
                 f"| {r.method} | {r.preference} | {r.weight:g} | {r.judge} | {r.mean:.3f} [{r.ci_low:.3f}, "
                 f"{r.ci_high:.3f}] | {win} | {shift} | {r.mean_tokens:.1f} | {r.tokens_per_s:.1f} | "
-                f"{r.perplexity:.1f} | {r.loops:.2f} | {r.hollow:.2f} | {r.ended:.2f} | {r.n} |"
+                f"{r.perplexity:.1f} | {r.loops:.2f} | {r.hollow:.2f} | {r.off_topic:.2f} | {r.ended:.2f} | {r.n} |"
             )
         cut = [r for r in self.rows if r.judge in ENDING_JUDGES and r.ended < 0.5]
         if cut:
@@ -394,7 +413,7 @@ def _variance(values: Sequence[float]) -> float:
     return sum((x - mean) ** 2 for x in values) / max(len(values) - 1, 1)
 
 
-def _row(method, pref, w, judge, scores, win, rows, tps, ppl, looped, empty, shift=None) -> ReportRow:
+def _row(method, pref, w, judge, scores, win, rows, tps, ppl, looped, empty, strayed, shift=None) -> ReportRow:
     low, high = bootstrap_ci(scores)
     mean_tokens = sum(r["n_tokens"] for r in rows) / len(rows)
     return ReportRow(
@@ -414,6 +433,7 @@ def _row(method, pref, w, judge, scores, win, rows, tps, ppl, looped, empty, shi
         sum(looped) / len(looped),
         sum(r.get("finish_reason") != "length" for r in rows) / len(rows),
         sum(empty) / len(empty),
+        sum(strayed) / len(strayed),
     )
 
 
@@ -425,7 +445,11 @@ def build_report(pad: PAD, records: list[dict], config: EvalConfig, progress: bo
     base_text = {(r["preference"], r["prompt_id"]): r for r in records if r["method"] == "base"}
     base_keys = list(base_text)
     base_texts = [base_text[k]["text"] for k in base_keys]
-    base_bad = {k: a or b for k, a, b in zip(base_keys, loops(pad, base_texts), hollow(base_texts), strict=True)}
+    base_strayed = off_topic([base_text[k]["prompt"] for k in base_keys], base_texts, config.min_relevance)
+    base_bad = {
+        k: a or b or c
+        for k, a, b, c in zip(base_keys, loops(pad, base_texts), hollow(base_texts), base_strayed, strict=True)
+    }
     report = EvalReport()
 
     def order(group: tuple) -> tuple:  # as asked: methods, then preferences, then weights
@@ -436,9 +460,10 @@ def build_report(pad: PAD, records: list[dict], config: EvalConfig, progress: bo
         ppl = perplexity(pad, [r["prompt"] for r in rows], [r["text"] for r in rows])
         looped = loops(pad, [r["text"] for r in rows])
         empty = hollow([r["text"] for r in rows])
+        strayed = off_topic([r["prompt"] for r in rows], [r["text"] for r in rows], config.min_relevance)
         batches = {(r["batch_seconds"], r["batch_tokens"]) for r in rows}
         tps = sum(t for _, t in batches) / max(sum(s for s, _ in batches), 1e-9)
-        degenerate = [a or b for a, b in zip(looped, empty, strict=True)]
+        degenerate = [a or b or c for a, b, c in zip(looped, empty, strayed, strict=True)]
         for judge_name, direction in config.judges_for(pref):
             judge = get_judge(judge_name)
             scores = [judge.score(r["prompt"], r["text"]) for r in rows]
@@ -455,7 +480,9 @@ def build_report(pad: PAD, records: list[dict], config: EvalConfig, progress: bo
                     if r["prompt_id"] in base_scores
                 ]
                 win = sum(outcomes) / len(outcomes) if outcomes else None
-            report.rows.append(_row(method, pref, w, judge_name, scores, win, rows, tps, ppl, looped, empty, shift))
+            report.rows.append(
+                _row(method, pref, w, judge_name, scores, win, rows, tps, ppl, looped, empty, strayed, shift)
+            )
         if config.llm_judge is not None and method != "base":
             principle = Preference.parse(pref).prompt_principle()
             wins = [
@@ -465,7 +492,9 @@ def build_report(pad: PAD, records: list[dict], config: EvalConfig, progress: bo
             ]
             if wins:
                 report.rows.append(
-                    _row(method, pref, w, "llm-win", wins, sum(wins) / len(wins), rows, tps, ppl, looped, empty)
+                    _row(
+                        method, pref, w, "llm-win", wins, sum(wins) / len(wins), rows, tps, ppl, looped, empty, strayed
+                    )
                 )
     return report
 
