@@ -276,6 +276,22 @@ def test_pad_methods_are_the_default_the_papers_and_a_prompted_base(base_model, 
     assert texts["pad"] != texts["paper-pad"]
 
 
+def scored_record(method: str, pid: str, prompt: str, text: str, preference: str) -> dict:
+    """A generation record as ``run_generations`` writes it, for :func:`build_report`."""
+    return {
+        "method": method,
+        "preference": preference,
+        "weight": 0.0,
+        "prompt_id": pid,
+        "prompt": prompt,
+        "text": text,
+        "n_tokens": 5,
+        "batch_seconds": 1.0,
+        "batch_tokens": 5,
+        "finish_reason": "stop",
+    }
+
+
 def test_degenerate_answers_lose_to_sound_base_answers(base_model, tokenizer):
     """Fewer words is a win for concise, but not by lines of bare numbers; two degenerate answers are judged."""
     assert [win_outcome(1.0, False, False), win_outcome(0.0, False, False), win_outcome(-1.0, False, False)] == [
@@ -287,18 +303,7 @@ def test_degenerate_answers_lose_to_sound_base_answers(base_model, tokenizer):
     assert win_outcome(-5.0, False, True) == 0.0
 
     def record(method, pid, text):
-        return {
-            "method": method,
-            "preference": "concise",
-            "weight": 0.0,
-            "prompt_id": pid,
-            "prompt": "Cats?",
-            "text": text,
-            "n_tokens": 5,
-            "batch_seconds": 1.0,
-            "batch_tokens": 5,
-            "finish_reason": "stop",
-        }
+        return scored_record(method, pid, "Cats?", text, "concise")
 
     sound = "Cats are small furry animals that like to sleep a lot during the day."
     records = [
@@ -376,18 +381,7 @@ def test_off_topic_answers_lose_the_win_rate(base_model, tokenizer):
     answer = "The TCP/IP model has four layers: link (Ethernet), internet (IP), transport (TCP) and application."
 
     def record(method, pid, text):
-        return {
-            "method": method,
-            "preference": "follow-up",
-            "weight": 0.0,
-            "prompt_id": pid,
-            "prompt": TCP,
-            "text": text,
-            "n_tokens": 5,
-            "batch_seconds": 1.0,
-            "batch_tokens": 5,
-            "finish_reason": "stop",
-        }
+        return scored_record(method, pid, TCP, text, "follow-up")
 
     records = [
         record("base", "a", answer),

@@ -3,9 +3,9 @@
 Every method is the core API with a parameter (see :data:`METHODS`). Generations are appended to
 ``generations.jsonl`` as they are made, keyed by method, preference, weight and prompt id, so an interrupted
 run resumes. The report has, per method, preference and judge: the mean with a 95% bootstrap interval, the
-win rate against the base answer to the same prompt (a looping, hollow or off-topic answer loses to a sound one), mean
-tokens, tokens/s, and fluency: the perplexity of the output under the base model, and the share of answers that
-loop (perplexity alone cannot see a loop: a run of one emoji or of "-" lines is very predictable).
+win rate against the base answer to the same prompt (a looping, hollow or off-topic answer loses to a sound
+one), mean tokens, tokens/s, and fluency: the perplexity of the output under the base model, and the share of
+answers that loop (perplexity alone cannot see a loop: a run of one emoji or of "-" lines is very predictable).
 """
 
 from __future__ import annotations
