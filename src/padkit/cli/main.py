@@ -21,7 +21,7 @@ from padkit.cli.options import build_settings, settings_command
 from padkit.decoding.config import DEFAULT_WEIGHT, PADConfig
 from padkit.distributed.ray_pool import RaySettings
 from padkit.errors import PadkitError
-from padkit.evaluation.judges import JUDGES
+from padkit.evaluation.judges import JUDGES, OFF_TOPIC_BELOW
 from padkit.training.dpo import PersRMTrainConfig
 from padkit.training.synth import SynthConfig
 
@@ -534,6 +534,7 @@ def data_synth(
         f"{report.degenerate_pairs} degenerate pairs (an answer against a loop of its first line or its bare form)"
     )
     err.print(f"{report.stutter_pairs} stutter pairs (an answer against itself with one early unit said twice)")
+    err.print(f"{report.evasion_pairs} evasion pairs (an answer against the same form around a non-answer)")
     table = Table(title=f"{output}: {report.pairs} training pairs, held out {report.heldout_pairs}")
     for col in ("dimension", "judge", "prompts with a pair", "by contrast", "by rewrite", "mean judge margin"):
         table.add_column(col)
@@ -766,7 +767,7 @@ def eval_command(
             help="An answer whose MiniLM similarity to its prompt is under this is off topic and loses to an "
             "on-topic base answer in the win rate (a question back with no answer, a bare sign-off); -1: off.",
         ),
-    ] = 0.25,
+    ] = OFF_TOPIC_BELOW,
     output: Annotated[Path, typer.Option("--output", "-o", help="Report directory; a rerun resumes it.")] = Path(
         "runs/eval"
     ),

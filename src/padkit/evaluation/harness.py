@@ -32,7 +32,14 @@ from padkit.decoding.pad import PAD
 from padkit.decoding.sequence_reward import response_logprobs
 from padkit.distributed.jobs import Runner, Task, run_local, run_tasks
 from padkit.errors import PadkitError
-from padkit.evaluation.judges import DIMENSION_JUDGES, LLMPairwiseJudge, RelevanceJudge, get_judge, split_direction
+from padkit.evaluation.judges import (
+    DIMENSION_JUDGES,
+    OFF_TOPIC_BELOW,
+    LLMPairwiseJudge,
+    RelevanceJudge,
+    get_judge,
+    split_direction,
+)
 from padkit.models.loading import model_identity
 from padkit.preferences import Preference, render_input
 from padkit.prompts import PromptRow, atomic_write_text
@@ -69,7 +76,7 @@ class EvalConfig:
     sets ``weight``."""
     batch_size: int = 8
     llm_judge: LLMPairwiseJudge | None = field(default=None, repr=False)
-    min_relevance: float = 0.25
+    min_relevance: float = OFF_TOPIC_BELOW
     """An answer whose MiniLM similarity to its prompt is under this is off topic (:func:`off_topic`) and loses to
     an on-topic base answer, as a looping or hollow one does; -1 turns the check off."""
 
@@ -437,19 +444,26 @@ def _row(method, pref, w, judge, scores, win, rows, tps, ppl, looped, empty, str
     )
 
 
+def _record_key(record: dict) -> tuple:
+    """What tells one generation record from another: one answer per method, preference, weight and prompt."""
+    return record["method"], record["preference"], record["weight"], record["prompt_id"]
+
+
 def build_report(pad: PAD, records: list[dict], config: EvalConfig, progress: bool = False) -> EvalReport:
     """Score every record with its preference's judges and aggregate per method, preference and weight."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in records:
         groups[(r["method"], r["preference"], r["weight"])].append(r)
     base_text = {(r["preference"], r["prompt_id"]): r for r in records if r["method"] == "base"}
-    base_keys = list(base_text)
-    base_texts = [base_text[k]["text"] for k in base_keys]
-    base_strayed = off_topic([base_text[k]["prompt"] for k in base_keys], base_texts, config.min_relevance)
-    base_bad = {
-        k: a or b or c
-        for k, a, b, c in zip(base_keys, loops(pad, base_texts), hollow(base_texts), base_strayed, strict=True)
-    }
+    texts = [r["text"] for r in records]
+    flags = zip(
+        loops(pad, texts),
+        hollow(texts),
+        off_topic([r["prompt"] for r in records], texts, config.min_relevance),
+        strict=True,
+    )
+    marks = {_record_key(r): m for r, m in zip(records, flags, strict=True)}  # (looping, hollow, off topic), once
+    base_bad = {k: any(marks[_record_key(r)]) for k, r in base_text.items()}
     report = EvalReport()
 
     def order(group: tuple) -> tuple:  # as asked: methods, then preferences, then weights
@@ -458,9 +472,7 @@ def build_report(pad: PAD, records: list[dict], config: EvalConfig, progress: bo
 
     for (method, pref, w), rows in tqdm(sorted(groups.items(), key=order), disable=not progress, desc="scoring"):
         ppl = perplexity(pad, [r["prompt"] for r in rows], [r["text"] for r in rows])
-        looped = loops(pad, [r["text"] for r in rows])
-        empty = hollow([r["text"] for r in rows])
-        strayed = off_topic([r["prompt"] for r in rows], [r["text"] for r in rows], config.min_relevance)
+        looped, empty, strayed = (list(column) for column in zip(*(marks[_record_key(r)] for r in rows), strict=True))
         batches = {(r["batch_seconds"], r["batch_tokens"]) for r in rows}
         tps = sum(t for _, t in batches) / max(sum(s for s, _ in batches), 1e-9)
         degenerate = [a or b or c for a, b, c in zip(looped, empty, strayed, strict=True)]

@@ -329,6 +329,11 @@ def embed(texts: list[str], batch_size: int = 64):
     return torch.cat(out) if out else torch.zeros(0, 384)
 
 
+OFF_TOPIC_BELOW = 0.25
+"""The MiniLM prompt-answer similarity under which ``padkit eval`` calls an answer off topic (session 36: 40 of 42
+PAD answers under it, read by hand, answer nothing; the base's one evasion scores 0.247, its median 0.71)."""
+
+
 class RelevanceJudge:
     """Cosine similarity of MiniLM embeddings of prompt and response: low means off topic."""
 
@@ -339,9 +344,12 @@ class RelevanceJudge:
         return float(a @ b)
 
     def scores(self, prompts: list[str], responses: list[str]) -> list[float]:
-        """Batched :meth:`score`."""
-        e = embed(list(prompts) + list(responses))
-        return (e[: len(prompts)] * e[len(prompts) :]).sum(-1).tolist()
+        """Batched :meth:`score`; each distinct text is embedded once (an eval repeats every prompt per method)."""
+        unique = list(dict.fromkeys([*prompts, *responses]))
+        e = embed(unique)
+        row = {text: i for i, text in enumerate(unique)}
+        a, b = e[[row[t] for t in prompts]], e[[row[t] for t in responses]]
+        return (a * b).sum(-1).tolist()
 
 
 class RewardModelJudge:
