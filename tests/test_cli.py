@@ -281,7 +281,7 @@ def test_data_synth_reports_counts(tmp_path, tiny_model_dir):
     assert report["cut_answers"] == 0
     text = runner.invoke(app, [*args, "-n", "4", "--max-perplexity", "1e9", "--min-relevance", "-1"]).stderr
     assert "0 kept answers stop at the token limit" in text and "0 early-end pairs" in text
-    assert "0 degenerate pairs" in text and "0 stutter pairs" in text
+    assert "0 degenerate pairs" in text and "0 stutter pairs" in text and "0 evasion pairs" in text
     bad = runner.invoke(app, [*args, "--batch-size", "0"])
     assert bad.exit_code == 2 and "batch_size" in bad.output
     bad_share = runner.invoke(app, [*args, "--early-end-fraction", "1.5"])  # the flag reaches SynthConfig

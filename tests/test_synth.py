@@ -15,8 +15,9 @@ from padkit.prompts import PromptRow, read_prompts
 from padkit.training import rewrites
 from padkit.training.data import is_heldout, read_pairs
 from padkit.training.synth import (
-    GROUP_PAIRS,
+    EVASION,
     RECIPES,
+    REPAIR_FRACTIONS,
     SynthConfig,
     build_pairs,
     distinct_trigrams,
@@ -214,8 +215,8 @@ def _pool(tmp_path, prompts: dict[str, str], answers: dict[str, str], finish: di
     return path
 
 
-NO_GROUP_PAIRS = {fraction: 0.0 for fraction, _ in GROUP_PAIRS.values()}
-"""SynthConfig fields that make no early-end, degenerate or stutter pairs: only the directions' own pairs."""
+NO_GROUP_PAIRS = dict.fromkeys(REPAIR_FRACTIONS, 0.0)
+"""SynthConfig fields that make no early-end, degenerate, stutter or evasion pairs: only the directions' own."""
 
 ANSWERS = {
     "plain": TEXT + " Predators rest a great deal between meals",  # cut mid-sentence: the tail goes
@@ -270,7 +271,7 @@ def _built_with(base_model, tokenizer, tmp_path, group: str):
     every such group shares (none at 0, some at the default, every record of the full build counted, the other
     pairs untouched, a trained wording of a trained direction outside length, the share validated) and returns
     the full build's report, the group's records and the full build by id."""
-    fraction = GROUP_PAIRS[group][0]
+    fraction = f"{group.replace('-', '_')}_fraction"
     pad = PAD(base_model, tokenizer)
     pool = _pool(tmp_path, {f"p{i}": f"Why do cats sleep so much, question {i}?" for i in range(12)}, ANSWERS)
     loose = {"max_perplexity": 1e9, "min_relevance": -1.0}
@@ -288,7 +289,8 @@ def _built_with(base_model, tokenizer, tmp_path, group: str):
     for r in made:
         assert r["preference"] in CATALOG[r["direction"]].train_wordings and "holdout" not in r
     directions = {r["direction"] for r in made}
-    assert not directions & {"concise", "detailed"}  # length preferences may end early, and be short
+    if group != EVASION:
+        assert not directions & {"concise", "detailed"}  # length preferences may end early, and be short
     assert not directions & {d for pair in dimension_pairs(False) for d in pair}  # unseen ones are never trained
     with pytest.raises(PadkitError, match=fraction):
         SynthConfig(**{fraction: 1.5})
@@ -333,6 +335,26 @@ def test_stutter_pairs_set_an_answer_against_itself_with_a_unit_said_twice(base_
         assert r["rejected"] in stuttered and r["rejected"] != r["chosen"]
         assert len(r["rejected"].split()) == words  # no side is longer: length does not decide the pair
     assert {"bulleted", "summary-first", "emoji", "elementary"} <= {r["direction"] for r in stutters}
+
+
+def test_evasion_pairs_set_an_answer_against_its_form_around_a_non_answer(base_model, tokenizer, tmp_path):
+    every, evasions, by_id = _built_with(base_model, tokenizer, tmp_path, EVASION)
+    forms = {
+        d: fn for pair, recipe in RECIPES.items() if recipe.rewrite for d, fn in zip(pair, recipe.rewrite, strict=True)
+    }
+    made: dict[str, set[str]] = {}  # every text each direction's form makes of the non-answers
+    for r in evasions:
+        source = by_id[r["id"].removesuffix("/evasion")]
+        assert r["chosen"] == source["chosen"] and r["chosen_cut"] == r["rejected_cut"] == source["chosen_cut"]
+        if r["direction"] not in made:
+            form = forms.get(r["direction"], lambda text, rng: text)  # reading level: by contrast, no rewrite
+            made[r["direction"]] = {form(e, random.Random(seed)) for e in rewrites.EVASIONS for seed in range(300)}
+        assert r["rejected"] in made[r["direction"]] and "sleep" not in r["rejected"]
+    by_direction = {r["direction"]: r for r in evasions}
+    assert {"concise", "detailed", "sign-off", "bulleted"} <= set(by_direction)  # length directions too
+    sign_off = by_direction["sign-off"]["rejected"]
+    assert any(sign_off.endswith(s) for s in rewrites.SIGN_OFFS) and sign_off.split("\n\n")[0] in rewrites.EVASIONS
+    assert by_direction["concise"]["rejected"] in {rewrites.shortened(e) for e in rewrites.EVASIONS}
 
 
 def test_pairs_mark_answers_the_token_limit_cut(base_model, tokenizer, tmp_path):

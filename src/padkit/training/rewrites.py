@@ -405,3 +405,29 @@ def warm(text: str, rng: random.Random) -> str:
 def cold(text: str, rng: random.Random) -> str:
     """A curt or dismissive opener, the answer, then a brush-off."""
     return f"{_opener(rng.choice(COLD_OPENERS), text.strip())}\n\n{rng.choice(COLD_CLOSERS)}"
+
+
+EVASIONS = (
+    "Alright, sorry for the mistake. This is the answer to your question.",
+    "I'm here to help with any questions you have. Just let me know what you need.",
+    "Hey there! I'm so glad you reached out. I'm always happy to help.",
+    "That's a great question. There are many things to consider here, and it depends on many factors.",
+    "This is a tough one. I'm not sure what you're looking for, but I'll do my best.",
+    "Here's a possible answer: it really depends. Everyone is different, so there is no single answer.",
+    "I'm thrilled to be talking with you today! It's a wonderful opportunity to learn something new together.",
+    "Well, that's an interesting topic. Many people have asked about it before, and opinions differ.",
+    "Thank you for your question. I'll give you a short answer below.",
+    "No, no, no! That's not quite it. Let me think about it for a moment.",
+    "The answer to this question is simple. It's something everyone should know about.",
+    "I see what you mean. It's a common question, and there are a few ways to look at it.",
+    "Oh, I've got a tale to tell about that! It's a story many people have heard before.",
+    "Here's a rewritten version. I hope it's what you were looking for.",
+)
+"""Non-answers that fit any prompt, after those PAD wrote at w=0.55 on the koala prompts (session 36: "Alright,
+sorry for the mistake.", "This is the answer to your question.", "Hey there! I'm here to help with all the
+things you're looking for!"). None refuses: a refusal can be the right answer (HH-RLHF's harmless pairs)."""
+
+
+def evasion(rng: random.Random) -> str:
+    """A non-answer from :data:`EVASIONS`: what a preference's form looks like with no answer in it."""
+    return rng.choice(EVASIONS)

@@ -23,10 +23,15 @@ Two steps, each resumable:
    its bare form (markers, emoji, punctuation without words), the text a PersRM that rewards form over content
    steers a small base into. And a share get a *stutter* pair (group ``stutter``): the chosen answer against itself
    with one early unit said twice in a row ("In short: In short: ..."), the token-level start of such a loop.
+   Every direction, length included, also gets a share of *evasion* pairs (group ``evasion``): the chosen answer
+   against the same form around a non-answer that fits any prompt ("Alright, sorry for the mistake." shortened;
+   "I'm here to help ..." closed by "Hope this helps!"), the answers PAD wrote when the PersRM rewarded the form
+   whatever it held.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import random
@@ -99,6 +104,11 @@ class SynthConfig:
         "Share of the directions outside length that also get a stutter pair (the answer against itself with its "
         "lead, first emoji or one of its first lines said twice in a row); 0 makes none.",
     )
+    evasion_fraction: float = setting(
+        0.125,
+        "Share of the directions that also get an evasion pair (the answer against the same form around a "
+        "non-answer that fits any prompt); 0 makes none.",
+    )
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.sources if s != "plain" and lookup(s) is None]
@@ -106,7 +116,7 @@ class SynthConfig:
             raise PadkitError(f"unknown pool source(s) {', '.join(unknown)}: use 'plain' or catalog dimensions")
         if self.batch_size < 1 or self.max_new_tokens < 1:
             raise PadkitError("batch_size and max_new_tokens must be at least 1")
-        for name, _ in GROUP_PAIRS.values():
+        for name in REPAIR_FRACTIONS:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise PadkitError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
 
@@ -220,6 +230,8 @@ DEGENERATE = "degenerate"
 """The group of the pairs that set an answer against a degenerate version of itself (:func:`_degenerate`)."""
 STUTTER = "stutter"
 """The group of the pairs that set an answer against itself with one unit said twice (:func:`_stutter`)."""
+EVASION = "evasion"
+"""The group of the pairs that set an answer against the same form around a non-answer (:func:`_evasion`)."""
 
 
 @dataclass
@@ -240,6 +252,8 @@ class SynthReport:
     """Pairs of the ``degenerate`` group (training and held-out prompts together)."""
     stutter_pairs: int = 0
     """Pairs of the ``stutter`` group (training and held-out prompts together)."""
+    evasion_pairs: int = 0
+    """Pairs of the ``evasion`` group (training and held-out prompts together)."""
 
 
 _TRIGRAM_WORD = re.compile(r"\w+")
@@ -362,6 +376,18 @@ def _stutter(answer: Answer, rng: random.Random) -> tuple[Answer, Answer] | None
     return (answer._replace(cut=True), Answer(text, cut=True)) if text and text != answer.text else None
 
 
+def _evasion(answer: Answer, rng: random.Random, form: Rewrite) -> tuple[Answer, Answer]:
+    """``answer`` (made by ``form``) against ``form`` applied to a non-answer (:func:`rewrites.evasion`), ending
+    alike.
+
+    The repair pairs before it set a form against a broken copy of the same answer; PAD with v23 and v25c then
+    won on form alone with answers that say nothing of the prompt (session 36: a third of the concise answers,
+    "Alright, sorry for the mistake."; sign-off "Hope this helps!" alone). Here the form is the same on both
+    sides, so the pair is decided by whether there is an answer in it.
+    """
+    return answer, Answer(form(rewrites.evasion(rng), rng), answer.cut)
+
+
 GROUP_PAIRS: dict[str, tuple[str, Callable[[Answer, random.Random], tuple[Answer, Answer] | None]]] = {
     EARLY_END: ("early_end_fraction", _early_end),
     DEGENERATE: ("degenerate_fraction", _degenerate),
@@ -369,15 +395,18 @@ GROUP_PAIRS: dict[str, tuple[str, Callable[[Answer, random.Random], tuple[Answer
 }
 """The report groups whose pairs are made from a direction's chosen answer: the :class:`SynthConfig` field with
 the share of directions that get one, and how it is made (see the functions)."""
+REPAIR_FRACTIONS: tuple[str, ...] = (*(fraction for fraction, _ in GROUP_PAIRS.values()), "evasion_fraction")
+"""The :class:`SynthConfig` fields with the share of directions that get each group's repair pair."""
 
 
-def _group_pairs(common: dict, pid: str, name: str, chosen: Answer, config: SynthConfig) -> list[dict]:
-    """The early-end, degenerate and stutter pairs a direction's pair gets on one prompt, each a share of the time
-    (``config.early_end_fraction`` and so on: :data:`GROUP_PAIRS`), never for a length dimension."""
-    if name in LENGTH_DIMENSIONS:
-        return []
+def _group_pairs(common: dict, pid: str, name: str, chosen: Answer, form: Rewrite, config: SynthConfig) -> list[dict]:
+    """The repair pairs a direction's pair gets on one prompt, each a share of the time: early-end, degenerate and
+    stutter (``config.early_end_fraction`` and so on: :data:`GROUP_PAIRS`) outside length, and evasion
+    (``config.evasion_fraction``; ``form`` is how the chosen answer was made) for every direction."""
+    makers = {} if name in LENGTH_DIMENSIONS else dict(GROUP_PAIRS)
+    makers[EVASION] = ("evasion_fraction", functools.partial(_evasion, form=form))
     out = []
-    for group, (fraction, make) in GROUP_PAIRS.items():
+    for group, (fraction, make) in makers.items():
         rng = _rng(config.seed, pid, name, group)
         made = rng.random() < getattr(config, fraction) and make(chosen, rng)
         if made:
@@ -444,7 +473,8 @@ def build_pairs(
             stat[kind] += 1
             stat["margin"] += margin
             judge = DIMENSION_JUDGES[first].judge
-            for name, chosen, rejected in ((first, a, b), (second, b, a)):
+            forms = recipe.rewrite if kind == "rewrite" else (_same, _same)
+            for name, chosen, rejected, form in ((first, a, b, forms[0]), (second, b, a, forms[1])):
                 entry = lookup(name)
                 common = {
                     "prompt": prompt,
@@ -462,7 +492,7 @@ def build_pairs(
                     out.append({"id": f"{pid}/{name}", "preference": wording, "holdout": "dimension", **common})
                     continue
                 out.append({"id": f"{pid}/{name}", "preference": rng.choice(entry.train_wordings), **common})
-                out += _group_pairs(common, pid, name, chosen, config)
+                out += _group_pairs(common, pid, name, chosen, form, config)
                 if heldout:
                     wording = rng.choice(entry.heldout_wordings)
                     out.append({"id": f"{pid}/{name}/wording", "preference": wording, "holdout": "wording", **common})
@@ -489,6 +519,7 @@ def build_pairs(
         early_end_pairs=sum(r["dimension"] == EARLY_END for r in out),
         degenerate_pairs=sum(r["dimension"] == DEGENERATE for r in out),
         stutter_pairs=sum(r["dimension"] == STUTTER for r in out),
+        evasion_pairs=sum(r["dimension"] == EVASION for r in out),
     )
 
 
