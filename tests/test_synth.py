@@ -215,7 +215,7 @@ def _pool(tmp_path, prompts: dict[str, str], answers: dict[str, str], finish: di
     return path
 
 
-NO_GROUP_PAIRS = dict.fromkeys(REPAIR_FRACTIONS, 0.0)
+NO_GROUP_PAIRS = dict.fromkeys(REPAIR_FRACTIONS.values(), 0.0)
 """SynthConfig fields that make no early-end, degenerate, stutter or evasion pairs: only the directions' own."""
 
 ANSWERS = {
@@ -271,7 +271,7 @@ def _built_with(base_model, tokenizer, tmp_path, group: str):
     every such group shares (none at 0, some at the default, every record of the full build counted, the other
     pairs untouched, a trained wording of a trained direction outside length, the share validated) and returns
     the full build's report, the group's records and the full build by id."""
-    fraction = f"{group.replace('-', '_')}_fraction"
+    fraction = REPAIR_FRACTIONS[group]
     pad = PAD(base_model, tokenizer)
     pool = _pool(tmp_path, {f"p{i}": f"Why do cats sleep so much, question {i}?" for i in range(12)}, ANSWERS)
     loose = {"max_perplexity": 1e9, "min_relevance": -1.0}

@@ -116,7 +116,7 @@ class SynthConfig:
             raise PadkitError(f"unknown pool source(s) {', '.join(unknown)}: use 'plain' or catalog dimensions")
         if self.batch_size < 1 or self.max_new_tokens < 1:
             raise PadkitError("batch_size and max_new_tokens must be at least 1")
-        for name in REPAIR_FRACTIONS:
+        for name in REPAIR_FRACTIONS.values():
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise PadkitError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
 
@@ -395,8 +395,10 @@ GROUP_PAIRS: dict[str, tuple[str, Callable[[Answer, random.Random], tuple[Answer
 }
 """The report groups whose pairs are made from a direction's chosen answer: the :class:`SynthConfig` field with
 the share of directions that get one, and how it is made (see the functions)."""
-REPAIR_FRACTIONS: tuple[str, ...] = (*(fraction for fraction, _ in GROUP_PAIRS.values()), "evasion_fraction")
-"""The :class:`SynthConfig` fields with the share of directions that get each group's repair pair."""
+REPAIR_FRACTIONS: dict[str, str] = {group: fraction for group, (fraction, _) in GROUP_PAIRS.items()} | {
+    EVASION: "evasion_fraction"
+}
+"""Each repair group's :class:`SynthConfig` field: the share of directions that get one of its pairs."""
 
 
 def _group_pairs(common: dict, pid: str, name: str, chosen: Answer, form: Rewrite, config: SynthConfig) -> list[dict]:
@@ -404,7 +406,7 @@ def _group_pairs(common: dict, pid: str, name: str, chosen: Answer, form: Rewrit
     stutter (``config.early_end_fraction`` and so on: :data:`GROUP_PAIRS`) outside length, and evasion
     (``config.evasion_fraction``; ``form`` is how the chosen answer was made) for every direction."""
     makers = {} if name in LENGTH_DIMENSIONS else dict(GROUP_PAIRS)
-    makers[EVASION] = ("evasion_fraction", functools.partial(_evasion, form=form))
+    makers[EVASION] = (REPAIR_FRACTIONS[EVASION], functools.partial(_evasion, form=form))
     out = []
     for group, (fraction, make) in makers.items():
         rng = _rng(config.seed, pid, name, group)
