@@ -17,7 +17,7 @@ from padkit.training.data import is_heldout, read_pairs
 from padkit.training.synth import (
     EVASION,
     RECIPES,
-    REPAIR_FRACTIONS,
+    REPAIR_GROUPS,
     SynthConfig,
     build_pairs,
     distinct_trigrams,
@@ -215,7 +215,7 @@ def _pool(tmp_path, prompts: dict[str, str], answers: dict[str, str], finish: di
     return path
 
 
-NO_GROUP_PAIRS = dict.fromkeys(REPAIR_FRACTIONS.values(), 0.0)
+NO_GROUP_PAIRS = {group.fraction: 0.0 for group in REPAIR_GROUPS.values()}
 """SynthConfig fields that make no early-end, degenerate, stutter or evasion pairs: only the directions' own."""
 
 ANSWERS = {
@@ -271,7 +271,7 @@ def _built_with(base_model, tokenizer, tmp_path, group: str):
     every such group shares (none at 0, some at the default, every record of the full build counted, the other
     pairs untouched, a trained wording of a trained direction outside length, the share validated) and returns
     the full build's report, the group's records and the full build by id."""
-    fraction = REPAIR_FRACTIONS[group]
+    fraction = REPAIR_GROUPS[group].fraction
     pad = PAD(base_model, tokenizer)
     pool = _pool(tmp_path, {f"p{i}": f"Why do cats sleep so much, question {i}?" for i in range(12)}, ANSWERS)
     loose = {"max_perplexity": 1e9, "min_relevance": -1.0}
@@ -289,8 +289,8 @@ def _built_with(base_model, tokenizer, tmp_path, group: str):
     for r in made:
         assert r["preference"] in CATALOG[r["direction"]].train_wordings and "holdout" not in r
     directions = {r["direction"] for r in made}
-    if group != EVASION:
-        assert not directions & {"concise", "detailed"}  # length preferences may end early, and be short
+    lengths = directions & {"concise", "detailed"}
+    assert bool(lengths) == REPAIR_GROUPS[group].lengths  # length preferences may end early, and be short
     assert not directions & {d for pair in dimension_pairs(False) for d in pair}  # unseen ones are never trained
     with pytest.raises(PadkitError, match=fraction):
         SynthConfig(**{fraction: 1.5})

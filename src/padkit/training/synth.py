@@ -31,7 +31,6 @@ Two steps, each resumable:
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import random
@@ -116,7 +115,7 @@ class SynthConfig:
             raise PadkitError(f"unknown pool source(s) {', '.join(unknown)}: use 'plain' or catalog dimensions")
         if self.batch_size < 1 or self.max_new_tokens < 1:
             raise PadkitError("batch_size and max_new_tokens must be at least 1")
-        for name in REPAIR_FRACTIONS.values():
+        for name in (group.fraction for group in REPAIR_GROUPS.values()):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise PadkitError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
 
@@ -388,29 +387,37 @@ def _evasion(answer: Answer, rng: random.Random, form: Rewrite) -> tuple[Answer,
     return answer, Answer(form(rewrites.evasion(rng), rng), answer.cut)
 
 
-GROUP_PAIRS: dict[str, tuple[str, Callable[[Answer, random.Random], tuple[Answer, Answer] | None]]] = {
-    EARLY_END: ("early_end_fraction", _early_end),
-    DEGENERATE: ("degenerate_fraction", _degenerate),
-    STUTTER: ("stutter_fraction", _stutter),
+class RepairGroup(NamedTuple):
+    """How a repair group's pairs are made from a direction's chosen answer."""
+
+    fraction: str
+    """The :class:`SynthConfig` field with the share of directions that get one of its pairs."""
+    make: Callable[[Answer, random.Random, Rewrite], tuple[Answer, Answer] | None]
+    """(chosen answer, rng, the rewrite that made it) -> (better, worse), or None where it cannot be made."""
+    lengths: bool
+    """Whether length directions (concise, detailed) get it too: early-end, degenerate and stutter pairs would
+    teach them the opposite of their own pairs."""
+
+
+REPAIR_GROUPS: dict[str, RepairGroup] = {
+    EARLY_END: RepairGroup("early_end_fraction", lambda answer, rng, form: _early_end(answer, rng), False),
+    DEGENERATE: RepairGroup("degenerate_fraction", lambda answer, rng, form: _degenerate(answer, rng), False),
+    STUTTER: RepairGroup("stutter_fraction", lambda answer, rng, form: _stutter(answer, rng), False),
+    EVASION: RepairGroup("evasion_fraction", _evasion, True),
 }
-"""The report groups whose pairs are made from a direction's chosen answer: the :class:`SynthConfig` field with
-the share of directions that get one, and how it is made (see the functions)."""
-REPAIR_FRACTIONS: dict[str, str] = {group: fraction for group, (fraction, _) in GROUP_PAIRS.items()} | {
-    EVASION: "evasion_fraction"
-}
-"""Each repair group's :class:`SynthConfig` field: the share of directions that get one of its pairs."""
+"""The report groups whose pairs are made from a direction's chosen answer (see the functions)."""
 
 
 def _group_pairs(common: dict, pid: str, name: str, chosen: Answer, form: Rewrite, config: SynthConfig) -> list[dict]:
-    """The repair pairs a direction's pair gets on one prompt, each a share of the time: early-end, degenerate and
-    stutter (``config.early_end_fraction`` and so on: :data:`GROUP_PAIRS`) outside length, and evasion
-    (``config.evasion_fraction``; ``form`` is how the chosen answer was made) for every direction."""
-    makers = {} if name in LENGTH_DIMENSIONS else dict(GROUP_PAIRS)
-    makers[EVASION] = (REPAIR_FRACTIONS[EVASION], functools.partial(_evasion, form=form))
+    """The repair pairs a direction's pair gets on one prompt, each group a share of the time
+    (:data:`REPAIR_GROUPS`); ``form`` is how the chosen answer was made."""
+    length = name in LENGTH_DIMENSIONS
     out = []
-    for group, (fraction, make) in makers.items():
+    for group, repair in REPAIR_GROUPS.items():
+        if length and not repair.lengths:
+            continue
         rng = _rng(config.seed, pid, name, group)
-        made = rng.random() < getattr(config, fraction) and make(chosen, rng)
+        made = rng.random() < getattr(config, repair.fraction) and repair.make(chosen, rng, form)
         if made:
             better, worse = made
             out.append(
