@@ -10,7 +10,13 @@ import torch
 from padkit import PAD, PAPER_PAD, Preference, render_input
 from padkit.decoding.config import ConfigError, PADConfig
 from padkit.decoding.pad import token_texts
-from padkit.decoding.processor import BanTokensLogitsProcessor, LoopGuard, whitespace_classes
+from padkit.decoding.processor import (
+    BanTokensLogitsProcessor,
+    ColonEndGuard,
+    LoopGuard,
+    colon_endings,
+    whitespace_classes,
+)
 from padkit.errors import GenerationError
 
 PROMPTS = ["Tell me about cats.", "Why is the sky blue? Answer in a poem about the sea, please."]
@@ -398,6 +404,66 @@ def test_whitespace_classes_join_a_token_and_its_spaced_spelling_only(tokenizer)
     assert classes[vocab["a"]] != classes[vocab["b"]]
     for own in ("Ġ", "Ċ", "Ã"):  # a space, a line break, a byte that is part of a character
         assert classes[vocab[own]] == vocab[own]
+
+
+ENDINGS = [-1, -1, 1, 0, -1, -1, 1, 0, -1, -1]  # tokens 2 and 6 end with a colon, 3 and 7 are whitespace
+
+
+def _colon_banned(answer: list[int], top_k: int = 0, scores: torch.Tensor | None = None) -> set[int]:
+    """The tokens a fresh :class:`ColonEndGuard` (ends: 0 and 1) bans on row 0 once ``answer`` follows a prompt."""
+    guard = ColonEndGuard(ENDINGS, end_token_ids=[0, 1], rows=1, top_k=top_k)
+    scores = torch.zeros(2, 10) if scores is None else scores
+    for t in range(len(answer) + 1):
+        out = guard(torch.tensor([[9, 9, *answer[:t]], [9, 9, *([4] * t)]]), scores)
+    assert not torch.isneginf(out[1]).any()  # the row past ``rows`` (a PersRM row) keeps its scores
+    return set(torch.isneginf(out[0]).nonzero().flatten().tolist())
+
+
+def test_colon_guard_bans_ending_the_turn_right_after_a_colon():
+    assert _colon_banned([4, 2]) == {0, 1}  # "... Title:" cannot end
+    assert _colon_banned([4, 2, 3, 7]) == {0, 1}  # nor after line breaks that follow it
+    assert _colon_banned([4, 2, 3, 5]) == set()  # once text follows, it can
+    assert _colon_banned([6, 4]) == set() and _colon_banned([]) == set()
+    assert _colon_banned([2, 12]) == set()  # an id past the table counts as ordinary text
+    ranked = torch.arange(10, dtype=torch.float).repeat(2, 1)  # the base ranks 9 first, then 8, ...
+    assert _colon_banned([4, 2], top_k=3, scores=ranked) == set(range(7))  # only the base's top 3 may follow
+    assert _colon_banned([4, 5], top_k=3, scores=ranked) == set()
+    stepwise, at_once = ColonEndGuard(ENDINGS, [0], rows=1), ColonEndGuard(ENDINGS, [0], rows=1)
+    for t in range(4):  # the continuous batch hands the guard each answer so far
+        stepwise.follow(0, [4, 2, 3][:t])
+    at_once.follow(0, [4, 2, 3])
+    for guard in (stepwise, at_once):
+        assert torch.isneginf(guard.ban(torch.zeros(1, 10))[0]).nonzero().flatten().tolist() == [0]
+
+
+def test_colon_endings_read_each_token_as_the_guard_needs(tokenizer):
+    vocab, endings = tokenizer.get_vocab(), colon_endings(tokenizer)
+    assert len(endings) == len(tokenizer)
+    assert endings[vocab[":"]] == 1 and endings[vocab["a"]] == -1
+    assert endings[vocab["Ġ"]] == endings[vocab["Ċ"]] == endings[tokenizer.eos_token_id] == 0
+
+
+def test_colon_guard_keeps_an_open_answer_going(base_model, tokenizer):
+    """Told that every token ends with a colon, PAD never ends an answer (EOS or another special token) before
+    ``max_new_tokens``, on the static path and in the continuous batch alike; with the guard off, or as the
+    paper's PAD, the same answers end at EOS."""
+    from padkit.decoding.continuous import ContinuousBatch, ContinuousRequest
+
+    pad = PAD(base_model, tokenizer)
+    pad.__dict__["colon_endings"] = [1] * len(tokenizer)
+    config = PADConfig(weight=2.0, max_new_tokens=20)
+    guarded = pad.generate(PROMPTS, "concise", config=config)
+    assert [g.finish_reason for g in guarded] == ["length"] * 2
+    assert not {t for g in guarded for t in g.token_ids} & set(pad.turn_end_ids)
+    for free in (config.replace(colon_guard=False), config.replace(**PAPER_PAD)):
+        assert [g.finish_reason for g in pad.generate(PROMPTS, "concise", config=free)] == ["stop"] * 2
+    batch = ContinuousBatch(pad)
+    requests = [ContinuousRequest(p, Preference.parse("concise"), config) for p in PROMPTS]
+    for r in requests:
+        batch.submit(r)
+    while not batch.idle:
+        batch.step()
+    assert [r.result.token_ids for r in requests] == [g.token_ids for g in guarded]
 
 
 def test_the_base_reads_the_preference_by_default_unless_the_persrm_is_the_base(base_model, lora_rm, tokenizer):

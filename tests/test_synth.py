@@ -18,6 +18,7 @@ from padkit.training.synth import (
     EVASION,
     RECIPES,
     REPAIR_GROUPS,
+    TITLE_STUB,
     SynthConfig,
     build_pairs,
     distinct_trigrams,
@@ -267,16 +268,17 @@ def test_build_pairs_writes_both_directions_with_wordings(base_model, tokenizer,
 
 
 def _built_with(base_model, tokenizer, tmp_path, group: str):
-    """Pairs of 12 prompts built with ``group``'s share of directions at 0, at its default and at 1. Checks what
-    every such group shares (none at 0, some at the default, every record of the full build counted, the other
-    pairs untouched, a trained wording of a trained direction outside length, the share validated) and returns
-    the full build's report, the group's records and the full build by id."""
+    """Pairs of 12 prompts built with ``group``'s share of directions at 0, at its default (0.25 for a group off by
+    default) and at 1. Checks what every such group shares (none at 0, some at the default, every record of the
+    full build counted, the other pairs untouched, a trained wording of a trained direction outside length, the
+    share validated) and returns the full build's report, the group's records and the full build by id."""
     fraction = REPAIR_GROUPS[group].fraction
     pad = PAD(base_model, tokenizer)
     pool = _pool(tmp_path, {f"p{i}": f"Why do cats sleep so much, question {i}?" for i in range(12)}, ANSWERS)
     loose = {"max_perplexity": 1e9, "min_relevance": -1.0}
     none = build_pairs(pad, pool, tmp_path / "none.jsonl", SynthConfig(**loose, **{fraction: 0.0}))
-    some = build_pairs(pad, pool, tmp_path / "some.jsonl", SynthConfig(**loose))
+    share = getattr(SynthConfig(), fraction) or 0.25
+    some = build_pairs(pad, pool, tmp_path / "some.jsonl", SynthConfig(**loose, **{fraction: share}))
     every = build_pairs(pad, pool, tmp_path / "every.jsonl", SynthConfig(**loose, **{fraction: 1.0}))
     records = [json.loads(line) for line in (tmp_path / "every.jsonl").read_text().splitlines()]
     made = [r for r in records if r["dimension"] == group]
@@ -355,6 +357,28 @@ def test_evasion_pairs_set_an_answer_against_its_form_around_a_non_answer(base_m
     sign_off = by_direction["sign-off"]["rejected"]
     assert any(sign_off.endswith(s) for s in rewrites.SIGN_OFFS) and sign_off.split("\n\n")[0] in rewrites.EVASIONS
     assert by_direction["concise"]["rejected"] in {rewrites.shortened(e) for e in rewrites.EVASIONS}
+
+
+def test_title_stub_pairs_set_an_answer_against_its_first_words_as_an_empty_title(base_model, tokenizer, tmp_path):
+    every, stubs, by_id = _built_with(base_model, tokenizer, tmp_path, TITLE_STUB)
+    assert SynthConfig().title_stub_fraction == 0.0  # off unless asked: the shipped pair file has none
+    for r in stubs:
+        source = by_id[r["id"].removesuffix("/title-stub")]
+        assert r["chosen"] == source["chosen"] and r["chosen_cut"] == source["chosen_cut"]
+        assert r["rejected"] == rewrites.title_stub(source["chosen"]) and r["rejected_cut"] is False
+        assert r["rejected"].endswith(":") and source["chosen"].startswith(r["rejected"][:-1].split()[0])
+    assert {"concise", "detailed"} & {r["direction"] for r in stubs}  # a title is shorter than a concise answer
+
+
+def test_title_stub_is_the_first_words_of_the_first_line_without_marks():
+    hops = "Hops are added during the boil, usually in stages."
+    assert rewrites.title_stub(hops) == "Hops are added during the boil:"
+    assert rewrites.title_stub("# Five days in Basel\nDay 1: the old town.") == "Five days in Basel:"
+    assert rewrites.title_stub("1. Practice regularly, ideally every day.") == "Practice regularly:"
+    assert rewrites.title_stub("In short: cook more often.") == "In short:"  # a lead alone is no answer either
+    assert rewrites.title_stub("- **Microsoft**: pro-consumer") == ""  # one word is no title
+    assert rewrites.title_stub("Yes.") == rewrites.title_stub("") == ""
+    assert rewrites.title_stub(" ".join(["word"] * 20)) == " ".join(["word"] * 8) + ":"
 
 
 def test_pairs_mark_answers_the_token_limit_cut(base_model, tokenizer, tmp_path):

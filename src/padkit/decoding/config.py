@@ -29,7 +29,7 @@ from padkit.settings import setting
 Method = Literal["pad", "base", "prompt", "policy", "best-of-n", "args", "amulet", "persona-judge"]
 METHODS: tuple[str, ...] = ("pad", "base", "prompt", "policy", "best-of-n", "args", "amulet", "persona-judge")
 METHOD_SETTINGS: dict[str, frozenset[str]] = {
-    "pad": frozenset({"top_k", "reference", "candidates", "min_p", "loop_guard", "prompted_base"}),
+    "pad": frozenset({"top_k", "reference", "candidates", "min_p", "loop_guard", "colon_guard", "prompted_base"}),
     "args": frozenset({"top_k", "reference"}),
     "best-of-n": frozenset({"best_of", "reference"}),
     "amulet": frozenset({"amulet_iterations", "amulet_alpha", "amulet_lambda", "amulet_eta"}),
@@ -44,11 +44,11 @@ DEFAULT_WEIGHT = 0.65
 """The alignment strength w a request gets when it names none (API, CLI, server, eval): the largest weight of the
 sweep whose median base-model perplexity stays clearly within 1.5x the base's, with the shipped PersRM on the 50
 koala prompts (docs/results.md, "Session 38": 1.47x; 0.7 lands on the edge, 1.50x)."""
-PAPER_PAD: dict[str, Any] = {"prompted_base": False, "loop_guard": 0}
+PAPER_PAD: dict[str, Any] = {"prompted_base": False, "loop_guard": 0, "colon_guard": False}
 """The settings under which method ``pad`` is the paper's PAD: the base reads the prompt alone and nothing guards
 loops. padkit's defaults differ on both with a trained PersRM (the prompted base moves form preferences further;
 the guard stops the loops a prompted base starts: docs/results.md, "Session 27"); ``PADConfig(**PAPER_PAD)``
-decodes as the paper."""
+decodes as the paper (the colon guard is padkit's too)."""
 MAX_TOP_K = 1000
 MAX_TEMPERATURE = 2.0
 
@@ -113,6 +113,12 @@ class PADConfig:
         "'SARCO-SARCO-...', a sentence said twice in a row; 'In' and ' In' count as one token) over more than this "
         "many tokens, and never copies more than twice this many tokens of the text one unit back; 0 is off (the "
         "paper's PAD), else 2 to 1000.",
+    )
+    colon_guard: bool = setting(
+        True,
+        "PAD's colon guard: an answer never ends right after a colon (a title that announces an answer and never "
+        "gives it, 'Get better at cooking:'); off is the paper's PAD.",
+        flags=("--colon-guard/--no-colon-guard",),
     )
     prompted_base: bool | None = setting(
         None,

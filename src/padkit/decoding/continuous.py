@@ -41,7 +41,7 @@ from transformers.cache_utils import DynamicCache
 
 from padkit.decoding.config import PADConfig
 from padkit.decoding.pad import PAD, Generation, _cut_at_stop, eos_token_ids
-from padkit.decoding.processor import BanTokensLogitsProcessor, LoopGuard
+from padkit.decoding.processor import BanTokensLogitsProcessor, ColonEndGuard, LoopGuard
 from padkit.decoding.stops import find_stop
 from padkit.errors import GenerationError
 from padkit.models.row_lora import AdapterSwitch, LoRARows
@@ -286,14 +286,18 @@ class ContinuousBatch:
         guard = None
         if config.loop_guard and config.reads("loop_guard"):
             guard = LoopGuard(config.loop_guard, 1, token_classes=self.pad.token_classes)
+        colon = None
+        if config.colon_guard and config.reads("colon_guard") and not config.ignore_eos:
+            colon = ColonEndGuard(self.pad.colon_endings, self.pad.turn_end_ids, 1, config.top_k)
 
         def screened(scores: torch.Tensor) -> torch.Tensor:
-            """The static path's processors before the choice: EOS ban and loop guard, on the answer row."""
+            """The static path's processors before the choice: EOS ban, loop and colon guards, on the answer row."""
             if ban is not None:
                 scores = ban(None, scores)
-            if guard is not None:
-                guard.follow(0, request.token_ids)
-                scores = guard.ban(scores)
+            for each in (guard, colon):
+                if each is not None:
+                    each.follow(0, request.token_ids)
+                    scores = each.ban(scores)
             return scores
 
         if request.principles:

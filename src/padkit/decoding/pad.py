@@ -27,6 +27,7 @@ from padkit.decoding.processor import (
     AmuletLogitsProcessor,
     ARGSLogitsProcessor,
     BanTokensLogitsProcessor,
+    ColonEndGuard,
     CrossTokenizerPADLogitsProcessor,
     LoopGuard,
     NoRepeatNGramRows,
@@ -34,6 +35,7 @@ from padkit.decoding.processor import (
     PersonaJudgeLogitsProcessor,
     SelfGuidedPADLogitsProcessor,
     StepRecord,
+    colon_endings,
     whitespace_classes,
 )
 from padkit.decoding.reward import RewardStream
@@ -178,6 +180,19 @@ class PAD:
         """The loop guard's whitespace classes of the base tokenizer (:func:`whitespace_classes`; the guard acts on
         answer rows, which the base tokenizer writes), computed once: decoding every id takes about a second."""
         return whitespace_classes(self.tokenizer)
+
+    @cached_property
+    def colon_endings(self) -> list[int]:
+        """The colon guard's table of the base tokenizer (:func:`colon_endings`), computed once."""
+        return colon_endings(self.tokenizer)
+
+    @cached_property
+    def turn_end_ids(self) -> list[int]:
+        """The tokens the colon guard bans: EOS and the tokenizer's other special tokens (with EOS banned, a chat
+        model ends its turn by opening the next one, '<|im_start|>user', or by another invisible '<repo_name>')."""
+        ids = eos_token_ids(self.base_model, self.tokenizer)
+        special = [i for i, token in self.tokenizer.added_tokens_decoder.items() if token.special]
+        return ids + [i for i in sorted({*special, *self.tokenizer.all_special_ids}) if i not in ids]
 
     @classmethod
     def from_pretrained(
@@ -690,6 +705,8 @@ class PAD:
             processors.append(NoRepeatNGramRows(config.no_repeat_ngram_size, plan.rows))
         if config.loop_guard and config.reads("loop_guard"):
             processors.append(LoopGuard(config.loop_guard, plan.rows, token_classes=self.token_classes))
+        if config.colon_guard and config.reads("colon_guard") and not config.ignore_eos:
+            processors.append(ColonEndGuard(self.colon_endings, self.turn_end_ids, plan.rows, config.top_k))
         processors.extend(plan.processors)
         if plan.pad_processor is not None:
             processors.append(plan.pad_processor)

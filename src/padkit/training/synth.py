@@ -26,7 +26,9 @@ Two steps, each resumable:
    Every direction, length included, also gets a share of *evasion* pairs (group ``evasion``): the chosen answer
    against the same form around a non-answer that fits any prompt ("Alright, sorry for the mistake." shortened;
    "I'm here to help ..." closed by "Hope this helps!"), the answers PAD wrote when the PersRM rewarded the form
-   whatever it held.
+   whatever it held. With ``title_stub_fraction`` (off by default) a share also get a *title-stub* pair (group
+   ``title-stub``): the chosen answer against its own first words as a title with nothing after it ("Hops are added
+   during the boil:").
 """
 
 from __future__ import annotations
@@ -107,6 +109,11 @@ class SynthConfig:
         0.125,
         "Share of the directions that also get an evasion pair (the answer against the same form around a "
         "non-answer that fits any prompt); 0 makes none.",
+    )
+    title_stub_fraction: float = setting(
+        0.0,
+        "Share of the directions that also get a title-stub pair (the answer against its own first words as a "
+        "title with nothing after it, 'Hops are added during the boil:'); 0 makes none, as in the shipped pair file.",
     )
 
     def __post_init__(self) -> None:
@@ -231,6 +238,8 @@ STUTTER = "stutter"
 """The group of the pairs that set an answer against itself with one unit said twice (:func:`_stutter`)."""
 EVASION = "evasion"
 """The group of the pairs that set an answer against the same form around a non-answer (:func:`_evasion`)."""
+TITLE_STUB = "title-stub"
+"""The group of the pairs that set an answer against its own first words as an empty title (:func:`_title_stub`)."""
 
 
 @dataclass
@@ -253,6 +262,8 @@ class SynthReport:
     """Pairs of the ``stutter`` group (training and held-out prompts together)."""
     evasion_pairs: int = 0
     """Pairs of the ``evasion`` group (training and held-out prompts together)."""
+    title_stub_pairs: int = 0
+    """Pairs of the ``title-stub`` group (training and held-out prompts together)."""
 
 
 _TRIGRAM_WORD = re.compile(r"\w+")
@@ -387,6 +398,19 @@ def _evasion(answer: Answer, rng: random.Random, form: Rewrite) -> tuple[Answer,
     return answer, Answer(form(rewrites.evasion(rng), rng), answer.cut)
 
 
+def _title_stub(answer: Answer, rng: random.Random, form: Rewrite) -> tuple[Answer, Answer] | None:
+    """``answer`` against its own first words as a title with nothing after it (:func:`rewrites.title_stub`),
+    ended.
+
+    The evasion pairs stopped the non-answers that fit any prompt, but under ``concise`` v26c still ended 13 of 50
+    koala answers right after such a title (session 38); the colon guard of decoding makes those answers go on,
+    and these pairs teach the PersRM that the title alone is no answer. Length directions get them too: a title
+    is shorter than any concise answer.
+    """
+    stub = rewrites.title_stub(answer.text)
+    return (answer, Answer(stub, cut=False)) if stub and stub != answer.text.strip() else None
+
+
 class RepairGroup(NamedTuple):
     """How a repair group's pairs are made from a direction's chosen answer."""
 
@@ -404,6 +428,7 @@ REPAIR_GROUPS: dict[str, RepairGroup] = {
     DEGENERATE: RepairGroup("degenerate_fraction", lambda answer, rng, form: _degenerate(answer, rng), False),
     STUTTER: RepairGroup("stutter_fraction", lambda answer, rng, form: _stutter(answer, rng), False),
     EVASION: RepairGroup("evasion_fraction", _evasion, True),
+    TITLE_STUB: RepairGroup("title_stub_fraction", _title_stub, True),
 }
 """The report groups whose pairs are made from a direction's chosen answer (see the functions)."""
 
@@ -529,6 +554,7 @@ def build_pairs(
         degenerate_pairs=sum(r["dimension"] == DEGENERATE for r in out),
         stutter_pairs=sum(r["dimension"] == STUTTER for r in out),
         evasion_pairs=sum(r["dimension"] == EVASION for r in out),
+        title_stub_pairs=sum(r["dimension"] == TITLE_STUB for r in out),
     )
 
 
