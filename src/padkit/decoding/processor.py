@@ -612,8 +612,8 @@ class ColonEndGuard(LogitsProcessor):
         if not rows or not ends:
             return scores
         scores = scores.clone()
-        index = torch.tensor(rows)
-        scores[index[:, None], torch.tensor(ends)[None, :]] = float("-inf")
+        index = torch.tensor(rows, device=scores.device)
+        scores[index[:, None], torch.tensor(ends, device=scores.device)[None, :]] = float("-inf")
         if self.top_k:
             head = scores[index]
             kth = head.topk(min(self.top_k, head.shape[-1]), dim=-1).values[:, -1:]
