@@ -436,11 +436,14 @@ def test_colon_guard_bans_ending_the_turn_right_after_a_colon():
         assert torch.isneginf(guard.ban(torch.zeros(1, 10))[0]).nonzero().flatten().tolist() == [0]
 
 
-def test_colon_endings_read_each_token_as_the_guard_needs(tokenizer):
+def test_colon_endings_read_each_token_as_the_guard_needs(base_model, tokenizer):
     vocab, endings = tokenizer.get_vocab(), colon_endings(tokenizer)
     assert len(endings) == len(tokenizer)
     assert endings[vocab[":"]] == 1 and endings[vocab["a"]] == -1
     assert endings[vocab["Ġ"]] == endings[vocab["Ċ"]] == endings[tokenizer.eos_token_id] == 0
+    ends = PAD(base_model, tokenizer).turn_end_ids  # EOS first, then every other special token once
+    assert ends[0] == tokenizer.eos_token_id and len(ends) == len(set(ends))
+    assert set(tokenizer.all_special_ids) <= set(ends) and vocab[":"] not in ends
 
 
 def test_colon_guard_keeps_an_open_answer_going(base_model, tokenizer):
