@@ -19,6 +19,7 @@ from padkit.training.synth import (
     RECIPES,
     REPAIR_GROUPS,
     TITLE_STUB,
+    Answer,
     SynthConfig,
     build_pairs,
     distinct_trigrams,
@@ -367,7 +368,12 @@ def test_title_stub_pairs_set_an_answer_against_its_first_words_as_an_empty_titl
         assert r["chosen"] == source["chosen"] and r["chosen_cut"] == source["chosen_cut"]
         assert r["rejected"] == rewrites.title_stub(source["chosen"]) and r["rejected_cut"] is False
         assert r["rejected"].endswith(":") and source["chosen"].startswith(r["rejected"][:-1].split()[0])
+        assert len(r["chosen"].split()) > len(r["rejected"].split()) + 2  # the answer says more than its title
     assert {"concise", "detailed"} & {r["direction"] for r in stubs}  # a title is shorter than a concise answer
+    make = REPAIR_GROUPS[TITLE_STUB].make
+    assert make(Answer("Dear [person name], thanks.", cut=False), random.Random(0), str) is None  # title and a word
+    long = Answer("Hops go in during the boil, early for bitterness.", cut=True)
+    assert make(long, random.Random(0), str) == (long, Answer("Hops go in during the boil:", cut=False))
 
 
 def test_title_stub_is_the_first_words_of_the_first_line_without_marks():

@@ -405,10 +405,11 @@ def _title_stub(answer: Answer, rng: random.Random, form: Rewrite) -> tuple[Answ
     The evasion pairs stopped the non-answers that fit any prompt, but under ``concise`` v26c still ended 13 of 50
     koala answers right after such a title (session 38); the colon guard of decoding makes those answers go on,
     and these pairs teach the PersRM that the title alone is no answer. Length directions get them too: a title
-    is shorter than any concise answer.
+    is shorter than any concise answer. An answer that is little more than its title ("Dear [person name],") gets
+    none: its stub would differ from it in punctuation alone.
     """
     stub = rewrites.title_stub(answer.text)
-    return (answer, Answer(stub, cut=False)) if stub and stub != answer.text.strip() else None
+    return (answer, Answer(stub, cut=False)) if stub and len(answer.text.split()) > len(stub.split()) + 2 else None
 
 
 class RepairGroup(NamedTuple):
