@@ -551,11 +551,7 @@ def build_pairs(
         heldout_pairs=dict(Counter(r["holdout"] for r in out if "holdout" in r)),
         per_dimension=per_dim,
         cut_answers=sum(answer.cut for answer in kept.values()),
-        early_end_pairs=sum(r["dimension"] == EARLY_END for r in out),
-        degenerate_pairs=sum(r["dimension"] == DEGENERATE for r in out),
-        stutter_pairs=sum(r["dimension"] == STUTTER for r in out),
-        evasion_pairs=sum(r["dimension"] == EVASION for r in out),
-        title_stub_pairs=sum(r["dimension"] == TITLE_STUB for r in out),
+        **{f"{group.replace('-', '_')}_pairs": sum(r["dimension"] == group for r in out) for group in REPAIR_GROUPS},
     )
 
 
