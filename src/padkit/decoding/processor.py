@@ -446,7 +446,40 @@ class NoRepeatNGramRows(LogitsProcessor):
         return torch.cat([head, scores[self.rows :]], dim=0)
 
 
-class LoopGuard(LogitsProcessor):
+class _AnswerGuard(LogitsProcessor):
+    """A guard that reads the first ``rows`` rows (the answers) token by token: from ``input_ids`` inside
+    ``generate``, or from :meth:`follow` for a caller that keeps each answer itself (the continuous batch).
+    Subclasses set ``rows`` and ``start = None`` and define ``_append``, ``_seen`` and ``ban``."""
+
+    rows: int
+    start: int | None
+
+    def _append(self, row: int, token: int) -> None:
+        raise NotImplementedError
+
+    def _seen(self, row: int) -> int:
+        """How many of ``row``'s answer tokens the guard has read."""
+        raise NotImplementedError
+
+    def ban(self, scores: torch.FloatTensor) -> torch.FloatTensor:
+        raise NotImplementedError
+
+    def follow(self, row: int, answer: Sequence[int]) -> None:
+        """Record the tokens of ``answer`` (``row``'s whole answer so far) that the guard has not seen yet, for a
+        caller that keeps each answer itself rather than passing ``input_ids`` (the continuous batch)."""
+        for token in answer[self._seen(row) :]:
+            self._append(row, token)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.start is None:
+            self.start = input_ids.shape[1]
+        elif input_ids.shape[1] > self.start:
+            for r, token in enumerate(input_ids[: self.rows, -1].tolist()):
+                self._append(r, token)
+        return self.ban(scores)
+
+
+class LoopGuard(_AnswerGuard):
     """PAD's loop guard: on the first ``rows`` rows (the answers), a token that would extend a back-to-back
     repetition past ``max_run`` tokens gets ``-inf``.
 
@@ -515,19 +548,8 @@ class LoopGuard(LogitsProcessor):
                 out.update(self.members.get(answer[-p], (answer[-p],)))
         return out
 
-    def follow(self, row: int, answer: Sequence[int]) -> None:
-        """Record the tokens of ``answer`` (``row``'s whole answer so far) that the guard has not seen yet, for a
-        caller that keeps each answer itself rather than passing ``input_ids`` (the continuous batch)."""
-        for token in answer[len(self.answers[row]) :]:
-            self._append(row, token)
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if self.start is None:
-            self.start = input_ids.shape[1]
-        elif input_ids.shape[1] > self.start:
-            for r, token in enumerate(input_ids[: self.rows, -1].tolist()):
-                self._append(r, token)
-        return self.ban(scores)
+    def _seen(self, row: int) -> int:
+        return len(self.answers[row])
 
     def ban(self, scores: torch.FloatTensor) -> torch.FloatTensor:
         """``scores`` with every answer row's :meth:`banned` tokens at ``-inf``."""
@@ -557,7 +579,7 @@ def whitespace_classes(tokenizer: PreTrainedTokenizerBase) -> list[int]:
     return classes
 
 
-class ColonEndGuard(LogitsProcessor):
+class ColonEndGuard(_AnswerGuard):
     """PAD's colon guard: on the first ``rows`` rows (the answers), the tokens that end a turn (``end_token_ids``:
     EOS and the chat template's special tokens) get ``-inf`` while the answer's last visible text ends with a colon.
 
@@ -586,24 +608,14 @@ class ColonEndGuard(LogitsProcessor):
         self.seen = [0] * rows
         self.open = [False] * rows
 
-    def follow(self, row: int, answer: Sequence[int]) -> None:
-        """Record the tokens of ``answer`` (``row``'s whole answer so far) that the guard has not seen yet."""
-        for token in answer[self.seen[row] :]:
-            self._take(row, token)
-
-    def _take(self, row: int, token: int) -> None:
+    def _append(self, row: int, token: int) -> None:
         ending = self.endings[token] if token < len(self.endings) else -1
         if ending:
             self.open[row] = ending > 0
         self.seen[row] += 1
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if self.start is None:
-            self.start = input_ids.shape[1]
-        elif input_ids.shape[1] > self.start:
-            for r, token in enumerate(input_ids[: self.rows, -1].tolist()):
-                self._take(r, token)
-        return self.ban(scores)
+    def _seen(self, row: int) -> int:
+        return self.seen[row]
 
     def ban(self, scores: torch.FloatTensor) -> torch.FloatTensor:
         """``scores`` with the turn-ending tokens at ``-inf`` on every answer row whose text ends with a colon."""
