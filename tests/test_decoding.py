@@ -15,6 +15,7 @@ from padkit.decoding.processor import (
     ColonEndGuard,
     LoopGuard,
     colon_endings,
+    vocabulary_texts,
     whitespace_classes,
 )
 from padkit.errors import GenerationError
@@ -444,6 +445,28 @@ def test_colon_endings_read_each_token_as_the_guard_needs(base_model, tokenizer)
     ends = PAD(base_model, tokenizer).turn_end_ids  # EOS first, then every other special token once
     assert ends[0] == tokenizer.eos_token_id and len(ends) == len(set(ends))
     assert set(tokenizer.all_special_ids) <= set(ends) and vocab[":"] not in ends
+
+
+def test_both_guard_tables_come_from_one_decode_of_the_vocabulary(base_model, tokenizer):
+    texts = vocabulary_texts(tokenizer)
+    assert len(texts) == len(tokenizer) and texts[tokenizer.get_vocab()[":"]] == ":"
+    assert texts[tokenizer.eos_token_id] == tokenizer.eos_token  # as written: colon_endings sets specials to 0
+    pad = PAD(base_model, tokenizer)
+    assert pad.colon_endings == colon_endings(tokenizer, texts) == colon_endings(tokenizer)
+    assert pad.token_classes == whitespace_classes(tokenizer, texts) == whitespace_classes(tokenizer)
+    assert pad.vocabulary_texts is pad.vocabulary_texts  # decoded once
+
+
+def test_answer_guards_follow_the_config(base_model, tokenizer):
+    pad = PAD(base_model, tokenizer)
+    kinds = lambda config: [type(g) for g in pad.answer_guards(config, rows=2)]  # noqa: E731
+    config = PADConfig()
+    assert kinds(config) == [LoopGuard, ColonEndGuard]
+    assert all(g.rows == 2 for g in pad.answer_guards(config, rows=2))
+    assert kinds(config.replace(ignore_eos=True)) == [LoopGuard]  # no answer ends, so none can end on a colon
+    assert kinds(config.replace(loop_guard=0)) == [ColonEndGuard]
+    assert kinds(config.replace(colon_guard=False)) == [LoopGuard]
+    assert kinds(config.replace(**PAPER_PAD)) == kinds(config.replace(method="base")) == []
 
 
 def test_colon_guard_keeps_an_open_answer_going(base_model, tokenizer):

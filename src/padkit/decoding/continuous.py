@@ -12,10 +12,11 @@ so a greedy request gives the tokens it gives alone, up to the float rounding of
 Caches of different lengths merge by left padding; positions come from each row's own attention mask.
 
 Served: methods ``base``, ``prompt`` and ``pad`` where PAD can fuse (``rm="self"``, or a LoRA PersRM on the
-base's weights with reference ``base`` or ``none``), greedy or unseeded sampling, with or without PAD's loop
-guard (a :class:`LoopGuard` per request), without diagnostics or ``no_repeat_ngram_size``. A seeded sampled
-request, like everything else, stays on the static path (:meth:`PAD.generate`), where its seed gives the same
-text as through the Python API. :meth:`ContinuousBatch.serves` says why a request is not served.
+base's weights with reference ``base`` or ``none``), greedy or unseeded sampling, with or without PAD's answer
+guards (loop and colon, from :meth:`PAD.answer_guards`, per request), without diagnostics or
+``no_repeat_ngram_size``. A seeded sampled request, like everything else, stays on the static path
+(:meth:`PAD.generate`), where its seed gives the same text as through the Python API.
+:meth:`ContinuousBatch.serves` says why a request is not served.
 
 Example:
 
@@ -41,7 +42,7 @@ from transformers.cache_utils import DynamicCache
 
 from padkit.decoding.config import PADConfig
 from padkit.decoding.pad import PAD, Generation, _cut_at_stop, eos_token_ids
-from padkit.decoding.processor import BanTokensLogitsProcessor, ColonEndGuard, LoopGuard
+from padkit.decoding.processor import BanTokensLogitsProcessor
 from padkit.decoding.stops import find_stop
 from padkit.errors import GenerationError
 from padkit.models.row_lora import AdapterSwitch, LoRARows
@@ -283,21 +284,15 @@ class ContinuousBatch:
         """Token choice for one request from its rows' logits (answer row first): the static path's processors."""
         config = request.config
         ban = BanTokensLogitsProcessor(self.eos, rows=1) if config.ignore_eos else None
-        guard = None
-        if config.loop_guard and config.reads("loop_guard"):
-            guard = LoopGuard(config.loop_guard, 1, token_classes=self.pad.token_classes)
-        colon = None
-        if config.colon_guard and config.reads("colon_guard") and not config.ignore_eos:
-            colon = ColonEndGuard(self.pad.colon_endings, self.pad.turn_end_ids, 1, config.top_k)
+        guards = self.pad.answer_guards(config, rows=1)
 
         def screened(scores: torch.Tensor) -> torch.Tensor:
             """The static path's processors before the choice: EOS ban, loop and colon guards, on the answer row."""
             if ban is not None:
                 scores = ban(None, scores)
-            for each in (guard, colon):
-                if each is not None:
-                    each.follow(0, request.token_ids)
-                    scores = each.ban(scores)
+            for guard in guards:
+                guard.follow(0, request.token_ids)
+                scores = guard.ban(scores)
             return scores
 
         if request.principles:

@@ -36,6 +36,8 @@ from padkit.decoding.processor import (
     SelfGuidedPADLogitsProcessor,
     StepRecord,
     colon_endings,
+    special_token_ids,
+    vocabulary_texts,
     whitespace_classes,
 )
 from padkit.decoding.reward import RewardStream
@@ -176,23 +178,38 @@ class PAD:
         self.cross_tokenizer = differs if cross_tokenizer is None else cross_tokenizer
 
     @cached_property
+    def vocabulary_texts(self) -> list[str]:
+        """Every base token's text (:func:`vocabulary_texts`), decoded once for both guards' tables: the guards act on
+        answer rows, which the base tokenizer writes, and decoding the whole vocabulary takes about half a second."""
+        return vocabulary_texts(self.tokenizer)
+
+    @cached_property
     def token_classes(self) -> list[int]:
-        """The loop guard's whitespace classes of the base tokenizer (:func:`whitespace_classes`; the guard acts on
-        answer rows, which the base tokenizer writes), computed once: decoding every id takes about a second."""
-        return whitespace_classes(self.tokenizer)
+        """The loop guard's whitespace classes of the base tokenizer (:func:`whitespace_classes`)."""
+        return whitespace_classes(self.tokenizer, self.vocabulary_texts)
 
     @cached_property
     def colon_endings(self) -> list[int]:
-        """The colon guard's table of the base tokenizer (:func:`colon_endings`), computed once."""
-        return colon_endings(self.tokenizer)
+        """The colon guard's table of the base tokenizer (:func:`colon_endings`)."""
+        return colon_endings(self.tokenizer, self.vocabulary_texts)
 
     @cached_property
     def turn_end_ids(self) -> list[int]:
         """The tokens the colon guard bans: EOS and the tokenizer's other special tokens (with EOS banned, a chat
         model ends its turn by opening the next one, '<|im_start|>user', or by another invisible '<repo_name>')."""
         ids = eos_token_ids(self.base_model, self.tokenizer)
-        special = [i for i, token in self.tokenizer.added_tokens_decoder.items() if token.special]
-        return ids + [i for i in sorted({*special, *self.tokenizer.all_special_ids}) if i not in ids]
+        return ids + [i for i in sorted(special_token_ids(self.tokenizer)) if i not in ids]
+
+    def answer_guards(self, config: PADConfig, rows: int) -> list[LoopGuard | ColonEndGuard]:
+        """The guards ``config`` turns on for the first ``rows`` rows (the answers), in the order they apply: the
+        loop guard, then the colon guard (not when EOS is ignored: no answer can end on a colon then). The static
+        path and the continuous batch both take them from here."""
+        guards: list[LoopGuard | ColonEndGuard] = []
+        if config.loop_guard and config.reads("loop_guard"):
+            guards.append(LoopGuard(config.loop_guard, rows, token_classes=self.token_classes))
+        if config.colon_guard and config.reads("colon_guard") and not config.ignore_eos:
+            guards.append(ColonEndGuard(self.colon_endings, self.turn_end_ids, rows, config.top_k))
+        return guards
 
     @classmethod
     def from_pretrained(
@@ -703,10 +720,7 @@ class PAD:
         )
         if config.no_repeat_ngram_size:
             processors.append(NoRepeatNGramRows(config.no_repeat_ngram_size, plan.rows))
-        if config.loop_guard and config.reads("loop_guard"):
-            processors.append(LoopGuard(config.loop_guard, plan.rows, token_classes=self.token_classes))
-        if config.colon_guard and config.reads("colon_guard") and not config.ignore_eos:
-            processors.append(ColonEndGuard(self.colon_endings, self.turn_end_ids, plan.rows, config.top_k))
+        processors.extend(self.answer_guards(config, plan.rows))
         processors.extend(plan.processors)
         if plan.pad_processor is not None:
             processors.append(plan.pad_processor)
