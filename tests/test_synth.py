@@ -362,7 +362,7 @@ def test_evasion_pairs_set_an_answer_against_its_form_around_a_non_answer(base_m
 
 def test_title_stub_pairs_set_an_answer_against_its_first_words_as_an_empty_title(base_model, tokenizer, tmp_path):
     every, stubs, by_id = _built_with(base_model, tokenizer, tmp_path, TITLE_STUB)
-    assert SynthConfig().title_stub_fraction == 0.0  # off unless asked: the shipped pair file has none
+    assert SynthConfig().title_stub_fraction == 0.25  # the shipped pair file's share
     for r in stubs:
         source = by_id[r["id"].removesuffix("/title-stub")]
         assert r["chosen"] == source["chosen"] and r["chosen_cut"] == source["chosen_cut"]

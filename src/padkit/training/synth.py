@@ -26,7 +26,7 @@ Two steps, each resumable:
    Every direction, length included, also gets a share of *evasion* pairs (group ``evasion``): the chosen answer
    against the same form around a non-answer that fits any prompt ("Alright, sorry for the mistake." shortened;
    "I'm here to help ..." closed by "Hope this helps!"), the answers PAD wrote when the PersRM rewarded the form
-   whatever it held. With ``title_stub_fraction`` (off by default) a share also get a *title-stub* pair (group
+   whatever it held. A share (``title_stub_fraction``) also gets a *title-stub* pair (group
    ``title-stub``): the chosen answer against its own first words as a title with nothing after it ("Hops are added
    during the boil:").
 """
@@ -111,9 +111,9 @@ class SynthConfig:
         "non-answer that fits any prompt); 0 makes none.",
     )
     title_stub_fraction: float = setting(
-        0.0,
+        0.25,
         "Share of the directions that also get a title-stub pair (the answer against its own first words as a "
-        "title with nothing after it, 'Hops are added during the boil:'); 0 makes none, as in the shipped pair file.",
+        "title with nothing after it, 'Hops are added during the boil:'); 0 makes none.",
     )
 
     def __post_init__(self) -> None:
