@@ -40,10 +40,10 @@ Reference = Literal["base", "rm-init", "none"]
 REFERENCES: tuple[str, ...] = ("base", "rm-init", "none")
 Candidates = Literal["topk", "topk+eos", "topk+rm"]
 CANDIDATES: tuple[str, ...] = ("topk", "topk+eos", "topk+rm")
-DEFAULT_WEIGHT = 0.65
-"""The alignment strength w a request gets when it names none (API, CLI, server, eval): the largest weight of the
-sweep whose median base-model perplexity stays clearly within 1.5x the base's, with the shipped PersRM on the 50
-koala prompts (docs/results.md, "Session 38": 1.47x; 0.7 lands on the edge, 1.50x)."""
+DEFAULT_WEIGHT = 0.6
+"""The alignment strength w a request gets when it names none (API, CLI, server, eval): a weight whose median
+base-model perplexity stays within 1.5x the base's with the shipped PersRM on the 50 koala prompts
+(docs/results.md, "Session 40": v27 at 0.6 1.46x, at 0.65 1.53x)."""
 PAPER_PAD: dict[str, Any] = {"prompted_base": False, "loop_guard": 0, "colon_guard": False}
 """The settings under which method ``pad`` is the paper's PAD: the base reads the prompt alone and nothing guards
 loops. padkit's defaults differ on both with a trained PersRM (the prompted base moves form preferences further;
