@@ -15,11 +15,13 @@ from padkit.prompts import PromptRow, read_prompts
 from padkit.training import rewrites
 from padkit.training.data import is_heldout, read_pairs
 from padkit.training.synth import (
+    ECHO,
     EVASION,
     RECIPES,
     REPAIR_GROUPS,
     TITLE_STUB,
     Answer,
+    Chosen,
     SynthConfig,
     build_pairs,
     distinct_trigrams,
@@ -371,9 +373,54 @@ def test_title_stub_pairs_set_an_answer_against_its_first_words_as_an_empty_titl
         assert len(r["chosen"].split()) > len(r["rejected"].split()) + 2  # the answer says more than its title
     assert {"concise", "detailed"} & {r["direction"] for r in stubs}  # a title is shorter than a concise answer
     make = REPAIR_GROUPS[TITLE_STUB].make
-    assert make(Answer("Dear [person name], thanks.", cut=False), random.Random(0), str) is None  # title and a word
+    dear = Chosen(Answer("Dear [person name], thanks.", cut=False), str, "Write a letter.", "concise")
+    assert make(dear, random.Random(0)) is None  # a title and a word
     long = Answer("Hops go in during the boil, early for bitterness.", cut=True)
-    assert make(long, random.Random(0), str) == (long, Answer("Hops go in during the boil:", cut=False))
+    made = make(Chosen(long, str, "When do hops go in?", "concise"), random.Random(0))
+    assert made == (long, Answer("Hops go in during the boil:", cut=False))
+
+
+def test_echo_pairs_set_an_answer_against_its_form_around_the_request_said_back(base_model, tokenizer, tmp_path):
+    every, echoes, by_id = _built_with(base_model, tokenizer, tmp_path, ECHO)
+    forms = {
+        d: fn for pair, recipe in RECIPES.items() if recipe.rewrite for d, fn in zip(pair, recipe.rewrite, strict=True)
+    }
+    said_back = {"prompt": 0, "wording": 0}
+    keep_words = {"concise", "detailed", "elementary", "sophisticated", "sign-off", "follow-up", "bulleted", "numbered"}
+    for r in echoes:
+        source = by_id[r["id"].removesuffix("/echo")]
+        assert r["chosen"] == source["chosen"] and r["chosen_cut"] == r["rejected_cut"] == source["chosen_cut"]
+        assert "predators" not in r["rejected"]  # no answer in it
+        if r["direction"] not in keep_words:  # forms that change words (register, voice, bold) are not traced back
+            continue
+        asked = "Why do cats sleep so much, question" in r["rejected"]
+        wordings = [w for w in CATALOG[r["direction"]].train_wordings if len(w.split()) >= 3]
+        restated = any(w[1:].rstrip(".!?") in r["rejected"] for w in wordings)
+        assert asked != restated, (r["direction"], r["rejected"])  # one request said back
+        said_back["prompt" if asked else "wording"] += 1
+        if r["direction"] == "sign-off":
+            assert any(r["rejected"].endswith(s) for s in rewrites.SIGN_OFFS)  # in the direction's own form
+        if forms.get(r["direction"]) is rewrites.bulleted:
+            assert r["rejected"].startswith("- ")
+    assert min(said_back.values()) > 0.3 * sum(said_back.values())  # about half each
+    assert {"concise", "detailed"} & {r["direction"] for r in echoes}  # the request said back is no concise answer
+
+
+def test_echo_says_back_the_prompt_or_a_wording_after_a_lead():
+    wordings = ("concise", "Keep it short.", "I prefer brief answers.")
+    prompt = "is online casino legal in India? I ask for a friend."
+    said = {rewrites.echo(prompt, wordings, random.Random(seed)) for seed in range(200)}
+    assert "Is online casino legal in India?" in said and "Short and sweet: Is online casino legal in India?" in said
+    assert "I prefer brief answers." in said and "Sure: Keep it short." in said
+    assert not any("concise" in s or "friend" in s for s in said)  # no one-word label, the first sentence alone
+    assert {s for s in said if s.startswith("You asked:")} <= {
+        "You asked: Is online casino legal in India?",
+        "You asked: Keep it short.",
+        "You asked: I prefer brief answers.",
+    }
+    long = rewrites.echo(" ".join(["word"] * 40), (), random.Random(0))  # no wording long enough: the prompt
+    assert long.endswith("Word " + " ".join(["word"] * 24) + ".") and "word " * 25 not in long
+    assert rewrites.echo("Hi", wordings, random.Random(1)) == rewrites.echo("Hi", wordings, random.Random(1))
 
 
 def test_title_stub_is_the_first_words_of_the_first_line_without_marks():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from padkit.evaluation.judges import EmojiJudge
 
@@ -449,3 +449,28 @@ things you're looking for!"). None refuses: a refusal can be the right answer (H
 def evasion(rng: random.Random) -> str:
     """A non-answer from :data:`EVASIONS`: what a preference's form looks like with no answer in it."""
     return rng.choice(EVASIONS)
+
+
+ECHO_LEADS = ("", "", "Sure: ", "Okay: ", "You asked: ", "Short and sweet: ", "Here you go: ")
+"""What goes before a request said back (:func:`echo`), ended by a colon so that a form keeping the first sentence
+keeps the echo too; "Short and sweet:" is what v27 wrote before the question."""
+
+
+def echo(prompt: str, wordings: Sequence[str], rng: random.Random, max_words: int = 25) -> str:
+    """The request said back instead of answered: half the time the prompt's first sentence (its first
+    ``max_words`` words), half the time one of the preference's ``wordings`` of three words or more, after a lead
+    from :data:`ECHO_LEADS`.
+
+    The non-answers PAD wrote with v27 under ``concise`` (session 40, koala at w=0.6): the instruction restated
+    ("Your answer should be as short as possible.", "Shorten that!") or the question asked back ("Short and
+    sweet: Is online casino legal in India?"). Unlike :data:`EVASIONS` they fit one prompt, so the off-topic check
+    (MiniLM similarity to the prompt) cannot see them.
+    """
+    sayings = [w.strip() for w in wordings if len(w.split()) >= 3]
+    if not sayings or rng.random() < 0.5:
+        said = first_words(sentences(prompt)[0] if prompt.strip() else "", max_words)
+    else:
+        said = rng.choice(sayings)
+    if said and said[-1] not in ".!?":
+        said += "."
+    return rng.choice(ECHO_LEADS) + said[:1].upper() + said[1:]

@@ -28,7 +28,9 @@ Two steps, each resumable:
    "I'm here to help ..." closed by "Hope this helps!"), the answers PAD wrote when the PersRM rewarded the form
    whatever it held. A share (``title_stub_fraction``) also gets a *title-stub* pair (group
    ``title-stub``): the chosen answer against its own first words as a title with nothing after it ("Hops are added
-   during the boil:").
+   during the boil:"). And a share (``echo_fraction``) gets an *echo* pair (group ``echo``): the chosen answer
+   against the same form around the request said back, the prompt's first sentence or a wording of the preference
+   ("Short and sweet: Is online casino legal in India?").
 """
 
 from __future__ import annotations
@@ -115,6 +117,11 @@ class SynthConfig:
         "Share of the directions that also get a title-stub pair (the answer against its own first words as a "
         "title with nothing after it, 'Hops are added during the boil:'); 0 makes none.",
     )
+    echo_fraction: float = setting(
+        0.25,
+        "Share of the directions that also get an echo pair (the answer against the same form around the request "
+        "said back: the prompt's first sentence or a wording of the preference); 0 makes none.",
+    )
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.sources if s != "plain" and lookup(s) is None]
@@ -182,6 +189,16 @@ class Answer(NamedTuple):
     cut: bool
 
 
+class Chosen(NamedTuple):
+    """A direction's chosen answer on one prompt: what a repair group's pair is made from."""
+
+    answer: Answer
+    form: Rewrite
+    """The rewrite that made the answer (:func:`_same` for one found by contrast)."""
+    prompt: str
+    direction: str
+
+
 def _same(text: str, rng: random.Random) -> str:
     return text
 
@@ -240,6 +257,8 @@ EVASION = "evasion"
 """The group of the pairs that set an answer against the same form around a non-answer (:func:`_evasion`)."""
 TITLE_STUB = "title-stub"
 """The group of the pairs that set an answer against its own first words as an empty title (:func:`_title_stub`)."""
+ECHO = "echo"
+"""The group of the pairs that set an answer against its form around the request said back (:func:`_echo`)."""
 
 
 @dataclass
@@ -264,6 +283,8 @@ class SynthReport:
     """Pairs of the ``evasion`` group (training and held-out prompts together)."""
     title_stub_pairs: int = 0
     """Pairs of the ``title-stub`` group (training and held-out prompts together)."""
+    echo_pairs: int = 0
+    """Pairs of the ``echo`` group (training and held-out prompts together)."""
 
 
 _TRIGRAM_WORD = re.compile(r"\w+")
@@ -398,7 +419,7 @@ def _evasion(answer: Answer, rng: random.Random, form: Rewrite) -> tuple[Answer,
     return answer, Answer(form(rewrites.evasion(rng), rng), answer.cut)
 
 
-def _title_stub(answer: Answer, rng: random.Random, form: Rewrite) -> tuple[Answer, Answer] | None:
+def _title_stub(answer: Answer, rng: random.Random) -> tuple[Answer, Answer] | None:
     """``answer`` against its own first words as a title with nothing after it (:func:`rewrites.title_stub`),
     ended.
 
@@ -412,38 +433,51 @@ def _title_stub(answer: Answer, rng: random.Random, form: Rewrite) -> tuple[Answ
     return (answer, Answer(stub, cut=False)) if stub and len(answer.text.split()) > len(stub.split()) + 2 else None
 
 
+def _echo(chosen: Chosen, rng: random.Random) -> tuple[Answer, Answer]:
+    """The chosen answer against its form applied to the request said back (:func:`rewrites.echo`: the prompt's
+    first sentence or a wording of the preference), ending alike.
+
+    The evasion pairs taught that a non-answer that fits any prompt loses; v27 then wrote non-answers that fit
+    this one, the instruction or the question restated (session 40: 5 of 50 concise koala answers).
+    """
+    said = rewrites.echo(chosen.prompt, lookup(chosen.direction).train_wordings, rng)
+    return chosen.answer, Answer(chosen.form(said, rng), chosen.answer.cut)
+
+
 class RepairGroup(NamedTuple):
     """How a repair group's pairs are made from a direction's chosen answer."""
 
     fraction: str
     """The :class:`SynthConfig` field with the share of directions that get one of its pairs."""
-    make: Callable[[Answer, random.Random, Rewrite], tuple[Answer, Answer] | None]
-    """(chosen answer, rng, the rewrite that made it) -> (better, worse), or None where it cannot be made."""
+    make: Callable[[Chosen, random.Random], tuple[Answer, Answer] | None]
+    """(the chosen answer, rng) -> (better, worse), or None where it cannot be made."""
     lengths: bool
     """Whether length directions (concise, detailed) get it too: early-end, degenerate and stutter pairs would
     teach them the opposite of their own pairs."""
 
 
 REPAIR_GROUPS: dict[str, RepairGroup] = {
-    EARLY_END: RepairGroup("early_end_fraction", lambda answer, rng, form: _early_end(answer, rng), False),
-    DEGENERATE: RepairGroup("degenerate_fraction", lambda answer, rng, form: _degenerate(answer, rng), False),
-    STUTTER: RepairGroup("stutter_fraction", lambda answer, rng, form: _stutter(answer, rng), False),
-    EVASION: RepairGroup("evasion_fraction", _evasion, True),
-    TITLE_STUB: RepairGroup("title_stub_fraction", _title_stub, True),
+    EARLY_END: RepairGroup("early_end_fraction", lambda chosen, rng: _early_end(chosen.answer, rng), False),
+    DEGENERATE: RepairGroup("degenerate_fraction", lambda chosen, rng: _degenerate(chosen.answer, rng), False),
+    STUTTER: RepairGroup("stutter_fraction", lambda chosen, rng: _stutter(chosen.answer, rng), False),
+    EVASION: RepairGroup("evasion_fraction", lambda chosen, rng: _evasion(chosen.answer, rng, chosen.form), True),
+    TITLE_STUB: RepairGroup("title_stub_fraction", lambda chosen, rng: _title_stub(chosen.answer, rng), True),
+    ECHO: RepairGroup("echo_fraction", _echo, True),
 }
 """The report groups whose pairs are made from a direction's chosen answer (see the functions)."""
 
 
-def _group_pairs(common: dict, pid: str, name: str, chosen: Answer, form: Rewrite, config: SynthConfig) -> list[dict]:
+def _group_pairs(common: dict, pid: str, chosen: Chosen, config: SynthConfig) -> list[dict]:
     """The repair pairs a direction's pair gets on one prompt, each group a share of the time
-    (:data:`REPAIR_GROUPS`); ``form`` is how the chosen answer was made."""
+    (:data:`REPAIR_GROUPS`)."""
+    name = chosen.direction
     length = name in LENGTH_DIMENSIONS
     out = []
     for group, repair in REPAIR_GROUPS.items():
         if length and not repair.lengths:
             continue
         rng = _rng(config.seed, pid, name, group)
-        made = rng.random() < getattr(config, repair.fraction) and repair.make(chosen, rng, form)
+        made = rng.random() < getattr(config, repair.fraction) and repair.make(chosen, rng)
         if made:
             better, worse = made
             out.append(
@@ -527,7 +561,7 @@ def build_pairs(
                     out.append({"id": f"{pid}/{name}", "preference": wording, "holdout": "dimension", **common})
                     continue
                 out.append({"id": f"{pid}/{name}", "preference": rng.choice(entry.train_wordings), **common})
-                out += _group_pairs(common, pid, name, chosen, form, config)
+                out += _group_pairs(common, pid, Chosen(chosen, form, prompt, name), config)
                 if heldout:
                     wording = rng.choice(entry.heldout_wordings)
                     out.append({"id": f"{pid}/{name}/wording", "preference": wording, "holdout": "wording", **common})
