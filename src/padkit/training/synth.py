@@ -28,9 +28,9 @@ Two steps, each resumable:
    "I'm here to help ..." closed by "Hope this helps!"), the answers PAD wrote when the PersRM rewarded the form
    whatever it held. A share (``title_stub_fraction``) also gets a *title-stub* pair (group
    ``title-stub``): the chosen answer against its own first words as a title with nothing after it ("Hops are added
-   during the boil:"). And a share (``echo_fraction``) gets an *echo* pair (group ``echo``): the chosen answer
-   against the same form around the request said back, the prompt's first sentence or a wording of the preference
-   ("Short and sweet: Is online casino legal in India?").
+   during the boil:"). And a share (``echo_fraction``, none by default) gets an *echo* pair (group ``echo``): the
+   chosen answer against the same form around the request said back, the prompt's first sentence or a wording of
+   the preference ("Short and sweet: Is online casino legal in India?").
 """
 
 from __future__ import annotations
@@ -118,9 +118,9 @@ class SynthConfig:
         "title with nothing after it, 'Hops are added during the boil:'); 0 makes none.",
     )
     echo_fraction: float = setting(
-        0.25,
+        0.0,
         "Share of the directions that also get an echo pair (the answer against the same form around the request "
-        "said back: the prompt's first sentence or a wording of the preference); 0 makes none.",
+        "said back: the prompt's first sentence or a wording of the preference); 0, the default, makes none.",
     )
 
     def __post_init__(self) -> None:
