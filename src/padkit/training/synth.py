@@ -439,8 +439,8 @@ def _echo(chosen: Chosen, rng: random.Random) -> tuple[Answer, Answer]:
 
     The evasion pairs taught that a non-answer that fits any prompt loses; v27 then wrote non-answers that fit
     this one, the question asked back or the instruction restated (session 40: 9 of 50 concise koala answers at
-    w=0.6). v28, trained on 256 of them, asked no question back but fell behind v27 elsewhere (session 41), so
-    none are made by default.
+    w=0.6). v28 (256 of them, session 41) and v29 (128, session 42) asked back at most once but fell behind v27
+    elsewhere, so none are made by default.
     """
     said = rewrites.echo(chosen.prompt, lookup(chosen.direction).train_wordings, rng)
     return chosen.answer, Answer(chosen.form(said, rng), chosen.answer.cut)
