@@ -15,6 +15,7 @@ from padkit.prompts import PromptRow, read_prompts
 from padkit.training import rewrites
 from padkit.training.data import is_heldout, read_pairs
 from padkit.training.synth import (
+    EARLY_CLOSE,
     ECHO,
     EVASION,
     RECIPES,
@@ -404,6 +405,31 @@ def test_echo_pairs_set_an_answer_against_its_form_around_the_request_said_back(
             assert r["rejected"].startswith("- ")
     assert min(said_back.values()) > 0.3 * sum(said_back.values())  # about half each
     assert {"concise", "detailed"} & {r["direction"] for r in echoes}  # the request said back is no concise answer
+
+
+def test_early_close_pairs_set_the_first_half_closed_against_the_whole_answer(base_model, tokenizer, tmp_path):
+    every, closes, by_id = _built_with(base_model, tokenizer, tmp_path, EARLY_CLOSE)
+    closers = {"sign-off": rewrites.SIGN_OFFS, "follow-up": rewrites.FOLLOW_UPS}
+    assert {r["direction"] for r in closes} == set(closers)  # only the directions judged at the answer's end
+    for r in closes:
+        source = by_id[r["id"].removesuffix("/early-close")]
+        half, closer = r["chosen"].rsplit("\n\n", 1)
+        assert closer in closers[r["direction"]] and r["chosen_cut"] is False  # closed, and ended there
+        assert half == rewrites.lead(r["rejected"]) and len(half.split()) < len(r["rejected"].split())
+        assert not any(r["rejected"].endswith(c) for c in closers[r["direction"]])  # the whole answer, no closer
+        if r["direction"] == "sign-off":
+            assert r["rejected"] == source["rejected"]  # the source the sign-off pair closed at its end
+        else:
+            assert r["chosen"] == source["chosen"]  # the follow-up pair already asks after half of it
+    make = REPAIR_GROUPS[EARLY_CLOSE].make
+    answer = Answer(TEXT, cut=True)
+    plain = Chosen(answer, rewrites.bulleted, "Why do cats sleep?", "bulleted", answer)
+    assert make(plain, random.Random(0)) is None  # a form that does not close the answer
+    signed_text = rewrites.with_sign_off(TEXT, random.Random(0))
+    signed = Chosen(Answer(signed_text, cut=True), rewrites.with_sign_off, "Why do cats sleep?", "sign-off")
+    assert make(signed, random.Random(0)) is None  # found without a source: nothing to close early
+    better, worse = make(signed._replace(source=answer), random.Random(0))
+    assert worse == answer and better.text.startswith(rewrites.lead(TEXT) + "\n\n") and not better.cut
 
 
 def test_echo_says_back_the_prompt_or_a_wording_after_a_lead():

@@ -30,7 +30,10 @@ Two steps, each resumable:
    ``title-stub``): the chosen answer against its own first words as a title with nothing after it ("Hops are added
    during the boil:"). And a share (``echo_fraction``, none by default) gets an *echo* pair (group ``echo``): the
    chosen answer against the same form around the request said back, the prompt's first sentence or a wording of
-   the preference ("Short and sweet: Is online casino legal in India?").
+   the preference ("Short and sweet: Is online casino legal in India?"). The directions judged at the answer's
+   end (sign-off, follow-up) can get an *early-close* pair (group ``early-close``, ``early_close_fraction``): the
+   answer's first half closed there (a sign-off, a question), ended, against the whole answer going on without a
+   closer, which at the token limit is cut before it could close.
 """
 
 from __future__ import annotations
@@ -117,6 +120,12 @@ class SynthConfig:
         "Share of the directions that also get a title-stub pair (the answer against its own first words as a "
         "title with nothing after it, 'Hops are added during the boil:'); 0 makes none.",
     )
+    early_close_fraction: float = setting(
+        0.0,
+        "Share of the directions judged at the answer's end (sign-off, follow-up) that also get an early-close "
+        "pair (the first half of the answer closed there, ended, against the whole answer); 0, the default, "
+        "makes none.",
+    )
     echo_fraction: float = setting(
         0.0,
         "Share of the directions that also get an echo pair (the answer against the same form around the request "
@@ -197,6 +206,8 @@ class Chosen(NamedTuple):
     """The rewrite that made the answer (:func:`_same` for one found by contrast)."""
     prompt: str
     direction: str
+    source: Answer | None = None
+    """The answer ``form`` was applied to (None for an answer found by contrast)."""
 
 
 def _same(text: str, rng: random.Random) -> str:
@@ -257,6 +268,8 @@ EVASION = "evasion"
 """The group of the pairs that set an answer against the same form around a non-answer (:func:`_evasion`)."""
 TITLE_STUB = "title-stub"
 """The group of the pairs that set an answer against its own first words as an empty title (:func:`_title_stub`)."""
+EARLY_CLOSE = "early-close"
+"""The group of the pairs that set an answer's first half, closed, against the whole answer (:func:`_early_close`)."""
 ECHO = "echo"
 """The group of the pairs that set an answer against its form around the request said back (:func:`_echo`)."""
 
@@ -285,6 +298,8 @@ class SynthReport:
     """Pairs of the ``title-stub`` group (training and held-out prompts together)."""
     echo_pairs: int = 0
     """Pairs of the ``echo`` group (training and held-out prompts together)."""
+    early_close_pairs: int = 0
+    """Pairs of the ``early-close`` group (training and held-out prompts together)."""
 
 
 _TRIGRAM_WORD = re.compile(r"\w+")
@@ -446,6 +461,31 @@ def _echo(chosen: Chosen, rng: random.Random) -> tuple[Answer, Answer]:
     return chosen.answer, Answer(chosen.form(said, rng), chosen.answer.cut)
 
 
+EARLY_CLOSERS: dict[Rewrite, Rewrite | None] = {
+    rewrites.with_sign_off: lambda text, rng: rewrites.with_sign_off(rewrites.lead(text), rng),
+    rewrites.with_follow_up: None,
+}
+"""The closing rewrites of the directions judged at the answer's end, each with how it closes the answer after
+its :func:`rewrites.lead` (about half of it); None where the chosen answer already does."""
+
+
+def _early_close(chosen: Chosen, rng: random.Random) -> tuple[Answer, Answer] | None:
+    """The answer's first half closed by the direction's closer, ended, against the whole answer as it is (None
+    for a direction whose form does not close the answer).
+
+    The sign-off pairs put the closer after the whole answer, which at a 64-token limit lies past the end: three
+    quarters of them are cut, so both sides are open and the PersRM never learns to end after signing off; v27
+    signed off on 0.63 of the koala prompts. The follow-up pairs ask after half of it but against that half
+    ended, so no pair sets asking against going on. Here the two sides share the first half, and the pair is
+    decided by closing there against going on without a closer.
+    """
+    if chosen.form not in EARLY_CLOSERS or chosen.source is None:
+        return None
+    close = EARLY_CLOSERS[chosen.form]
+    closed = close(chosen.source.text, rng) if close else chosen.answer.text
+    return (Answer(closed, cut=False), chosen.source) if closed.split() != chosen.source.text.split() else None
+
+
 class RepairGroup(NamedTuple):
     """How a repair group's pairs are made from a direction's chosen answer."""
 
@@ -465,6 +505,7 @@ REPAIR_GROUPS: dict[str, RepairGroup] = {
     EVASION: RepairGroup("evasion_fraction", lambda chosen, rng: _evasion(chosen.answer, rng, chosen.form), True),
     TITLE_STUB: RepairGroup("title_stub_fraction", lambda chosen, rng: _title_stub(chosen.answer, rng), True),
     ECHO: RepairGroup("echo_fraction", _echo, True),
+    EARLY_CLOSE: RepairGroup("early_close_fraction", _early_close, False),
 }
 """The report groups whose pairs are made from a direction's chosen answer (see the functions)."""
 
@@ -487,6 +528,7 @@ def _group_pairs(common: dict, pid: str, chosen: Chosen, config: SynthConfig) ->
                 | {
                     "id": f"{pid}/{name}/{group}",
                     "preference": rng.choice(lookup(name).train_wordings),
+                    "chosen": better.text,
                     "chosen_cut": better.cut,
                     "rejected": worse.text,
                     "rejected_cut": worse.cut,
@@ -531,7 +573,7 @@ def build_pairs(
             stat = stats.setdefault(first, Counter())
             recipe = RECIPES[(first, second)]
             answers = [kept[(pid, s)] for s in recipe.sources if (pid, s) in kept]
-            made, kind = _contrast(prompt, answers, first, config), "contrast"
+            made, kind, source = _contrast(prompt, answers, first, config), "contrast", None
             if not made and recipe.rewrite:
                 source = next((kept[(pid, s)] for s in REWRITE_SOURCES if (pid, s) in kept), None)
                 made, kind = source and _rewrite(prompt, source, first, recipe.rewrite, rng), "rewrite"
@@ -563,7 +605,7 @@ def build_pairs(
                     out.append({"id": f"{pid}/{name}", "preference": wording, "holdout": "dimension", **common})
                     continue
                 out.append({"id": f"{pid}/{name}", "preference": rng.choice(entry.train_wordings), **common})
-                out += _group_pairs(common, pid, Chosen(chosen, form, prompt, name), config)
+                out += _group_pairs(common, pid, Chosen(chosen, form, prompt, name, source), config)
                 if heldout:
                     wording = rng.choice(entry.heldout_wordings)
                     out.append({"id": f"{pid}/{name}/wording", "preference": wording, "holdout": "wording", **common})
