@@ -15,6 +15,7 @@ from padkit.prompts import PromptRow, read_prompts
 from padkit.training import rewrites
 from padkit.training.data import is_heldout, read_pairs
 from padkit.training.synth import (
+    BARE_CLOSE,
     EARLY_CLOSE,
     ECHO,
     EVASION,
@@ -289,7 +290,8 @@ def _built_with(base_model, tokenizer, tmp_path, group: str):
     count = f"{group.replace('-', '_')}_pairs"
     assert getattr(none, count) == 0 and getattr(every, count) == len(made) > 0
     plain = [json.loads(line) for line in (tmp_path / "none.jsonl").read_text().splitlines()]
-    assert [r for r in records if r["dimension"] != group] == plain  # the other pairs are untouched
+    sharing = {name for name, repair in REPAIR_GROUPS.items() if repair.fraction == fraction}
+    assert [r for r in records if r["dimension"] not in sharing] == plain  # the other pairs are untouched
     assert 0 < getattr(some, count) < getattr(every, count)  # the default share
     assert group in {p.group for p in read_pairs(tmp_path / "every.jsonl")}
     for r in made:
@@ -407,20 +409,16 @@ def test_echo_pairs_set_an_answer_against_its_form_around_the_request_said_back(
     assert {"concise", "detailed"} & {r["direction"] for r in echoes}  # the request said back is no concise answer
 
 
-def test_early_close_pairs_set_the_first_half_closed_against_the_whole_answer(base_model, tokenizer, tmp_path):
+def test_early_close_pairs_set_the_first_sentences_closed_against_the_whole_answer(base_model, tokenizer, tmp_path):
     every, closes, by_id = _built_with(base_model, tokenizer, tmp_path, EARLY_CLOSE)
     closers = {"sign-off": rewrites.SIGN_OFFS, "follow-up": rewrites.FOLLOW_UPS}
     assert {r["direction"] for r in closes} == set(closers)  # only the directions judged at the answer's end
     for r in closes:
-        source = by_id[r["id"].removesuffix("/early-close")]
-        half, closer = r["chosen"].rsplit("\n\n", 1)
+        head, closer = r["chosen"].rsplit("\n\n", 1)
         assert closer in closers[r["direction"]] and r["chosen_cut"] is False  # closed, and ended there
-        assert half == rewrites.lead(r["rejected"]) and len(half.split()) < len(r["rejected"].split())
-        assert not any(r["rejected"].endswith(c) for c in closers[r["direction"]])  # the whole answer, no closer
-        if r["direction"] == "sign-off":
-            assert r["rejected"] == source["rejected"]  # the source the sign-off pair closed at its end
-        else:
-            assert r["chosen"] == source["chosen"]  # the follow-up pair already asks after half of it
+        assert len(rewrites.sentences(head)) >= 2 and r["rejected"].startswith(head)  # an answer before it
+        assert len(head.split()) < len(r["rejected"].split()) and r["rejected_cut"] is True  # the whole answer goes on
+        assert not any(r["rejected"].endswith(c) for c in closers[r["direction"]])
     make = REPAIR_GROUPS[EARLY_CLOSE].make
     answer = Answer(TEXT, cut=True)
     plain = Chosen(answer, rewrites.bulleted, "Why do cats sleep?", "bulleted", answer)
@@ -429,7 +427,23 @@ def test_early_close_pairs_set_the_first_half_closed_against_the_whole_answer(ba
     signed = Chosen(Answer(signed_text, cut=True), rewrites.with_sign_off, "Why do cats sleep?", "sign-off")
     assert make(signed, random.Random(0)) is None  # found without a source: nothing to close early
     better, worse = make(signed._replace(source=answer), random.Random(0))
-    assert worse == answer and better.text.startswith(rewrites.lead(TEXT) + "\n\n") and not better.cut
+    two = "Cats sleep a lot because they are predators. They do not need to hunt often."
+    assert worse == answer and better.text.startswith(two + "\n\n") and not better.cut
+    lines = Answer("Cats sleep a lot.\n\nThey hunt at night.\nThey rest by day.", cut=True)
+    better, worse = make(signed._replace(source=lines), random.Random(0))
+    assert better.text.startswith("Cats sleep a lot.\n\nThey hunt at night.\n\n")  # its own line breaks kept
+    short = Answer("Cats sleep a lot. They hunt at night.", cut=True)
+    assert make(signed._replace(source=short), random.Random(0)) is None  # two sentences: no answer goes on
+
+
+def test_bare_close_pairs_set_the_closed_answer_against_the_closer_alone(base_model, tokenizer, tmp_path):
+    every, bares, by_id = _built_with(base_model, tokenizer, tmp_path, BARE_CLOSE)
+    closers = {"sign-off": rewrites.SIGN_OFFS, "follow-up": rewrites.FOLLOW_UPS}
+    assert {r["direction"] for r in bares} == set(closers)
+    for r in bares:
+        head, closer = r["chosen"].rsplit("\n\n", 1)
+        assert r["rejected"] == closer and closer in closers[r["direction"]]  # the same closer, nothing before it
+        assert len(rewrites.sentences(head)) >= 2 and not r["chosen_cut"] and not r["rejected_cut"]
 
 
 def test_echo_says_back_the_prompt_or_a_wording_after_a_lead():

@@ -32,8 +32,9 @@ Two steps, each resumable:
    chosen answer against the same form around the request said back, the prompt's first sentence or a wording of
    the preference ("Short and sweet: Is online casino legal in India?"). The directions judged at the answer's
    end (sign-off, follow-up) can get an *early-close* pair (group ``early-close``, ``early_close_fraction``): the
-   answer's first half closed there (a sign-off, a question), ended, against the whole answer going on without a
-   closer, which at the token limit is cut before it could close.
+   answer's first sentences closed there (a sign-off, a question), ended, against the whole answer going on
+   without a closer, which at the token limit is cut before it could close; and a *bare-close* pair (group
+   ``bare-close``): the same closed answer against the closer alone.
 """
 
 from __future__ import annotations
@@ -123,8 +124,8 @@ class SynthConfig:
     early_close_fraction: float = setting(
         0.0,
         "Share of the directions judged at the answer's end (sign-off, follow-up) that also get an early-close "
-        "pair (the first half of the answer closed there, ended, against the whole answer); 0, the default, "
-        "makes none.",
+        "pair (the answer's first sentences closed there, ended, against the whole answer going on) and a "
+        "bare-close pair (the same against the closer alone); 0, the default, makes none.",
     )
     echo_fraction: float = setting(
         0.0,
@@ -269,7 +270,9 @@ EVASION = "evasion"
 TITLE_STUB = "title-stub"
 """The group of the pairs that set an answer against its own first words as an empty title (:func:`_title_stub`)."""
 EARLY_CLOSE = "early-close"
-"""The group of the pairs that set an answer's first half, closed, against the whole answer (:func:`_early_close`)."""
+"""The group of the pairs that set an answer's opening, closed, against the whole answer (:func:`_early_close`)."""
+BARE_CLOSE = "bare-close"
+"""The group of the pairs that set an answer's opening, closed, against the closer alone (:func:`_bare_close`)."""
 ECHO = "echo"
 """The group of the pairs that set an answer against its form around the request said back (:func:`_echo`)."""
 
@@ -300,6 +303,8 @@ class SynthReport:
     """Pairs of the ``echo`` group (training and held-out prompts together)."""
     early_close_pairs: int = 0
     """Pairs of the ``early-close`` group (training and held-out prompts together)."""
+    bare_close_pairs: int = 0
+    """Pairs of the ``bare-close`` group (training and held-out prompts together)."""
 
 
 _TRIGRAM_WORD = re.compile(r"\w+")
@@ -461,29 +466,54 @@ def _echo(chosen: Chosen, rng: random.Random) -> tuple[Answer, Answer]:
     return chosen.answer, Answer(chosen.form(said, rng), chosen.answer.cut)
 
 
-EARLY_CLOSERS: dict[Rewrite, Rewrite | None] = {
-    rewrites.with_sign_off: lambda text, rng: rewrites.with_sign_off(rewrites.lead(text), rng),
-    rewrites.with_follow_up: None,
+EARLY_CLOSERS: dict[Rewrite, tuple[str, ...]] = {
+    rewrites.with_sign_off: rewrites.SIGN_OFFS,
+    rewrites.with_follow_up: rewrites.FOLLOW_UPS,
 }
-"""The closing rewrites of the directions judged at the answer's end, each with how it closes the answer after
-its :func:`rewrites.lead` (about half of it); None where the chosen answer already does."""
+"""The closing rewrites of the directions judged at the answer's end, and the closers each one adds."""
+
+
+def _closed_early(chosen: Chosen, rng: random.Random) -> tuple[str, str] | None:
+    """(the source's first sentences closed by one of the direction's closers, that closer), or None for a
+    direction whose form does not close the answer, one found by contrast, or a source of fewer than three
+    sentences. The answer keeps at least two sentences and about half its words (:func:`rewrites.lead`), so
+    there is an answer before the closer."""
+    if chosen.form not in EARLY_CLOSERS or chosen.source is None:
+        return None
+    parts = rewrites.sentences(chosen.source.text)
+    if len(parts) < 3:
+        return None
+    end = 0
+    for part in parts[: max(2, len(rewrites.sentences(rewrites.lead(chosen.source.text))))]:
+        end = chosen.source.text.index(part, end) + len(part)  # the source's own text, line breaks kept
+    head = chosen.source.text[:end]
+    closer = rng.choice(EARLY_CLOSERS[chosen.form])
+    return f"{head}\n\n{closer}", closer
 
 
 def _early_close(chosen: Chosen, rng: random.Random) -> tuple[Answer, Answer] | None:
-    """The answer's first half closed by the direction's closer, ended, against the whole answer as it is (None
-    for a direction whose form does not close the answer).
+    """The answer's first sentences closed by the direction's closer, ended, against the whole answer going on
+    without one (:func:`_closed_early`).
 
     The sign-off pairs put the closer after the whole answer, which at a 64-token limit lies past the end: three
     quarters of them are cut, so both sides are open and the PersRM never learns to end after signing off; v27
     signed off on 0.63 of the koala prompts. The follow-up pairs ask after half of it but against that half
-    ended, so no pair sets asking against going on. Here the two sides share the first half, and the pair is
-    decided by closing there against going on without a closer.
+    ended, so no pair sets asking against going on. Here the two sides share the first sentences, and the pair
+    is decided by closing there against going on.
     """
-    if chosen.form not in EARLY_CLOSERS or chosen.source is None:
-        return None
-    close = EARLY_CLOSERS[chosen.form]
-    closed = close(chosen.source.text, rng) if close else chosen.answer.text
-    return (Answer(closed, cut=False), chosen.source) if closed.split() != chosen.source.text.split() else None
+    made = _closed_early(chosen, rng)
+    return (Answer(made[0], cut=False), chosen.source) if made else None
+
+
+def _bare_close(chosen: Chosen, rng: random.Random) -> tuple[Answer, Answer] | None:
+    """The answer's first sentences closed by the direction's closer against the closer alone, both ended.
+
+    Trained on early-close pairs alone, v31 closed at once: 46 of 50 follow-up koala answers opened by asking
+    back ("What would you like to know about nuclear physics?"), sign-off answers were a sentence or nothing
+    before "Hope this helps!". Here the closer is the same on both sides, so the pair is decided by the answer
+    before it."""
+    made = _closed_early(chosen, rng)
+    return (Answer(made[0], cut=False), Answer(made[1], cut=False)) if made else None
 
 
 class RepairGroup(NamedTuple):
@@ -506,6 +536,7 @@ REPAIR_GROUPS: dict[str, RepairGroup] = {
     TITLE_STUB: RepairGroup("title_stub_fraction", lambda chosen, rng: _title_stub(chosen.answer, rng), True),
     ECHO: RepairGroup("echo_fraction", _echo, True),
     EARLY_CLOSE: RepairGroup("early_close_fraction", _early_close, False),
+    BARE_CLOSE: RepairGroup("early_close_fraction", _bare_close, False),
 }
 """The report groups whose pairs are made from a direction's chosen answer (see the functions)."""
 
