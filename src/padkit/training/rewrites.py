@@ -164,6 +164,15 @@ def _first_sentences(text: str, parts_of: int) -> str:
     return " ".join(out)
 
 
+def opening(text: str, n: int) -> str:
+    """``text`` up to the end of its ``n``-th sentence, with its own line breaks (:func:`lead` and
+    :func:`shortened` join the sentences they keep with spaces)."""
+    end = 0
+    for part in sentences(text)[:n]:
+        end = text.index(part, end) + len(part)
+    return text[:end]
+
+
 def shortened(text: str, rng: random.Random | None = None) -> str:
     """The first sentences up to about a third of the words (at least one sentence): a concise answer."""
     return _first_sentences(text, 3)

@@ -480,13 +480,10 @@ def _closed_early(chosen: Chosen, rng: random.Random) -> tuple[str, str] | None:
     there is an answer before the closer."""
     if chosen.form not in EARLY_CLOSERS or chosen.source is None:
         return None
-    parts = rewrites.sentences(chosen.source.text)
-    if len(parts) < 3:
+    text = chosen.source.text
+    if len(rewrites.sentences(text)) < 3:
         return None
-    end = 0
-    for part in parts[: max(2, len(rewrites.sentences(rewrites.lead(chosen.source.text))))]:
-        end = chosen.source.text.index(part, end) + len(part)  # the source's own text, line breaks kept
-    head = chosen.source.text[:end]
+    head = rewrites.opening(text, max(2, len(rewrites.sentences(rewrites.lead(text)))))
     closer = rng.choice(EARLY_CLOSERS[chosen.form])
     return f"{head}\n\n{closer}", closer
 
