@@ -409,16 +409,19 @@ def test_echo_pairs_set_an_answer_against_its_form_around_the_request_said_back(
     assert {"concise", "detailed"} & {r["direction"] for r in echoes}  # the request said back is no concise answer
 
 
+CLOSERS = {"sign-off": rewrites.SIGN_OFFS, "follow-up": rewrites.FOLLOW_UPS}
+"""The closers of the directions judged at the answer's end, by direction."""
+
+
 def test_early_close_pairs_set_the_first_sentences_closed_against_the_whole_answer(base_model, tokenizer, tmp_path):
     every, closes, by_id = _built_with(base_model, tokenizer, tmp_path, EARLY_CLOSE)
-    closers = {"sign-off": rewrites.SIGN_OFFS, "follow-up": rewrites.FOLLOW_UPS}
-    assert {r["direction"] for r in closes} == set(closers)  # only the directions judged at the answer's end
+    assert {r["direction"] for r in closes} == set(CLOSERS)  # only the directions judged at the answer's end
     for r in closes:
         head, closer = r["chosen"].rsplit("\n\n", 1)
-        assert closer in closers[r["direction"]] and r["chosen_cut"] is False  # closed, and ended there
+        assert closer in CLOSERS[r["direction"]] and r["chosen_cut"] is False  # closed, and ended there
         assert len(rewrites.sentences(head)) >= 2 and r["rejected"].startswith(head)  # an answer before it
         assert len(head.split()) < len(r["rejected"].split()) and r["rejected_cut"] is True  # the whole answer goes on
-        assert not any(r["rejected"].endswith(c) for c in closers[r["direction"]])
+        assert not any(r["rejected"].endswith(c) for c in CLOSERS[r["direction"]])
     make = REPAIR_GROUPS[EARLY_CLOSE].make
     answer = Answer(TEXT, cut=True)
     plain = Chosen(answer, rewrites.bulleted, "Why do cats sleep?", "bulleted", answer)
@@ -438,11 +441,10 @@ def test_early_close_pairs_set_the_first_sentences_closed_against_the_whole_answ
 
 def test_bare_close_pairs_set_the_closed_answer_against_the_closer_alone(base_model, tokenizer, tmp_path):
     every, bares, by_id = _built_with(base_model, tokenizer, tmp_path, BARE_CLOSE)
-    closers = {"sign-off": rewrites.SIGN_OFFS, "follow-up": rewrites.FOLLOW_UPS}
-    assert {r["direction"] for r in bares} == set(closers)
+    assert {r["direction"] for r in bares} == set(CLOSERS)
     for r in bares:
         head, closer = r["chosen"].rsplit("\n\n", 1)
-        assert r["rejected"] == closer and closer in closers[r["direction"]]  # the same closer, nothing before it
+        assert r["rejected"] == closer and closer in CLOSERS[r["direction"]]  # the same closer, nothing before it
         assert len(rewrites.sentences(head)) >= 2 and not r["chosen_cut"] and not r["rejected_cut"]
 
 

@@ -34,7 +34,7 @@ Two steps, each resumable:
    end (sign-off, follow-up) can get an *early-close* pair (group ``early-close``, ``early_close_fraction``): the
    answer's first sentences closed there (a sign-off, a question), ended, against the whole answer going on
    without a closer, which at the token limit is cut before it could close; and a *bare-close* pair (group
-   ``bare-close``): the same closed answer against the closer alone.
+   ``bare-close``): the same first sentences closed by a closer drawn on its own, against that closer alone.
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ class SynthConfig:
         0.0,
         "Share of the directions judged at the answer's end (sign-off, follow-up) that also get an early-close "
         "pair (the answer's first sentences closed there, ended, against the whole answer going on) and a "
-        "bare-close pair (the same against the closer alone); 0, the default, makes none.",
+        "bare-close pair (the same first sentences closed, against the closer alone); 0, the default, makes none.",
     )
     echo_fraction: float = setting(
         0.0,
@@ -503,7 +503,8 @@ def _early_close(chosen: Chosen, rng: random.Random) -> tuple[Answer, Answer] | 
 
 
 def _bare_close(chosen: Chosen, rng: random.Random) -> tuple[Answer, Answer] | None:
-    """The answer's first sentences closed by the direction's closer against the closer alone, both ended.
+    """The answer's first sentences closed by one of the direction's closers against that closer alone, both
+    ended; the closer is drawn apart from the early-close pair's, so the two pairs' closed answers may differ.
 
     Trained on early-close pairs alone, v31 closed at once: 46 of 50 follow-up koala answers opened by asking
     back ("What would you like to know about nuclear physics?"), sign-off answers were a sentence or nothing
