@@ -435,6 +435,10 @@ def test_early_close_pairs_set_the_first_sentences_closed_against_the_whole_answ
     lines = Answer("Cats sleep a lot.\n\nThey hunt at night.\nThey rest by day.", cut=True)
     better, worse = make(signed._replace(source=lines), random.Random(0))
     assert better.text.startswith("Cats sleep a lot.\n\nThey hunt at night.\n\n")  # its own line breaks kept
+    rest = "They rest by day to keep their strength up for the long night ahead."
+    titled = Answer(f"Sleeping cats\nCats sleep a lot. They hunt at night. {rest}", cut=True)
+    better, worse = make(signed._replace(source=titled), random.Random(0))
+    assert better.text.startswith("Sleeping cats\nCats sleep a lot. They hunt at night.\n\n")  # a title counts as one
     short = Answer("Cats sleep a lot. They hunt at night.", cut=True)
     assert make(signed._replace(source=short), random.Random(0)) is None  # two sentences: no answer goes on
 

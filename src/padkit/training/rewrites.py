@@ -152,16 +152,25 @@ def numbered(text: str, rng: random.Random | None = None) -> str:
     return _listed(text, lambda i: f"{i}. ")
 
 
-def _first_sentences(text: str, parts_of: int) -> str:
-    """The first sentences up to about one ``parts_of``-th of the words (at least one sentence)."""
+def _first_count(text: str, parts_of: int) -> int:
+    """How many first sentences fit in about one ``parts_of``-th of the words (at least one)."""
     parts = sentences(text)
     budget = max(len(text.split()) // parts_of, 1)
-    out = [parts[0]]
-    for s in parts[1:]:
-        if len(" ".join(out + [s]).split()) > budget:
-            break
-        out.append(s)
-    return " ".join(out)
+    n = 1
+    while n < len(parts) and len(" ".join(parts[: n + 1]).split()) <= budget:
+        n += 1
+    return n
+
+
+def _first_sentences(text: str, parts_of: int) -> str:
+    """The first sentences up to about one ``parts_of``-th of the words (at least one sentence)."""
+    return " ".join(sentences(text)[: _first_count(text, parts_of)])
+
+
+def lead_count(text: str) -> int:
+    """How many sentences :func:`lead` keeps, counted before they are joined: its space-joined text split
+    again can merge a line that ends without a stop (a title) into the next sentence."""
+    return _first_count(text, 2)
 
 
 def opening(text: str, n: int) -> str:

@@ -476,14 +476,14 @@ EARLY_CLOSERS: dict[Rewrite, tuple[str, ...]] = {
 def _closed_early(chosen: Chosen, rng: random.Random) -> tuple[str, str] | None:
     """(the source's first sentences closed by one of the direction's closers, that closer), or None for a
     direction whose form does not close the answer, one found by contrast, or a source of fewer than three
-    sentences. The answer keeps at least two sentences and about half its words (:func:`rewrites.lead`), so
+    sentences. The answer keeps at least two sentences and about half its words (:func:`rewrites.lead_count`), so
     there is an answer before the closer."""
     if chosen.form not in EARLY_CLOSERS or chosen.source is None:
         return None
     text = chosen.source.text
     if len(rewrites.sentences(text)) < 3:
         return None
-    head = rewrites.opening(text, max(2, len(rewrites.sentences(rewrites.lead(text)))))
+    head = rewrites.opening(text, max(2, rewrites.lead_count(text)))
     closer = rng.choice(EARLY_CLOSERS[chosen.form])
     return f"{head}\n\n{closer}", closer
 
