@@ -598,6 +598,52 @@ def train(
         _print_rm_report(result.heldout, f"held-out accuracy ({result.heldout_pairs} pairs)")
 
 
+@app.command()
+def merge(
+    sources: Annotated[list[str], typer.Argument(help="Trained PersRM directories (LoRA adapters of one base).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Directory for the merged adapter.")],
+    weight: Annotated[
+        list[float] | None,
+        typer.Option("--weight", "-w", help="One per PersRM, in order (default: equal weights summing to 1)."),
+    ] = None,
+    data: DataOpt = None,
+    hh_rlhf: HHOpt = None,
+    dataset: DatasetOpt = None,
+    columns: ColumnsOpt = None,
+    heldout_eval_pairs: Annotated[
+        int | None, typer.Option(help="Score N held-out pairs of the data (evenly spaced); default all.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print padkit.json.")] = False,
+) -> None:
+    """Merge PersRMs into one: the weighted sum of their LoRA updates (a model soup), exact, no training.
+
+    Give the data they were trained on (--data, --hh-rlhf, ...) to score the merge on their held-out split."""
+    import shlex
+
+    from padkit.training.data import load_pair_sources, parse_columns
+    from padkit.training.merge import merge_persrms
+
+    weights = weight or [1.0 / len(sources)] * len(sources)
+    try:
+        _quiet_transformers()
+        given = data or hh_rlhf or dataset
+        pairs, names = (
+            load_pair_sources(data or [], hh_rlhf or [], dataset or [], parse_columns(columns)) if given else ([], [])
+        )
+        command = "padkit " + shlex.join(sys.argv[1:])
+        result = merge_persrms(
+            sources, weights, output, pairs, names, command, heldout_eval_pairs, progress=err.is_terminal
+        )
+    except PadkitError as e:
+        _fail(str(e))
+    if as_json:
+        typer.echo(json.dumps(result.metadata, indent=2))
+        return
+    err.print(f"merged adapter (LoRA rank {result.rank}) saved to {output}")
+    if result.heldout:
+        _print_rm_report(result.heldout, f"held-out accuracy ({result.heldout.n} pairs)")
+
+
 def _print_rm_report(report, title: str) -> None:
     table = Table(title=f"{title}, reference={report.reference}")
     decisions = report.decision is not None

@@ -14,7 +14,7 @@ import random
 import shutil
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -479,7 +479,8 @@ def train_persrm(
         "reward_curve": reward_curve,
         "heldout": report.as_dict() if report else None,
     }
-    _save_adapter(peft_model, tokenizer, output_dir, config.base, metadata)
+    plot = plot_loss if curve else None
+    save_adapter(peft_model, output_dir, config.base, metadata, model_card(metadata), plot)
     return TrainResult(output_dir, len(train), len(heldout), trainer.state.global_step, seconds, report, metadata)
 
 
@@ -553,20 +554,27 @@ def model_card(metadata: dict) -> str:
             f"Pairwise accuracy of the summed implicit reward (reference: {heldout['reference']}), on pairs whose "
             "prompts were never trained on.",
             "",
-            "| dimension | accuracy | mean margin | pairs |",
-            "|---|---|---|---|",
-            *[
-                f"| {name} | {d['accuracy']:.3f} | {d['margin']:.3f} | {d['n']} |"
-                for name, d in heldout["dimensions"].items()
-            ],
-            f"| all | {heldout['accuracy']:.3f} | | {heldout['n']} |",
-            *[
-                f"| all, {name} | {d['accuracy']:.3f} | {d['margin']:.3f} | {d['n']} |"
-                for name, d in heldout.get("by_shape", {}).items()
-            ],
+            *heldout_table(heldout),
             "",
         ]
     return "\n".join(lines)
+
+
+def heldout_table(heldout: dict) -> list[str]:
+    """A held-out report (:meth:`RMReport.as_dict`) as markdown table lines: each dimension, all, each shape."""
+    return [
+        "| dimension | accuracy | mean margin | pairs |",
+        "|---|---|---|---|",
+        *[
+            f"| {name} | {d['accuracy']:.3f} | {d['margin']:.3f} | {d['n']} |"
+            for name, d in heldout["dimensions"].items()
+        ],
+        f"| all | {heldout['accuracy']:.3f} | | {heldout['n']} |",
+        *[
+            f"| all, {name} | {d['accuracy']:.3f} | {d['margin']:.3f} | {d['n']} |"
+            for name, d in heldout.get("by_shape", {}).items()
+        ],
+    ]
 
 
 def _duration(metadata: dict) -> str:
@@ -580,8 +588,12 @@ def _duration(metadata: dict) -> str:
     )
 
 
-def _save_adapter(peft_model, tokenizer, output_dir: Path, base: str, metadata: dict) -> None:
-    """Write the adapter (named after its base by alias or path, not a cache dir) and its metadata atomically."""
+def save_adapter(
+    peft_model, output_dir: Path, base: str, metadata: dict, card: str, plot: Callable[[dict, Path], None] | None
+) -> None:
+    """Write the adapter (named after its base by alias or path, not a cache dir), its metadata, model card and
+    ``plot`` of its training atomically: everything goes to a temp dir first and is moved in at the end."""
+    output_dir.mkdir(parents=True, exist_ok=True)
     tmp = output_dir / ".saving"
     shutil.rmtree(tmp, ignore_errors=True)
     peft_model.save_pretrained(str(tmp))
@@ -589,9 +601,9 @@ def _save_adapter(peft_model, tokenizer, output_dir: Path, base: str, metadata: 
     adapter_config["base_model_name_or_path"] = base
     (tmp / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2) + "\n")
     (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
-    (tmp / "README.md").write_text(model_card(metadata))
-    if metadata.get("loss_curve"):
-        plot_loss(metadata, tmp / LOSS_PLOT)
+    (tmp / "README.md").write_text(card)
+    if plot is not None:
+        plot(metadata, tmp / LOSS_PLOT)
     for item in tmp.iterdir():
         os.replace(item, output_dir / item.name)
     tmp.rmdir()

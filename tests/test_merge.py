@@ -1,0 +1,119 @@
+"""``padkit merge``: the weighted sum of trained PersRMs' LoRA updates, on tiny models."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from padkit.cli.main import app
+from padkit.errors import PadkitError
+from padkit.models.loading import load_model, load_tokenizer
+from padkit.training.data import PreferencePair, split_pairs
+from padkit.training.dpo import PersRMTrainConfig, read_metadata, train_persrm
+from padkit.training.merge import merge_persrms
+
+PROMPTS = [f"Question number {i}: tell me about item {i}." for i in range(8)]
+
+
+def _pairs() -> list[PreferencePair]:
+    return [PreferencePair(p, "concise and short.", "why why why why sky sky sky", "concise") for p in PROMPTS]
+
+
+def _train(tiny_model_dir, out, **settings):
+    config = PersRMTrainConfig(
+        base=str(tiny_model_dir),
+        heldout_fraction=0.5,
+        batch_size=2,
+        lora_r=4,
+        lora_alpha=8,
+        max_length=160,
+        max_prompt_length=120,
+        max_steps=5,  # the trainer logs the loss every 5 steps
+        save_steps=5,
+        **{"learning_rate": 2e-2, "layers": (1,), **settings},
+    )
+    train_persrm(_pairs(), out, config, data_sources=["inline"], command=f"train {out.name}", progress=False)
+    return out
+
+
+@pytest.fixture
+def two_persrms(tiny_model_dir, tmp_path):
+    return _train(tiny_model_dir, tmp_path / "a"), _train(tiny_model_dir, tmp_path / "b", learning_rate=5e-3)
+
+
+def _update(adapter_dir, module: str) -> torch.Tensor:
+    """The adapter's full weight update of one module: (alpha / r) * B @ A."""
+    config = json.loads((adapter_dir / "adapter_config.json").read_text())
+    weights = load_file(str(adapter_dir / "adapter_model.safetensors"))
+    a, b = (weights[f"base_model.model.{module}.lora_{x}.weight"] for x in "AB")
+    return config["lora_alpha"] / config["r"] * b @ a
+
+
+def test_merge_is_the_exact_weighted_sum_of_the_updates(two_persrms, tmp_path):
+    a, b = two_persrms
+    out = tmp_path / "merged"
+    result = merge_persrms([a, b], [0.3, 0.7], out, _pairs(), ["inline"], command="merge it")
+    assert result.rank == 8 and not (out / ".saving").exists()
+    for module in ("model.layers.1.self_attn.q_proj", "model.layers.1.self_attn.o_proj"):
+        expected = 0.3 * _update(a, module) + 0.7 * _update(b, module)
+        assert not torch.allclose(_update(a, module), _update(b, module))
+        assert torch.allclose(_update(out, module), expected, atol=1e-6)
+    meta = read_metadata(out)
+    assert [s["weight"] for s in meta["merged_from"]] == [0.3, 0.7] and meta["command"] == "merge it"
+    assert [s["command"] for s in meta["merged_from"]] == ["train a", "train b"]
+    _, heldout = split_pairs(_pairs(), 0.5)
+    assert 0 < meta["heldout"]["n"] == len(heldout) == result.heldout.n  # the sources' held-out split
+    card = (out / "README.md").read_text()
+    assert "```\nmerge it\n```" in card and "```\ntrain b\n```" in card and "| 2 | `" in card and "| 0.7 |" in card
+    assert "## Held-out accuracy" in card and (out / "loss_curve.png").stat().st_size > 1000
+
+
+def test_merging_a_persrm_with_itself_gives_its_own_rewards(two_persrms, tmp_path):
+    a, _ = two_persrms
+    merge_persrms([a, a], [0.5, 0.5], tmp_path / "self")
+    tok = load_tokenizer(str(a))
+    ids = tok("Tell me about cats. concise and short.", return_tensors="pt").input_ids
+    with torch.no_grad():
+        alone = load_model(str(a))(ids).logits
+        merged = load_model(str(tmp_path / "self"))(ids).logits
+    assert torch.allclose(alone, merged, atol=1e-5)
+    assert read_metadata(tmp_path / "self")["heldout"] is None  # no data given: nothing scored
+
+
+def test_merge_rejects_what_cannot_be_merged(two_persrms, tiny_model_dir, tmp_path):
+    a, b = two_persrms
+    with pytest.raises(PadkitError, match="at least two"):
+        merge_persrms([a], [1.0], tmp_path / "x")
+    with pytest.raises(PadkitError, match="1 weight"):
+        merge_persrms([a, b], [1.0], tmp_path / "x")
+    with pytest.raises(PadkitError, match="must be positive"):
+        merge_persrms([a, b], [1.0, -0.5], tmp_path / "x")
+    with pytest.raises(PadkitError, match="not a trained PersRM directory"):
+        merge_persrms([a, tiny_model_dir], [0.5, 0.5], tmp_path / "x")
+    other_layers = _train(tiny_model_dir, tmp_path / "c", layers=(0,))
+    with pytest.raises(PadkitError, match="different layers_to_transform"):
+        merge_persrms([a, other_layers], [0.5, 0.5], tmp_path / "x")
+    other_split = _train(tiny_model_dir, tmp_path / "d", split_salt="other")
+    with pytest.raises(PadkitError, match="different split_salt"):
+        merge_persrms([a, other_split], [0.5, 0.5], tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+def test_merge_cli_weighs_equally_by_default_and_names_bad_input(two_persrms, tmp_path, monkeypatch):
+    a, b = two_persrms
+    runner = CliRunner()
+    out = tmp_path / "cli"
+    args = ["merge", str(a), str(b), "--output", str(out), "--json"]
+    monkeypatch.setattr(sys, "argv", ["padkit", *args])  # what the command records
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    meta = json.loads(result.stdout)
+    assert [s["weight"] for s in meta["merged_from"]] == [0.5, 0.5]
+    assert meta["command"] == "padkit " + " ".join(args) and read_metadata(out) == meta
+    bad = runner.invoke(app, ["merge", str(a), str(b), "-o", str(tmp_path / "y"), "-w", "1"])
+    assert bad.exit_code == 2 and "1 weight(s) for 2 PersRMs" in bad.output
