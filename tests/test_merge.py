@@ -115,5 +115,18 @@ def test_merge_cli_weighs_equally_by_default_and_names_bad_input(two_persrms, tm
     meta = json.loads(result.stdout)
     assert [s["weight"] for s in meta["merged_from"]] == [0.5, 0.5]
     assert meta["command"] == "padkit " + " ".join(args) and read_metadata(out) == meta
+    data = tmp_path / "pairs.jsonl"
+    data.write_text(
+        "".join(
+            json.dumps({k: getattr(p, k) for k in ("prompt", "chosen", "rejected", "preference")}) + "\n"
+            for p in _pairs()
+        )
+    )
+    scored = runner.invoke(
+        app, ["merge", str(a), str(b), "-o", str(tmp_path / "z"), "-w", "0.3", "-w", "0.7"] + ["--data", str(data)]
+    )
+    assert scored.exit_code == 0, scored.output
+    assert "merged adapter (LoRA rank 8)" in scored.output and "held-out accuracy" in scored.output
+    assert read_metadata(tmp_path / "z")["data"] == [f"pairs:{data} (8)"]
     bad = runner.invoke(app, ["merge", str(a), str(b), "-o", str(tmp_path / "y"), "-w", "1"])
     assert bad.exit_code == 2 and "1 weight(s) for 2 PersRMs" in bad.output

@@ -590,12 +590,12 @@ def train(
             result = train_persrm(pairs, output, config, sources, command, resume, progress=err.is_terminal)
     except PadkitError as e:
         _fail(str(e))
-    if as_json:
-        typer.echo(json.dumps(result.metadata, indent=2))
-        return
-    err.print(f"adapter saved to {output} ({result.steps} steps, {result.seconds:.0f} s)")
-    if result.heldout:
-        _print_rm_report(result.heldout, f"held-out accuracy ({result.heldout_pairs} pairs)")
+    _report_adapter(
+        result.metadata,
+        result.heldout,
+        as_json,
+        f"adapter saved to {output} ({result.steps} steps, {result.seconds:.0f} s)",
+    )
 
 
 @app.command()
@@ -636,12 +636,20 @@ def merge(
         )
     except PadkitError as e:
         _fail(str(e))
+    _report_adapter(
+        result.metadata, result.heldout, as_json, f"merged adapter (LoRA rank {result.rank}) saved to {output}"
+    )
+
+
+def _report_adapter(metadata: dict, heldout, as_json: bool, saved: str) -> None:
+    """What train and merge print: the adapter's padkit.json with --json, else where it went and its held-out
+    table."""
     if as_json:
-        typer.echo(json.dumps(result.metadata, indent=2))
+        typer.echo(json.dumps(metadata, indent=2))
         return
-    err.print(f"merged adapter (LoRA rank {result.rank}) saved to {output}")
-    if result.heldout:
-        _print_rm_report(result.heldout, f"held-out accuracy ({result.heldout.n} pairs)")
+    err.print(saved)
+    if heldout:
+        _print_rm_report(heldout, f"held-out accuracy ({heldout.n} pairs)")
 
 
 def _print_rm_report(report, title: str) -> None:
