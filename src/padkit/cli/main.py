@@ -623,7 +623,6 @@ def merge(
     from padkit.training.data import load_pair_sources, parse_columns
     from padkit.training.merge import merge_persrms
 
-    weights = weight or [1.0 / len(sources)] * len(sources)
     try:
         _quiet_transformers()
         given = data or hh_rlhf or dataset
@@ -632,7 +631,7 @@ def merge(
         )
         command = "padkit " + shlex.join(sys.argv[1:])
         result = merge_persrms(
-            sources, weights, output, pairs, names, command, heldout_eval_pairs, progress=err.is_terminal
+            sources, weight, output, pairs, names, command, heldout_eval_pairs, progress=err.is_terminal
         )
     except PadkitError as e:
         _fail(str(e))

@@ -320,23 +320,28 @@ class TrainingClock(TrainerCallback, ExportableState):
         return next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, TrainingClock))
 
 
+def trained_lora(name: str, label: str) -> tuple[Path, dict]:
+    """The directory and LoRA config of the trained PersRM ``name`` (an alias or a path), after checking that it is
+    what padkit can continue or merge: a PEFT LoRA on modules. ``label`` names it in the errors."""
+    source = resolve_model_dir(name)
+    if not isinstance(source, Path) or not (source / "adapter_config.json").is_file():
+        raise PadkitError(f"{label} is not a trained PersRM directory (no adapter_config.json)")
+    lora = json.loads((source / "adapter_config.json").read_text())
+    if lora.get("peft_type") != "LORA" or lora.get("target_parameters"):
+        raise PadkitError(f"{label} is not a LoRA on modules; padkit trains and merges only those")
+    return source, lora
+
+
 def continued_config(config: PersRMTrainConfig) -> tuple[PersRMTrainConfig, Path]:
     """``config`` with the LoRA shape of ``config.init_adapter`` (whose weights training starts from), and the
     adapter's directory. The adapter must be a LoRA trained on ``config.base``: its weights only fit that model."""
-    source = resolve_model_dir(config.init_adapter)
-    if not isinstance(source, Path) or not (source / "adapter_config.json").is_file():
-        raise PadkitError(
-            f"--init-adapter {config.init_adapter!r} is not a trained PersRM directory (no adapter_config.json)"
-        )
+    source, lora = trained_lora(config.init_adapter, f"--init-adapter {config.init_adapter!r}")
     base = adapter_base(source)
     if base != config.base:
         raise PadkitError(
             f"--init-adapter {config.init_adapter!r} was trained on {base!r}, not on the base {config.base!r}: "
             f"pass --base {base}"
         )
-    lora = json.loads((source / "adapter_config.json").read_text())
-    if lora.get("peft_type") != "LORA" or lora.get("target_parameters"):
-        raise PadkitError(f"--init-adapter {config.init_adapter!r} is not a LoRA on modules; padkit trains only those")
     layers = lora.get("layers_to_transform")
     shape = replace(
         config,

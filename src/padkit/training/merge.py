@@ -7,7 +7,6 @@ much of both without a training run. PEFT's ``cat`` combination stacks the LoRA 
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -15,9 +14,9 @@ from pathlib import Path
 
 from padkit.errors import PadkitError
 from padkit.evaluation.rm_accuracy import RMReport, evaluate_rm
-from padkit.models.loading import adapter_base, load_model, load_tokenizer, resolve_model_dir
+from padkit.models.loading import adapter_base, load_model, load_tokenizer
 from padkit.training.data import PreferencePair, spaced_sample, split_pairs
-from padkit.training.dpo import LOSS_PLOT, heldout_table, read_metadata, save_adapter
+from padkit.training.dpo import LOSS_PLOT, heldout_table, read_metadata, save_adapter, trained_lora
 
 # What a PersRM's held-out figures depend on: merged sources must agree on these, so the merge is scored on the
 # pairs none of them trained on, the way each was.
@@ -34,13 +33,6 @@ class MergeResult:
     metadata: dict = field(repr=False, default_factory=dict)
 
 
-def _lora_config(source: Path) -> dict:
-    config = json.loads((source / "adapter_config.json").read_text())
-    if config.get("peft_type") != "LORA" or config.get("target_parameters"):
-        raise PadkitError(f"{source} is not a LoRA on modules; padkit merges only those")
-    return config
-
-
 def _as_set(value: object) -> set:
     """A LoRA config's module or layer list (a name, an index or a list of them; None for all) as a set."""
     if value is None:
@@ -48,9 +40,10 @@ def _as_set(value: object) -> set:
     return {value} if isinstance(value, (str, int)) else set(value)
 
 
-def check_sources(sources: Sequence[str | Path], weights: Sequence[float]) -> list[Path]:
-    """The sources' directories, after checking that they can be merged: at least two LoRA PersRMs of one base on
-    the same modules and layers, trained on one held-out split, and one positive, finite weight for each."""
+def check_sources(sources: Sequence[str | Path], weights: Sequence[float]) -> tuple[list[Path], list[dict]]:
+    """The sources' directories and ``padkit.json`` metadata (empty for adapters trained elsewhere), after checking
+    that they can be merged: at least two LoRA PersRMs of one base on the same modules and layers, trained on one
+    held-out split, and one positive, finite weight for each."""
     if len(sources) < 2:
         raise PadkitError(f"merging needs at least two PersRMs, got {len(sources)}")
     if len(weights) != len(sources):
@@ -58,35 +51,31 @@ def check_sources(sources: Sequence[str | Path], weights: Sequence[float]) -> li
     bad = [w for w in weights if not (math.isfinite(w) and w > 0)]
     if bad:
         raise PadkitError(f"merge weights must be positive numbers, got {bad[0]}")
-    dirs = []
-    for source in sources:
-        where = resolve_model_dir(str(source))
-        if not isinstance(where, Path) or not (where / "adapter_config.json").is_file():
-            raise PadkitError(f"{source!r} is not a trained PersRM directory (no adapter_config.json)")
-        dirs.append(where)
-    first = _lora_config(dirs[0])
-    for where in dirs[1:]:
-        config = _lora_config(where)
+    found = [trained_lora(str(source), repr(str(source))) for source in sources]
+    (first_dir, first), base = found[0], adapter_base(found[0][0])
+    for where, config in found[1:]:
         for key in ("target_modules", "layers_to_transform"):
             mine, theirs = first.get(key), config.get(key)
             if _as_set(mine) != _as_set(theirs):
-                raise PadkitError(f"{dirs[0]} and {where} adapt different {key}: {mine} against {theirs}")
-        if adapter_base(where) != adapter_base(dirs[0]):
-            raise PadkitError(f"{where} was trained on {adapter_base(where)!r}, {dirs[0]} on {adapter_base(dirs[0])!r}")
-    trained = [(where, (read_metadata(where) or {}).get("config", {})) for where in dirs]
-    for where, config in trained[1:]:
+                raise PadkitError(f"{first_dir} and {where} adapt different {key}: {mine} against {theirs}")
+        if adapter_base(where) != base:
+            raise PadkitError(f"{where} was trained on {adapter_base(where)!r}, {first_dir} on {base!r}")
+    dirs = [where for where, _ in found]
+    metas = [read_metadata(where) or {} for where in dirs]
+    trained = [meta.get("config") or {} for meta in metas]
+    for where, config in zip(dirs[1:], trained[1:], strict=True):
         for key in SPLIT_KEYS:
-            if config.get(key) != trained[0][1].get(key):
+            if config.get(key) != trained[0].get(key):
                 raise PadkitError(
-                    f"{dirs[0]} and {where} were trained with different {key} "
-                    f"({trained[0][1].get(key)!r} against {config.get(key)!r}): their held-out pairs differ"
+                    f"{first_dir} and {where} were trained with different {key} "
+                    f"({trained[0].get(key)!r} against {config.get(key)!r}): their held-out pairs differ"
                 )
-    return dirs
+    return dirs, metas
 
 
 def merge_persrms(
     sources: Sequence[str | Path],
-    weights: Sequence[float],
+    weights: Sequence[float] | None,
     output_dir: str | Path,
     pairs: Sequence[PreferencePair] = (),
     data_sources: Sequence[str] = (),
@@ -94,7 +83,8 @@ def merge_persrms(
     heldout_eval_pairs: int | None = None,
     progress: bool = False,
 ) -> MergeResult:
-    """Write the PersRM whose LoRA update is ``sum_i weights[i] * update(sources[i])`` to ``output_dir``.
+    """Write the PersRM whose LoRA update is ``sum_i weights[i] * update(sources[i])`` to ``output_dir``
+    (``weights`` None: equal weights summing to 1, the average).
 
     With ``pairs`` (the data the sources were trained on) the merge is scored on ``heldout_eval_pairs`` evenly
     spaced pairs of their common held-out split, as ``padkit train`` scores what it trains. The adapter, its
@@ -102,16 +92,16 @@ def merge_persrms(
     """
     from peft import PeftModel
 
-    dirs = check_sources(sources, weights)
+    weights = list(weights) if weights else [1.0 / len(sources)] * len(sources)
+    dirs, metas = check_sources(sources, weights)
     base = adapter_base(dirs[0])
-    metas = [read_metadata(where) or {} for where in dirs]
     config = dict(metas[0].get("config") or {})
     model = PeftModel.from_pretrained(load_model(base, "float32"), str(dirs[0]), adapter_name="source0")
     names = ["source0"]
     for i, where in enumerate(dirs[1:], start=1):
         model.load_adapter(str(where), adapter_name=f"source{i}")
         names.append(f"source{i}")
-    model.add_weighted_adapter(names, list(weights), "default", combination_type="cat")
+    model.add_weighted_adapter(names, weights, "default", combination_type="cat")
     model.set_adapter("default")
     for name in names:
         model.delete_adapter(name)
