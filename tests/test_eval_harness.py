@@ -9,6 +9,7 @@ import math
 import pytest
 
 from padkit import PAD, PAPER_PAD, PADConfig
+from padkit.decoding.sequence_reward import response_logprobs
 from padkit.errors import PadkitError
 from padkit.evaluation.harness import (
     EvalConfig,
@@ -23,6 +24,7 @@ from padkit.evaluation.harness import (
     run_eval,
     win_outcome,
 )
+from padkit.preferences.render import render_input
 from padkit.prompts import PromptRow
 
 ROWS = [
@@ -325,6 +327,28 @@ def test_bootstrap_and_perplexity(base_model, tokenizer):
     likely = pad.generate(["Tell me about cats."], method="base", max_new_tokens=5, ignore_eos=True)[0].text
     ppl_likely, ppl_noise = perplexity(pad, ["Tell me about cats."] * 2, [likely, "zq sky sea poem planes why"])
     assert math.isfinite(ppl_likely) and 1 < ppl_likely < ppl_noise
+
+
+def test_a_cut_answer_is_not_charged_for_an_end_token(base_model, tokenizer):
+    """An answer cut by the token limit never produced EOS: its perplexity scores its own tokens only, while an
+    answer that ended is charged for its end token; the report passes each record's ending through."""
+    pad = PAD(base_model, tokenizer)
+    text = "Cats sleep a lot."
+    context = render_input(tokenizer, "Cats?")
+    n = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    body, with_end = (
+        response_logprobs(base_model, tokenizer, [context], [text], add_eos=e).item() for e in (False, True)
+    )
+    cut, ended = perplexity(pad, ["Cats?"] * 2, [text] * 2, [False, True])
+    assert cut == pytest.approx(math.exp(-body / n)) and ended == pytest.approx(math.exp(-with_end / (n + 1)))
+    assert perplexity(pad, ["Cats?"], [text]) == [pytest.approx(ended)]
+    records = [
+        scored_record("base", "a", "Cats?", text, "concise"),
+        scored_record("prompt", "a", "Cats?", text, "concise"),
+    ]
+    records[1]["finish_reason"] = "length"
+    rows = {r.method: r for r in build_report(pad, records, EvalConfig(methods=("base", "prompt"))).rows}
+    assert rows["base"].perplexity == pytest.approx(ended) and rows["prompt"].perplexity == pytest.approx(cut)
 
 
 def test_prompt_sets_from_a_saved_dataset(tmp_path):

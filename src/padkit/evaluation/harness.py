@@ -181,12 +181,25 @@ def bootstrap_ci(values: Sequence[float], resamples: int = 1000, seed: int = 0) 
 
 
 @torch.inference_mode()
-def perplexity(pad: PAD, prompts: Sequence[str], texts: Sequence[str]) -> list[float]:
-    """Per-output perplexity under the base model, given the plain prompt: a fluency check."""
+def perplexity(
+    pad: PAD, prompts: Sequence[str], texts: Sequence[str], ended: Sequence[bool] | None = None
+) -> list[float]:
+    """Per-output perplexity under the base model, given the plain prompt: a fluency check.
+
+    ``ended``: whether each output ended (default: all did), so that its end token is scored. An answer cut by
+    the token limit has none: scoring one would charge it for the base's surprise at stopping mid-sentence (a
+    third of a 64-token base answer's log-loss), which no token of the answer earned."""
+    ends = [True] * len(texts) if ended is None else list(ended)
     contexts = [render_input(pad.tokenizer, p) for p in prompts]
-    logps = response_logprobs(pad.base_model, pad.tokenizer, contexts, list(texts), batch_size=8)
-    counts = [len(pad.tokenizer(t, add_special_tokens=False)["input_ids"]) + 1 for t in texts]
+    logps = response_logprobs(pad.base_model, pad.tokenizer, contexts, list(texts), batch_size=8, add_eos=ends)
+    lengths = [len(ids) for ids in pad.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+    counts = [n + end for n, end in zip(lengths, ends, strict=True)]
     return [math.exp(-lp / n) for lp, n in zip(logps.tolist(), counts, strict=True)]
+
+
+def _ended(record: dict) -> bool:
+    """Whether a generation record's answer ended by itself (its end token or a stop text), not at the limit."""
+    return record.get("finish_reason") != "length"
 
 
 LOOP_DISTINCT_TRIGRAMS = 0.6
@@ -438,7 +451,7 @@ def _row(method, pref, w, judge, scores, win, rows, tps, ppl, looped, empty, str
         len(scores),
         shift,
         sum(looped) / len(looped),
-        sum(r.get("finish_reason") != "length" for r in rows) / len(rows),
+        sum(map(_ended, rows)) / len(rows),
         sum(empty) / len(empty),
         sum(strayed) / len(strayed),
     )
@@ -471,7 +484,7 @@ def build_report(pad: PAD, records: list[dict], config: EvalConfig, progress: bo
         return (_index(config.methods, method), _index(config.preferences, pref), pref, w)
 
     for (method, pref, w), rows in tqdm(sorted(groups.items(), key=order), disable=not progress, desc="scoring"):
-        ppl = perplexity(pad, [r["prompt"] for r in rows], [r["text"] for r in rows])
+        ppl = perplexity(pad, [r["prompt"] for r in rows], [r["text"] for r in rows], [_ended(r) for r in rows])
         looped, empty, strayed = (list(column) for column in zip(*(marks[_record_key(r)] for r in rows), strict=True))
         batches = {(r["batch_seconds"], r["batch_tokens"]) for r in rows}
         tps = sum(t for _, t in batches) / max(sum(s for s, _ in batches), 1e-9)
