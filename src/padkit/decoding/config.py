@@ -40,10 +40,11 @@ Reference = Literal["base", "rm-init", "none"]
 REFERENCES: tuple[str, ...] = ("base", "rm-init", "none")
 Candidates = Literal["topk", "topk+eos", "topk+rm"]
 CANDIDATES: tuple[str, ...] = ("topk", "topk+eos", "topk+rm")
-DEFAULT_WEIGHT = 0.6
-"""The alignment strength w a request gets when it names none (API, CLI, server, eval): a weight whose median
-base-model perplexity stays within 1.5x the base's with the shipped PersRM on the 50 koala prompts
-(docs/results.md, "Session 40": v27 at 0.6 1.46x, at 0.65 1.53x)."""
+DEFAULT_WEIGHT = 0.55
+"""The alignment strength w a request gets when it names none (API, CLI, server, eval): the largest swept weight
+whose median base-model perplexity stays within 1.5x the base's with the shipped PersRM on the 50 koala prompts
+(docs/results.md, "Session 47": v27 at 0.5 1.41x, at 0.55 1.47x, at 0.6 1.56x, a cut answer not charged for an
+end token)."""
 PAPER_PAD: dict[str, Any] = {"prompted_base": False, "loop_guard": 0, "colon_guard": False}
 """The settings under which method ``pad`` is the paper's PAD: the base reads the prompt alone and nothing guards
 loops. padkit's defaults differ on both with a trained PersRM (the prompted base moves form preferences further;
