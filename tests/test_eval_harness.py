@@ -342,6 +342,7 @@ def test_a_cut_answer_is_not_charged_for_an_end_token(base_model, tokenizer):
     cut, ended = perplexity(pad, ["Cats?"] * 2, [text] * 2, [False, True])
     assert cut == pytest.approx(math.exp(-body / n)) and ended == pytest.approx(math.exp(-with_end / (n + 1)))
     assert perplexity(pad, ["Cats?"], [text]) == [pytest.approx(ended)]
+    assert perplexity(pad, ["Cats?"], [""], [False]) == [1.0]  # nothing to score, nothing charged
     records = [
         scored_record("base", "a", "Cats?", text, "concise"),
         scored_record("prompt", "a", "Cats?", text, "concise"),

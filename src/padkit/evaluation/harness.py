@@ -193,7 +193,7 @@ def perplexity(
     contexts = [render_input(pad.tokenizer, p) for p in prompts]
     logps = response_logprobs(pad.base_model, pad.tokenizer, contexts, list(texts), batch_size=8, add_eos=ends)
     lengths = [len(ids) for ids in pad.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
-    counts = [n + end for n, end in zip(lengths, ends, strict=True)]
+    counts = [max(1, n + end) for n, end in zip(lengths, ends, strict=True)]  # an empty cut answer: no tokens
     return [math.exp(-lp / n) for lp, n in zip(logps.tolist(), counts, strict=True)]
 
 
