@@ -31,6 +31,22 @@ CORPUS = [
 ] * 20
 
 
+def fast_train_config(tiny_model_dir, **settings):
+    """A tiny-model PersRM training config that learns in about ten steps (high learning rate, small LoRA)."""
+    from padkit.training.dpo import PersRMTrainConfig
+
+    fast = dict(
+        batch_size=4,
+        learning_rate=2e-2,
+        lora_r=4,
+        lora_alpha=8,
+        max_length=160,
+        max_prompt_length=120,
+        heldout_fraction=0.0,
+    )
+    return PersRMTrainConfig(base=str(tiny_model_dir), **{**fast, **settings})
+
+
 def make_tokenizer(
     vocab_size: int = 320,
     chat_template: str | None = CHAT_TEMPLATE,

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+from conftest import fast_train_config
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -14,7 +15,7 @@ from padkit.cli.main import app
 from padkit.errors import PadkitError
 from padkit.models.loading import load_model, load_tokenizer
 from padkit.training.data import PreferencePair, split_pairs
-from padkit.training.dpo import PersRMTrainConfig, read_metadata, train_persrm
+from padkit.training.dpo import read_metadata, train_persrm
 from padkit.training.merge import merge_persrms
 
 PROMPTS = [f"Question number {i}: tell me about item {i}." for i in range(8)]
@@ -25,17 +26,13 @@ def _pairs() -> list[PreferencePair]:
 
 
 def _train(tiny_model_dir, out, **settings):
-    config = PersRMTrainConfig(
-        base=str(tiny_model_dir),
+    config = fast_train_config(
+        tiny_model_dir,
         heldout_fraction=0.5,
         batch_size=2,
-        lora_r=4,
-        lora_alpha=8,
-        max_length=160,
-        max_prompt_length=120,
         max_steps=5,  # the trainer logs the loss every 5 steps
         save_steps=5,
-        **{"learning_rate": 2e-2, "layers": (1,), **settings},
+        **{"layers": (1,), **settings},
     )
     train_persrm(_pairs(), out, config, data_sources=["inline"], command=f"train {out.name}", progress=False)
     return out

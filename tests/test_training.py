@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from conftest import fast_train_config
 
 from padkit.errors import PadkitError
 from padkit.evaluation.rm_accuracy import evaluate_rm, pair_rewards
@@ -25,15 +26,9 @@ def _pairs() -> list[PreferencePair]:
     ]
 
 
-def _fast_config(tiny_model_dir, **settings) -> PersRMTrainConfig:
-    """A tiny-model run that learns in about ten steps (high learning rate, small LoRA)."""
-    fast = dict(batch_size=4, learning_rate=2e-2, lora_r=4, lora_alpha=8, max_length=160, max_prompt_length=120)
-    return PersRMTrainConfig(base=str(tiny_model_dir), heldout_fraction=0.0, **{**fast, **settings})
-
-
 def test_train_smoke_gives_adapter_preferring_chosen(tiny_model_dir, tmp_path):
     out = tmp_path / "persrm"
-    config = _fast_config(tiny_model_dir, max_steps=12, save_steps=6)
+    config = fast_train_config(tiny_model_dir, max_steps=12, save_steps=6)
     held = [PreferencePair(p, "no.", "yes yes", "Keep it short.", "concise", "wording") for p in PROMPTS]
     result = train_persrm(_pairs() + held, out, config, data_sources=["inline"], command="pytest", progress=False)
     assert result.steps == 12 and result.train_pairs == 4  # held-out wordings never train
@@ -62,7 +57,7 @@ def test_sft_weight_keeps_the_chosen_answers_likely(tiny_model_dir, tmp_path):
     next-token term on the chosen side keeps the chosen answers' reward higher, and the pair still ranks."""
     chosen_reward = {}
     for weight in (0.0, 1.0):
-        config = _fast_config(tiny_model_dir, max_steps=10, save_steps=10, sft_weight=weight)
+        config = fast_train_config(tiny_model_dir, max_steps=10, save_steps=10, sft_weight=weight)
         meta = train_persrm(_pairs(), tmp_path / f"sft{weight}", config, progress=False).metadata
         assert [row[0] for row in meta["reward_curve"]] == [5, 10]
         step, chosen, rejected, accuracy = meta["reward_curve"][-1]
@@ -99,7 +94,7 @@ def test_cut_answers_train_without_an_end_of_sequence_token(tiny_model_dir, tmp_
         pairs = [replace(p, chosen_cut=cut, rejected_cut=cut) for p in _pairs()]
         out = tmp_path / f"cut{cut}"
         meta = train_persrm(
-            pairs, out, _fast_config(tiny_model_dir, max_steps=1, save_steps=1), progress=False
+            pairs, out, fast_train_config(tiny_model_dir, max_steps=1, save_steps=1), progress=False
         ).metadata
         assert meta["pairs"]["train_cut_answers"] == 8 * cut
         assert ("8 of the 8 training answers stop at a length limit" in (out / "README.md").read_text()) == cut
@@ -395,9 +390,9 @@ def test_init_adapter_continues_a_trained_persrm_against_the_base(tiny_model_dir
     from safetensors.torch import load_file
 
     first = tmp_path / "first"
-    train_persrm(_pairs(), first, _fast_config(tiny_model_dir, max_steps=12, layers=(1,)), progress=False)
+    train_persrm(_pairs(), first, fast_train_config(tiny_model_dir, max_steps=12, layers=(1,)), progress=False)
     trained = load_file(str(first / "adapter_model.safetensors"))
-    still = _fast_config(tiny_model_dir, max_steps=5, learning_rate=1e-9, lora_r=2, init_adapter=str(first))
+    still = fast_train_config(tiny_model_dir, max_steps=5, learning_rate=1e-9, lora_r=2, init_adapter=str(first))
     meta = train_persrm(_pairs(), tmp_path / "continued", still, progress=False).metadata
     continued = load_file(str(tmp_path / "continued" / "adapter_model.safetensors"))
     assert continued.keys() == trained.keys() and all(".layers.1." in name for name in continued)
@@ -407,7 +402,7 @@ def test_init_adapter_continues_a_trained_persrm_against_the_base(tiny_model_dir
     _, chosen, rejected, _ = meta["reward_curve"][0]
     assert chosen - rejected > 0.5  # measured against the base, not against a copy of itself (0)
     assert f"Started from the trained PersRM `{first}`" in (tmp_path / "continued" / "README.md").read_text()
-    fresh = _fast_config(tiny_model_dir, max_steps=5, learning_rate=1e-9, lora_r=4, layers=(1,))
+    fresh = fast_train_config(tiny_model_dir, max_steps=5, learning_rate=1e-9, lora_r=4, layers=(1,))
     meta = train_persrm(_pairs(), tmp_path / "fresh", fresh, progress=False).metadata
     assert abs(meta["reward_curve"][0][1] - meta["reward_curve"][0][2]) < 0.01  # a fresh LoRA starts at the base
 
