@@ -30,6 +30,7 @@ from padkit.settings import setting
         (dict(top_p=1.5), "top_p"),
         (dict(seed=-3), "seed"),
         (dict(best_of=0), "best_of"),
+        (dict(reward_margin=-1.0), "reward_margin"),
         (dict(stop=("",)), "stop"),
         (dict(ignore_eos="yes"), "ignore_eos"),
         (dict(method="base", diagnostics=True), "diagnostics"),
@@ -55,7 +56,7 @@ def test_replace_validates_and_refuses_unknown_settings():
 def test_decisive_settings_are_those_the_method_reads():
     from padkit.decoding.config import METHOD_SETTINGS
 
-    loud = PADConfig(method="base", amulet_alpha=0.5, top_k=3, min_p=0.1, best_of=2, judge_gamma=2)
+    loud = PADConfig(method="base", amulet_alpha=0.5, top_k=3, min_p=0.1, reward_margin=2, best_of=2, judge_gamma=2)
     assert loud.decisive() == PADConfig(method="base")
     amulet = PADConfig(method="amulet", amulet_alpha=0.5, top_k=3).decisive()
     assert amulet.amulet_alpha == 0.5 and amulet.top_k == 10

@@ -14,6 +14,7 @@ from padkit.decoding.processor import (
     BanTokensLogitsProcessor,
     ColonEndGuard,
     LoopGuard,
+    _PADRule,
     colon_endings,
     vocabulary_texts,
     whitespace_classes,
@@ -922,6 +923,46 @@ def test_persona_judge_step_samples_the_judges_distribution():
     bonus_tokens, bonus_accepted = persona_judge_step(draft, judge, torch.ones(40000, dtype=torch.bool))
     assert not bonus_accepted.any()
     assert (torch.bincount(bonus_tokens[:, 0], minlength=8).float() / 40000 - judge[0]).abs().max() < 0.01
+
+
+def test_a_reward_gain_within_the_margin_counts_as_none():
+    one_row = dict(combine=torch.ones(1, 1), source_rows=torch.zeros(1, dtype=torch.long), weight=1.0)
+    base = torch.log_softmax(torch.tensor([[2.0, 1.5, 0.0, -1.0, -9.0]]), dim=-1)
+    cand = torch.tensor([[1, 0, 2, 3]])  # the base's first choice (id 0) is not first in the candidate list
+    rm = base.gather(1, cand) + torch.tensor([[2.9, 0.5, 4.0, -2.0]])  # rewards against reference "base"
+    step = _PADRule(**one_row, reward_margin=3.0).combine_rewards(base, cand, rm)
+    assert step.rewards[0].tolist() == pytest.approx([0.5, 0.5, 4.0, -2.0])  # +2.4 over id 0 is within 3: none
+    assert cand[0, step.scores.argmax()].item() == 2  # a gain of 3.5 still displaces the first choice
+    plain = _PADRule(**one_row).combine_rewards(base, cand, rm)
+    assert cand[0, plain.scores.argmax()].item() == 1  # without the margin, the +2.4 of id 1 wins
+    away = _PADRule(**{**one_row, "weight": -1.0}, reward_margin=3.0).combine_rewards(
+        base, cand, 2 * base.gather(1, cand) - rm
+    )
+    assert away.rewards[0].tolist() == pytest.approx([-0.5, -0.5, -4.0, 2.0])  # a negative weight: gains are drops
+    with pytest.raises(ValueError, match="reward_margin"):
+        _PADRule(**one_row, reward_margin=-1.0)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_reward_margin_lets_only_large_gains_displace_the_base(base_model, rm_model, tokenizer, fused):
+    pad = PAD(base_model, tokenizer) if fused else PAD(base_model, tokenizer, rm_model, tokenizer)
+    kwargs = dict(weight=8.0, max_new_tokens=10, ignore_eos=True, fused=fused, **PAPER_PAD)
+    base = pad.generate(PROMPTS, method="base", max_new_tokens=10, ignore_eos=True)
+    assert [g.token_ids for g in pad.generate(PROMPTS, "humorous", reward_margin=100.0, **kwargs)] == [
+        g.token_ids for g in base
+    ]
+    free = pad.generate(PROMPTS, "humorous", diagnostics=True, **kwargs)
+    gains = sorted(t.reward - max(t.alternatives, key=lambda a: a.base_logprob).reward for g in free for t in g.tokens)
+    margin = gains[len(gains) // 2]  # half of the free answer's steps gained less than this
+    guarded = pad.generate(PROMPTS, "humorous", reward_margin=margin, diagnostics=True, **kwargs)
+    displaced = 0
+    for gen in guarded:
+        for token in gen.tokens:
+            first = max(token.alternatives, key=lambda a: a.base_logprob)
+            if first.token_id != token.token_id:
+                displaced += 1
+                assert token.reward - first.reward > margin
+    assert displaced > 0
 
 
 @pytest.mark.parametrize("fused", [True, False])

@@ -29,7 +29,9 @@ from padkit.settings import setting
 Method = Literal["pad", "base", "prompt", "policy", "best-of-n", "args", "amulet", "persona-judge"]
 METHODS: tuple[str, ...] = ("pad", "base", "prompt", "policy", "best-of-n", "args", "amulet", "persona-judge")
 METHOD_SETTINGS: dict[str, frozenset[str]] = {
-    "pad": frozenset({"top_k", "reference", "candidates", "min_p", "loop_guard", "colon_guard", "prompted_base"}),
+    "pad": frozenset(
+        {"top_k", "reference", "candidates", "min_p", "reward_margin", "loop_guard", "colon_guard", "prompted_base"}
+    ),
     "args": frozenset({"top_k", "reference"}),
     "best-of-n": frozenset({"best_of", "reference"}),
     "amulet": frozenset({"amulet_iterations", "amulet_alpha", "amulet_lambda", "amulet_eta"}),
@@ -51,6 +53,7 @@ loops. padkit's defaults differ on both with a trained PersRM (the prompted base
 the guard stops the loops a prompted base starts: docs/results.md, "Session 27"); ``PADConfig(**PAPER_PAD)``
 decodes as the paper (the colon guard is padkit's too)."""
 MAX_TOP_K = 1000
+MAX_REWARD_MARGIN = 100.0
 MAX_TEMPERATURE = 2.0
 
 
@@ -102,6 +105,13 @@ class PADConfig:
         0.0,
         "Fluency guard of PAD: a candidate needs at least this fraction of the base's top-token probability "
         "(EOS always stays); 0 is off, as in the paper.",
+    )
+    reward_margin: float = setting(
+        0.0,
+        "PAD's reward margin: a candidate displaces the base's first choice only when its reward beats that "
+        "choice's by more than this many nats; a smaller gain counts as none, so small token-to-token preferences "
+        "stop swapping content words while the large gains of a form (a bullet, a greeting) stay. 0 is off (the "
+        f"paper's PAD), at most {MAX_REWARD_MARGIN:g}.",
     )
     no_repeat_ngram_size: int = setting(
         0,
@@ -187,6 +197,7 @@ class PADConfig:
             _number("weight", w, -MAX_WEIGHT, MAX_WEIGHT)
         _integer("top_k", self.top_k, 1, MAX_TOP_K)
         _number("min_p", self.min_p, 0.0, 1.0)
+        _number("reward_margin", self.reward_margin, 0.0, MAX_REWARD_MARGIN)
         _integer("no_repeat_ngram_size", self.no_repeat_ngram_size, 0, 64)
         _integer("loop_guard", self.loop_guard, 0, 1000)
         if self.loop_guard == 1:

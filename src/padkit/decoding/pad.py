@@ -462,6 +462,7 @@ class PAD:
             eos_token_ids=eos_token_ids(self.base_model, self.tokenizer),
             record=record,
             min_p=config.min_p,
+            reward_margin=config.reward_margin,
         )
         source_rows = torch.tensor(source, dtype=torch.long)
         if self.cross_tokenizer:
@@ -607,6 +608,7 @@ class PAD:
             eos_token_ids=eos_token_ids(self.base_model, self.tokenizer),
             record=config.diagnostics,
             min_p=config.min_p,
+            reward_margin=config.reward_margin,
         )
 
     def _amulet_plan(self, prompts, rows, weights, config) -> _Plan:

@@ -38,6 +38,7 @@ class _PADRule:
         eos_token_ids: list[int] | None = None,
         record: bool = False,
         min_p: float = 0.0,
+        reward_margin: float = 0.0,
     ) -> None:
         if reference not in REFERENCES:
             raise ValueError(f"unknown reference {reference!r}; use one of {', '.join(REFERENCES)}")
@@ -55,6 +56,9 @@ class _PADRule:
         self.record = record
         self.records: list[StepRecord] = []
         self.log_min_p = math.log(min_p) if min_p > 0 else None
+        if reward_margin < 0:
+            raise ValueError(f"reward_margin must be 0 or more, got {reward_margin}")
+        self.reward_margin = reward_margin
 
     def _follow(self, device: torch.device) -> None:
         """Keep the rule's own tensors on the device of the scores (moved once, on the first step)."""
@@ -108,6 +112,8 @@ class _PADRule:
         if neutral is not None:
             reward = reward.masked_fill(neutral, 0.0)
         cand_base = base_logp.gather(1, cand)
+        if self.reward_margin > 0:
+            reward = _within_margin(reward, cand_base, self.weight, self.reward_margin)
         cand_scores = cand_base + self.weight * reward
         # A token another processor banned (-inf) stays banned, whatever its reward (and -inf - -inf is NaN).
         dropped = torch.isneginf(cand_base)
@@ -119,6 +125,28 @@ class _PADRule:
         if self.record:
             self.records.append(StepRecord(*(t.cpu() for t in (cand, cand_base, reward, cand_scores))))
         return step
+
+
+def _within_margin(reward: torch.Tensor, cand_base: torch.Tensor, weight: torch.Tensor, margin: float) -> torch.Tensor:
+    """``reward`` with each gain of at most ``margin`` over the base's first candidate set to no gain.
+
+    The base's first choice is its most likely candidate that no other processor banned; a gain is a reward
+    higher than its reward where the row's ``weight`` is positive, lower where it is negative (the direction the
+    score favours). A candidate whose gain is at most ``margin`` gets the first choice's reward, so it scores
+    below it whatever the weight; a larger gain, and every loss, is kept as it is (sampling still sees how much
+    worse a candidate is).
+
+    Example:
+
+    ```python
+    >>> reward = torch.tensor([[0.0, 2.0, 9.0, -1.0]])
+    >>> _within_margin(reward, torch.tensor([[-0.5, -1.0, -3.0, -4.0]]), torch.tensor([[1.0]]), margin=3.0)
+    tensor([[ 0.,  0.,  9., -1.]])
+    ```
+    """
+    first = reward.gather(1, cand_base.argmax(dim=1, keepdim=True))
+    gain = (reward - first) * torch.sign(weight)
+    return torch.where((gain > 0) & (gain <= margin), first.expand_as(reward), reward)
 
 
 class PADLogitsProcessor(_PADRule, LogitsProcessor):
@@ -148,6 +176,8 @@ class PADLogitsProcessor(_PADRule, LogitsProcessor):
         record: keep a :class:`StepRecord` per step in ``self.records`` for diagnostics.
         min_p: keep only candidates the base gives at least ``min_p`` times its top token's probability (EOS
             always stays): a fluency guard that lets the reward choose among plausible tokens only; 0 is off.
+        reward_margin: a candidate displaces the base's most likely one only when its reward is higher by more
+            than this many nats (``PADConfig.reward_margin``); 0 is off.
 
     Example:
 
