@@ -439,13 +439,12 @@ class PAD:
     ) -> PADLogitsProcessor | CrossTokenizerPADLogitsProcessor:
         """The PAD processor beside a base decode: the PersRM rows (and ``rm-init`` reference rows) in a stream
         with their own cache, scoring token ids, or text across tokenizers."""
-        reference = self._resolve_reference(config.reference)
-        candidates = config.candidates or self.default_candidates
-        if self.cross_tokenizer and candidates == "topk+rm":
+        settings = self._rule_settings(config)
+        if self.cross_tokenizer and settings["candidates"] == "topk+rm":
             raise ConfigError("candidates", "candidates 'topk+rm' needs a PersRM with the base's tokenizer")
         texts, source, combine, labels = self._persrm_rows(prompts, rows)
         lora_rows = None
-        if reference == "rm-init":
+        if settings["reference"] == "rm-init":
             lora_rows = LoRARows(self.rm_model, slice(0, len(texts)), len(texts) + len(prompts))
             texts += [render_input(self.rm_tokenizer, p) for p in prompts]
             labels += [f"prompt {b}" for b in range(len(prompts))]
@@ -453,17 +452,7 @@ class PAD:
         if not texts:
             texts, source, labels = [render_input(self.rm_tokenizer, prompts[0])], [0], ["prompt 0"]
         rm_inputs = self._encode(self.rm_tokenizer, texts, self.rm_model, config.max_new_tokens, labels)
-        rule = dict(
-            combine=combine,
-            weight=weights,
-            reference=reference,
-            top_k=config.top_k,
-            candidates=candidates,
-            eos_token_ids=eos_token_ids(self.base_model, self.tokenizer),
-            record=record,
-            min_p=config.min_p,
-            reward_margin=config.reward_margin,
-        )
+        rule = dict(combine=combine, weight=weights, record=record, **settings)
         source_rows = torch.tensor(source, dtype=torch.long)
         if self.cross_tokenizer:
             text_stream = TextRewardStream(
@@ -602,11 +591,18 @@ class PAD:
             temperature=config.temperature,
             top_p=config.top_p,
             weight=weights,
-            reference=self._resolve_reference(config.reference),  # rm-init fuses only for rm="self": the base
+            record=config.diagnostics,
+            **self._rule_settings(config),  # rm-init fuses only for rm="self": its reference is the base
+        )
+
+    def _rule_settings(self, config: PADConfig) -> dict[str, Any]:
+        """The PAD rule's settings from ``config``, one place for the processor beside a base decode and the
+        fused one: the resolved reference and candidate set, top-k, the end tokens and the guards."""
+        return dict(
+            reference=self._resolve_reference(config.reference),
             top_k=config.top_k,
             candidates=config.candidates or self.default_candidates,
             eos_token_ids=eos_token_ids(self.base_model, self.tokenizer),
-            record=config.diagnostics,
             min_p=config.min_p,
             reward_margin=config.reward_margin,
         )
