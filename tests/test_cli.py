@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from padkit import PADConfig
 from padkit.cli.main import app
+from padkit.decoding.config import DEFAULT_WEIGHT
 
 runner = CliRunner()
 
@@ -51,6 +52,29 @@ def test_prompted_base_flags(tiny_model_dir):
     base, prompting = text("--method", "base"), text("--method", "prompt")
     assert text("-w", "0", "--prompted-base") == prompting != base
     assert text("-w", "0", "--no-prompted-base", "--loop-guard", "0") == base == text("-w", "0")
+
+
+def test_a_persrm_s_recorded_margin_is_the_cli_default(tmp_path, tiny_model_dir):
+    """``generate`` decodes an unset margin at the PersRM's recorded one, and ``demo`` names it in its title."""
+    from conftest import make_lora
+
+    from padkit.models import load_model
+
+    adapter = make_lora(load_model(str(tiny_model_dir)))
+    adapter.peft_config["default"].base_model_name_or_path = str(tiny_model_dir)
+    adapter.save_pretrained(tmp_path / "rm")
+    (tmp_path / "rm" / "padkit.json").write_text(json.dumps({"decoding": {"reward_margin": 0.25}}))
+    args = ["generate", "Tell me about cats.", "--base", str(tiny_model_dir), "--rm", str(tmp_path / "rm")]
+    args += ["-p", "concise", "-w", "4", "-n", "8", "--json"]
+    runs = {m: runner.invoke(app, [*args, *m]) for m in ((), ("--reward-margin", "0.25"))}
+    assert all(r.exit_code == 0 for r in runs.values()), [r.output for r in runs.values()]
+    texts = {m: json.loads(r.stdout)["text"] for m, r in runs.items()}
+    assert texts[()] == texts[("--reward-margin", "0.25")]
+    demo = runner.invoke(app, ["demo", "--base", str(tiny_model_dir), "--rm", str(tmp_path / "rm"), "-p", "concise"])
+    assert demo.exit_code == 0, demo.output
+    assert f"w={DEFAULT_WEIGHT:g}  margin=0.25" in demo.stdout
+    plain = runner.invoke(app, ["demo", "--base", str(tiny_model_dir), "--rm", "self", "-p", "concise", "-n", "3"])
+    assert plain.exit_code == 0 and "margin" not in plain.stdout
 
 
 def _file_args(prompts, out, model_dir, *extra):

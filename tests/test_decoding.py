@@ -943,18 +943,35 @@ def test_a_reward_gain_within_the_margin_counts_as_none():
         _PADRule(**one_row, reward_margin=-1.0)
 
 
+def test_a_request_without_a_reward_margin_gets_the_persrms_own(base_model, lora_rm, tokenizer):
+    """A margin is in nats of one PersRM's reward, so an unset ``reward_margin`` is the PAD's
+    ``default_reward_margin`` (0 unless given), and 0 across tokenizers."""
+    plain = PAD(base_model, tokenizer, lora_rm, tokenizer, rm_shares_base=True)
+    assert plain.reward_margin(PADConfig()) == 0.0 and PAD(base_model, tokenizer).reward_margin(PADConfig()) == 0.0
+    own = PAD(base_model, tokenizer, lora_rm, tokenizer, rm_shares_base=True, default_reward_margin=3.0)
+    assert own.reward_margin(PADConfig()) == 3.0 and own.reward_margin(PADConfig(reward_margin=0.5)) == 0.5
+    crossing = PAD(base_model, tokenizer, lora_rm, tokenizer, cross_tokenizer=True, default_reward_margin=3.0)
+    assert crossing.reward_margin(PADConfig()) == 0.0
+    kwargs = dict(weight=8.0, max_new_tokens=10, ignore_eos=True)
+    default = [g.token_ids for g in own.generate(PROMPTS, "humorous", **kwargs)]
+    assert default == [g.token_ids for g in plain.generate(PROMPTS, "humorous", reward_margin=3.0, **kwargs)]
+    assert default != [g.token_ids for g in own.generate(PROMPTS, "humorous", reward_margin=0.0, **kwargs)]
+    with pytest.raises(ValueError, match="default_reward_margin"):
+        PAD(base_model, tokenizer, default_reward_margin=-1.0)
+
+
 @pytest.mark.parametrize("fused", [True, False])
 def test_reward_margin_lets_only_large_gains_displace_the_base(base_model, rm_model, tokenizer, fused):
     pad = PAD(base_model, tokenizer) if fused else PAD(base_model, tokenizer, rm_model, tokenizer)
-    kwargs = dict(weight=8.0, max_new_tokens=10, ignore_eos=True, fused=fused, **PAPER_PAD)
+    kwargs = dict(PAPER_PAD, weight=8.0, max_new_tokens=10, ignore_eos=True, fused=fused)
     base = pad.generate(PROMPTS, method="base", max_new_tokens=10, ignore_eos=True)
-    assert [g.token_ids for g in pad.generate(PROMPTS, "humorous", reward_margin=100.0, **kwargs)] == [
+    assert [g.token_ids for g in pad.generate(PROMPTS, "humorous", **{**kwargs, "reward_margin": 100.0})] == [
         g.token_ids for g in base
     ]
     free = pad.generate(PROMPTS, "humorous", diagnostics=True, **kwargs)
     gains = sorted(t.reward - max(t.alternatives, key=lambda a: a.base_logprob).reward for g in free for t in g.tokens)
     margin = gains[len(gains) // 2]  # half of the free answer's steps gained less than this
-    guarded = pad.generate(PROMPTS, "humorous", reward_margin=margin, diagnostics=True, **kwargs)
+    guarded = pad.generate(PROMPTS, "humorous", diagnostics=True, **{**kwargs, "reward_margin": margin})
     displaced = 0
     for gen in guarded:
         for token in gen.tokens:

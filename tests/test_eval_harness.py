@@ -22,6 +22,7 @@ from padkit.evaluation.harness import (
     off_topic,
     perplexity,
     run_eval,
+    run_generations,
     win_outcome,
 )
 from padkit.preferences.render import render_input
@@ -276,6 +277,21 @@ def test_pad_methods_are_the_default_the_papers_and_a_prompted_base(base_model, 
     assert texts["paper-pad"] == [g.text for g in pad.generate(prompts, "concise", **kwargs, **PAPER_PAD)]
     assert texts["prompt-pad"] == [g.text for g in pad.generate(prompts, "concise", **kwargs, prompted_base=True)]
     assert texts["pad"] != texts["paper-pad"]
+
+
+def test_eval_records_the_reward_margin_each_pad_row_decoded_with(base_model, rm_model, tokenizer, tmp_path):
+    """An unset margin is the PersRM's own (``PAD.default_reward_margin``): the records say which, so a later
+    PersRM record of another margin cannot resume into the same file unnoticed."""
+    pad = PAD(base_model, tokenizer, rm_model, tokenizer, default_reward_margin=0.5)
+    methods = ("base", "pad", "paper-pad")
+    config = EvalConfig(methods=methods, weights=(2.0,), decoding=PADConfig(max_new_tokens=4), batch_size=3)
+    run_generations({"main": pad}, ROWS[:2], tmp_path / "g.jsonl", config, progress=False)
+    records = [json.loads(line) for line in (tmp_path / "g.jsonl").read_text().splitlines()]
+    margins = {r["method"]: r["settings"]["reward_margin"] for r in records}
+    assert margins == {"base": None, "pad": 0.5, "paper-pad": 0.0}
+    other = PAD(base_model, tokenizer, rm_model, tokenizer, default_reward_margin=1.0)
+    with pytest.raises(PadkitError, match="reward_margin"):
+        run_generations({"main": other}, ROWS[:2], tmp_path / "g.jsonl", config, progress=False)
 
 
 def scored_record(method: str, pid: str, prompt: str, text: str, preference: str) -> dict:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from padkit import PAD
+from padkit import PAD, PADConfig
 from padkit.errors import ModelLoadError
 from padkit.models import load_model, load_tokenizer, resolve_model_dir
 
@@ -35,6 +35,28 @@ def test_adapter_directory_loads_on_its_base(tmp_path, tiny_model_dir):
     pad = PAD.from_pretrained(base=str(tiny_model_dir), rm=str(tmp_path / "adapter"))
     assert pad.rm_is_adapter and pad.rm_shares_base
     assert pad.generate(["Tell me about cats."], "concise", reference="rm-init", max_new_tokens=3)[0].token_ids
+
+
+def test_a_persrm_brings_the_reward_margin_its_padkit_json_records(tmp_path, tiny_model_dir):
+    """The margin is in nats of one PersRM's reward: ``from_pretrained`` reads it from the PersRM's ``padkit.json``
+    (``decoding.reward_margin``), 0 when it records none; a bad value is an error naming the file."""
+    from conftest import make_lora
+
+    adapter = make_lora(load_model(str(tiny_model_dir)))
+    adapter.peft_config["default"].base_model_name_or_path = str(tiny_model_dir)
+    adapter.save_pretrained(tmp_path / "adapter")
+    assert PAD.from_pretrained(base=str(tiny_model_dir), rm=str(tmp_path / "adapter")).default_reward_margin == 0.0
+    (tmp_path / "adapter" / "padkit.json").write_text(json.dumps({"format": "padkit-persrm/1"}))
+    assert PAD.from_pretrained(base=str(tiny_model_dir), rm=str(tmp_path / "adapter")).default_reward_margin == 0.0
+    (tmp_path / "adapter" / "padkit.json").write_text(json.dumps({"decoding": {"reward_margin": 2.5}}))
+    pad = PAD.from_pretrained(base=str(tiny_model_dir), rm=str(tmp_path / "adapter"))
+    assert pad.default_reward_margin == 2.5 and pad.reward_margin(PADConfig()) == 2.5
+    assert pad.reward_margin(PADConfig(reward_margin=0.0)) == 0.0
+    for bad in (-1, "3", True, 101):
+        (tmp_path / "adapter" / "padkit.json").write_text(json.dumps({"decoding": {"reward_margin": bad}}))
+        with pytest.raises(ModelLoadError, match="padkit.json: decoding.reward_margin"):
+            PAD.from_pretrained(base=str(tiny_model_dir), rm=str(tmp_path / "adapter"))
+    assert PAD.from_pretrained(base=str(tiny_model_dir), rm="self").default_reward_margin == 0.0
 
 
 def test_a_lora_persrm_on_its_base_is_loaded_on_one_copy_of_the_weights(tmp_path, tiny_model_dir):

@@ -53,6 +53,7 @@ def test_shipped_persrm_is_the_default_and_steers():
     assert pad.rm_name == "persrm-smollm2" and pad.rm_is_adapter and pad.rm_shares_base
     meta = read_metadata(ADAPTERS["persrm-smollm2"])
     assert meta["base"] == "smollm2-135m-instruct" and meta["heldout"]["dimensions"]["concise"]["n"] > 0
+    assert pad.default_reward_margin == meta["decoding"]["reward_margin"] == 3.0  # docs/results.md, "Session 48"
     concise = pad.generate(PROMPTS, "concise", weight=2.0, max_new_tokens=60)
     informative = pad.generate(PROMPTS, "detailed", weight=2.0, max_new_tokens=60)
     assert sum(len(g.text.split()) for g in concise) < sum(len(g.text.split()) for g in informative)

@@ -260,7 +260,9 @@ def demo(
         guided = pad.generate(prompts, preferences=prefs, weight=weight, max_new_tokens=max_new_tokens)
     except PadkitError as e:
         _fail(str(e))
-    table = Table(title=f"PAD demo  base={base}  rm={pad.rm_name}  w={weight:g}", show_lines=True)
+    margin = pad.reward_margin(PADConfig())
+    title = f"PAD demo  base={base}  rm={pad.rm_name}  w={weight:g}" + (f"  margin={margin:g}" if margin else "")
+    table = Table(title=title, show_lines=True)
     table.add_column("preference", style="bold")
     table.add_column("answer")
     table.add_row("(none: plain base)", plain.text)

@@ -42,16 +42,17 @@ Reference = Literal["base", "rm-init", "none"]
 REFERENCES: tuple[str, ...] = ("base", "rm-init", "none")
 Candidates = Literal["topk", "topk+eos", "topk+rm"]
 CANDIDATES: tuple[str, ...] = ("topk", "topk+eos", "topk+rm")
-DEFAULT_WEIGHT = 0.55
-"""The alignment strength w a request gets when it names none (API, CLI, server, eval): the largest swept weight
-whose median base-model perplexity stays within 1.5x the base's with the shipped PersRM on the 50 koala prompts
-(docs/results.md, "Session 47": v27 at 0.5 1.41x, at 0.55 1.47x, at 0.6 1.56x, a cut answer not charged for an
-end token)."""
-PAPER_PAD: dict[str, Any] = {"prompted_base": False, "loop_guard": 0, "colon_guard": False}
+DEFAULT_WEIGHT = 0.6
+"""The alignment strength w a request gets when it names none (API, CLI, server, eval): at the shipped PersRM's
+reward margin (3 nats, in its ``padkit.json``), the largest swept weight whose median base-model perplexity stays
+within 1.5x the base's on the 50 koala prompts (docs/results.md, "Session 48": margin 3 at 0.55 1.41x, at 0.6
+1.48x, at 0.7 1.58x; without a margin 0.55 was the largest, 1.47x, "Session 47")."""
+PAPER_PAD: dict[str, Any] = {"prompted_base": False, "loop_guard": 0, "colon_guard": False, "reward_margin": 0.0}
 """The settings under which method ``pad`` is the paper's PAD: the base reads the prompt alone and nothing guards
-loops. padkit's defaults differ on both with a trained PersRM (the prompted base moves form preferences further;
-the guard stops the loops a prompted base starts: docs/results.md, "Session 27"); ``PADConfig(**PAPER_PAD)``
-decodes as the paper (the colon guard is padkit's too)."""
+loops. padkit's defaults differ with a trained PersRM (the prompted base moves form preferences further;
+the guard stops the loops a prompted base starts: docs/results.md, "Session 27"; the margin keeps small rewards
+from swapping words: "Session 48"); ``PADConfig(**PAPER_PAD)`` decodes as the paper (the colon guard is padkit's
+too)."""
 MAX_TOP_K = 1000
 MAX_REWARD_MARGIN = 100.0
 MAX_TEMPERATURE = 2.0
@@ -106,12 +107,13 @@ class PADConfig:
         "Fluency guard of PAD: a candidate needs at least this fraction of the base's top-token probability "
         "(EOS always stays); 0 is off, as in the paper.",
     )
-    reward_margin: float = setting(
-        0.0,
+    reward_margin: float | None = setting(
+        None,
         "PAD's reward margin: a candidate displaces the base's first choice only when its reward beats that "
         "choice's by more than this many nats; a smaller gain counts as none, so small token-to-token preferences "
         "stop swapping content words while the large gains of a form (a bullet, a greeting) stay. 0 is off (the "
-        f"paper's PAD), at most {MAX_REWARD_MARGIN:g}.",
+        f"paper's PAD), at most {MAX_REWARD_MARGIN:g}. Default: the margin the PersRM's padkit.json records "
+        "(3 for the shipped persrm-smollm2), else 0; 0 across tokenizers.",
     )
     no_repeat_ngram_size: int = setting(
         0,
@@ -197,7 +199,8 @@ class PADConfig:
             _number("weight", w, -MAX_WEIGHT, MAX_WEIGHT)
         _integer("top_k", self.top_k, 1, MAX_TOP_K)
         _number("min_p", self.min_p, 0.0, 1.0)
-        _number("reward_margin", self.reward_margin, 0.0, MAX_REWARD_MARGIN)
+        if self.reward_margin is not None:
+            _number("reward_margin", self.reward_margin, 0.0, MAX_REWARD_MARGIN)
         _integer("no_repeat_ngram_size", self.no_repeat_ngram_size, 0, 64)
         _integer("loop_guard", self.loop_guard, 0, 1000)
         if self.loop_guard == 1:

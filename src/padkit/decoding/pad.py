@@ -20,7 +20,15 @@ from transformers import (
 )
 from transformers.generation.streamers import BaseStreamer
 
-from padkit.decoding.config import DEFAULT_WEIGHT, METHODS, Candidates, ConfigError, PADConfig, Reference
+from padkit.decoding.config import (
+    DEFAULT_WEIGHT,
+    MAX_REWARD_MARGIN,
+    METHODS,
+    Candidates,
+    ConfigError,
+    PADConfig,
+    Reference,
+)
 from padkit.decoding.crossing import TextRewardStream
 from padkit.decoding.kv_cache import reserved_cache
 from padkit.decoding.processor import (
@@ -50,6 +58,7 @@ from padkit.models.loading import (
     default_rm,
     load_model,
     load_tokenizer,
+    recorded_reward_margin,
     resolve_device,
     resolve_model_dir,
     same_vocabulary,
@@ -145,6 +154,9 @@ class PAD:
     LoRA PersRM sits on the base's own weights, so base rows can run in its batch with the adapter off.
     A PersRM with another tokenizer than the base's scores each candidate's text instead of its token id
     (``cross_tokenizer``, chosen automatically; ``True`` forces the text path for a shared tokenizer too).
+    ``default_reward_margin`` is the reward margin of a request that names none (``PADConfig.reward_margin``): a
+    margin is in nats of one PersRM's reward, so it belongs to the PersRM; :meth:`from_pretrained` reads it from
+    the PersRM's ``padkit.json`` (3 for the shipped one, 0 for ``rm="self"`` and a PersRM that records none).
     The base and a LoRA PersRM may be one object (a PEFT model on the base: one copy of the weights, as
     :meth:`from_pretrained` loads them); a PEFT model given as the base always runs with its adapters off.
     """
@@ -159,7 +171,13 @@ class PAD:
         rm_name: str = "self",
         rm_shares_base: bool = False,
         cross_tokenizer: bool | None = None,
+        default_reward_margin: float = 0.0,
     ) -> None:
+        if not 0 <= default_reward_margin <= MAX_REWARD_MARGIN:
+            raise ValueError(
+                f"default_reward_margin must be in [0, {MAX_REWARD_MARGIN:g}], got {default_reward_margin}"
+            )
+        self.default_reward_margin = default_reward_margin
         self.base_model = base_model
         self.tokenizer = tokenizer
         self.rm_model = rm_model if rm_model is not None else base_model
@@ -235,14 +253,15 @@ class PAD:
             return cls(base_model, tokenizer, base_name=base)
         rm_dir = resolve_model_dir(rm)
         is_adapter = isinstance(rm_dir, Path) and (rm_dir / "adapter_config.json").is_file()
+        margin = dict(default_reward_margin=recorded_reward_margin(rm_dir) if isinstance(rm_dir, Path) else 0.0)
         if is_adapter and adapter_base(rm_dir) == base:
             from peft import PeftModel
 
             shared = PeftModel.from_pretrained(base_model, rm_dir).eval()
             set_adapters(shared, False)  # used directly, ``pad.base_model`` is the base
-            return cls(shared, tokenizer, shared, load_tokenizer(rm), base_name=base, rm_name=rm)
+            return cls(shared, tokenizer, shared, load_tokenizer(rm), base_name=base, rm_name=rm, **margin)
         rm_model = load_model(rm, dtype, where)
-        return cls(base_model, tokenizer, rm_model, load_tokenizer(rm), base_name=base, rm_name=rm)
+        return cls(base_model, tokenizer, rm_model, load_tokenizer(rm), base_name=base, rm_name=rm, **margin)
 
     @classmethod
     def from_dummy(
@@ -377,6 +396,14 @@ class PAD:
         model, tokenizer = self.decoder(config.method)
         texts, labels = self._answer_inputs(prompts, rows, config)
         return self._encode(tokenizer, texts, model, config.max_new_tokens, labels)
+
+    def reward_margin(self, config: PADConfig) -> float:
+        """PAD's reward margin: ``config.reward_margin`` if set, else the PersRM's own (``self.default_reward_margin``,
+        the margin its rewards were measured with) on the base's tokenizer and 0 across tokenizers, where each
+        candidate's reward is a sum over its text's pieces."""
+        if config.reward_margin is not None:
+            return config.reward_margin
+        return 0.0 if self.cross_tokenizer else self.default_reward_margin
 
     def _persrm_rows(
         self, prompts: list[Prompt], rows: list[Preference | None]
@@ -604,7 +631,7 @@ class PAD:
             candidates=config.candidates or self.default_candidates,
             eos_token_ids=eos_token_ids(self.base_model, self.tokenizer),
             min_p=config.min_p,
-            reward_margin=config.reward_margin,
+            reward_margin=self.reward_margin(config),
         )
 
     def _amulet_plan(self, prompts, rows, weights, config) -> _Plan:

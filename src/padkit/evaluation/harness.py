@@ -146,6 +146,10 @@ def run_generations(
             for w in config.weights if method in WEIGHTED else (0.0,):
                 settings = METHODS.get(method, {"method": "pad", "reference": "base"})
                 pad_config = dataclasses.replace(config.decoding, **settings, weight=w)
+                model = "self" if method == "pad-self" else "main"
+                if pad_config.reads("reward_margin") and pad_config.reward_margin is None and model in pads:
+                    # the PersRM's own margin, written into the settings each record keeps
+                    pad_config = pad_config.replace(reward_margin=pads[model].reward_margin(pad_config))
                 fields = dict(method=method, preference=key_pref, weight=w)
                 tasks += [
                     Task(
@@ -153,7 +157,7 @@ def run_generations(
                         row.prompt,
                         None if method == "base" else pref,
                         pad_config,
-                        model="self" if method == "pad-self" else "main",
+                        model=model,
                         fields=dict(fields, prompt_id=row.id),
                     )
                     for row in prompts

@@ -21,6 +21,9 @@ DEFAULT_BASE = "smollm2-135m-instruct"
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 
+PERSRM_METADATA = "padkit.json"
+"""A padkit-trained PersRM's record (data, recipe, held-out accuracy) beside its adapter files."""
+
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -242,6 +245,21 @@ def adapter_base(adapter_dir: Path) -> str:
     if not base:
         raise ModelLoadError(f"{adapter_dir / 'adapter_config.json'} names no base_model_name_or_path")
     return base
+
+
+def recorded_reward_margin(rm_dir: Path | str) -> float:
+    """The reward margin a PersRM's ``padkit.json`` records under ``decoding`` (the margin in nats its rewards were
+    measured with, ``PADConfig.reward_margin``), or 0 (the paper's PAD) for a PersRM that records none."""
+    path = Path(rm_dir) / PERSRM_METADATA
+    if not path.is_file():
+        return 0.0
+    try:
+        margin = json.loads(path.read_text()).get("decoding", {}).get("reward_margin", 0.0)
+    except (OSError, json.JSONDecodeError, AttributeError) as err:
+        raise ModelLoadError(f"cannot read the decoding settings in {path}: {err}") from err
+    if isinstance(margin, bool) or not isinstance(margin, int | float) or not 0 <= margin <= 100:
+        raise ModelLoadError(f"{path}: decoding.reward_margin must be a number from 0 to 100, got {margin!r}")
+    return float(margin)
 
 
 def model_identity(spec: str) -> str:

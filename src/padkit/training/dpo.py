@@ -25,12 +25,18 @@ from transformers.trainer_callback import ExportableState
 
 from padkit.errors import PadkitError
 from padkit.evaluation.rm_accuracy import SHAPES, RMReport, evaluate_rm
-from padkit.models.loading import DEFAULT_BASE, adapter_base, load_model, load_tokenizer, resolve_model_dir
+from padkit.models.loading import (
+    DEFAULT_BASE,
+    PERSRM_METADATA,
+    adapter_base,
+    load_model,
+    load_tokenizer,
+    resolve_model_dir,
+)
 from padkit.preferences import Dimension, render_clipped
 from padkit.settings import setting
 from padkit.training.data import PreferencePair, spaced_sample, split_pairs
 
-METADATA_FILE = "padkit.json"
 LOSS_PLOT = "loss_curve.png"
 REF_LOGPS_DIR = "ref_logps"
 
@@ -605,7 +611,7 @@ def save_adapter(
     adapter_config = json.loads((tmp / "adapter_config.json").read_text())
     adapter_config["base_model_name_or_path"] = base
     (tmp / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2) + "\n")
-    (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+    (tmp / PERSRM_METADATA).write_text(json.dumps(metadata, indent=2) + "\n")
     (tmp / "README.md").write_text(card)
     if plot is not None:
         plot(metadata, tmp / LOSS_PLOT)
@@ -648,5 +654,5 @@ def plot_loss(metadata: dict, path: Path) -> None:
 
 def read_metadata(adapter_dir: str | Path) -> dict | None:
     """The ``padkit.json`` of a trained PersRM, or None for adapters trained elsewhere."""
-    path = Path(adapter_dir) / METADATA_FILE
+    path = Path(adapter_dir) / PERSRM_METADATA
     return json.loads(path.read_text()) if path.is_file() else None
