@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 
 from padkit.cli.main import app
 from padkit.errors import PadkitError
-from padkit.models.loading import load_model, load_tokenizer
+from padkit.models.loading import load_model, load_tokenizer, read_metadata
 from padkit.training.data import PreferencePair, split_pairs
-from padkit.training.dpo import read_metadata, train_persrm
+from padkit.training.dpo import train_persrm
 from padkit.training.merge import merge_persrms
 
 PROMPTS = [f"Question number {i}: tell me about item {i}." for i in range(8)]

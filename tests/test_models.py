@@ -155,7 +155,7 @@ def test_default_rm_depends_on_the_base(tmp_path, monkeypatch):
 
 def test_shipped_persrm_is_complete():
     from padkit.models import ADAPTERS
-    from padkit.training.dpo import read_metadata
+    from padkit.models.loading import read_metadata
 
     path = ADAPTERS["persrm-smollm2"]
     config = json.loads((path / "adapter_config.json").read_text())
@@ -173,7 +173,7 @@ def test_readme_trains_the_shipped_persrm_with_its_own_command():
     """The README's "Training a PersRM" says the shipped PersRM was made with exactly its commands: the last
     ``padkit train`` of its recipe is the one recorded in the adapter (earlier ones make what it starts from)."""
     from padkit.models import ADAPTERS
-    from padkit.training.dpo import read_metadata
+    from padkit.models.loading import read_metadata
 
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     section = readme[readme.index("## Training a PersRM") :]

@@ -47,7 +47,7 @@ def test_default_alias_converts_once_and_loads(tmp_path):
 def test_shipped_persrm_is_the_default_and_steers():
     from padkit import PAD
     from padkit.models import ADAPTERS
-    from padkit.training.dpo import read_metadata
+    from padkit.models.loading import read_metadata
 
     pad = PAD.from_pretrained()
     assert pad.rm_name == "persrm-smollm2" and pad.rm_is_adapter and pad.rm_shares_base

@@ -12,9 +12,9 @@ from conftest import fast_train_config
 
 from padkit.errors import PadkitError
 from padkit.evaluation.rm_accuracy import evaluate_rm, pair_rewards
-from padkit.models.loading import load_model, load_tokenizer
+from padkit.models.loading import load_model, load_tokenizer, read_metadata
 from padkit.training.data import PreferencePair
-from padkit.training.dpo import PersRMTrainConfig, read_metadata, train_persrm
+from padkit.training.dpo import PersRMTrainConfig, train_persrm
 
 PROMPTS = ["Tell me about cats.", "Why is the sky blue?", "How do planes fly?", "Write a poem about the sea."]
 

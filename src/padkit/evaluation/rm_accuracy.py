@@ -345,8 +345,7 @@ def evaluate_persrm(
     (:attr:`padkit.PAD.default_candidates`).
     """
     from padkit.decoding.pad import PAD
-    from padkit.models.loading import adapter_base, default_rm, resolve_model_dir
-    from padkit.training.dpo import read_metadata
+    from padkit.models.loading import adapter_base, default_rm, read_metadata, resolve_model_dir
 
     if split not in SPLITS:
         raise PadkitError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")

@@ -247,18 +247,26 @@ def adapter_base(adapter_dir: Path) -> str:
     return base
 
 
+def read_metadata(adapter_dir: str | Path) -> dict | None:
+    """The ``padkit.json`` of a trained PersRM, or None for adapters trained elsewhere."""
+    path = Path(adapter_dir) / PERSRM_METADATA
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def recorded_reward_margin(rm_dir: Path | str) -> float:
     """The reward margin a PersRM's ``padkit.json`` records under ``decoding`` (the margin in nats its rewards were
     measured with, ``PADConfig.reward_margin``), or 0 (the paper's PAD) for a PersRM that records none."""
+    from padkit.decoding.config import MAX_REWARD_MARGIN  # at call time: padkit.decoding imports this module
+
     path = Path(rm_dir) / PERSRM_METADATA
-    if not path.is_file():
-        return 0.0
     try:
-        margin = json.loads(path.read_text()).get("decoding", {}).get("reward_margin", 0.0)
+        margin = (read_metadata(rm_dir) or {}).get("decoding", {}).get("reward_margin", 0.0)
     except (OSError, json.JSONDecodeError, AttributeError) as err:
         raise ModelLoadError(f"cannot read the decoding settings in {path}: {err}") from err
-    if isinstance(margin, bool) or not isinstance(margin, int | float) or not 0 <= margin <= 100:
-        raise ModelLoadError(f"{path}: decoding.reward_margin must be a number from 0 to 100, got {margin!r}")
+    if isinstance(margin, bool) or not isinstance(margin, int | float) or not 0 <= margin <= MAX_REWARD_MARGIN:
+        raise ModelLoadError(
+            f"{path}: decoding.reward_margin must be a number from 0 to {MAX_REWARD_MARGIN:g}, got {margin!r}"
+        )
     return float(margin)
 
 

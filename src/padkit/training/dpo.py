@@ -650,9 +650,3 @@ def plot_loss(metadata: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
-
-def read_metadata(adapter_dir: str | Path) -> dict | None:
-    """The ``padkit.json`` of a trained PersRM, or None for adapters trained elsewhere."""
-    path = Path(adapter_dir) / PERSRM_METADATA
-    return json.loads(path.read_text()) if path.is_file() else None

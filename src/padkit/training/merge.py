@@ -14,9 +14,9 @@ from pathlib import Path
 
 from padkit.errors import PadkitError
 from padkit.evaluation.rm_accuracy import RMReport, evaluate_rm
-from padkit.models.loading import adapter_base, load_model, load_tokenizer
+from padkit.models.loading import adapter_base, load_model, load_tokenizer, read_metadata
 from padkit.training.data import PreferencePair, spaced_sample, split_pairs
-from padkit.training.dpo import LOSS_PLOT, heldout_table, read_metadata, save_adapter, trained_lora
+from padkit.training.dpo import LOSS_PLOT, heldout_table, save_adapter, trained_lora
 
 # What a PersRM's held-out figures depend on: merged sources must agree on these, so the merge is scored on the
 # pairs none of them trained on, the way each was.
