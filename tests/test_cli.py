@@ -124,6 +124,20 @@ def test_resume_refuses_other_settings_and_files_that_are_not_its_output(tmp_pat
     out.write_text("".join(json.dumps(r) + "\n" for r in older))
     other = runner.invoke(app, _file_args(prompts, out, tiny_model_dir, "-p", "concise"))
     assert other.exit_code == 2 and "judge_gamma: 2 -> 4" in _flat(other.output)
+    for record in older:  # written before the n-gram guard existed: PAD decoded without it, not at today's default
+        record["settings"]["judge_gamma"] = 4
+        del record["settings"]["ngram_guard"]
+    out.write_text("".join(json.dumps(r) + "\n" for r in older))
+    unguarded = runner.invoke(app, _file_args(prompts, out, tiny_model_dir, "-p", "concise"))
+    assert unguarded.exit_code == 2 and "ngram_guard: 0 -> 8" in _flat(unguarded.output)
+    base = runner.invoke(app, _file_args(prompts, tmp_path / "base.jsonl", tiny_model_dir, "--method", "base"))
+    assert base.exit_code == 0, base.output
+    older = [json.loads(line) for line in (tmp_path / "base.jsonl").read_text().splitlines()]
+    for record in older:  # a base answer never read it
+        del record["settings"]["ngram_guard"]
+    (tmp_path / "base.jsonl").write_text("".join(json.dumps(r) + "\n" for r in older))
+    base = runner.invoke(app, _file_args(prompts, tmp_path / "base.jsonl", tiny_model_dir, "--method", "base"))
+    assert base.exit_code == 0 and "resuming: 2 of 2" in base.output, base.output
     notes = tmp_path / "notes.md"
     notes.write_text('# notes\nline 1\n{"keep":true}\n')
     refused = runner.invoke(app, _file_args(prompts, notes, tiny_model_dir))

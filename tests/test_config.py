@@ -71,8 +71,8 @@ def test_papers_pad_turns_off_what_padkit_adds_by_default():
     from padkit import PAPER_PAD
 
     paper, default = PADConfig(**PAPER_PAD), PADConfig()
-    assert (paper.prompted_base, paper.loop_guard) == (False, 0)
-    assert (default.prompted_base, default.loop_guard) == (None, 4)  # None: on unless rm="self"
+    assert (paper.prompted_base, paper.loop_guard, paper.ngram_guard) == (False, 0, 0)
+    assert (default.prompted_base, default.loop_guard, default.ngram_guard) == (None, 4, 8)  # None: on unless rm="self"
     assert paper.replace(**{k: getattr(default, k) for k in PAPER_PAD}) == default  # they differ in these alone
 
 

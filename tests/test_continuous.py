@@ -27,10 +27,12 @@ CASES = [  # (preference, method, max_new_tokens)
     ("concise", "prompt-pad", 8),  # PAD whose base reads the preference too
     ("humorous=0.5,friendly=0.5", "guarded-pad", 24),  # PAD with its loop guard
     (None, "guarded-pad", 16),  # PAD without a preference still guards its answer
+    ("friendly", "ngram-pad", 24),  # PAD with its n-gram guard
 ]
 SETTINGS = {
     "prompt-pad": dict(method="pad", prompted_base=True),
     "guarded-pad": dict(method="pad", loop_guard=2, top_k=3, ignore_eos=True, prompted_base=False, candidates="topk"),
+    "ngram-pad": dict(method="pad", ngram_guard=2, loop_guard=0, top_k=3, prompted_base=False, candidates="topk"),
 }
 
 
@@ -78,6 +80,8 @@ def test_requests_joining_mid_batch_decode_as_alone(base_model, lora_rm, tokeniz
     guarded = requests[7]  # the guard changed this answer, as it does on the static path
     free = pad.generate([guarded.prompt], preferences=[guarded.preference], config=guarded.config.replace(loop_guard=0))
     assert guarded.result.token_ids != free[0].token_ids
+    said = [pad.token_classes[t] for t in requests[9].result.token_ids]  # the n-gram guard's answer
+    assert len(set(zip(said, said[1:], strict=False))) == len(said) - 1  # says no two tokens again
 
 
 def test_cancelled_and_unserved_requests(base_model, tokenizer):
@@ -100,7 +104,7 @@ def test_cancelled_and_unserved_requests(base_model, tokenizer):
     assert "seeded sampled" in batch.serves(None, PADConfig(temperature=0.7, seed=1))
     assert batch.serves(None, PADConfig(method="amulet")) == "method 'amulet'"
     assert batch.serves(None, PADConfig(no_repeat_ngram_size=3)) == "no_repeat_ngram_size"
-    assert batch.serves(None, PADConfig(loop_guard=8)) is None
+    assert batch.serves(None, PADConfig(loop_guard=8, ngram_guard=8)) is None
     with pytest.raises(GenerationError, match="does not serve"):
         batch.submit(ContinuousRequest("Hi", None, PADConfig(method="best-of-n")))
     with pytest.raises(GenerationError, match="exceeds max_rows"):

@@ -14,6 +14,7 @@ from padkit.decoding.processor import (
     BanTokensLogitsProcessor,
     ColonEndGuard,
     LoopGuard,
+    NGramGuard,
     _PADRule,
     colon_endings,
     vocabulary_texts,
@@ -397,6 +398,54 @@ def test_loop_guard_treats_tokens_of_one_class_as_the_same():
     assert _banned_after([4, 4], max_run=2, classes=classes[:3]) == {4}  # ids past the table are their own class
 
 
+def _ngram_banned(answer: list[int], n: int, classes: list[int] | None = None, prompt=(5, 6, 7)) -> set[int]:
+    """The tokens a fresh :class:`NGramGuard` bans on row 0 once ``answer`` follows ``prompt``; row 1 (a PersRM
+    row past ``rows``) must keep its scores."""
+    guard = NGramGuard(n, rows=1, token_classes=classes)
+    for t in range(len(answer) + 1):
+        out = guard(torch.tensor([[*prompt, *answer[:t]], [*prompt, *([1] * t)]]), torch.zeros(2, 12))
+    assert not torch.isneginf(out[1]).any()
+    return set(torch.isneginf(out[0]).nonzero().flatten().tolist())
+
+
+def test_ngram_guard_bans_saying_an_answer_s_ngram_again():
+    assert _ngram_banned([1, 2, 3, 4, 8, 9, 1, 2], n=3) == {3}  # "1 2 3" again, two tokens apart
+    assert _ngram_banned([1, 2, 3, 4, 8, 9, 1, 2], n=4) == set()  # "1 2" alone is no 4-gram
+    assert _ngram_banned([1, 2, 3, 4, 8, 1, 2, 3], n=4) == {4}
+    assert _ngram_banned([1, 2, 3, 1, 2, 5, 1, 2], n=3) == {3, 5}  # every token that followed "1 2"
+    assert _ngram_banned([7, 7, 7], n=3) == {7} and _ngram_banned([7, 7], n=3) == set()
+    assert _ngram_banned([6, 7], n=3, prompt=(5, 6, 7, 8)) == set()  # the prompt's n-grams do not count
+    classes = list(range(12))
+    classes[9] = 1  # 9 is 1 spelled with a space
+    assert _ngram_banned([1, 2, 3, 4, 9, 2], n=3, classes=classes) == {3}
+    assert _ngram_banned([1, 2, 9, 4, 1], n=2, classes=classes) == {2, 4}
+    assert _ngram_banned([3, 1, 4, 9], n=2, classes=classes) == {4}
+    assert _ngram_banned([4, 1, 3, 4], n=2, classes=classes) == {1, 9}  # a banned token bans its whole class
+    with pytest.raises(ValueError, match="at least 2"):
+        NGramGuard(1, rows=1)
+    for bad in (1, 65, -1):
+        with pytest.raises(ConfigError, match="ngram_guard"):
+            PADConfig(ngram_guard=bad)
+    stepwise, at_once, answer = NGramGuard(3, rows=1), NGramGuard(3, rows=1), [1, 2, 3, 4, 1, 2]
+    for t in range(len(answer) + 1):  # the continuous batch hands the guard each answer so far
+        stepwise.follow(0, answer[:t])
+    at_once.follow(0, answer)
+    for guard in (stepwise, at_once):
+        assert torch.isneginf(guard.ban(torch.zeros(1, 12))[0]).nonzero().flatten().tolist() == [3]
+
+
+def test_ngram_guard_changes_a_pad_answer_that_repeats_itself(base_model, tokenizer):
+    pad = PAD(base_model, tokenizer)
+    config = PADConfig(weight=2.0, top_k=3, loop_guard=0, max_new_tokens=32, ignore_eos=True, candidates="topk")
+    free, guarded = (
+        pad.generate("Tell me about cats.", "friendly", config=config.replace(ngram_guard=n))[0] for n in (0, 2)
+    )
+    pairs = lambda ids: list(zip(ids, ids[1:], strict=False))  # noqa: E731
+    assert len(set(pairs(free.token_ids))) < len(pairs(free.token_ids))  # the unguarded answer says a pair again
+    said = [pad.token_classes[t] for t in guarded.token_ids]
+    assert len(set(pairs(said))) == len(pairs(said)) == 31
+
+
 def test_whitespace_classes_join_a_token_and_its_spaced_spelling_only(tokenizer):
     vocab = tokenizer.get_vocab()
     classes = whitespace_classes(tokenizer)
@@ -462,11 +511,13 @@ def test_answer_guards_follow_the_config(base_model, tokenizer):
     pad = PAD(base_model, tokenizer)
     kinds = lambda config: [type(g) for g in pad.answer_guards(config, rows=2)]  # noqa: E731
     config = PADConfig()
-    assert kinds(config) == [LoopGuard, ColonEndGuard]
+    assert kinds(config) == [LoopGuard, NGramGuard, ColonEndGuard]
     assert all(g.rows == 2 for g in pad.answer_guards(config, rows=2))
-    assert kinds(config.replace(ignore_eos=True)) == [LoopGuard]  # no answer ends, so none can end on a colon
-    assert kinds(config.replace(loop_guard=0)) == [ColonEndGuard]
-    assert kinds(config.replace(colon_guard=False)) == [LoopGuard]
+    assert pad.answer_guards(config, rows=2)[1].n == 8
+    assert kinds(config.replace(ignore_eos=True)) == [LoopGuard, NGramGuard]  # no answer ends, none on a colon
+    assert kinds(config.replace(loop_guard=0, ngram_guard=0)) == [ColonEndGuard]
+    assert kinds(config.replace(colon_guard=False, ngram_guard=0)) == [LoopGuard]
+    assert kinds(config.replace(method="prompt")) == []  # PAD's settings: other methods decode as before
     assert kinds(config.replace(**PAPER_PAD)) == kinds(config.replace(method="base")) == []
 
 

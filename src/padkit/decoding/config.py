@@ -30,7 +30,17 @@ Method = Literal["pad", "base", "prompt", "policy", "best-of-n", "args", "amulet
 METHODS: tuple[str, ...] = ("pad", "base", "prompt", "policy", "best-of-n", "args", "amulet", "persona-judge")
 METHOD_SETTINGS: dict[str, frozenset[str]] = {
     "pad": frozenset(
-        {"top_k", "reference", "candidates", "min_p", "reward_margin", "loop_guard", "colon_guard", "prompted_base"}
+        {
+            "top_k",
+            "reference",
+            "candidates",
+            "min_p",
+            "reward_margin",
+            "loop_guard",
+            "ngram_guard",
+            "colon_guard",
+            "prompted_base",
+        }
     ),
     "args": frozenset({"top_k", "reference"}),
     "best-of-n": frozenset({"best_of", "reference"}),
@@ -47,7 +57,13 @@ DEFAULT_WEIGHT = 0.6
 reward margin (3 nats, in its ``padkit.json``), the largest swept weight whose median base-model perplexity stays
 within 1.5x the base's on the 50 koala prompts (docs/results.md, "Session 48": margin 3 at 0.55 1.41x, at 0.6
 1.48x, at 0.7 1.58x; without a margin 0.55 was the largest, 1.47x, "Session 47")."""
-PAPER_PAD: dict[str, Any] = {"prompted_base": False, "loop_guard": 0, "colon_guard": False, "reward_margin": 0.0}
+PAPER_PAD: dict[str, Any] = {
+    "prompted_base": False,
+    "loop_guard": 0,
+    "ngram_guard": 0,
+    "colon_guard": False,
+    "reward_margin": 0.0,
+}
 """The settings under which method ``pad`` is the paper's PAD: the base reads the prompt alone and nothing guards
 loops. padkit's defaults differ with a trained PersRM (the prompted base moves form preferences further;
 the guard stops the loops a prompted base starts: docs/results.md, "Session 27"; the margin keeps small rewards
@@ -127,6 +143,12 @@ class PADConfig:
         "many tokens, and never copies more than twice this many tokens of the text one unit back; 0 is off (the "
         "paper's PAD), else 2 to 1000.",
     )
+    ngram_guard: int = setting(
+        8,
+        "PAD's n-gram guard: an answer never says again an n-gram of this many tokens it has said already (a list "
+        "item repeated two items later; the prompt does not count, and unlike --no-repeat-ngram-size only PAD's "
+        "answers are guarded); 0 is off (the paper's PAD), else 2 to 64.",
+    )
     colon_guard: bool = setting(
         True,
         "PAD's colon guard: an answer never ends right after a colon (a title that announces an answer and never "
@@ -205,6 +227,9 @@ class PADConfig:
         _integer("loop_guard", self.loop_guard, 0, 1000)
         if self.loop_guard == 1:
             raise ConfigError("loop_guard", "loop_guard must be 0 (off) or a run length from 2 to 1000, got 1")
+        _integer("ngram_guard", self.ngram_guard, 0, 64)
+        if self.ngram_guard == 1:
+            raise ConfigError("ngram_guard", "ngram_guard must be 0 (off) or an n-gram length from 2 to 64, got 1")
         _integer("max_new_tokens", self.max_new_tokens, 1, None)
         _integer("best_of", self.best_of, 1, None)
         _integer("amulet_iterations", self.amulet_iterations, 1, 1000)
@@ -272,6 +297,9 @@ class PADConfig:
 
 
 FIELDS = {f.name: f for f in fields(PADConfig)}
+BEFORE_ADDED: dict[str, Any] = {"ngram_guard": 0}
+"""How a method that reads one of these settings decoded before the setting existed, for the settings whose
+default is not that: a resumed run reads a record that lacks one as decoded with this value, not the default."""
 
 
 def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:

@@ -38,6 +38,7 @@ from padkit.decoding.processor import (
     ColonEndGuard,
     CrossTokenizerPADLogitsProcessor,
     LoopGuard,
+    NGramGuard,
     NoRepeatNGramRows,
     PADLogitsProcessor,
     PersonaJudgeLogitsProcessor,
@@ -218,13 +219,15 @@ class PAD:
         ids = eos_token_ids(self.base_model, self.tokenizer)
         return ids + [i for i in sorted(special_token_ids(self.tokenizer)) if i not in ids]
 
-    def answer_guards(self, config: PADConfig, rows: int) -> list[LoopGuard | ColonEndGuard]:
+    def answer_guards(self, config: PADConfig, rows: int) -> list[LoopGuard | NGramGuard | ColonEndGuard]:
         """The guards ``config`` turns on for the first ``rows`` rows (the answers), in the order they apply: the
-        loop guard, then the colon guard (not when EOS is ignored: no answer can end on a colon then). The static
-        path and the continuous batch both take them from here."""
-        guards: list[LoopGuard | ColonEndGuard] = []
+        loop guard, the n-gram guard, then the colon guard (not when EOS is ignored: no answer can end on a colon
+        then). The static path and the continuous batch both take them from here."""
+        guards: list[LoopGuard | NGramGuard | ColonEndGuard] = []
         if config.loop_guard and config.reads("loop_guard"):
             guards.append(LoopGuard(config.loop_guard, rows, token_classes=self.token_classes))
+        if config.ngram_guard and config.reads("ngram_guard"):
+            guards.append(NGramGuard(config.ngram_guard, rows, token_classes=self.token_classes))
         if config.colon_guard and config.reads("colon_guard") and not config.ignore_eos:
             guards.append(ColonEndGuard(self.colon_endings, self.turn_end_ids, rows, config.top_k))
         return guards

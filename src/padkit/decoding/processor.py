@@ -509,7 +509,42 @@ class _AnswerGuard(LogitsProcessor):
         return self.ban(scores)
 
 
-class LoopGuard(_AnswerGuard):
+class _ClassBanGuard(_AnswerGuard):
+    """An answer guard that reads tokens by whitespace class (``token_classes``, from :func:`whitespace_classes`)
+    and bans, per answer row, the tokens :meth:`banned` names, each with its whole class."""
+
+    def _classes(self, token_classes: Sequence[int] | None) -> None:
+        self.classes = token_classes
+        self.members: dict[int, list[int]] = {}
+        for token, cls in enumerate(token_classes or ()):
+            if cls != token:
+                self.members.setdefault(cls, [cls]).append(token)
+
+    def _class(self, token: int) -> int:
+        return self.classes[token] if self.classes is not None and token < len(self.classes) else token
+
+    def _with_class(self, cls: int) -> Sequence[int]:
+        return self.members.get(cls, (cls,))
+
+    def banned(self, row: int) -> set[int]:
+        raise NotImplementedError
+
+    def ban(self, scores: torch.FloatTensor) -> torch.FloatTensor:
+        """``scores`` with every answer row's :meth:`banned` tokens at ``-inf``."""
+        rows, tokens = [], []
+        for r in range(self.rows):
+            for token in self.banned(r):
+                if token < scores.shape[-1]:  # a class may hold ids the tokenizer adds past the model's vocabulary
+                    rows.append(r)
+                    tokens.append(token)
+        if not rows:
+            return scores
+        scores = scores.clone()
+        scores[rows, tokens] = float("-inf")
+        return scores
+
+
+class LoopGuard(_ClassBanGuard):
     """PAD's loop guard: on the first ``rows`` rows (the answers), a token that would extend a back-to-back
     repetition past ``max_run`` tokens gets ``-inf``.
 
@@ -551,17 +586,10 @@ class LoopGuard(_AnswerGuard):
         self.max_copy = 2 * max_run if max_copy is None else max_copy
         self.rows = rows
         self.max_period = max_period
-        self.classes = token_classes
-        self.members: dict[int, list[int]] = {}
-        for token, cls in enumerate(token_classes or ()):
-            if cls != token:
-                self.members.setdefault(cls, [cls]).append(token)
+        self._classes(token_classes)
         self.start: int | None = None
         self.answers: list[list[int]] = [[] for _ in range(rows)]  # token classes
         self.periodic: list[list[int]] = [[0] * (max_period + 1) for _ in range(rows)]
-
-    def _class(self, token: int) -> int:
-        return self.classes[token] if self.classes is not None and token < len(self.classes) else token
 
     def _append(self, row: int, token: int) -> None:
         answer, periodic, cls = self.answers[row], self.periodic[row], self._class(token)
@@ -575,25 +603,60 @@ class LoopGuard(_AnswerGuard):
         for p in range(1, min(self.max_period, len(answer)) + 1):
             run = periodic[p] + 1  # positions equal to the one p before, with the next token
             if (run >= p and run + p > self.max_run) or (self.max_copy and run > self.max_copy):
-                out.update(self.members.get(answer[-p], (answer[-p],)))
+                out.update(self._with_class(answer[-p]))
         return out
 
     def _seen(self, row: int) -> int:
         return len(self.answers[row])
 
-    def ban(self, scores: torch.FloatTensor) -> torch.FloatTensor:
-        """``scores`` with every answer row's :meth:`banned` tokens at ``-inf``."""
-        rows, tokens = [], []
-        for r in range(self.rows):
-            for token in self.banned(r):
-                if token < scores.shape[-1]:  # a class may hold ids the tokenizer adds past the model's vocabulary
-                    rows.append(r)
-                    tokens.append(token)
-        if not rows:
-            return scores
-        scores = scores.clone()
-        scores[rows, tokens] = float("-inf")
-        return scores
+
+class NGramGuard(_ClassBanGuard):
+    """PAD's n-gram guard: on the first ``rows`` rows (the answers), a token that would say again an n-gram of
+    ``ngram_size`` tokens the answer has already said gets ``-inf``.
+
+    The loop guard stops back-to-back repetition; a long guided answer can still loop with a gap, one list item
+    said again two items later ("- Use fresh ingredients" three times in a bulleted answer). Unlike transformers'
+    ``no_repeat_ngram_size``, it reads the answer alone (the prompt may be quoted) and only PAD's answers (a base
+    row decodes as it would unguided). ``token_classes`` (from :func:`whitespace_classes`) makes tokens that
+    differ only by surrounding whitespace equal, as in :class:`LoopGuard`; a banned token bans its whole class.
+    Each step costs O(1) per row: a row keeps, for every (n-1)-gram it has said, the tokens that followed it.
+
+    Example:
+
+    ```python
+    >>> guard = NGramGuard(8, rows=2, token_classes=whitespace_classes(tokenizer))   # rows 0-1 are answers
+    >>> model.generate(**inputs, logits_processor=[guard, pad_processor], max_new_tokens=128)
+    ```
+    """
+
+    def __init__(self, ngram_size: int, rows: int, token_classes: Sequence[int] | None = None) -> None:
+        if ngram_size < 2:
+            raise ValueError(f"the n-gram guard needs n-grams of at least 2 tokens, got {ngram_size}")
+        self.n = ngram_size
+        self.rows = rows
+        self._classes(token_classes)
+        self.start: int | None = None
+        self.answers: list[list[int]] = [[] for _ in range(rows)]  # token classes
+        self.followers: list[dict[tuple[int, ...], set[int]]] = [{} for _ in range(rows)]
+
+    def _append(self, row: int, token: int) -> None:
+        answer = self.answers[row]
+        answer.append(self._class(token))
+        if len(answer) >= self.n:
+            self.followers[row].setdefault(tuple(answer[-self.n : -1]), set()).add(answer[-1])
+
+    def _seen(self, row: int) -> int:
+        return len(self.answers[row])
+
+    def banned(self, row: int) -> set[int]:
+        """The tokens that would end an n-gram ``row`` has said already."""
+        answer = self.answers[row]
+        if len(answer) < self.n - 1:
+            return set()
+        out: set[int] = set()
+        for cls in self.followers[row].get(tuple(answer[len(answer) - self.n + 1 :]), ()):
+            out.update(self._with_class(cls))
+        return out
 
 
 def vocabulary_texts(tokenizer: PreTrainedTokenizerBase) -> list[str]:

@@ -18,7 +18,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from padkit.decoding.config import PADConfig
+from padkit.decoding.config import BEFORE_ADDED, PADConfig
 from padkit.decoding.pad import PAD, Generation
 from padkit.errors import PadkitError
 from padkit.preferences import Preference, PreferenceLike
@@ -108,7 +108,8 @@ class Task:
 
 def _check_settings(output: Path, done: dict[str, dict], tasks: list[Task], context: dict[str, Any]) -> None:
     """Refuse to resume over records made with other settings. A decoding setting a record lacks was added to
-    :class:`PADConfig` after it was written: it decoded as that setting's default does."""
+    :class:`PADConfig` after it was written: it decoded as that setting's default does, or as
+    :data:`BEFORE_ADDED` says for a setting whose default changed what its method does."""
     defaults = PADConfig().to_dict()
     for task in tasks:
         record = done.get(task.key)
@@ -116,7 +117,8 @@ def _check_settings(output: Path, done: dict[str, dict], tasks: list[Task], cont
             continue
         want, had = task.settings(context), record.get("settings")
         if isinstance(had, dict):
-            had = {**{k: v for k, v in defaults.items() if k not in had}, **had}
+            before = {k: v for k, v in BEFORE_ADDED.items() if task.config.reads(k)}
+            had = {**{k: before.get(k, v) for k, v in defaults.items() if k not in had}, **had}
         if had != want:
             changed = (
                 ", ".join(f"{k}: {had.get(k)!r} -> {v!r}" for k, v in want.items() if had.get(k) != v)
