@@ -448,9 +448,9 @@ class PAD:
     ) -> tuple[dict[str, torch.Tensor], PADLogitsProcessor | CrossTokenizerPADLogitsProcessor]:
         """Base-model inputs and a PAD logits processor for them, for use with ``model.generate``.
 
-        The settings mean what they mean in :class:`PADConfig` and are checked by it. The loop guard is a
-        processor of its own: put ``LoopGuard(n, rows=len(prompts), token_classes=pad.token_classes)`` before this
-        one for what ``loop_guard=n`` does in :meth:`generate`."""
+        The settings mean what they mean in :class:`PADConfig` and are checked by it. The guards are processors
+        of their own: put ``pad.answer_guards(config, rows=len(prompts))`` before this one for what the loop,
+        n-gram and colon guards of ``config`` do in :meth:`generate`."""
         prompts = _check_prompts(prompts)
         config = PADConfig(
             weight=weight,

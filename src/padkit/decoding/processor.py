@@ -510,21 +510,28 @@ class _AnswerGuard(LogitsProcessor):
 
 
 class _ClassBanGuard(_AnswerGuard):
-    """An answer guard that reads tokens by whitespace class (``token_classes``, from :func:`whitespace_classes`)
-    and bans, per answer row, the tokens :meth:`banned` names, each with its whole class."""
+    """An answer guard that keeps each answer as whitespace classes (``token_classes``, from
+    :func:`whitespace_classes`) and bans, per answer row, the tokens :meth:`banned` names, each with its whole
+    class. Subclasses define ``banned`` and ``_append``, which adds to ``answers``."""
 
-    def _classes(self, token_classes: Sequence[int] | None) -> None:
+    def __init__(self, rows: int, token_classes: Sequence[int] | None) -> None:
+        self.rows = rows
+        self.start: int | None = None
         self.classes = token_classes
         self.members: dict[int, list[int]] = {}
         for token, cls in enumerate(token_classes or ()):
             if cls != token:
                 self.members.setdefault(cls, [cls]).append(token)
+        self.answers: list[list[int]] = [[] for _ in range(rows)]  # token classes
 
     def _class(self, token: int) -> int:
         return self.classes[token] if self.classes is not None and token < len(self.classes) else token
 
     def _with_class(self, cls: int) -> Sequence[int]:
         return self.members.get(cls, (cls,))
+
+    def _seen(self, row: int) -> int:
+        return len(self.answers[row])
 
     def banned(self, row: int) -> set[int]:
         raise NotImplementedError
@@ -583,12 +590,9 @@ class LoopGuard(_ClassBanGuard):
         if max_copy is not None and max_copy < 0:
             raise ValueError(f"the loop guard's copy cap must be 0 (off) or a number of tokens, got {max_copy}")
         self.max_run = max_run
+        super().__init__(rows, token_classes)
         self.max_copy = 2 * max_run if max_copy is None else max_copy
-        self.rows = rows
         self.max_period = max_period
-        self._classes(token_classes)
-        self.start: int | None = None
-        self.answers: list[list[int]] = [[] for _ in range(rows)]  # token classes
         self.periodic: list[list[int]] = [[0] * (max_period + 1) for _ in range(rows)]
 
     def _append(self, row: int, token: int) -> None:
@@ -605,9 +609,6 @@ class LoopGuard(_ClassBanGuard):
             if (run >= p and run + p > self.max_run) or (self.max_copy and run > self.max_copy):
                 out.update(self._with_class(answer[-p]))
         return out
-
-    def _seen(self, row: int) -> int:
-        return len(self.answers[row])
 
 
 class NGramGuard(_ClassBanGuard):
@@ -632,11 +633,8 @@ class NGramGuard(_ClassBanGuard):
     def __init__(self, ngram_size: int, rows: int, token_classes: Sequence[int] | None = None) -> None:
         if ngram_size < 2:
             raise ValueError(f"the n-gram guard needs n-grams of at least 2 tokens, got {ngram_size}")
+        super().__init__(rows, token_classes)
         self.n = ngram_size
-        self.rows = rows
-        self._classes(token_classes)
-        self.start: int | None = None
-        self.answers: list[list[int]] = [[] for _ in range(rows)]  # token classes
         self.followers: list[dict[tuple[int, ...], set[int]]] = [{} for _ in range(rows)]
 
     def _append(self, row: int, token: int) -> None:
@@ -645,16 +643,10 @@ class NGramGuard(_ClassBanGuard):
         if len(answer) >= self.n:
             self.followers[row].setdefault(tuple(answer[-self.n : -1]), set()).add(answer[-1])
 
-    def _seen(self, row: int) -> int:
-        return len(self.answers[row])
-
     def banned(self, row: int) -> set[int]:
         """The tokens that would end an n-gram ``row`` has said already."""
-        answer = self.answers[row]
-        if len(answer) < self.n - 1:
-            return set()
         out: set[int] = set()
-        for cls in self.followers[row].get(tuple(answer[len(answer) - self.n + 1 :]), ()):
+        for cls in self.followers[row].get(tuple(self.answers[row][-(self.n - 1) :]), ()):
             out.update(self._with_class(cls))
         return out
 
