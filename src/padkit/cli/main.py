@@ -794,8 +794,8 @@ def eval_command(
         str,
         typer.Option(
             help="Comma-separated: base, prompt, policy, pad (padkit's PAD: its base reads the preference too, "
-            "and --loop-guard applies), paper-pad (the paper's PAD: the base reads the prompt alone, no loop "
-            "guard), prompt-pad (PAD on a prompted base whatever the defaults), pad-rm-init, pad-self, "
+            "and --loop-guard and --ngram-guard apply), paper-pad (the paper's PAD: the base reads the prompt "
+            "alone, no loop guards), prompt-pad (PAD on a prompted base whatever the defaults), pad-rm-init, pad-self, "
             "best-of-n, args, amulet, persona-judge."
         ),
     ] = "base,prompt,pad",
