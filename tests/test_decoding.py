@@ -16,6 +16,7 @@ from padkit.decoding.processor import (
     LoopGuard,
     NGramGuard,
     _PADRule,
+    class_members,
     colon_endings,
     vocabulary_texts,
     whitespace_classes,
@@ -514,6 +515,8 @@ def test_answer_guards_follow_the_config(base_model, tokenizer):
     assert kinds(config) == [LoopGuard, NGramGuard, ColonEndGuard]
     assert all(g.rows == 2 for g in pad.answer_guards(config, rows=2))
     assert pad.answer_guards(config, rows=2)[1].n == 8
+    loop, ngram, _ = pad.answer_guards(config, rows=2)  # one class table for both, built once per PAD
+    assert loop.members is ngram.members is pad.class_members == class_members(pad.token_classes)
     assert kinds(config.replace(ignore_eos=True)) == [LoopGuard, NGramGuard]  # no answer ends, none on a colon
     assert kinds(config.replace(loop_guard=0, ngram_guard=0)) == [ColonEndGuard]
     assert kinds(config.replace(colon_guard=False, ngram_guard=0)) == [LoopGuard]

@@ -44,6 +44,7 @@ from padkit.decoding.processor import (
     PersonaJudgeLogitsProcessor,
     SelfGuidedPADLogitsProcessor,
     StepRecord,
+    class_members,
     colon_endings,
     special_token_ids,
     vocabulary_texts,
@@ -208,6 +209,11 @@ class PAD:
         return whitespace_classes(self.tokenizer, self.vocabulary_texts)
 
     @cached_property
+    def class_members(self) -> dict[int, list[int]]:
+        """The tokens of each shared whitespace class (:func:`class_members`), for both class-reading guards."""
+        return class_members(self.token_classes)
+
+    @cached_property
     def colon_endings(self) -> list[int]:
         """The colon guard's table of the base tokenizer (:func:`colon_endings`)."""
         return colon_endings(self.tokenizer, self.vocabulary_texts)
@@ -225,9 +231,11 @@ class PAD:
         then). The static path and the continuous batch both take them from here."""
         guards: list[LoopGuard | NGramGuard | ColonEndGuard] = []
         if config.loop_guard and config.reads("loop_guard"):
-            guards.append(LoopGuard(config.loop_guard, rows, token_classes=self.token_classes))
+            guards.append(
+                LoopGuard(config.loop_guard, rows, token_classes=self.token_classes, members=self.class_members)
+            )
         if config.ngram_guard and config.reads("ngram_guard"):
-            guards.append(NGramGuard(config.ngram_guard, rows, token_classes=self.token_classes))
+            guards.append(NGramGuard(config.ngram_guard, rows, self.token_classes, self.class_members))
         if config.colon_guard and config.reads("colon_guard") and not config.ignore_eos:
             guards.append(ColonEndGuard(self.colon_endings, self.turn_end_ids, rows, config.top_k))
         return guards

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -509,19 +509,30 @@ class _AnswerGuard(LogitsProcessor):
         return self.ban(scores)
 
 
+def class_members(token_classes: Sequence[int]) -> dict[int, list[int]]:
+    """Each whitespace class that holds more than one token (from :func:`whitespace_classes`), mapped to its
+    tokens: what a guard bans when it bans a class. A pass over the vocabulary, so a caller that builds guards
+    often (:class:`padkit.PAD`, per request) builds it once and hands it to each guard."""
+    members: dict[int, list[int]] = {}
+    for token, cls in enumerate(token_classes):
+        if cls != token:
+            members.setdefault(cls, [cls]).append(token)
+    return members
+
+
 class _ClassBanGuard(_AnswerGuard):
     """An answer guard that keeps each answer as whitespace classes (``token_classes``, from
     :func:`whitespace_classes`) and bans, per answer row, the tokens :meth:`banned` names, each with its whole
-    class. Subclasses define ``banned`` and ``_append``, which adds to ``answers``."""
+    class (``members``: :func:`class_members` of ``token_classes``, built here when not given). Subclasses define
+    ``banned`` and ``_append``, which adds to ``answers``."""
 
-    def __init__(self, rows: int, token_classes: Sequence[int] | None) -> None:
+    def __init__(
+        self, rows: int, token_classes: Sequence[int] | None, members: Mapping[int, Sequence[int]] | None = None
+    ) -> None:
         self.rows = rows
         self.start: int | None = None
         self.classes = token_classes
-        self.members: dict[int, list[int]] = {}
-        for token, cls in enumerate(token_classes or ()):
-            if cls != token:
-                self.members.setdefault(cls, [cls]).append(token)
+        self.members = class_members(token_classes or ()) if members is None else members
         self.answers: list[list[int]] = [[] for _ in range(rows)]  # token classes
 
     def _class(self, token: int) -> int:
@@ -584,13 +595,14 @@ class LoopGuard(_ClassBanGuard):
         max_period: int = 64,
         token_classes: Sequence[int] | None = None,
         max_copy: int | None = None,
+        members: Mapping[int, Sequence[int]] | None = None,
     ) -> None:
         if max_run < 2:
             raise ValueError(f"the loop guard needs a longest allowed run of at least 2 tokens, got {max_run}")
         if max_copy is not None and max_copy < 0:
             raise ValueError(f"the loop guard's copy cap must be 0 (off) or a number of tokens, got {max_copy}")
         self.max_run = max_run
-        super().__init__(rows, token_classes)
+        super().__init__(rows, token_classes, members)
         self.max_copy = 2 * max_run if max_copy is None else max_copy
         self.max_period = max_period
         self.periodic: list[list[int]] = [[0] * (max_period + 1) for _ in range(rows)]
@@ -630,10 +642,16 @@ class NGramGuard(_ClassBanGuard):
     ```
     """
 
-    def __init__(self, ngram_size: int, rows: int, token_classes: Sequence[int] | None = None) -> None:
+    def __init__(
+        self,
+        ngram_size: int,
+        rows: int,
+        token_classes: Sequence[int] | None = None,
+        members: Mapping[int, Sequence[int]] | None = None,
+    ) -> None:
         if ngram_size < 2:
             raise ValueError(f"the n-gram guard needs n-grams of at least 2 tokens, got {ngram_size}")
-        super().__init__(rows, token_classes)
+        super().__init__(rows, token_classes, members)
         self.n = ngram_size
         self.followers: list[dict[tuple[int, ...], set[int]]] = [{} for _ in range(rows)]
 
