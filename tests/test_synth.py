@@ -90,6 +90,16 @@ def test_marker_judges_tell_the_forms_apart(judge, more, less):
     assert j.score("", more) > j.score("", less) >= 0
 
 
+def test_one_contraction_in_a_long_answer_is_a_register_difference_a_reader_sees():
+    formal = "The method divides the problem into small elements and solves each of them in turn. " * 8
+    casual = formal.replace("The method divides", "It's a method that divides", 1)
+    words = len(casual.split())
+    assert 100 < words < 200 and J.RegisterJudge().score("", formal) == 0
+    label = {"judge": "register", "a": formal, "b": casual, "more": "b"}
+    assert J.judge_agreement([label])["register"].agreement == 1.0
+    assert J.judge_agreement([dict(label, b=formal, more="same")])["register"].agreement == 1.0
+
+
 def test_relevance_judge_prefers_on_topic_answers():
     j = J.get_judge("relevance")
     on, off = j.scores(["Why do cats sleep so much?"] * 2, [TEXT, "The stock market closed higher on Tuesday."])

@@ -460,8 +460,10 @@ class Agreement:
     disagreements: tuple[int, ...]
 
 
-TIES = {"grade": 1.0, "sentiment": 0.25, "words": 3.0, "register": 2.0, "relevance": 0.05}
-"""Score differences a reader cannot see: below them a judge's verdict is "same" (counting judges: any difference)."""
+TIES = {"grade": 1.0, "sentiment": 0.25, "words": 3.0, "register": 0.5, "relevance": 0.05}
+"""Score differences a reader cannot see: below them a judge's verdict is "same" (counting judges: any difference).
+``register`` is per 100 words, so 0.5 lets one contraction or "!" count in answers up to 200 words: read side by
+side with an answer that has none, that one marker is what a reader calls the more casual (hand labels, round 6)."""
 
 
 def judge_agreement(labels: list[dict]) -> dict[str, Agreement]:
