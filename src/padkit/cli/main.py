@@ -232,7 +232,10 @@ def generate(
 
 
 DEMO_PROMPT = "How can I get better at cooking?"
-DEMO_PREFERENCES = ("concise", "friendly", "formal", "pirate")
+DEMO_PREFERENCES = ("concise", "bulleted", "follow-up", "pirate")
+"""Three kinds of trained preference (length, format, turning to the user) and one never trained on (a voice).
+friendly and formal were shown until session 51: on the demo prompt the shipped PersRM's friendly answer leaves
+cooking and its formal one drifts (README, "Set up and try it")."""
 
 
 @app.command()
