@@ -105,6 +105,8 @@ def test_shipped_persrm_heldout_slice_matches_its_record():
     assert result.exit_code == 0, result.output
     now = json.loads(result.stdout)
     assert now["n"] == record["n"] == 24 and now["accuracy"] == record["accuracy"]
+    assert now["token_accuracy"] == record["token_accuracy"]
     for name, dim in record["dimensions"].items():
         assert now["dimensions"][name]["accuracy"] == dim["accuracy"]
+        assert now["dimensions"][name]["token_accuracy"] == dim["token_accuracy"]
         assert abs(now["dimensions"][name]["margin"] - dim["margin"]) < 1e-3

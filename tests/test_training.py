@@ -187,9 +187,9 @@ def test_training_clock_counts_from_the_resumed_step_when_a_checkpoint_carries_n
         "accuracy": 0.75,
         "n": 4,
         "dimensions": {"concise": {"accuracy": 0.75, "margin": 1.5, "n": 4}},
-        "by_shape": {"chosen shorter": {"accuracy": 0.5, "margin": -0.25, "n": 2}},
+        "by_shape": {"chosen shorter": {"accuracy": 0.5, "token_accuracy": 1.0, "margin": -0.25, "n": 2}},
     }
-    assert "| all, chosen shorter | 0.500 | -0.250 | 2 |" in model_card({**metadata, "heldout": heldout})
+    assert "| all, chosen shorter | 0.500 | 1.000 | -0.250 | 2 |" in model_card({**metadata, "heldout": heldout})
     assert "longer answer" not in card
     balanced = model_card({**metadata, "config": {**metadata["config"], "balance_length": ["harmless"]}})
     assert "Training pairs of harmless were kept half with the longer answer (in words)" in balanced
@@ -320,6 +320,60 @@ def test_shape_split_reports_each_shape_of_pair_apart():
     report = RMReport("base", 0.75, 4, by_shape=table)
     assert report.as_dict()["by_shape"]["chosen shorter"] == {"accuracy": 0.0, "margin": -1.0, "n": 1}
     assert "by_shape" not in RMReport("base", 0.75, 4).as_dict()
+
+
+def test_per_token_accuracy_ranks_by_mean_reward_where_the_sum_ranks_by_length():
+    from padkit.evaluation.rm_accuracy import token_wins
+
+    # chosen: 12 tokens at -0.5 each (sum -6); rejected: 2 tokens at -1 each (sum -2). The sum prefers the short
+    # rejected answer only because it is short; per token the chosen answer is the better one.
+    chosen, rejected = torch.tensor([-6.0, 3.0]), torch.tensor([-2.0, 1.0])
+    wins = token_wins(chosen, rejected, torch.tensor([12.0, 10.0]), torch.tensor([2.0, 1.0]))
+    assert wins.tolist() == [1.0, 0.0] and (chosen > rejected).double().tolist() == [0.0, 1.0]
+
+
+def test_rm_eval_counts_the_scored_tokens_and_reports_per_token_accuracy(base_model, tokenizer):
+    from padkit.decoding.sequence_reward import encode_response
+    from padkit.evaluation.rm_accuracy import response_token_counts, token_wins
+    from padkit.preferences import Dimension, render_input
+
+    long_answer = "cats sleep a lot in the sun and hunt at night"
+    pairs = [
+        PreferencePair("Tell me about cats.", long_answer, "sky", "detailed", chosen_cut=True),
+        PreferencePair("Tell me about cats.", "sky", long_answer, "concise"),
+    ]
+    answer_tokens = len(tokenizer(long_answer, add_special_tokens=False)["input_ids"])
+    sky_tokens = len(tokenizer("sky", add_special_tokens=False)["input_ids"])
+    closed = response_token_counts(tokenizer, pairs)
+    assert closed[0].tolist() == [answer_tokens + 1, sky_tokens + 1]  # each ends in the end token
+    assert closed[1].tolist() == [sky_tokens + 1, answer_tokens + 1]
+    opened = response_token_counts(tokenizer, pairs, cut_ends="open")
+    assert opened[0].tolist() == [answer_tokens, sky_tokens + 1]  # the cut answer is scored without it
+    context = render_input(tokenizer, "Tell me about cats.", Dimension("detailed").principle)
+    context_tokens = len(encode_response(tokenizer, context, "")[0])
+    clipped = response_token_counts(tokenizer, pairs[:1], max_length=context_tokens + 3)
+    assert clipped[0].tolist() == [3]  # the max_length cut counts too
+
+    sums = pair_rewards(base_model, tokenizer, pairs, "none")
+    expected = token_wins(*sums, *closed)
+    report = evaluate_rm(base_model, tokenizer, pairs, "none")
+    assert report.token_accuracy == expected.mean().item()
+    rows = report.as_dict()["dimensions"]
+    assert rows["detailed"]["token_accuracy"] == expected[0].item()
+    assert rows["concise"]["token_accuracy"] == expected[1].item()
+    assert report.as_dict()["token_accuracy"] == report.token_accuracy
+    assert report.by_shape["chosen longer"].token_accuracy == expected[0].item()
+
+
+def test_heldout_table_shows_the_per_token_column_and_a_dash_for_older_reports():
+    from padkit.training.dpo import heldout_table
+
+    row = {"accuracy": 0.4, "margin": -1.25, "n": 42}
+    new = {"accuracy": 0.4, "token_accuracy": 0.9, "n": 42, "dimensions": {"detailed": {**row, "token_accuracy": 0.9}}}
+    assert heldout_table(new)[2] == "| detailed | 0.400 | 0.900 | -1.250 | 42 |"
+    assert heldout_table(new)[3] == "| all | 0.400 | 0.900 | | 42 |"
+    old = {"accuracy": 0.4, "n": 42, "dimensions": {"detailed": row}}
+    assert heldout_table(old)[2] == "| detailed | 0.400 | - | -1.250 | 42 |"
 
 
 def test_rm_eval_reference_base_subtracts_plain_prompt(base_model, tokenizer):

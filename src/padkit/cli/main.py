@@ -659,20 +659,22 @@ def _report_adapter(metadata: dict, heldout, as_json: bool, saved: str) -> None:
 def _print_rm_report(report, title: str) -> None:
     table = Table(title=f"{title}, reference={report.reference}")
     decisions = report.decision is not None
-    for col in ("dimension", "accuracy", "mean margin", "pairs") + (("PAD step", "base step", "reachable") * decisions):
+    columns = ("dimension", "accuracy", "per token", "mean margin", "pairs")
+    for col in columns + (("PAD step", "base step", "reachable") * decisions):
         table.add_column(col)
 
+    def share(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
     def shares(row) -> tuple[str, ...]:
-        return (
-            tuple("-" if v is None else f"{v:.3f}" for v in (row.decision, row.base_decision, row.reachable))
-            * decisions
-        )
+        return tuple(share(v) for v in (row.decision, row.base_decision, row.reachable)) * decisions
 
     for name, d in report.dimensions.items():
-        table.add_row(name, f"{d.accuracy:.3f}", f"{d.margin:.3f}", str(d.n), *shares(d))
-    table.add_row("all", f"{report.accuracy:.3f}", "", str(report.n), *shares(report))
+        table.add_row(name, f"{d.accuracy:.3f}", share(d.token_accuracy), f"{d.margin:.3f}", str(d.n), *shares(d))
+    table.add_row("all", f"{report.accuracy:.3f}", share(report.token_accuracy), "", str(report.n), *shares(report))
     for name, d in report.by_shape.items():
-        table.add_row(f"all, {name}", f"{d.accuracy:.3f}", f"{d.margin:.3f}", str(d.n), *(("",) * 3 * decisions))
+        cells = (f"{d.accuracy:.3f}", share(d.token_accuracy), f"{d.margin:.3f}", str(d.n))
+        table.add_row(f"all, {name}", *cells, *(("",) * 3 * decisions))
     Console().print(table)
 
 
@@ -731,8 +733,9 @@ def rm_eval(
     ] = "closed",
     as_json: Annotated[bool, typer.Option("--json", help="Print the accuracies as JSON.")] = False,
 ) -> None:
-    """Pairwise accuracy of a PersRM's summed implicit reward (chosen above rejected), per dimension; held-out
-    wordings and dimensions (synthesized pairs marked ``holdout``) are reported on their own rows."""
+    """Pairwise accuracy of a PersRM's implicit reward (chosen above rejected), summed over each answer and per
+    token (its mean: the sum grows with length), per dimension; held-out wordings and dimensions (synthesized
+    pairs marked ``holdout``) are reported on their own rows."""
     from padkit.evaluation.rm_accuracy import SPLITS, evaluate_persrm
     from padkit.training.data import load_pair_sources, parse_columns, select_groups
 

@@ -1,5 +1,6 @@
-"""How well a PersRM ranks preference pairs: pairwise accuracy of its summed implicit reward, and (with a
-weight) whether PAD takes the chosen side at the one step where the two responses part.
+"""How well a PersRM ranks preference pairs: pairwise accuracy of its summed implicit reward and of its mean
+reward per token, and (with a weight) whether PAD takes the chosen side at the one step where the two responses
+part.
 
 The reward of a response ``y`` to prompt ``x`` under preference ``p`` is
 ``log pi_rm(y | x, p) - log pi_ref(y | ...)``: with ``reference="rm-init"`` the reference is the PersRM with its
@@ -35,10 +36,11 @@ end-of-sequence token, as every response; ``open`` without it, as ``padkit train
 
 @dataclass
 class DimensionAccuracy:
-    """Share of pairs whose chosen response gets the higher reward, and the mean reward gap; with a decision
-    weight also the share where PAD (``decision``) and the base alone (``base_decision``) pick the chosen
-    response's token at the first step where chosen and rejected differ, and where that token is among PAD's
-    candidates at all (``reachable``: no weight can pick it otherwise)."""
+    """Share of pairs whose chosen response gets the higher summed reward, and the mean gap of the sums;
+    ``token_accuracy``: the share whose chosen response gets the higher mean reward per token (see
+    :func:`token_wins`). With a decision weight also the share where PAD (``decision``) and the base alone
+    (``base_decision``) pick the chosen response's token at the first step where chosen and rejected differ, and
+    where that token is among PAD's candidates at all (``reachable``: no weight can pick it otherwise)."""
 
     accuracy: float
     margin: float
@@ -46,6 +48,7 @@ class DimensionAccuracy:
     decision: float | None = None
     base_decision: float | None = None
     reachable: float | None = None
+    token_accuracy: float | None = None
 
 
 @dataclass
@@ -57,6 +60,8 @@ class RMReport:
     n: int
     cut_ends: str = "closed"
     """How responses marked cut were ended (:data:`CUT_ENDS`)."""
+    token_accuracy: float | None = None
+    """Share of pairs whose chosen response gets the higher mean reward per token (:func:`token_wins`)."""
     dimensions: dict[str, DimensionAccuracy] = field(default_factory=dict)
     decision: float | None = None
     base_decision: float | None = None
@@ -65,7 +70,12 @@ class RMReport:
     """Accuracy by how the chosen response relates to the rejected one (:func:`shape_split`)."""
 
     def as_dict(self) -> dict:
-        shares = {"decision": self.decision, "base_decision": self.base_decision, "reachable": self.reachable}
+        shares = {
+            "token_accuracy": self.token_accuracy,
+            "decision": self.decision,
+            "base_decision": self.base_decision,
+            "reachable": self.reachable,
+        }
 
         def rows(table: dict[str, DimensionAccuracy]) -> dict:
             return {k: {n: v for n, v in vars(d).items() if v is not None} for k, d in table.items()}
@@ -91,9 +101,10 @@ SHAPES: dict[str, Callable[[str, str], bool]] = {
 
 
 def shape_split(
-    pairs: Sequence[PreferencePair], wins: torch.Tensor, gaps: torch.Tensor
+    pairs: Sequence[PreferencePair], wins: torch.Tensor, gaps: torch.Tensor, token_wins: torch.Tensor | None = None
 ) -> dict[str, DimensionAccuracy]:
-    """Accuracy and margin over the pairs of each :data:`SHAPES` row that has any (lengths in words).
+    """Accuracy and margin (and with ``token_wins`` the per-token accuracy) over the pairs of each
+    :data:`SHAPES` row that has any (lengths in words).
 
     A PersRM that learnt a shape rather than the preference scores high on one row of a pair of rows and low on
     the other, whatever its overall accuracy. v13, trained with many early-end pairs (the whole answer against
@@ -105,13 +116,18 @@ def shape_split(
     for name, test in SHAPES.items():
         idx = torch.tensor([i for i, (c, r) in enumerate(zip(chosen, rejected, strict=True)) if test(c, r)])
         if len(idx):
-            table[name] = _accuracy_over(wins, gaps, idx)
+            table[name] = _accuracy_over(wins, gaps, idx, token_wins)
     return table
 
 
-def _accuracy_over(wins: torch.Tensor, gaps: torch.Tensor, idx: torch.Tensor) -> DimensionAccuracy:
+def _accuracy_over(
+    wins: torch.Tensor, gaps: torch.Tensor, idx: torch.Tensor, token_wins: torch.Tensor | None = None
+) -> DimensionAccuracy:
     """The accuracy row of the pairs at ``idx`` (a report group or a shape)."""
-    return DimensionAccuracy(round(wins[idx].mean().item(), 4), round(gaps[idx].mean().item(), 4), len(idx))
+    row = DimensionAccuracy(round(wins[idx].mean().item(), 4), round(gaps[idx].mean().item(), 4), len(idx))
+    if token_wins is not None:
+        row.token_accuracy = round(token_wins[idx].mean().item(), 4)
+    return row
 
 
 def check_cut_ends(cut_ends: str) -> None:
@@ -131,6 +147,37 @@ def end_tokens(pairs: Sequence[PreferencePair], cut_ends: str) -> tuple[list[boo
     if cut_ends == "closed":
         return [True] * len(pairs), [True] * len(pairs)
     return [not p.chosen_cut for p in pairs], [not p.rejected_cut for p in pairs]
+
+
+def response_token_counts(
+    tokenizer: PreTrainedTokenizerBase,
+    pairs: Sequence[PreferencePair],
+    max_length: int | None = None,
+    max_prompt_length: int | None = None,
+    cut_ends: str = "closed",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """How many tokens of each pair's chosen and rejected response :func:`pair_rewards` scores (in the PersRM's
+    tokenizer, the end token and the ``max_length`` cut included)."""
+    chosen_ends, rejected_ends = end_tokens(pairs, cut_ends)
+    chosen, rejected = [], []
+    for pair, chosen_end, rejected_end in zip(pairs, chosen_ends, rejected_ends, strict=True):
+        context = render_clipped(tokenizer, pair.prompt, Dimension(pair.preference).principle, max_prompt_length)
+        chosen.append(len(encode_response(tokenizer, context, pair.chosen, max_length, chosen_end)[1]))
+        rejected.append(len(encode_response(tokenizer, context, pair.rejected, max_length, rejected_end)[1]))
+    return torch.tensor(chosen, dtype=torch.float64), torch.tensor(rejected, dtype=torch.float64)
+
+
+def token_wins(
+    chosen: torch.Tensor, rejected: torch.Tensor, chosen_tokens: torch.Tensor, rejected_tokens: torch.Tensor
+) -> torch.Tensor:
+    """1.0 where the chosen response's mean reward per token is above the rejected one's, else 0.0.
+
+    PAD adds the reward token by token, so what steers it is the reward's sign and size per token; the sum also
+    grows with the length of an answer. A PersRM whose per-token reward favours the longer, chosen side of a
+    ``detailed`` pair can still rank it below a short answer by the sum when its reward per token is negative on
+    both sides (v27: 0.40 by the sum, 0.90 per token on held-out ``detailed`` pairs). Both views are reported;
+    neither replaces the other."""
+    return (chosen / chosen_tokens.clamp(min=1) > rejected / rejected_tokens.clamp(min=1)).double()
 
 
 def pair_rewards(
@@ -266,7 +313,8 @@ def evaluate_rm(
     candidates: Candidates = "topk+eos",
     **kwargs,
 ) -> RMReport:
-    """Pairwise accuracy and mean margin per preference dimension (keyword arguments go to :func:`pair_rewards`);
+    """Pairwise accuracy (summed and per token) and mean margin per preference dimension (keyword arguments go
+    to :func:`pair_rewards`);
     with ``decision_weight`` also :func:`first_step_decisions` at that weight and with ``candidates`` (reference
     ``base``, as PAD). Both end a response marked cut as ``cut_ends`` says (:func:`end_tokens`)."""
     if not pairs:
@@ -277,6 +325,10 @@ def evaluate_rm(
     chosen, rejected = pair_rewards(rm_model, tokenizer, pairs, reference, cut_ends=cut_ends, **kwargs)
     wins = (chosen > rejected).double()
     gaps = chosen - rejected
+    counts = response_token_counts(
+        tokenizer, pairs, kwargs.get("max_length"), kwargs.get("max_prompt_length"), cut_ends
+    )
+    per_token = token_wins(chosen, rejected, *counts)
     picks = None
     if decision_weight is not None:
         picks = first_step_decisions(
@@ -298,11 +350,12 @@ def evaluate_rm(
         round(wins.mean().item(), 4),
         len(pairs),
         cut_ends,
-        by_shape=shape_split(pairs, wins, gaps),
+        token_accuracy=round(per_token.mean().item(), 4),
+        by_shape=shape_split(pairs, wins, gaps, per_token),
     )
     for name in sorted({p.group for p in pairs}):
         idx = torch.tensor([i for i, p in enumerate(pairs) if p.group == name])
-        row = _accuracy_over(wins, gaps, idx)
+        row = _accuracy_over(wins, gaps, idx, per_token)
         if picks is not None:
             row.decision, row.base_decision, row.reachable = (_share(t[idx]) for t in picks)
         report.dimensions[name] = row

@@ -562,7 +562,8 @@ def model_card(metadata: dict) -> str:
         lines += [
             "## Held-out accuracy",
             "",
-            f"Pairwise accuracy of the summed implicit reward (reference: {heldout['reference']}), on pairs whose "
+            f"Pairwise accuracy of the summed implicit reward (reference: {heldout['reference']}) and of its mean "
+            "per token (the sum grows with an answer's length; PAD adds the reward token by token), on pairs whose "
             "prompts were never trained on.",
             "",
             *heldout_table(heldout),
@@ -572,17 +573,23 @@ def model_card(metadata: dict) -> str:
 
 
 def heldout_table(heldout: dict) -> list[str]:
-    """A held-out report (:meth:`RMReport.as_dict`) as markdown table lines: each dimension, all, each shape."""
+    """A held-out report (:meth:`RMReport.as_dict`) as markdown table lines: each dimension, all, each shape.
+
+    A report written before rm-eval measured the per-token accuracy shows "-" in that column."""
+
+    def per_token(row: dict) -> str:
+        return f"{row['token_accuracy']:.3f}" if row.get("token_accuracy") is not None else "-"
+
     return [
-        "| dimension | accuracy | mean margin | pairs |",
-        "|---|---|---|---|",
+        "| dimension | accuracy | per token | mean margin | pairs |",
+        "|---|---|---|---|---|",
         *[
-            f"| {name} | {d['accuracy']:.3f} | {d['margin']:.3f} | {d['n']} |"
+            f"| {name} | {d['accuracy']:.3f} | {per_token(d)} | {d['margin']:.3f} | {d['n']} |"
             for name, d in heldout["dimensions"].items()
         ],
-        f"| all | {heldout['accuracy']:.3f} | | {heldout['n']} |",
+        f"| all | {heldout['accuracy']:.3f} | {per_token(heldout)} | | {heldout['n']} |",
         *[
-            f"| all, {name} | {d['accuracy']:.3f} | {d['margin']:.3f} | {d['n']} |"
+            f"| all, {name} | {d['accuracy']:.3f} | {per_token(d)} | {d['margin']:.3f} | {d['n']} |"
             for name, d in heldout.get("by_shape", {}).items()
         ],
     ]
