@@ -214,6 +214,75 @@ def test_every_recipe_moves_its_judge():
     assert set(RECIPES) == set(dimension_pairs(True)) | set(dimension_pairs(False))
 
 
+def test_reading_level_rewrites_change_words_and_sentences_not_content():
+    text = (
+        "Many people use a timer, and they make sure the water is hot enough. "
+        "You can find out more about the method, but it takes a lot of practice to get right."
+    )
+    fancy, plain = rewrites.fancier(text), rewrites.plainer(text)
+    assert fancy == (
+        "Numerous individuals utilize a timer, and they ensure the water is hot enough. "
+        "You can determine more about the method; however, it takes a lot of practice to get right."
+    )
+    assert plain == (
+        "Many people use a timer. They make sure the water is hot enough. "
+        "You can find out more about the method. But it takes a lot of practice to get right."
+    )
+    assert rewrites.plainer(fancy) == plain  # the same content at two levels: one is the other, plainer
+    grade = J.get_judge("grade")
+    assert grade.score("", fancy) - grade.score("", plain) > 3
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "You're used to it.",  # "used to" is not "utilized to"
+        "How many people get better with practice?",  # "how many" and "get better" stay
+        "It is so much fun to help you learn.",  # "so much" and "help you" (not "assist you learn") stay
+        "I think the key is patience.",  # "key" only before a noun it qualifies: "a key step"
+    ],
+)
+def test_fancier_swaps_a_word_only_where_the_grammar_stays_right(text):
+    assert rewrites.fancier(text).replace("individuals", "people") == text
+
+
+def test_plainer_splits_only_where_the_second_half_is_a_sentence():
+    listed = "You will need flour, sugar, eggs and milk, and a large bowl with a whisk for mixing."
+    assert rewrites.plainer(listed) == listed  # "a large bowl ..." is a list's tail, not a sentence
+    which = "The oven must be preheated for ten minutes, which is the step most people forget when baking bread."
+    assert rewrites.plainer(which) == (
+        "The oven must be preheated for ten minutes. This is the step most people forget when baking bread."
+    )
+
+
+def test_reading_level_pairs_by_rewrite_hold_the_content_fixed(base_model, tokenizer, tmp_path):
+    pad = PAD(base_model, tokenizer)
+    prompts = {f"p{i}": f"Why do cats sleep so much, question {i}?" for i in range(4)}
+    answers = ANSWERS | {
+        "plain": "Many people use a timer, and they make sure the water is hot enough. You can find out more "
+        "about the method, but it takes a lot of practice to get right."
+    }
+    pool = _pool(tmp_path, prompts, answers)
+    loose = {"max_perplexity": 1e9, "min_relevance": -1.0, **NO_GROUP_PAIRS}
+    build_pairs(pad, pool, tmp_path / "rewrite.jsonl", SynthConfig(**loose, reading_level="rewrite"))
+    by_id = {r["id"]: r for r in map(json.loads, (tmp_path / "rewrite.jsonl").read_text().splitlines())}
+    elementary, sophisticated = by_id["p0/elementary"], by_id["p0/sophisticated"]
+    assert elementary["kind"] == "rewrite" and elementary["judge"] == "grade" and elementary["margin"] > 3
+    assert elementary["chosen"] == rewrites.plainer(answers["plain"]) == sophisticated["rejected"]
+    assert elementary["rejected"] == rewrites.fancier(answers["plain"]) == sophisticated["chosen"]
+    build_pairs(
+        pad, pool, tmp_path / "strict.jsonl", SynthConfig(**loose, reading_level="rewrite", min_rewrite_grade=50)
+    )
+    strict = {r["id"] for r in map(json.loads, (tmp_path / "strict.jsonl").read_text().splitlines())}
+    assert "p0/elementary" not in strict and "p0/bulleted" in strict  # too small a gap makes no pair
+    build_pairs(pad, pool, tmp_path / "contrast.jsonl", SynthConfig(**loose))
+    contrast = {r["id"]: r for r in map(json.loads, (tmp_path / "contrast.jsonl").read_text().splitlines())}
+    assert contrast["p0/elementary"]["kind"] == "contrast"  # the default is the shipped pairs' contrast
+    assert contrast["p0/bulleted"] == by_id["p0/bulleted"]  # the other directions are made as before
+    with pytest.raises(PadkitError, match="unknown reading level 'vibes'; use one of contrast, rewrite"):
+        SynthConfig(reading_level="vibes")
+
+
 def test_distinct_trigrams_flags_loops():
     assert distinct_trigrams(TEXT) == 1.0
     assert distinct_trigrams("the cat sat " * 10) < 0.2

@@ -7,7 +7,9 @@ Two steps, each resumable:
 2. **Pairs** (:func:`build_pairs`): each answer is cut to whole sentences and must pass three filters: fluency (the
    base model's perplexity of the answer), no degenerate repetition, and relevance (MiniLM similarity to the
    prompt). For each trained dimension pair a chosen/rejected pair is then made either by *contrast* (the pool
-   answers scoring highest and lowest on the dimension's judge, kept when the judge margin is large) or by
+   answers scoring highest and lowest on the dimension's judge, kept when the judge margin is large; reading
+   level, unless ``reading_level="rewrite"`` makes it plainer and fancier by :func:`rewrites.plainer` /
+   :func:`rewrites.fancier`) or by
    *rewrite* (a plain answer and the same answer rewritten into the target form: shortened, bulleted, numbered,
    half of it with a follow-up question, a sign-off, a caveat first, an "In short:" summary, bold key terms, emoji,
    casual or formal register, warm or cold; :mod:`padkit.training.rewrites`), since a 135M base hardly follows such
@@ -94,6 +96,15 @@ class SynthConfig:
     min_relevance: float = setting(0.15, "Relevance filter: MiniLM cosine of prompt and answer.")
     min_words: int = setting(8, "Answers shorter than this (after cutting to whole sentences) are dropped.")
     min_margin: dict[str, float] = field(default_factory=lambda: {"grade": 3.0})
+    reading_level: str = setting(
+        "contrast",
+        "How elementary/sophisticated pairs are made: contrast (the pool answers furthest apart in reading grade: "
+        "two different answers, as in the shipped pairs) or rewrite (one answer made plainer and fancier: everyday "
+        "vs learned words, long sentences split vs short ones joined; the content held fixed).",
+    )
+    min_rewrite_grade: float = setting(
+        1.0, "Reading-level rewrites: the least Flesch-Kincaid grade gap between the fancier and the plainer answer."
+    )
     heldout_fraction: float = setting(0.2, "Prompts that also get held-out wordings and unseen dimensions.")
     split_salt: str = setting("padkit", "Salt of the prompt hash that splits train from held-out.")
     early_end_fraction: float = setting(
@@ -137,6 +148,8 @@ class SynthConfig:
         unknown = [s for s in self.sources if s != "plain" and lookup(s) is None]
         if unknown:
             raise PadkitError(f"unknown pool source(s) {', '.join(unknown)}: use 'plain' or catalog dimensions")
+        if self.reading_level not in READING_LEVELS:
+            raise PadkitError(f"unknown reading level {self.reading_level!r}; use one of {', '.join(READING_LEVELS)}")
         if self.batch_size < 1 or self.max_new_tokens < 1:
             raise PadkitError("batch_size and max_new_tokens must be at least 1")
         for name in (group.fraction for group in REPAIR_GROUPS.values()):
@@ -243,6 +256,9 @@ RECIPES: dict[tuple[str, str], Recipe] = {
     ("enthusiastic", "calm"): Recipe(rewrite=(rewrites.enthusiastic, rewrites.calm)),
     ("pirate", "plain-voice"): Recipe(rewrite=(rewrites.pirate, _same)),
 }
+READING_LEVELS = ("contrast", "rewrite")
+"""How ``SynthConfig.reading_level`` makes the elementary/sophisticated pairs (:func:`recipe_for`)."""
+READING_LEVEL_REWRITE = Recipe(rewrite=(rewrites.plainer, rewrites.fancier))
 REWRITE_SOURCES = ("plain", "elementary", "friendly")
 CLOSING_REWRITES: frozenset[Rewrite] = frozenset(
     {
@@ -363,18 +379,32 @@ def _contrast(
     return (scored[-1][1], scored[0][1], margin) if margin >= config.min_margin.get(spec.judge, 1e-9) else None
 
 
+def recipe_for(pair: tuple[str, str], config: SynthConfig) -> Recipe:
+    """The :data:`RECIPES` entry of a dimension pair, or :data:`READING_LEVEL_REWRITE` for the reading-level
+    pair when ``config.reading_level`` is ``rewrite``."""
+    if pair == ("elementary", "sophisticated") and config.reading_level == "rewrite":
+        return READING_LEVEL_REWRITE
+    return RECIPES[pair]
+
+
 def _rewrite(
-    prompt: str, source: Answer, first: str, fns: tuple[Rewrite, Rewrite], rng: random.Random
+    prompt: str,
+    source: Answer,
+    first: str,
+    fns: tuple[Rewrite, Rewrite],
+    rng: random.Random,
+    min_margin: float = 0.0,
 ) -> tuple[Answer, Answer, float] | None:
     """(first direction's answer, second direction's answer, judge margin) from one source, or None when the
-    source does not fit (too few sentences, already a list) or the rewrite did not move the judge."""
+    source does not fit (too few sentences, already a list) or the rewrite did not move the judge (by more than
+    ``min_margin``, or at all)."""
     if len(rewrites.sentences(source.text)) < 2 or rewrites.is_list(source.text):
         return None
     a, b = (Answer(fn(source.text, rng), source.cut and fn not in CLOSING_REWRITES) for fn in fns)
     spec = DIMENSION_JUDGES[first]
     judge = get_judge(spec.judge)
     margin = spec.direction * (judge.score(prompt, a.text) - judge.score(prompt, b.text))
-    return (a, b, margin) if margin > 0 else None
+    return (a, b, margin) if margin > 0 and margin >= min_margin else None
 
 
 def _end_alike(a: Answer, b: Answer, first: str) -> tuple[Answer, Answer]:
@@ -600,12 +630,13 @@ def build_pairs(
                 continue
             rng = _rng(config.seed, pid, first)
             stat = stats.setdefault(first, Counter())
-            recipe = RECIPES[(first, second)]
+            recipe = recipe_for((first, second), config)
             answers = [kept[(pid, s)] for s in recipe.sources if (pid, s) in kept]
             made, kind, source = _contrast(prompt, answers, first, config), "contrast", None
             if not made and recipe.rewrite:
                 source = next((kept[(pid, s)] for s in REWRITE_SOURCES if (pid, s) in kept), None)
-                made, kind = source and _rewrite(prompt, source, first, recipe.rewrite, rng), "rewrite"
+                least = config.min_rewrite_grade if DIMENSION_JUDGES[first].judge == "grade" else 0.0
+                made, kind = source and _rewrite(prompt, source, first, recipe.rewrite, rng, least), "rewrite"
             if not made:
                 stat["no pair"] += 1
                 continue
