@@ -275,6 +275,16 @@ def test_reading_level_pairs_by_rewrite_hold_the_content_fixed(base_model, token
     )
     strict = {r["id"] for r in map(json.loads, (tmp_path / "strict.jsonl").read_text().splitlines())}
     assert "p0/elementary" not in strict and "p0/bulleted" in strict  # too small a gap makes no pair
+    one_sentence = answers | {
+        "plain": "Cats sleep for most of the day in warm places.",
+        "sophisticated": answers["plain"],
+    }
+    (tmp_path / "other").mkdir()
+    other = _pool(tmp_path / "other", prompts, one_sentence)
+    build_pairs(pad, other, tmp_path / "other.jsonl", SynthConfig(**loose, reading_level="rewrite"))
+    tried = {r["id"]: r for r in map(json.loads, (tmp_path / "other.jsonl").read_text().splitlines())}
+    assert tried["p0/elementary"]["chosen"] == elementary["chosen"]  # one plain sentence: the next source
+    assert "p0/bulleted" not in tried  # the other rewrites still take only the first source, as before
     build_pairs(pad, pool, tmp_path / "contrast.jsonl", SynthConfig(**loose))
     contrast = {r["id"]: r for r in map(json.loads, (tmp_path / "contrast.jsonl").read_text().splitlines())}
     assert contrast["p0/elementary"]["kind"] == "contrast"  # the default is the shipped pairs' contrast
