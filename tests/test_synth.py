@@ -240,15 +240,31 @@ def test_reading_level_rewrites_change_words_and_sentences_not_content():
         "How many people get better with practice?",  # "how many" and "get better" stay
         "It is so much fun to help you learn.",  # "so much" and "help you" (not "assist you learn") stay
         "I think the key is patience.",  # "key" only before a noun it qualifies: "a key step"
+        "You will need to provide examples.",  # not "require to provide"
+        "I am here to help. What brings you here tonight?",  # a question is not joined to a statement
+        "The use of salt depends on people's tastes.",  # the noun "use"; not "individuals's"
+        "It is not only cheap but also quick to make.",  # "but also" stays
+        "The dough rests for an hour. For example: a bread dough.",  # no ", and for example:"
     ],
 )
 def test_fancier_swaps_a_word_only_where_the_grammar_stays_right(text):
     assert rewrites.fancier(text).replace("individuals", "people") == text
 
 
+def test_reading_level_rewrites_leave_code_alone():
+    text = "Use a loop here.\n```python\nuse = many_people()\n```\nMany people use it."
+    assert (
+        rewrites.fancier(text)
+        == "Utilize a loop here.\n```python\nuse = many_people()\n```\nNumerous individuals utilize it."
+    )
+    assert rewrites.plainer(rewrites.fancier(text)) == text
+
+
 def test_plainer_splits_only_where_the_second_half_is_a_sentence():
     listed = "You will need flour, sugar, eggs and milk, and a large bowl with a whisk for mixing."
     assert rewrites.plainer(listed) == listed  # "a large bowl ..." is a list's tail, not a sentence
+    odd = "Take the largest numbers that are multiples of ten, which in this case is two million and six."
+    assert rewrites.plainer(odd) == odd  # "This in this case is ..." would be no sentence
     which = "The oven must be preheated for ten minutes, which is the step most people forget when baking bread."
     assert rewrites.plainer(which) == (
         "The oven must be preheated for ten minutes. This is the step most people forget when baking bread."

@@ -383,12 +383,13 @@ class _Where(NamedTuple):
 
 
 _OBJECT = ("a", "an", "the", "some", "more", "enough", "your", "their")
+_DETERMINERS = ("a", "an", "the", "its", "their", "this", "no", "any", "of", "in", "for", "my", "your", "our")
 _PRONOUNS = ("i", "you", "we", "they", "he", "she", "it", "this", "that", "these", "those", "there")
 """Words a clause may start with: where ", but" / ", so" join two clauses ("not X, but about Y" joins none), and
 where :func:`plainer` may split a sentence (a half starting "a large bowl" is a list's tail, not a sentence)."""
 LEARNED_WORDS: dict[str, tuple[str, _Where]] = {
-    "use": ("utilize", _Where()),
-    "uses": ("utilizes", _Where()),
+    "use": ("utilize", _Where(not_before=_DETERMINERS, not_after=("of",))),  # not the noun: "the use of"
+    "uses": ("utilizes", _Where(not_before=_DETERMINERS + ("many", "other", "several", "different"))),
     "used": ("utilized", _Where(not_before=("be", "get", "got", "re", "are", "is", "was"), not_after=("to",))),
     "using": ("utilizing", _Where()),
     "show": ("demonstrate", _Where(not_before=("a", "the", "tv"))),
@@ -396,13 +397,13 @@ LEARNED_WORDS: dict[str, tuple[str, _Where]] = {
     "showed": ("demonstrated", _Where()),
     "showing": ("demonstrating", _Where()),
     "buying": ("purchasing", _Where()),
-    "people": ("individuals", _Where()),
+    "people": ("individuals", _Where(not_after=("s",))),  # not "individuals's"
     "many": ("numerous", _Where(not_before=("how", "so", "too", "as"))),
     "often": ("frequently", _Where(not_before=("how",))),
     "usually": ("typically", _Where()),
     "mostly": ("predominantly", _Where()),
     "maybe": ("perhaps", _Where()),
-    "also": ("additionally", _Where()),
+    "also": ("additionally", _Where(not_before=("but",))),  # "not only X but also Y" stays
     "make sure": ("ensure", _Where()),
     "makes sure": ("ensures", _Where()),
     "making sure": ("ensuring", _Where()),
@@ -416,7 +417,10 @@ LEARNED_WORDS: dict[str, tuple[str, _Where]] = {
     "get": ("obtain", _Where(after=_OBJECT)),
     "gets": ("obtains", _Where(after=_OBJECT)),
     "getting": ("obtaining", _Where(after=_OBJECT)),
-    "need": ("require", _Where(before=("you", "we", "they", "i", "may", "might", "will", "would", "also"))),
+    "need": (
+        "require",
+        _Where(before=("you", "we", "they", "i", "may", "might", "will", "would", "also"), not_after=("to",)),
+    ),
     "help": ("assist", _Where(before=("can", "will", "to", "may", "might", "could", "would"), after=("with",))),
     "helps": ("assists", _Where(after=("with",))),
     "improve": ("enhance", _Where()),
@@ -488,6 +492,12 @@ def _swap(text: str, table: dict[str, tuple[str, _Where | None]]) -> str:
     return pattern.sub(sub, text)
 
 
+def _outside_code(rewrite: Callable[[str], str], text: str) -> str:
+    """``rewrite`` applied to the prose of ``text`` only: what is inside ``` fences is code and stays as it is."""
+    parts = text.split("```")
+    return "```".join(rewrite(part) if i % 2 == 0 else part for i, part in enumerate(parts))
+
+
 def fancier(text: str, rng: random.Random | None = None) -> str:
     """The same answer at a higher reading level: learned words for everyday ones (:data:`LEARNED_WORDS`: "use"
     -> "utilize", "make sure" -> "ensure", ", but" -> "; however,") and short neighbouring sentences joined.
@@ -495,9 +505,11 @@ def fancier(text: str, rng: random.Random | None = None) -> str:
     Made for reading-level pairs by rewrite: the 135M base asked for an elementary or a sophisticated answer writes
     a different answer, so a contrast pair differs in content as much as in level (v27's held-out accuracy on
     such pairs: 0.46-0.54, per token 0.51-0.59), while a rewrite changes the level and nothing else."""
-    out = _swap(text.strip(), LEARNED_WORDS)
-    out = re.sub(r", (however|consequently) ", r"; \1, ", out)
-    return _joined(out)
+
+    def rewrite(prose: str) -> str:
+        return _joined(re.sub(r", (however|consequently) ", r"; \1, ", _swap(prose, LEARNED_WORDS)))
+
+    return _outside_code(rewrite, text.strip())
 
 
 def plainer(text: str, rng: random.Random | None = None) -> str:
@@ -505,18 +517,23 @@ def plainer(text: str, rng: random.Random | None = None) -> str:
     "individuals" -> "people", "; however," -> ", but") and long sentences split in two at ", and" / ", but" /
     "; "."""
     table: dict[str, tuple[str, _Where | None]] = {
-        learned: (plain, None) for plain, (learned, _) in LEARNED_WORDS.items() if learned not in ("however",)
+        learned: (plain, None)
+        for plain, (learned, _) in LEARNED_WORDS.items()
+        if learned not in ("however", "consequently")
     }
     table |= {learned: (plain, None) for learned, plain in PLAIN_WORDS.items()}
-    table.pop("consequently")
-    out = _CLAUSE_SWAP.sub(lambda m: ", but " if m.group(1).lower() == "however" else ", so ", text.strip())
-    out = re.sub(
-        r"(^|(?<=[.!?] ))(However|Consequently), ",
-        lambda m: m.group(1) + ("But " if m.group(2) == "However" else "So "),
-        out,
-        flags=re.MULTILINE,
-    )
-    return _split_long(_swap(out, table))
+
+    def rewrite(prose: str) -> str:
+        out = _CLAUSE_SWAP.sub(lambda m: ", but " if m.group(1).lower() == "however" else ", so ", prose)
+        out = re.sub(
+            r"(^|(?<=[.!?] ))(However|Consequently), ",
+            lambda m: m.group(1) + ("But " if m.group(2) == "However" else "So "),
+            out,
+            flags=re.MULTILINE,
+        )
+        return _split_long(_swap(out, table))
+
+    return _outside_code(rewrite, text.strip())
 
 
 _JOIN_MAX_WORDS = 12
@@ -535,7 +552,9 @@ def _joined(text: str) -> str:
             prev = out[-1] if out else ""
             short = all(_JOIN_MIN_WORDS <= len(x.split()) <= _JOIN_MAX_WORDS for x in (prev, part))
             opens = part.split(maxsplit=1)[0].strip(",").lower()
-            if prev.endswith(".") and short and not joined and opens not in _CONNECTIVES and part[:1].isalpha():
+            statements = prev.endswith(".") and part.endswith(".")  # "..., and what brings you here?" is no sentence
+            statements = statements and ":" not in part  # "..., and for example: X" is none either
+            if statements and short and not joined and opens not in _CONNECTIVES and part[:1].isalpha():
                 out[-1], joined = f"{prev[:-1]}, and {_lower_first(part)}", True
             else:
                 out.append(part)
@@ -545,7 +564,10 @@ def _joined(text: str) -> str:
 
 
 _SPLIT_AT = re.compile(r"(?:, and|, but|;|, which) ")
-_CONNECTIVES = frozenset(("and", "but", "so", "or", "therefore", "however", "also", "then", "thus"))
+_WHICH_VERBS = frozenset(("is", "are", "was", "were", "can", "will", "may", "means", "makes", "helps", "allows"))
+"""Verbs after ", which" where :func:`plainer` splits: "X, which is Y" -> "X. This is Y" (not ", which in this
+case is Y")."""
+_CONNECTIVES = frozenset(("and", "but", "so", "or", "therefore", "however", "also", "then", "thus", "for", "in"))
 """Sentence openers :func:`_joined` does not put after ", and" ("..., and therefore, ...")."""
 
 
@@ -565,7 +587,7 @@ def _split_long(text: str) -> str:
                 first = tail.split(maxsplit=1)[0].lower() if tail.split() else ""
                 tail = {"but": "but ", "which": "this "}.get(joint, "") + tail
                 if min(len(head.split()), len(tail.split())) >= _SPLIT_MIN_WORDS and (
-                    first in _PRONOUNS or joint == "which"
+                    first in _PRONOUNS or (joint == "which" and first in _WHICH_VERBS)
                 ):
                     out.append(f"{head}.")
                     todo.insert(0, tail[:1].upper() + tail[1:])
