@@ -378,8 +378,8 @@ class _Where(NamedTuple):
     before: tuple[str, ...] = ()
     after: tuple[str, ...] = ()
     not_before: tuple[str, ...] = ()
-    comma: bool = False
     not_after: tuple[str, ...] = ()
+    comma: bool = False
 
 
 _OBJECT = ("a", "an", "the", "some", "more", "enough", "your", "their")
@@ -479,8 +479,9 @@ def _swap(text: str, table: dict[str, tuple[str, _Where | None]]) -> str:
         new, where = table[found.lower()]
         if where is not None:
             head, tail = match.string[: match.start()], match.string[match.end() :]
-            prev = (_WORD_BEFORE.search(head) or [None, ""])[1].lower()
-            nxt = (_WORD_AFTER.match(tail) or [None, ""])[1].lower()
+            before, after = _WORD_BEFORE.search(head), _WORD_AFTER.match(tail)
+            prev = before.group(1).lower() if before else ""
+            nxt = after.group(1).lower() if after else ""
             if where.comma and not head.endswith(", "):
                 return found
             if (where.before and prev not in where.before) or (where.after and nxt not in where.after):
@@ -514,8 +515,7 @@ def fancier(text: str, rng: random.Random | None = None) -> str:
 
 def plainer(text: str, rng: random.Random | None = None) -> str:
     """The same answer at a lower reading level: everyday words for learned ones ("utilize" -> "use",
-    "individuals" -> "people", "; however," -> ", but") and long sentences split in two at ", and" / ", but" /
-    "; "."""
+    "individuals" -> "people", "; however," -> ", but") and long sentences split (:func:`_split_long`)."""
     table: dict[str, tuple[str, _Where | None]] = {
         learned: (plain, None)
         for plain, (learned, _) in LEARNED_WORDS.items()

@@ -404,8 +404,8 @@ def _rewrite(
     min_margin: float = 0.0,
 ) -> tuple[Answer, Answer, float] | None:
     """(first direction's answer, second direction's answer, judge margin) from one source, or None when the
-    source does not fit (too few sentences, already a list) or the rewrite did not move the judge (by more than
-    ``min_margin``, or at all)."""
+    source does not fit (too few sentences, already a list) or the rewrite did not move the judge (at all, or by
+    ``min_margin``)."""
     if len(rewrites.sentences(source.text)) < 2 or rewrites.is_list(source.text):
         return None
     a, b = (Answer(fn(source.text, rng), source.cut and fn not in CLOSING_REWRITES) for fn in fns)
