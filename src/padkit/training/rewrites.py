@@ -330,10 +330,42 @@ _CASUAL_WORDS = {"very": "super", "a lot of": "tons of", "many": "a bunch of", "
 CASUAL_OPENERS = ("So, ", "Okay, so ", "Honestly, ", "Well, ", "Hey, ", "Alright, ")
 
 
-def _replace_all(text: str, table: dict[str, str]) -> str:
+class _Where(NamedTuple):
+    """Where :func:`fancier` may swap a word: after one of ``before`` (any word when empty), before one of
+    ``after`` (any), never after one of ``not_before`` nor before one of ``not_after``, and with ``comma`` only
+    right after a comma."""
+
+    before: tuple[str, ...] = ()
+    after: tuple[str, ...] = ()
+    not_before: tuple[str, ...] = ()
+    not_after: tuple[str, ...] = ()
+    comma: bool = False
+
+
+_WORD_BEFORE = re.compile(r"(\w+)\W*$")
+_WORD_AFTER = re.compile(r"^\W*(\w+)")
+
+
+def _replace_all(text: str, table: dict[str, str], where: dict[str, _Where] | None = None) -> str:
+    """``text`` with each phrase of ``table`` replaced (whole words, any case, an initial capital kept); a phrase
+    with a :class:`_Where` in ``where`` only where its neighbouring words allow."""
+
     def sub(match: re.Match) -> str:
         found = match.group(0)
-        new = table[found.lower()]
+        key = found.lower()
+        context = (where or {}).get(key)
+        if context is not None:
+            head, tail = match.string[: match.start()], match.string[match.end() :]
+            before, after = _WORD_BEFORE.search(head), _WORD_AFTER.match(tail)
+            prev = before.group(1).lower() if before else ""
+            nxt = after.group(1).lower() if after else ""
+            if context.comma and not head.endswith(", "):
+                return found
+            if (context.before and prev not in context.before) or (context.after and nxt not in context.after):
+                return found
+            if prev in context.not_before or nxt in context.not_after:
+                return found
+        new = table[key]
         return new[0].upper() + new[1:] if found[0].isupper() else new
 
     pattern = re.compile(r"\b(?:" + "|".join(re.escape(k) for k in sorted(table, key=len, reverse=True)) + r")\b", re.I)
@@ -368,18 +400,6 @@ def formal(text: str, rng: random.Random | None = None) -> str:
     """Contractions spelled out, slang replaced, exclamation marks turned into full stops."""
     text = _replace_all(text.strip().replace("\u2019", "'"), _EXPANSIONS)
     return _replace_all(text, _FORMAL_WORDS).replace("!", ".")
-
-
-class _Where(NamedTuple):
-    """Where :func:`fancier` may swap a word: after one of ``before`` (any word when empty), before one of
-    ``after`` (any), never after one of ``not_before`` nor before one of ``not_after``, and with ``comma`` only
-    right after a comma."""
-
-    before: tuple[str, ...] = ()
-    after: tuple[str, ...] = ()
-    not_before: tuple[str, ...] = ()
-    not_after: tuple[str, ...] = ()
-    comma: bool = False
 
 
 _OBJECT = ("a", "an", "the", "some", "more", "enough", "your", "their")
@@ -464,33 +484,11 @@ PLAIN_WORDS = {
     "utilise": "use",
 }
 """Learned words :func:`plainer` also turns into everyday ones (:func:`fancier` never writes them)."""
+_FANCY = {plain: learned for plain, (learned, _) in LEARNED_WORDS.items()}
+_FANCY_WHERE = {plain: where for plain, (_, where) in LEARNED_WORDS.items()}
+_PLAIN = {learned: plain for plain, learned in _FANCY.items() if learned not in ("however", "consequently")}
+_PLAIN |= PLAIN_WORDS
 _CLAUSE_SWAP = re.compile(r"; (however|consequently), ", re.IGNORECASE)
-_WORD_BEFORE = re.compile(r"(\w+)\W*$")
-_WORD_AFTER = re.compile(r"^\W*(\w+)")
-
-
-def _swap(text: str, table: dict[str, tuple[str, _Where | None]]) -> str:
-    """``text`` with each phrase of ``table`` replaced where its :class:`_Where` allows, keeping a capital."""
-    keys = sorted(table, key=len, reverse=True)
-    pattern = re.compile(r"\b(?:" + "|".join(re.escape(k) for k in keys) + r")\b", re.IGNORECASE)
-
-    def sub(match: re.Match) -> str:
-        found = match.group(0)
-        new, where = table[found.lower()]
-        if where is not None:
-            head, tail = match.string[: match.start()], match.string[match.end() :]
-            before, after = _WORD_BEFORE.search(head), _WORD_AFTER.match(tail)
-            prev = before.group(1).lower() if before else ""
-            nxt = after.group(1).lower() if after else ""
-            if where.comma and not head.endswith(", "):
-                return found
-            if (where.before and prev not in where.before) or (where.after and nxt not in where.after):
-                return found
-            if prev in where.not_before or nxt in where.not_after:
-                return found
-        return new[0].upper() + new[1:] if found[0].isupper() else new
-
-    return pattern.sub(sub, text)
 
 
 def _outside_code(rewrite: Callable[[str], str], text: str) -> str:
@@ -508,7 +506,7 @@ def fancier(text: str, rng: random.Random | None = None) -> str:
     such pairs: 0.46-0.54, per token 0.51-0.59), while a rewrite changes the level and nothing else."""
 
     def rewrite(prose: str) -> str:
-        return _joined(re.sub(r", (however|consequently) ", r"; \1, ", _swap(prose, LEARNED_WORDS)))
+        return _joined(re.sub(r", (however|consequently) ", r"; \1, ", _replace_all(prose, _FANCY, _FANCY_WHERE)))
 
     return _outside_code(rewrite, text.strip())
 
@@ -516,12 +514,6 @@ def fancier(text: str, rng: random.Random | None = None) -> str:
 def plainer(text: str, rng: random.Random | None = None) -> str:
     """The same answer at a lower reading level: everyday words for learned ones ("utilize" -> "use",
     "individuals" -> "people", "; however," -> ", but") and long sentences split (:func:`_split_long`)."""
-    table: dict[str, tuple[str, _Where | None]] = {
-        learned: (plain, None)
-        for plain, (learned, _) in LEARNED_WORDS.items()
-        if learned not in ("however", "consequently")
-    }
-    table |= {learned: (plain, None) for learned, plain in PLAIN_WORDS.items()}
 
     def rewrite(prose: str) -> str:
         out = _CLAUSE_SWAP.sub(lambda m: ", but " if m.group(1).lower() == "however" else ", so ", prose)
@@ -531,7 +523,7 @@ def plainer(text: str, rng: random.Random | None = None) -> str:
             out,
             flags=re.MULTILINE,
         )
-        return _split_long(_swap(out, table))
+        return _split_long(_replace_all(out, _PLAIN))
 
     return _outside_code(rewrite, text.strip())
 
