@@ -353,7 +353,7 @@ def test_a_cut_answer_is_not_charged_for_an_end_token(base_model, tokenizer):
     context = render_input(tokenizer, "Cats?")
     n = len(tokenizer(text, add_special_tokens=False)["input_ids"])
     body, with_end = (
-        response_logprobs(base_model, tokenizer, [context], [text], add_eos=e).item() for e in (False, True)
+        response_logprobs(base_model, tokenizer, [context], [text], add_eos=e).total.item() for e in (False, True)
     )
     cut, ended = perplexity(pad, ["Cats?"] * 2, [text] * 2, [False, True])
     assert cut == pytest.approx(math.exp(-body / n)) and ended == pytest.approx(math.exp(-with_end / (n + 1)))

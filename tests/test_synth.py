@@ -291,6 +291,8 @@ def test_reading_level_pairs_by_rewrite_hold_the_content_fixed(base_model, token
     )
     strict = {r["id"] for r in map(json.loads, (tmp_path / "strict.jsonl").read_text().splitlines())}
     assert "p0/elementary" not in strict and "p0/bulleted" in strict  # too small a gap makes no pair
+    assert SynthConfig(min_rewrite_grade=50).rewrite_margin("grade") == 50
+    assert SynthConfig(min_rewrite_grade=50).rewrite_margin(by_id["p0/bulleted"]["judge"]) == 0.0
     one_sentence = answers | {
         "plain": "Cats sleep for most of the day in warm places.",
         "sophisticated": answers["plain"],

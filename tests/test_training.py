@@ -323,18 +323,20 @@ def test_shape_split_reports_each_shape_of_pair_apart():
 
 
 def test_per_token_accuracy_ranks_by_mean_reward_where_the_sum_ranks_by_length():
+    from padkit.decoding.sequence_reward import ResponseScores
     from padkit.evaluation.rm_accuracy import token_wins
 
     # chosen: 12 tokens at -0.5 each (sum -6); rejected: 2 tokens at -1 each (sum -2). The sum prefers the short
     # rejected answer only because it is short; per token the chosen answer is the better one.
-    chosen, rejected = torch.tensor([-6.0, 3.0]), torch.tensor([-2.0, 1.0])
-    wins = token_wins(chosen, rejected, torch.tensor([12.0, 10.0]), torch.tensor([2.0, 1.0]))
-    assert wins.tolist() == [1.0, 0.0] and (chosen > rejected).double().tolist() == [0.0, 1.0]
+    chosen = ResponseScores(torch.tensor([-6.0, 3.0]), torch.tensor([12, 10]))
+    rejected = ResponseScores(torch.tensor([-2.0, 1.0]), torch.tensor([2, 1]))
+    assert token_wins(chosen, rejected).tolist() == [1.0, 0.0]
+    assert (chosen.total > rejected.total).double().tolist() == [0.0, 1.0]
 
 
 def test_rm_eval_counts_the_scored_tokens_and_reports_per_token_accuracy(base_model, tokenizer):
     from padkit.decoding.sequence_reward import encode_response
-    from padkit.evaluation.rm_accuracy import response_token_counts, token_wins
+    from padkit.evaluation.rm_accuracy import token_wins
     from padkit.preferences import Dimension, render_input
 
     long_answer = "cats sleep a lot in the sun and hunt at night"
@@ -344,18 +346,20 @@ def test_rm_eval_counts_the_scored_tokens_and_reports_per_token_accuracy(base_mo
     ]
     answer_tokens = len(tokenizer(long_answer, add_special_tokens=False)["input_ids"])
     sky_tokens = len(tokenizer("sky", add_special_tokens=False)["input_ids"])
-    closed = response_token_counts(tokenizer, pairs)
-    assert closed[0].tolist() == [answer_tokens + 1, sky_tokens + 1]  # each ends in the end token
-    assert closed[1].tolist() == [sky_tokens + 1, answer_tokens + 1]
-    opened = response_token_counts(tokenizer, pairs, cut_ends="open")
-    assert opened[0].tolist() == [answer_tokens, sky_tokens + 1]  # the cut answer is scored without it
+    closed = pair_rewards(base_model, tokenizer, pairs, "none")
+    assert closed[0].tokens.tolist() == [answer_tokens + 1, sky_tokens + 1]  # each ends in the end token
+    assert closed[1].tokens.tolist() == [sky_tokens + 1, answer_tokens + 1]
+    opened = pair_rewards(base_model, tokenizer, pairs, "none", cut_ends="open")
+    assert opened[0].tokens.tolist() == [answer_tokens, sky_tokens + 1]  # the cut answer is scored without it
     context = render_input(tokenizer, "Tell me about cats.", Dimension("detailed").principle)
     context_tokens = len(encode_response(tokenizer, context, "")[0])
-    clipped = response_token_counts(tokenizer, pairs[:1], max_length=context_tokens + 3)
-    assert clipped[0].tolist() == [3]  # the max_length cut counts too
+    clipped = pair_rewards(base_model, tokenizer, pairs[:1], "none", max_length=context_tokens + 3)
+    assert clipped[0].tokens.tolist() == [3]  # the max_length cut counts too
+    assert clipped[0].total[0] > closed[0].total[0]  # fewer log-probabilities (all negative) summed
 
-    sums = pair_rewards(base_model, tokenizer, pairs, "none")
-    expected = token_wins(*sums, *closed)
+    expected = token_wins(*closed)
+    by_hand = [c / n > r / m for c, n, r, m in zip(*closed[0], *closed[1], strict=True)]
+    assert expected.tolist() == [float(w) for w in by_hand]
     report = evaluate_rm(base_model, tokenizer, pairs, "none")
     assert report.token_accuracy == expected.mean().item()
     rows = report.as_dict()["dimensions"]
@@ -378,13 +382,13 @@ def test_heldout_table_shows_the_per_token_column_and_a_dash_for_older_reports()
 
 def test_rm_eval_reference_base_subtracts_plain_prompt(base_model, tokenizer):
     pair = [PreferencePair("Tell me about cats.", "cats", "sky", "concise")]
-    with_pref, _ = pair_rewards(base_model, tokenizer, pair, "none")
+    with_pref = pair_rewards(base_model, tokenizer, pair, "none")[0].total
     from padkit.decoding.sequence_reward import response_logprobs
     from padkit.preferences import render_input
 
     plain = response_logprobs(base_model, tokenizer, [render_input(tokenizer, "Tell me about cats.")], ["cats"])
-    rewarded, _ = pair_rewards(base_model, tokenizer, pair, "base")
-    assert rewarded[0] == pytest.approx((with_pref - plain)[0].item())
+    rewarded = pair_rewards(base_model, tokenizer, pair, "base")[0].total
+    assert rewarded[0] == pytest.approx((with_pref - plain.total)[0].item())
     assert torch.isfinite(rewarded).all()
 
 
@@ -399,8 +403,8 @@ def test_rm_eval_open_cut_ends_drop_the_end_token_of_cut_responses_only(base_mod
     ]
     assert end_tokens(pairs, "closed") == ([True, True], [True, True])
     assert end_tokens(pairs, "open") == ([False, True], [True, False])
-    closed = pair_rewards(base_model, tokenizer, pairs, "none")
-    opened = pair_rewards(base_model, tokenizer, pairs, "none", cut_ends="open")
+    closed = [side.total for side in pair_rewards(base_model, tokenizer, pairs, "none")]
+    opened = [side.total for side in pair_rewards(base_model, tokenizer, pairs, "none", cut_ends="open")]
     context = render_input(tokenizer, "Tell me about cats.", Dimension("detailed").principle)
     ids = sum(encode_response(tokenizer, context, "cats sleep", add_eos=False), [])
     logits = base_model(input_ids=torch.tensor([ids])).logits[0, -1].double()
@@ -408,7 +412,7 @@ def test_rm_eval_open_cut_ends_drop_the_end_token_of_cut_responses_only(base_mod
     assert closed[0][0] - opened[0][0] == pytest.approx(eos, abs=1e-4)  # the cut chosen loses its end token
     assert opened[1][0] == closed[1][0]  # the complete rejected keeps it
     assert opened[0][1] == closed[0][1] and opened[1][1] != closed[1][1]
-    single = response_logprobs(base_model, tokenizer, [context], ["cats sleep"], add_eos=[False])
+    single = response_logprobs(base_model, tokenizer, [context], ["cats sleep"], add_eos=[False]).total
     assert single[0] == pytest.approx(opened[0][0].item())
     with pytest.raises(PadkitError, match="unknown cut ends 'shut'; use one of closed, open"):
         end_tokens(pairs, "shut")

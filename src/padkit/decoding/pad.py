@@ -856,7 +856,7 @@ class PAD:
             base_tokenizer=self.tokenizer,
             add_eos=eos,
             rm_adapters=self._persrm_adapters(),
-        )
+        ).total
 
     def _token_infos(self, records: list[StepRecord], row: int, chosen: list[int]) -> list[TokenInfo]:
         infos = []

@@ -7,6 +7,7 @@ The token-level reward that PAD uses at each step, summed over a response, is th
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -30,6 +31,14 @@ def encode_response(
     return context_ids, response_ids
 
 
+class ResponseScores(NamedTuple):
+    """Summed scores of responses (float64) and how many tokens each sum covers, the end token and a
+    ``max_length`` cut included, so that a mean per token needs no second tokenization that could disagree."""
+
+    total: torch.Tensor
+    tokens: torch.Tensor
+
+
 @torch.inference_mode()
 def response_logprobs(
     model: PreTrainedModel,
@@ -39,8 +48,8 @@ def response_logprobs(
     batch_size: int = 8,
     max_length: int | None = None,
     add_eos: bool | Sequence[bool] = True,
-) -> torch.Tensor:
-    """``sum_t log p(y_t | context, y_<t)`` for each (rendered context, response) pair, in float64.
+) -> ResponseScores:
+    """``sum_t log p(y_t | context, y_<t)`` for each (rendered context, response) pair, and its token count.
 
     ``add_eos``: whether each response ends in the end-of-sequence token (one flag for all, or one per response)."""
     out = []
@@ -62,7 +71,8 @@ def response_logprobs(
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits[:, :-1].float()
         logps = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:, None].to(device)).squeeze(-1)
         out.append((logps.double().cpu() * target[:, 1:]).sum(dim=1))
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+    total = torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+    return ResponseScores(total, torch.tensor([len(r) for _, r in pairs], dtype=torch.long))
 
 
 def resolve_reference(reference: str, rm_is_self: bool, rm_is_adapter: bool, rm_name: str = "the PersRM") -> str:
@@ -97,8 +107,9 @@ def implicit_rewards(
     max_length: int | None = None,
     add_eos: bool | Sequence[bool] = True,
     rm_adapters: bool = True,
-) -> torch.Tensor:
-    """Summed implicit reward ``log pi_rm(y | x, p) - log pi_ref(y | ...)`` of each response.
+) -> ResponseScores:
+    """Summed implicit reward ``log pi_rm(y | x, p) - log pi_ref(y | ...)`` of each response, with the count of
+    the PersRM's tokens it covers.
 
     ``with_preference`` are the PersRM's rendered contexts. The reference is ``"rm-init"`` (the PersRM's LoRA
     off, same contexts), ``"base"`` (``base_model``, or the PersRM with its LoRA off, on the ``plain``
@@ -112,7 +123,9 @@ def implicit_rewards(
         return scores
     if reference == "rm-init":
         with AdapterSwitch(rm_model, False):
-            return scores - response_logprobs(rm_model, rm_tokenizer, with_preference, responses, **kwargs)
-    model = base_model if base_model is not None else rm_model
-    with AdapterSwitch(model, False):
-        return scores - response_logprobs(model, base_tokenizer or rm_tokenizer, plain, responses, **kwargs)
+            ref = response_logprobs(rm_model, rm_tokenizer, with_preference, responses, **kwargs)
+    else:
+        model = base_model if base_model is not None else rm_model
+        with AdapterSwitch(model, False):
+            ref = response_logprobs(model, base_tokenizer or rm_tokenizer, plain, responses, **kwargs)
+    return ResponseScores(scores.total - ref.total, scores.tokens)

@@ -195,10 +195,9 @@ def perplexity(
     third of a 64-token base answer's log-loss), which no token of the answer earned."""
     ends = [True] * len(texts) if ended is None else list(ended)
     contexts = [render_input(pad.tokenizer, p) for p in prompts]
-    logps = response_logprobs(pad.base_model, pad.tokenizer, contexts, list(texts), batch_size=8, add_eos=ends)
-    lengths = [len(ids) for ids in pad.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
-    counts = [max(1, n + end) for n, end in zip(lengths, ends, strict=True)]  # an empty cut answer: no tokens
-    return [math.exp(-lp / n) for lp, n in zip(logps.tolist(), counts, strict=True)]
+    scores = response_logprobs(pad.base_model, pad.tokenizer, contexts, list(texts), batch_size=8, add_eos=ends)
+    counts = scores.tokens.clamp(min=1)  # an empty cut answer: no tokens, nothing charged
+    return [math.exp(-lp / n) for lp, n in zip(scores.total.tolist(), counts.tolist(), strict=True)]
 
 
 def _ended(record: dict) -> bool:

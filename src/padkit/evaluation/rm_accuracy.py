@@ -20,7 +20,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from padkit.decoding.config import REFERENCES, Candidates, Reference
 from padkit.decoding.processor import _PADRule
-from padkit.decoding.sequence_reward import encode_response, implicit_rewards, resolve_reference
+from padkit.decoding.sequence_reward import ResponseScores, encode_response, implicit_rewards, resolve_reference
 from padkit.errors import PadkitError
 from padkit.models.loading import DEFAULT_BASE, same_vocabulary
 from padkit.models.row_lora import AdapterSwitch
@@ -149,27 +149,7 @@ def end_tokens(pairs: Sequence[PreferencePair], cut_ends: str) -> tuple[list[boo
     return [not p.chosen_cut for p in pairs], [not p.rejected_cut for p in pairs]
 
 
-def response_token_counts(
-    tokenizer: PreTrainedTokenizerBase,
-    pairs: Sequence[PreferencePair],
-    max_length: int | None = None,
-    max_prompt_length: int | None = None,
-    cut_ends: str = "closed",
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """How many tokens of each pair's chosen and rejected response :func:`pair_rewards` scores (in the PersRM's
-    tokenizer, the end token and the ``max_length`` cut included)."""
-    chosen_ends, rejected_ends = end_tokens(pairs, cut_ends)
-    chosen, rejected = [], []
-    for pair, chosen_end, rejected_end in zip(pairs, chosen_ends, rejected_ends, strict=True):
-        context = render_clipped(tokenizer, pair.prompt, Dimension(pair.preference).principle, max_prompt_length)
-        chosen.append(len(encode_response(tokenizer, context, pair.chosen, max_length, chosen_end)[1]))
-        rejected.append(len(encode_response(tokenizer, context, pair.rejected, max_length, rejected_end)[1]))
-    return torch.tensor(chosen, dtype=torch.float64), torch.tensor(rejected, dtype=torch.float64)
-
-
-def token_wins(
-    chosen: torch.Tensor, rejected: torch.Tensor, chosen_tokens: torch.Tensor, rejected_tokens: torch.Tensor
-) -> torch.Tensor:
+def token_wins(chosen: ResponseScores, rejected: ResponseScores) -> torch.Tensor:
     """1.0 where the chosen response's mean reward per token is above the rejected one's, else 0.0.
 
     PAD adds the reward token by token, so what steers it is the reward's sign and size per token; the sum also
@@ -177,7 +157,7 @@ def token_wins(
     ``detailed`` pair can still rank it below a short answer by the sum when its reward per token is negative on
     both sides (v27: 0.40 by the sum, 0.90 per token on held-out ``detailed`` pairs). Both views are reported;
     neither replaces the other."""
-    return (chosen / chosen_tokens.clamp(min=1) > rejected / rejected_tokens.clamp(min=1)).double()
+    return (chosen.total / chosen.tokens.clamp(min=1) > rejected.total / rejected.tokens.clamp(min=1)).double()
 
 
 def pair_rewards(
@@ -193,8 +173,9 @@ def pair_rewards(
     rm_is_self: bool = False,
     base_tokenizer: PreTrainedTokenizerBase | None = None,
     cut_ends: str = "closed",
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed implicit rewards of the chosen and the rejected response of each pair.
+) -> tuple[ResponseScores, ResponseScores]:
+    """Summed implicit rewards of the chosen and the rejected response of each pair, with the PersRM tokens each
+    sum covers.
 
     ``rm_is_self``: the PersRM is the base conditioned on the preference (``rm="self"``); the reference rule is
     :func:`~padkit.decoding.sequence_reward.resolve_reference`, as in decoding. ``cut_ends``: :func:`end_tokens`."""
@@ -203,7 +184,8 @@ def pair_rewards(
     chosen_ends, rejected_ends = end_tokens(pairs, cut_ends)
     reference = resolve_reference(reference, rm_is_self, hasattr(rm_model, "disable_adapter"))
     plain_tokenizer = base_tokenizer or tokenizer
-    chosen, rejected = [], []
+    chosen: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])
+    rejected: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])
     for start in tqdm(range(0, len(pairs), batch_size), desc="scoring pairs", unit="batch", disable=not progress):
         chunk = pairs[start : start + batch_size]
         stop = start + len(chunk)
@@ -227,9 +209,10 @@ def pair_rewards(
             add_eos=chosen_ends[start:stop] + rejected_ends[start:stop],
             rm_adapters=not rm_is_self,
         )
-        chosen.append(reward[: len(chunk)])
-        rejected.append(reward[len(chunk) :])
-    return torch.cat(chosen), torch.cat(rejected)
+        for (totals, tokens), part in ((chosen, slice(None, len(chunk))), (rejected, slice(len(chunk), None))):
+            totals.append(reward.total[part])
+            tokens.append(reward.tokens[part])
+    return tuple(ResponseScores(torch.cat(totals), torch.cat(tokens)) for totals, tokens in (chosen, rejected))
 
 
 @torch.inference_mode()
@@ -323,12 +306,9 @@ def evaluate_rm(
     if decision_weight is not None and base_tokenizer is not None and not same_vocabulary(base_tokenizer, tokenizer):
         raise PadkitError("first-step decisions need the PersRM and the base to share a tokenizer")
     chosen, rejected = pair_rewards(rm_model, tokenizer, pairs, reference, cut_ends=cut_ends, **kwargs)
-    wins = (chosen > rejected).double()
-    gaps = chosen - rejected
-    counts = response_token_counts(
-        tokenizer, pairs, kwargs.get("max_length"), kwargs.get("max_prompt_length"), cut_ends
-    )
-    per_token = token_wins(chosen, rejected, *counts)
+    wins = (chosen.total > rejected.total).double()
+    gaps = chosen.total - rejected.total
+    per_token = token_wins(chosen, rejected)
     picks = None
     if decision_weight is not None:
         picks = first_step_decisions(

@@ -156,6 +156,12 @@ class SynthConfig:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise PadkitError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
 
+    def rewrite_margin(self, judge: str) -> float:
+        """The least margin of ``judge`` a rewrite pair needs, beside :attr:`min_margin` for contrast pairs: any
+        gain for the other judges, whose rewrites change the one thing they judge; ``min_rewrite_grade`` for
+        reading grade, which a rewrite moves only by some words and sentence breaks."""
+        return {"grade": self.min_rewrite_grade}.get(judge, 0.0)
+
 
 def generate_pool(
     pad: PAD, prompts: Sequence[PromptRow], path: str | Path, config: SynthConfig, progress: bool = True
@@ -642,7 +648,7 @@ def build_pairs(
             answers = [kept[(pid, s)] for s in recipe.sources if (pid, s) in kept]
             made, kind, source = _contrast(prompt, answers, first, config), "contrast", None
             if not made and recipe.rewrite:
-                least = config.min_rewrite_grade if DIMENSION_JUDGES[first].judge == "grade" else 0.0
+                least = config.rewrite_margin(DIMENSION_JUDGES[first].judge)
                 tried = [kept[(pid, s)] for s in recipe.rewrite_sources or REWRITE_SOURCES if (pid, s) in kept]
                 for source in tried if recipe.rewrite_sources else tried[:1]:
                     made = _rewrite(prompt, source, first, recipe.rewrite, rng, least)
