@@ -38,6 +38,15 @@ class ResponseScores(NamedTuple):
     total: torch.Tensor
     tokens: torch.Tensor
 
+    def rows(self, part: slice) -> ResponseScores:
+        """The scores of the responses in ``part``."""
+        return ResponseScores(self.total[part], self.tokens[part])
+
+    @staticmethod
+    def cat(parts: Sequence[ResponseScores]) -> ResponseScores:
+        """Scores of several batches as one."""
+        return ResponseScores(torch.cat([p.total for p in parts]), torch.cat([p.tokens for p in parts]))
+
 
 @torch.inference_mode()
 def response_logprobs(

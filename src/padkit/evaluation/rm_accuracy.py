@@ -184,8 +184,8 @@ def pair_rewards(
     chosen_ends, rejected_ends = end_tokens(pairs, cut_ends)
     reference = resolve_reference(reference, rm_is_self, hasattr(rm_model, "disable_adapter"))
     plain_tokenizer = base_tokenizer or tokenizer
-    chosen: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])
-    rejected: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])
+    chosen: list[ResponseScores] = []
+    rejected: list[ResponseScores] = []
     for start in tqdm(range(0, len(pairs), batch_size), desc="scoring pairs", unit="batch", disable=not progress):
         chunk = pairs[start : start + batch_size]
         stop = start + len(chunk)
@@ -209,10 +209,9 @@ def pair_rewards(
             add_eos=chosen_ends[start:stop] + rejected_ends[start:stop],
             rm_adapters=not rm_is_self,
         )
-        for (totals, tokens), part in ((chosen, slice(None, len(chunk))), (rejected, slice(len(chunk), None))):
-            totals.append(reward.total[part])
-            tokens.append(reward.tokens[part])
-    return tuple(ResponseScores(torch.cat(totals), torch.cat(tokens)) for totals, tokens in (chosen, rejected))
+        chosen.append(reward.rows(slice(None, len(chunk))))
+        rejected.append(reward.rows(slice(len(chunk), None)))
+    return ResponseScores.cat(chosen), ResponseScores.cat(rejected)
 
 
 @torch.inference_mode()
