@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from dataclasses import replace
 
 import pytest
@@ -14,7 +15,7 @@ from padkit.errors import PadkitError
 from padkit.evaluation.rm_accuracy import evaluate_rm, pair_rewards
 from padkit.models.loading import load_model, load_tokenizer, read_metadata
 from padkit.training.data import PreferencePair
-from padkit.training.dpo import PersRMTrainConfig, train_persrm
+from padkit.training.dpo import REF_COLUMNS, REF_LOGPS_DIR, PersRMTrainConfig, train_persrm
 
 PROMPTS = ["Tell me about cats.", "Why is the sky blue?", "How do planes fly?", "Write a poem about the sea."]
 
@@ -76,7 +77,7 @@ def test_cut_answers_train_without_an_end_of_sequence_token(tiny_model_dir, tmp_
     loss alike."""
     from datasets import Dataset, load_from_disk
 
-    from padkit.training.dpo import REF_LOGPS_DIR, open_cut_ends
+    from padkit.training.dpo import open_cut_ends
 
     rows = Dataset.from_list(
         [
@@ -102,6 +103,43 @@ def test_cut_answers_train_without_an_end_of_sequence_token(tiny_model_dir, tmp_
         ref[cut] = load_from_disk(str(kept))
     for side in ("ref_chosen_logps", "ref_rejected_logps"):  # one token fewer: the EOS, whose log-prob is < 0
         assert all(o > c + 1e-3 for o, c in zip(ref[True][side], ref[False][side], strict=True))
+
+
+def test_train_reads_back_reference_logps_row_by_row(tiny_model_dir, tmp_path, monkeypatch):
+    """A run on more pairs than an earlier one computes the reference log-probs of its new pairs alone, and the
+    rows both share carry the earlier run's values."""
+    from datasets import load_from_disk
+    from trl import DPOTrainer
+
+    config = fast_train_config(tiny_model_dir, max_steps=1, save_steps=1)
+    first, second = tmp_path / "first", tmp_path / "second"
+    train_persrm(_pairs(), first, config, progress=False)
+    (store,) = (first / REF_LOGPS_DIR).glob("train-*")
+    keyed = load_from_disk(str(store))
+    keyed.remove_columns("ref_key").save_to_disk(str(tmp_path / "keyless"))  # as saved before keys were kept
+    shutil.rmtree(store)
+    shutil.move(tmp_path / "keyless", store)
+    train_persrm(_pairs(), first, replace(config, max_steps=2), progress=False)  # reading it back adds the keys
+    assert load_from_disk(str(store))["ref_key"] == keyed["ref_key"]
+    extra = [PreferencePair(p, "a plain short answer.", "long long long long long", "concise") for p in PROMPTS[:2]]
+    computed = []
+    compute = DPOTrainer.compute_ref_log_probs
+
+    def counted(self, model, batch):
+        out = compute(self, model, batch)
+        computed.append(len(out[0]))
+        return out
+
+    monkeypatch.setattr(DPOTrainer, "compute_ref_log_probs", counted)
+    reuse = replace(config, reuse_ref_logps=(str(first),))
+    meta = train_persrm(_pairs() + extra, second, reuse, progress=False).metadata
+    assert sum(computed) == 2 and meta["reference_logps"] == {"reused": 4, "computed": 2}
+    assert "(reference log-probs: 4 rows read back from earlier runs, 2 computed)" in (second / "README.md").read_text()
+    old, new = (load_from_disk(str(next((d / REF_LOGPS_DIR).glob("train-*")))) for d in (first, second))
+    rows = {k: (c, r) for k, c, r in zip(*(new[col] for col in ("ref_key", *REF_COLUMNS)), strict=True)}
+    assert len(rows) == 6
+    for key, chosen, rejected in zip(*(old[col] for col in ("ref_key", *REF_COLUMNS)), strict=True):
+        assert rows[key] == (chosen, rejected)
 
 
 def test_train_resumes_from_last_checkpoint(tiny_model_dir, tmp_path, monkeypatch):

@@ -136,6 +136,14 @@ class PersRMTrainConfig:
         "Start from this trained PersRM (an adapter directory or 'persrm-smollm2') instead of a fresh LoRA, to "
         "teach it new pairs; its LoRA shape replaces the LoRA settings, and the reference stays the base.",
     )
+    reuse_ref_logps: tuple[str, ...] = setting(
+        (),
+        "Comma-separated output directories of earlier runs on the same base and LoRA shape whose reference "
+        "log-probs are read back row by row; only rows none of them holds are computed (--init-adapter's "
+        "directory is always searched).",
+        cli=(str, _names),
+        cli_default="",
+    )
 
     def __post_init__(self) -> None:
         if self.max_prompt_length >= self.max_length:
@@ -252,19 +260,53 @@ def mirrored_order(pairs: Sequence[PreferencePair], seed: int) -> list[Preferenc
     return [pair for block in blocks for pair in block] + singles[len(singles) // 2 * 2 :]
 
 
-def _persrm_trainer(trainer_class: type, ref_logps_dir: Path) -> type:
+REF_COLUMNS = ["ref_chosen_logps", "ref_rejected_logps"]
+
+
+def ref_row_keys(dataset, model_hash: str) -> list[str]:
+    """One key per tokenized row of ``dataset``: a digest of the reference model's hash and of every column of
+    the row, so a saved reference log-prob is reused only for the same tokens under the same reference."""
+    columns = sorted(dataset.column_names)
+    values = [dataset[column] for column in columns]
+    keys = []
+    for row in zip(*values, strict=True):
+        digest = hashlib.sha256(model_hash.encode())
+        digest.update(json.dumps(list(zip(columns, row, strict=True))).encode())
+        keys.append(digest.hexdigest()[:32])
+    return keys
+
+
+def saved_ref_logps(dirs: Sequence[Path]) -> dict[str, tuple[float, float]]:
+    """Every reference log-prob pair saved with its row key under ``dirs`` (stores written before keys were kept
+    are skipped)."""
+    from datasets import load_from_disk
+
+    known: dict[str, tuple[float, float]] = {}
+    for store in sorted(path for d in dirs if d.is_dir() for path in d.iterdir() if not path.name.startswith(".")):
+        saved = load_from_disk(str(store))
+        if "ref_key" in saved.column_names:
+            known.update(zip(saved["ref_key"], zip(*(saved[c] for c in REF_COLUMNS), strict=True), strict=True))
+    return known
+
+
+def _persrm_trainer(trainer_class: type, ref_logps_dir: Path, reuse_dirs: Sequence[Path] = ()) -> type:
     """``trainer_class`` (TRL's ``DPOTrainer``) with two changes padkit's training needs.
 
     - Cut answers train without an end-of-sequence token (:func:`open_cut_ends`).
     - Precomputed reference log-probs are kept in ``ref_logps_dir``. TRL computes them before the first step
       (about 20 minutes for 1,600 pairs on a 2-core CPU) and caches them only beside a file-backed dataset, so
       every resumed run paid for them again. Here they are saved once per dataset, under a digest of its
-      tokenized rows and of the reference model's weights (TRL's own hash): a resumed run reads them back, and
-      other data or another base computes anew.
+      tokenized rows and of the reference model's weights (TRL's own hash): a resumed run reads them back.
+      Each row is saved with its key (:func:`ref_row_keys`), so a run on other data reads back the rows that
+      this directory or ``reuse_dirs`` already hold and computes only the rest (a continuation with a few more
+      pairs pays for those alone). ``ref_logps_reused`` / ``ref_logps_computed`` count the rows of the last call.
     """
-    from datasets import concatenate_datasets, load_from_disk
+    from datasets import Dataset, Features, Value, concatenate_datasets, load_from_disk
 
     class PersRMTrainer(trainer_class):
+        ref_logps_reused = 0
+        ref_logps_computed = 0
+
         def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
             dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
             return open_cut_ends(dataset, processing_class.eos_token_id)
@@ -274,16 +316,41 @@ def _persrm_trainer(trainer_class: type, ref_logps_dir: Path) -> type:
             for column in sorted(dataset.column_names):
                 digest.update(json.dumps([column, list(dataset[column])]).encode())
             path = ref_logps_dir / f"{name}-{digest.hexdigest()[:16]}"
+            keys = ref_row_keys(dataset, str(self._precompute_model_hash))
             if path.is_dir():
-                return concatenate_datasets([dataset, load_from_disk(str(path))], axis=1)
-            full = super()._precompute_ref_logps(dataset, name, batch_size)
-            tmp = ref_logps_dir / f".{path.name}.saving"
-            shutil.rmtree(tmp, ignore_errors=True)
-            full.select_columns(["ref_chosen_logps", "ref_rejected_logps"]).save_to_disk(str(tmp))
-            os.replace(tmp, path)
-            return full
+                self.ref_logps_reused, self.ref_logps_computed = len(dataset), 0
+                saved = load_from_disk(str(path))
+                if "ref_key" not in saved.column_names:  # saved before keys were kept: add them for later runs
+                    _save_atomically(saved.add_column("ref_key", keys), path)
+                    saved = load_from_disk(str(path))
+                return concatenate_datasets([dataset, saved.select_columns(REF_COLUMNS)], axis=1)
+            known = saved_ref_logps([ref_logps_dir, *reuse_dirs])
+            missing = [i for i, key in enumerate(keys) if key not in known]
+            if missing:
+                computed = super()._precompute_ref_logps(dataset.select(missing), name, batch_size)
+                rows = zip(*(computed[c] for c in REF_COLUMNS), strict=True)
+                known.update(zip((keys[i] for i in missing), rows, strict=True))
+            self.ref_logps_reused, self.ref_logps_computed = len(keys) - len(missing), len(missing)
+            logps = Dataset.from_dict(
+                {"ref_key": keys, **{c: [known[k][side] for k in keys] for side, c in enumerate(REF_COLUMNS)}},
+                features=Features({"ref_key": Value("string"), **{c: Value("float32") for c in REF_COLUMNS}}),
+            )
+            _save_atomically(logps, path)
+            return concatenate_datasets([dataset, logps.select_columns(REF_COLUMNS)], axis=1)
 
     return PersRMTrainer
+
+
+def _save_atomically(dataset, path: Path) -> None:
+    """``dataset`` saved to ``path`` through a temp dir, replacing what was there only once it is whole."""
+    tmp, old = path.with_name(f".{path.name}.saving"), path.with_name(f".{path.name}.old")
+    for stale in (tmp, old):
+        shutil.rmtree(stale, ignore_errors=True)
+    dataset.save_to_disk(str(tmp))
+    if path.exists():
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 class TrainingClock(TrainerCallback, ExportableState):
@@ -435,7 +502,10 @@ def train_persrm(
         disable_tqdm=not progress,
         restore_callback_states_from_checkpoint=True,  # the TrainingClock
     )
-    trainer = _persrm_trainer(DPOTrainer, output_dir / REF_LOGPS_DIR)(
+    reuse = [Path(d) / REF_LOGPS_DIR for d in config.reuse_ref_logps]
+    if init_dir is not None:
+        reuse.append(init_dir / REF_LOGPS_DIR)
+    trainer = _persrm_trainer(DPOTrainer, output_dir / REF_LOGPS_DIR, reuse)(
         model=model,
         args=args,
         train_dataset=_dataset(tokenizer, mirrored_order(train, config.seed), config.max_prompt_length),
@@ -482,6 +552,7 @@ def train_persrm(
             "heldout_per_dimension": dict(Counter(p.group for p in heldout)),
             "train_cut_answers": sum(p.chosen_cut + p.rejected_cut for p in train),
         },
+        "reference_logps": {"reused": trainer.ref_logps_reused, "computed": trainer.ref_logps_computed},
         "steps": trainer.state.global_step,
         "train_seconds": round(clock.seconds, 1),
         "timed_from_step": clock.since_step,
@@ -599,10 +670,17 @@ def _duration(metadata: dict) -> str:
     """How many steps, and how long they took over every run (resumed runs included) where that is known."""
     steps, since = metadata["steps"], metadata.get("timed_from_step") or 0
     minutes = f"{metadata['train_seconds'] / 60:.1f} min"
+    ref = metadata.get("reference_logps") or {}
+    reused = (
+        f" (reference log-probs: {ref['reused']} rows read back from earlier runs, {ref['computed']} computed)"
+        if ref.get("reused")
+        else ""
+    )
     if not since:
-        return f"{steps} steps in {minutes}"
+        return f"{steps} steps in {minutes}{reused}"
     return (
-        f"{steps} steps; the {steps - since} from step {since} on in {minutes} (the time of earlier runs was not kept)"
+        f"{steps} steps; the {steps - since} from step {since} on in {minutes} (the time of earlier runs was not "
+        f"kept){reused}"
     )
 
 
