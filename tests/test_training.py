@@ -131,6 +131,8 @@ def test_train_reads_back_reference_logps_row_by_row(tiny_model_dir, tmp_path, m
         return out
 
     monkeypatch.setattr(DPOTrainer, "compute_ref_log_probs", counted)
+    with pytest.raises(PadkitError, match="--reuse-ref-logps .*: no reference log-probs there"):
+        train_persrm(_pairs(), second, replace(config, reuse_ref_logps=(str(tmp_path / "nowhere"),)), progress=False)
     reuse = replace(config, reuse_ref_logps=(str(first),))
     meta = train_persrm(_pairs() + extra, second, reuse, progress=False).metadata
     assert sum(computed) == 2 and meta["reference_logps"] == {"reused": 4, "computed": 2}

@@ -470,6 +470,12 @@ def train_persrm(
     if config.init_adapter:
         config, init_dir = continued_config(config)
     output_dir = Path(output_dir)
+    reuse = [Path(d) / REF_LOGPS_DIR for d in config.reuse_ref_logps]
+    for source, store in zip(config.reuse_ref_logps, reuse, strict=True):
+        if not store.is_dir():
+            raise PadkitError(f"--reuse-ref-logps {source!r}: no reference log-probs there (no {store})")
+    if init_dir is not None:
+        reuse.append(init_dir / REF_LOGPS_DIR)
     train, heldout = split_pairs(list(pairs), config.heldout_fraction, config.split_salt)
     train = [p for p in train if p.holdout is None]  # held-out wordings and dimensions never train
     train = training_selection(train, config)
@@ -502,9 +508,6 @@ def train_persrm(
         disable_tqdm=not progress,
         restore_callback_states_from_checkpoint=True,  # the TrainingClock
     )
-    reuse = [Path(d) / REF_LOGPS_DIR for d in config.reuse_ref_logps]
-    if init_dir is not None:
-        reuse.append(init_dir / REF_LOGPS_DIR)
     trainer = _persrm_trainer(DPOTrainer, output_dir / REF_LOGPS_DIR, reuse)(
         model=model,
         args=args,
