@@ -111,6 +111,8 @@ def test_spaced_sample_keeps_the_mix_and_groups_name_holdouts():
     pairs += [PreferencePair(f"q{i}", "a", "b", "Keep it short.", "concise", "wording") for i in range(10)]
     sample = spaced_sample(pairs, 4)
     assert [p.prompt for p in sample] == ["p0", "p5", "q0", "q5"]
+    # more than half of the pairs: still spread over all of them, not the first n (which would hold no q)
+    assert [p.prompt for p in spaced_sample(pairs, 8)] == ["p0", "p2", "p5", "p7", "q0", "q2", "q5", "q7"]
     assert spaced_sample(pairs, None) is pairs and spaced_sample(pairs, 99) is pairs
     assert {p.group for p in sample} == {"concise", "concise (wording held out)"}
     assert PreferencePair("x", "a", "b", "terse").group == "terse"

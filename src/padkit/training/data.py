@@ -187,12 +187,13 @@ def select_groups(pairs: Sequence[PreferencePair], groups: Sequence[str]) -> lis
 
 
 def spaced_sample(pairs: list[PreferencePair], n: int | None) -> list[PreferencePair]:
-    """``n`` pairs taken every k-th (all when ``n`` is None), so a sample keeps the file's mix of dimensions."""
+    """``n`` pairs evenly spaced over all of ``pairs`` (all when ``n`` is None), so a sample keeps the file's mix
+    of dimensions, the last ones included (HH-RLHF pairs come after the pair file's)."""
     if n is None or n >= len(pairs):
         return pairs
     if n < 1:
         raise PadkitError(f"a sample needs at least 1 pair, got {n}")
-    return pairs[:: len(pairs) // n][:n]
+    return [pairs[i * len(pairs) // n] for i in range(n)]
 
 
 def is_heldout(prompt_key: str, heldout_fraction: float, salt: str = "padkit") -> bool:
