@@ -675,7 +675,7 @@ def _duration(metadata: dict) -> str:
     minutes = f"{metadata['train_seconds'] / 60:.1f} min"
     ref = metadata.get("reference_logps") or {}
     reused = (
-        f" (reference log-probs: {ref['reused']} rows read back from earlier runs, {ref['computed']} computed)"
+        f" (reference log-probs: {ref['reused']:,} rows read back from earlier runs, {ref['computed']:,} computed)"
         if ref.get("reused")
         else ""
     )
