@@ -256,6 +256,9 @@ def test_train_then_rm_eval(tmp_path, tiny_model_dir):
     assert report["dimensions"]["concise"]["accuracy"] == 1.0 and report["dimensions"]["concise"]["n"] == 4
     # every chosen answer here is the shorter one, and neither extends the other: one shape row, the whole set
     assert report["by_shape"] == {"chosen shorter": report["dimensions"]["concise"]}
+    # pairs named only by their preference text: one group at that kind's bar
+    kind = report["by_kind"]["preference text"]
+    assert (kind["n"], kind["groups"], kind["bar"], kind["at_bar"], kind["below"]) == (4, 1, 0.65, 1, [])
     stepped = runner.invoke(
         app,
         ["rm-eval", "--data", str(pairs), "--rm", str(out), "--split", "all", "--decision-weight", "1"],
@@ -263,6 +266,7 @@ def test_train_then_rm_eval(tmp_path, tiny_model_dir):
     )
     assert stepped.exit_code == 0, stepped.output
     assert all(col in stepped.output for col in ("PAD step", "base step", "reachable", "all, chosen shorter"))
+    assert "preference text" in stepped.output and "1 of 1 >= 0.65" in stepped.output
 
 
 def test_eval_derives_its_decoding_options():

@@ -409,6 +409,41 @@ def test_rm_eval_counts_the_scored_tokens_and_reports_per_token_accuracy(base_mo
     assert report.by_shape["chosen longer"].token_accuracy == expected[0].item()
 
 
+def test_kind_split_counts_the_groups_of_each_kind_at_its_bar():
+    from padkit.evaluation.rm_accuracy import ACCURACY_BARS, RMReport, group_split, kind_split, pair_kind
+
+    def pair(preference, dimension=None, holdout=None):
+        return PreferencePair("q", "a", "b", preference, dimension, holdout)
+
+    pairs = [
+        pair("Keep it short.", "concise"),  # trained dimension, won
+        pair("Keep it short.", "concise"),  # won
+        pair("Use bullets.", "bulleted"),  # trained dimension, lost: 0.5 with the next
+        pair("Use bullets.", "bulleted"),
+        pair("Brief, please.", "concise", "wording"),  # held-out wording, won
+        pair("Talk like a pirate.", "pirate", "dimension"),  # held-out dimension, lost: no bar
+        pair("harmless"),  # preference text (HH-RLHF), won
+        pair("Keep it short.", "early-end"),  # repair group, lost: no bar
+    ]
+    assert [pair_kind(p) for p in pairs[4:]] == ["wording held out", "dimension held out", "preference text", "repair"]
+    wins = torch.tensor([1.0, 1.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0])
+    kinds = kind_split(pairs, wins, wins, group_split(pairs, wins, wins))
+    assert list(kinds) == ["trained dimension", "wording held out", "dimension held out", "preference text", "repair"]
+    trained = kinds["trained dimension"]
+    assert (trained.accuracy, trained.n, trained.groups, trained.at_bar, trained.below) == (
+        0.75,
+        4,
+        2,
+        1,
+        ["bulleted 0.500"],
+    )
+    assert trained.bar == ACCURACY_BARS["trained dimension"] == 0.85
+    assert (kinds["wording held out"].at_bar, kinds["preference text"].at_bar) == (1, 1)
+    assert kinds["repair"].bar is None and kinds["repair"].accuracy == 0.0
+    row = RMReport("rm-init", 0.625, 8, by_kind=kinds).as_dict()["by_kind"]
+    assert row["repair"] == {"accuracy": 0.0, "token_accuracy": 0.0, "n": 1, "groups": 1, "below": []}
+
+
 def test_heldout_table_shows_the_per_token_column_and_a_dash_for_older_reports():
     from padkit.training.dpo import heldout_table
 
@@ -418,6 +453,22 @@ def test_heldout_table_shows_the_per_token_column_and_a_dash_for_older_reports()
     assert heldout_table(new)[3] == "| all | 0.400 | 0.900 | | 42 |"
     old = {"accuracy": 0.4, "n": 42, "dimensions": {"detailed": row}}
     assert heldout_table(old)[2] == "| detailed | 0.400 | - | -1.250 | 42 |"
+    assert len(heldout_table(old)) == 4  # no by_kind rows in a report written before them
+    kinds = {
+        "trained dimension": {
+            "accuracy": 0.4,
+            "token_accuracy": 0.9,
+            "n": 42,
+            "groups": 2,
+            "bar": 0.85,
+            "at_bar": 1,
+            "below": ["detailed 0.400"],
+        },
+        "repair": {"accuracy": 1.0, "token_accuracy": 1.0, "n": 3, "groups": 1, "below": []},
+    }
+    lines = heldout_table({**new, "by_kind": kinds})
+    assert lines[-2] == "| trained dimension | 0.400 | 0.900 | 42 | 1 of 2 >= 0.85 | detailed 0.400 |"
+    assert lines[-1] == "| repair | 1.000 | 1.000 | 3 | - |  |"
 
 
 def test_rm_eval_reference_base_subtracts_plain_prompt(base_model, tokenizer):

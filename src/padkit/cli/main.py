@@ -676,6 +676,15 @@ def _print_rm_report(report, title: str) -> None:
         cells = (f"{d.accuracy:.3f}", share(d.token_accuracy), f"{d.margin:.3f}", str(d.n))
         table.add_row(f"all, {name}", *cells, *(("",) * 3 * decisions))
     Console().print(table)
+    kinds = Table(title="by kind: groups at padkit's bar for a shipped PersRM")
+    for col in ("kind", "accuracy", "per token", "pairs", "groups", "at bar", "below the bar"):
+        kinds.add_column(col)
+    for name, k in report.by_kind.items():
+        at_bar = "-" if k.bar is None else f"{k.at_bar} of {k.groups} >= {k.bar:.2f}"
+        cells = (f"{k.accuracy:.3f}", f"{k.token_accuracy:.3f}", str(k.n), str(k.groups), at_bar)
+        kinds.add_row(name, *cells, ", ".join(k.below))
+    if report.by_kind:
+        Console().print(kinds)
 
 
 @app.command("rm-eval")

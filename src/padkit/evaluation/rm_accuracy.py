@@ -25,6 +25,7 @@ from padkit.errors import PadkitError
 from padkit.models.loading import DEFAULT_BASE, same_vocabulary
 from padkit.models.row_lora import AdapterSwitch
 from padkit.preferences import Dimension, render_clipped
+from padkit.preferences.catalog import lookup
 from padkit.training.data import PreferencePair, spaced_sample, split_pairs
 
 SPLITS = ("heldout", "train", "all")
@@ -51,6 +52,25 @@ class DimensionAccuracy:
     token_accuracy: float | None = None
 
 
+def _present(fields: dict) -> dict:
+    """The fields of a report row that were measured (None: not asked for, or no bar)."""
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+@dataclass
+class KindSummary:
+    """The pairs of one kind (:func:`pair_kind`) pooled, and how many of its report groups reach the kind's bar
+    (:data:`ACCURACY_BARS`; ``bar`` is None for a kind without one): ``below`` names the others, lowest first."""
+
+    accuracy: float
+    token_accuracy: float
+    n: int
+    groups: int
+    bar: float | None = None
+    at_bar: int | None = None
+    below: list[str] = field(default_factory=list)
+
+
 @dataclass
 class RMReport:
     """Accuracy per dimension and over all pairs."""
@@ -68,6 +88,8 @@ class RMReport:
     reachable: float | None = None
     by_shape: dict[str, DimensionAccuracy] = field(default_factory=dict)
     """Accuracy by how the chosen response relates to the rejected one (:func:`shape_split`)."""
+    by_kind: dict[str, KindSummary] = field(default_factory=dict)
+    """Accuracy by what a group of pairs tests, against padkit's bar for it (:func:`kind_split`)."""
 
     def as_dict(self) -> dict:
         shares = {
@@ -78,7 +100,7 @@ class RMReport:
         }
 
         def rows(table: dict[str, DimensionAccuracy]) -> dict:
-            return {k: {n: v for n, v in vars(d).items() if v is not None} for k, d in table.items()}
+            return {k: _present(vars(d)) for k, d in table.items()}
 
         return {
             "reference": self.reference,
@@ -88,7 +110,52 @@ class RMReport:
             **{k: v for k, v in shares.items() if v is not None},
             "dimensions": rows(self.dimensions),
             **({"by_shape": rows(self.by_shape)} if self.by_shape else {}),
+            **({"by_kind": {k: _present(vars(v)) for k, v in self.by_kind.items()}} if self.by_kind else {}),
         }
+
+
+KINDS = ("trained dimension", "wording held out", "dimension held out", "preference text", "repair")
+"""What a group of pairs tests (:func:`pair_kind`), in report order."""
+ACCURACY_BARS = {"trained dimension": 0.85, "wording held out": 0.80, "preference text": 0.65}
+"""The held-out accuracy padkit asks of a PersRM it ships, per report group of each kind: every trained dimension
+0.85 on held-out prompts, every held-out wording of one 0.80, pairs named only by their preference text (HH-RLHF
+harmless) 0.65. Held-out dimensions are judged by what PAD writes (``padkit eval``); repair groups have no bar."""
+
+
+def pair_kind(pair: PreferencePair) -> str:
+    """What a pair tests: a trained catalog dimension, one of its held-out wordings, a dimension held out of
+    training, a preference given only as text (no catalog dimension: HH-RLHF, a user's file), or a repair group
+    (synthesized pairs named after what they mend, such as ``early-end``)."""
+    if pair.holdout:
+        return f"{pair.holdout} held out"
+    if pair.dimension is None:
+        return "preference text"
+    return "trained dimension" if lookup(pair.dimension) else "repair"
+
+
+def kind_split(
+    pairs: Sequence[PreferencePair],
+    wins: torch.Tensor,
+    token_wins: torch.Tensor,
+    groups: dict[str, DimensionAccuracy],
+) -> dict[str, KindSummary]:
+    """Pool the pairs of each kind (:func:`pair_kind`) and count its ``groups`` (the report's rows) at
+    :data:`ACCURACY_BARS`, so a report says at a glance which targets a PersRM meets and where it falls short."""
+    kinds = [pair_kind(p) for p in pairs]
+    table = {}
+    for kind in sorted(set(kinds), key=lambda k: (KINDS.index(k) if k in KINDS else len(KINDS), k)):
+        idx = torch.tensor([i for i, k in enumerate(kinds) if k == kind])
+        names = sorted({p.group for p, k in zip(pairs, kinds, strict=True) if k == kind})
+        summary = KindSummary(
+            round(wins[idx].mean().item(), 4), round(token_wins[idx].mean().item(), 4), len(idx), len(names)
+        )
+        bar = ACCURACY_BARS.get(kind)
+        if bar is not None:
+            short = sorted((groups[n].accuracy, n) for n in names if groups[n].accuracy < bar)
+            summary.bar, summary.at_bar = bar, len(names) - len(short)
+            summary.below = [f"{n} {a:.3f}" for a, n in short]
+        table[kind] = summary
+    return table
 
 
 SHAPES: dict[str, Callable[[str, str], bool]] = {
@@ -117,6 +184,17 @@ def shape_split(
         idx = torch.tensor([i for i, (c, r) in enumerate(zip(chosen, rejected, strict=True)) if test(c, r)])
         if len(idx):
             table[name] = _accuracy_over(wins, gaps, idx, token_wins)
+    return table
+
+
+def group_split(
+    pairs: Sequence[PreferencePair], wins: torch.Tensor, gaps: torch.Tensor, token_wins: torch.Tensor | None = None
+) -> dict[str, DimensionAccuracy]:
+    """The report's rows: accuracy and margin over the pairs of each group (:attr:`PreferencePair.group`)."""
+    table = {}
+    for name in sorted({p.group for p in pairs}):
+        idx = torch.tensor([i for i, p in enumerate(pairs) if p.group == name])
+        table[name] = _accuracy_over(wins, gaps, idx, token_wins)
     return table
 
 
@@ -332,14 +410,14 @@ def evaluate_rm(
         token_accuracy=round(per_token.mean().item(), 4),
         by_shape=shape_split(pairs, wins, gaps, per_token),
     )
-    for name in sorted({p.group for p in pairs}):
-        idx = torch.tensor([i for i, p in enumerate(pairs) if p.group == name])
-        row = _accuracy_over(wins, gaps, idx, per_token)
+    report.dimensions = group_split(pairs, wins, gaps, per_token)
+    for name, row in report.dimensions.items():
         if picks is not None:
+            idx = torch.tensor([i for i, p in enumerate(pairs) if p.group == name])
             row.decision, row.base_decision, row.reachable = (_share(t[idx]) for t in picks)
-        report.dimensions[name] = row
     if picks is not None:
         report.decision, report.base_decision, report.reachable = (_share(t) for t in picks)
+    report.by_kind = kind_split(pairs, wins, per_token, report.dimensions)
     return report
 
 

@@ -666,6 +666,29 @@ def heldout_table(heldout: dict) -> list[str]:
             f"| all, {name} | {d['accuracy']:.3f} | {per_token(d)} | {d['margin']:.3f} | {d['n']} |"
             for name, d in heldout.get("by_shape", {}).items()
         ],
+        *kind_table(heldout),
+    ]
+
+
+def kind_table(heldout: dict) -> list[str]:
+    """A held-out report's ``by_kind`` rows (:func:`padkit.evaluation.rm_accuracy.kind_split`) as markdown lines:
+    how many groups of each kind reach padkit's bar, and which fall short. Nothing for a report without them."""
+
+    def at_bar(k: dict) -> str:
+        return f"{k['at_bar']} of {k['groups']} >= {k['bar']:.2f}" if "bar" in k else "-"
+
+    kinds = heldout.get("by_kind")
+    if not kinds:
+        return []
+    return [
+        "",
+        "| kind | accuracy | per token | pairs | groups at the bar | below the bar |",
+        "|---|---|---|---|---|---|",
+        *[
+            f"| {name} | {k['accuracy']:.3f} | {k['token_accuracy']:.3f} | {k['n']} | {at_bar(k)} | "
+            f"{', '.join(k.get('below', []))} |"
+            for name, k in kinds.items()
+        ],
     ]
 
 
