@@ -411,11 +411,10 @@ def evaluate_rm(
         by_shape=shape_split(pairs, wins, gaps, per_token),
     )
     report.dimensions = group_split(pairs, wins, gaps, per_token)
-    for name, row in report.dimensions.items():
-        if picks is not None:
+    if picks is not None:
+        for name, row in report.dimensions.items():
             idx = torch.tensor([i for i, p in enumerate(pairs) if p.group == name])
             row.decision, row.base_decision, row.reachable = (_share(t[idx]) for t in picks)
-    if picks is not None:
         report.decision, report.base_decision, report.reachable = (_share(t) for t in picks)
     report.by_kind = kind_split(pairs, wins, per_token, report.dimensions)
     return report
