@@ -188,13 +188,20 @@ def shape_split(
 
 
 def group_split(
-    pairs: Sequence[PreferencePair], wins: torch.Tensor, gaps: torch.Tensor, token_wins: torch.Tensor | None = None
+    pairs: Sequence[PreferencePair],
+    wins: torch.Tensor,
+    gaps: torch.Tensor,
+    token_wins: torch.Tensor | None = None,
+    picks: tuple[torch.Tensor, ...] | None = None,
 ) -> dict[str, DimensionAccuracy]:
-    """The report's rows: accuracy and margin over the pairs of each group (:attr:`PreferencePair.group`)."""
+    """The report's rows: accuracy and margin over the pairs of each group (:attr:`PreferencePair.group`), and with
+    ``picks`` (:func:`first_step_decisions`) the group's decision shares."""
     table = {}
     for name in sorted({p.group for p in pairs}):
         idx = torch.tensor([i for i, p in enumerate(pairs) if p.group == name])
-        table[name] = _accuracy_over(wins, gaps, idx, token_wins)
+        table[name] = row = _accuracy_over(wins, gaps, idx, token_wins)
+        if picks is not None:
+            row.decision, row.base_decision, row.reachable = (_share(t[idx]) for t in picks)
     return table
 
 
@@ -410,11 +417,8 @@ def evaluate_rm(
         token_accuracy=round(per_token.mean().item(), 4),
         by_shape=shape_split(pairs, wins, gaps, per_token),
     )
-    report.dimensions = group_split(pairs, wins, gaps, per_token)
+    report.dimensions = group_split(pairs, wins, gaps, per_token, picks)
     if picks is not None:
-        for name, row in report.dimensions.items():
-            idx = torch.tensor([i for i, p in enumerate(pairs) if p.group == name])
-            row.decision, row.base_decision, row.reachable = (_share(t[idx]) for t in picks)
         report.decision, report.base_decision, report.reachable = (_share(t) for t in picks)
     report.by_kind = kind_split(pairs, wins, per_token, report.dimensions)
     return report
