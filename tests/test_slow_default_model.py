@@ -106,8 +106,7 @@ def test_shipped_persrm_heldout_slice_matches_its_record():
     now = json.loads(result.stdout)
     assert now["n"] == record["n"] == 24 and now["accuracy"] == record["accuracy"]
     assert now["token_accuracy"] == record["token_accuracy"]
-    for name, dim in record["dimensions"].items():  # the margins too: v27 and v38 rank this slice alike
+    for name, dim in record["dimensions"].items():
         assert now["dimensions"][name]["accuracy"] == dim["accuracy"]
-        assert now["dimensions"][name]["margin"] == pytest.approx(dim["margin"], abs=0.05)
         assert now["dimensions"][name]["token_accuracy"] == dim["token_accuracy"]
         assert abs(now["dimensions"][name]["margin"] - dim["margin"]) < 1e-3
