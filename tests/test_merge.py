@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 
 from padkit.cli.main import app
 from padkit.errors import PadkitError
-from padkit.models.loading import load_model, load_tokenizer, read_metadata
+from padkit.models.loading import load_model, load_tokenizer, read_metadata, recorded_reward_margin
 from padkit.training.data import PreferencePair, split_pairs
 from padkit.training.dpo import train_persrm
-from padkit.training.merge import merge_persrms
+from padkit.training.merge import merge_persrms, merged_decoding
 
 PROMPTS = [f"Question number {i}: tell me about item {i}." for i in range(8)]
 
@@ -127,3 +127,27 @@ def test_merge_cli_weighs_equally_by_default_and_names_bad_input(two_persrms, tm
     assert read_metadata(tmp_path / "z")["data"] == [f"pairs:{data} (8)"]
     bad = runner.invoke(app, ["merge", str(a), str(b), "-o", str(tmp_path / "y"), "-w", "1"])
     assert bad.exit_code == 2 and "1 weight(s) for 2 PersRMs" in bad.output
+
+
+def test_merged_decoding_records_the_given_margin_or_the_one_all_sources_share():
+    three = {"decoding": {"reward_margin": 3.0}}
+    assert merged_decoding([three, {}], 2.5) == {"reward_margin": 2.5}
+    assert merged_decoding([three, three], None) == {"reward_margin": 3.0}
+    assert merged_decoding([three, {}], None) == {}  # one records none (margin 0): the sources disagree
+    assert merged_decoding([{}, {}], None) == {}
+    for bad in (-1.0, 101.0, float("nan")):
+        with pytest.raises(PadkitError, match="reward margin must be a number from 0 to 100"):
+            merged_decoding([three, three], bad)
+
+
+def test_merge_cli_records_a_reward_margin(two_persrms, tmp_path):
+    a, b = two_persrms
+    runner = CliRunner()
+    result = runner.invoke(app, ["merge", str(a), str(b), "-o", str(tmp_path / "m"), "--reward-margin", "3"])
+    assert result.exit_code == 0, result.output
+    assert recorded_reward_margin(tmp_path / "m") == 3.0
+    assert "recorded reward margin of 3 nats" in (tmp_path / "m" / "README.md").read_text()
+    assert recorded_reward_margin(a) == 0.0 and "decoding" not in read_metadata(a)
+    bad = runner.invoke(app, ["merge", str(a), str(b), "-o", str(tmp_path / "n"), "--reward-margin", "-2"])
+    assert bad.exit_code == 2 and "reward margin must be a number from 0 to 100, got -2.0" in bad.output
+    assert not (tmp_path / "n").exists()

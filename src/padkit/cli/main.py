@@ -618,6 +618,13 @@ def merge(
     heldout_eval_pairs: Annotated[
         int | None, typer.Option(help="Score N held-out pairs of the data (evenly spaced); default all.")
     ] = None,
+    reward_margin: Annotated[
+        float | None,
+        typer.Option(
+            help="Record this reward margin (nats) as the merge's own, the one `padkit generate` decodes it with by "
+            "default; default: the sources' recorded margin when they all record the same, else none (0)."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print padkit.json.")] = False,
 ) -> None:
     """Merge PersRMs into one: the weighted sum of their LoRA updates (a model soup), exact, no training.
@@ -636,7 +643,15 @@ def merge(
         )
         command = "padkit " + shlex.join(sys.argv[1:])
         result = merge_persrms(
-            sources, weight, output, pairs, names, command, heldout_eval_pairs, progress=err.is_terminal
+            sources,
+            weight,
+            output,
+            pairs,
+            names,
+            command,
+            heldout_eval_pairs,
+            progress=err.is_terminal,
+            reward_margin=reward_margin,
         )
     except PadkitError as e:
         _fail(str(e))

@@ -73,6 +73,23 @@ def check_sources(sources: Sequence[str | Path], weights: Sequence[float]) -> tu
     return dirs, metas
 
 
+def merged_decoding(metas: Sequence[dict], reward_margin: float | None) -> dict:
+    """The ``decoding`` record of a merge's ``padkit.json``: ``reward_margin`` when given (checked as
+    ``PADConfig.reward_margin`` is), else the sources' own record when they all agree, else none.
+
+    A PersRM's recorded margin is the one its rewards were measured with (``padkit generate`` decodes with it by
+    default); sources that disagree, or a source that records none (the paper's PAD, margin 0), leave the choice to
+    whoever measured the merge."""
+    from padkit.decoding.config import MAX_REWARD_MARGIN
+
+    if reward_margin is not None:
+        if not (math.isfinite(reward_margin) and 0 <= reward_margin <= MAX_REWARD_MARGIN):
+            raise PadkitError(f"reward margin must be a number from 0 to {MAX_REWARD_MARGIN:g}, got {reward_margin}")
+        return {"reward_margin": float(reward_margin)}
+    records = [meta.get("decoding") or {} for meta in metas]
+    return dict(records[0]) if all(r == records[0] for r in records) else {}
+
+
 def merge_persrms(
     sources: Sequence[str | Path],
     weights: Sequence[float] | None,
@@ -82,18 +99,21 @@ def merge_persrms(
     command: str | None = None,
     heldout_eval_pairs: int | None = None,
     progress: bool = False,
+    reward_margin: float | None = None,
 ) -> MergeResult:
     """Write the PersRM whose LoRA update is ``sum_i weights[i] * update(sources[i])`` to ``output_dir``
     (``weights`` None: equal weights summing to 1, the average).
 
     With ``pairs`` (the data the sources were trained on) the merge is scored on ``heldout_eval_pairs`` evenly
     spaced pairs of their common held-out split, as ``padkit train`` scores what it trains. The adapter, its
-    ``padkit.json`` and model card are written to a temp dir and moved in at the end.
+    ``padkit.json`` and model card are written to a temp dir and moved in at the end. ``reward_margin`` is recorded
+    as the merge's decoding margin (:func:`merged_decoding`).
     """
     from peft import PeftModel
 
     weights = list(weights) if weights else [1.0 / len(sources)] * len(sources)
     dirs, metas = check_sources(sources, weights)
+    decoding = merged_decoding(metas, reward_margin)
     base = adapter_base(dirs[0])
     config = dict(metas[0].get("config") or {})
     model = PeftModel.from_pretrained(load_model(base, "float32"), str(dirs[0]), adapter_name="source0")
@@ -143,6 +163,7 @@ def merge_persrms(
         ],
         "pairs": {"heldout": len(heldout)},
         "heldout": report.as_dict() if report else None,
+        **({"decoding": decoding} if decoding else {}),
     }
     plot = plot_merge_losses if any(s["loss_curve"] for s in metadata["merged_from"]) else None
     save_adapter(model, Path(output_dir), base, metadata, merge_card(metadata), plot)
@@ -177,7 +198,12 @@ def merge_card(metadata: dict) -> str:
         "",
         f"A LoRA personalized reward model on `{metadata['base']}`: the weighted sum of {len(sources)} PersRMs' "
         f"LoRA updates, made by `padkit merge` (PEFT's `cat` combination, exact, rank {metadata['config']['lora_r']}).",
-        "Use it with `padkit generate --rm DIR` or `PAD.from_pretrained(rm=DIR)`.",
+        "Use it with `padkit generate --rm DIR` or `PAD.from_pretrained(rm=DIR)`"
+        + (
+            f", which decode it with its recorded reward margin of {margin:g} nats by default."
+            if (margin := (metadata.get("decoding") or {}).get("reward_margin"))
+            else "."
+        ),
         "",
         "## Command",
         "",
