@@ -136,7 +136,7 @@ def test_merged_decoding_records_the_given_margin_or_the_one_all_sources_share()
     assert merged_decoding([three, {}], None) == {}  # one records none (margin 0): the sources disagree
     assert merged_decoding([{}, {}], None) == {}
     for bad in (-1.0, 101.0, float("nan")):
-        with pytest.raises(PadkitError, match="reward margin must be a number from 0 to 100"):
+        with pytest.raises(PadkitError, match=r"reward_margin must be a finite number in \[0, 100\]"):
             merged_decoding([three, three], bad)
 
 
@@ -149,5 +149,5 @@ def test_merge_cli_records_a_reward_margin(two_persrms, tmp_path):
     assert "recorded reward margin of 3 nats" in (tmp_path / "m" / "README.md").read_text()
     assert recorded_reward_margin(a) == 0.0 and "decoding" not in read_metadata(a)
     bad = runner.invoke(app, ["merge", str(a), str(b), "-o", str(tmp_path / "n"), "--reward-margin", "-2"])
-    assert bad.exit_code == 2 and "reward margin must be a number from 0 to 100, got -2.0" in bad.output
+    assert bad.exit_code == 2 and "reward_margin must be a finite number in [0, 100], got -2.0" in bad.output
     assert not (tmp_path / "n").exists()

@@ -74,17 +74,16 @@ def check_sources(sources: Sequence[str | Path], weights: Sequence[float]) -> tu
 
 
 def merged_decoding(metas: Sequence[dict], reward_margin: float | None) -> dict:
-    """The ``decoding`` record of a merge's ``padkit.json``: ``reward_margin`` when given (checked as
-    ``PADConfig.reward_margin`` is), else the sources' own record when they all agree, else none.
+    """The ``decoding`` record of a merge's ``padkit.json``: ``reward_margin`` when given (validated by
+    ``PADConfig``, which decodes with it), else the sources' own record when they all agree, else none.
 
     A PersRM's recorded margin is the one its rewards were measured with (``padkit generate`` decodes with it by
     default); sources that disagree, or a source that records none (the paper's PAD, margin 0), leave the choice to
     whoever measured the merge."""
-    from padkit.decoding.config import MAX_REWARD_MARGIN
+    from padkit.decoding.config import PADConfig
 
     if reward_margin is not None:
-        if not (math.isfinite(reward_margin) and 0 <= reward_margin <= MAX_REWARD_MARGIN):
-            raise PadkitError(f"reward margin must be a number from 0 to {MAX_REWARD_MARGIN:g}, got {reward_margin}")
+        PADConfig(reward_margin=reward_margin).validate()
         return {"reward_margin": float(reward_margin)}
     records = [meta.get("decoding") or {} for meta in metas]
     return dict(records[0]) if all(r == records[0] for r in records) else {}
