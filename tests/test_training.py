@@ -309,6 +309,13 @@ def test_training_selection_caps_and_balances_chosen_length():
         training_selection(train, PersRMTrainConfig(balance_length=("concise",)))
     with pytest.raises(PadkitError, match="cannot balance 'harmles' by length: it has no training pair$"):
         training_selection(train, PersRMTrainConfig(balance_length=("harmles",)))
+    with pytest.raises(
+        PadkitError, match=r"--cap names 'sign_off', which no training pair has \(they have: concise, harmless\)"
+    ):
+        training_selection(train, PersRMTrainConfig(dimension_caps={"sign_off": 4, "concise": 1}))
+    assert training_selection(train, PersRMTrainConfig(max_train_pairs_per_dimension=0)) == []
+    with pytest.raises(PadkitError, match="max_train_pairs_per_dimension must be 0 or more, got -1"):
+        PersRMTrainConfig(max_train_pairs_per_dimension=-1)
 
 
 def test_rm_eval_known_answer(base_model, tokenizer):

@@ -150,6 +150,10 @@ class PersRMTrainConfig:
             raise PadkitError("max_prompt_length must be smaller than max_length")
         if self.beta <= 0 or self.learning_rate <= 0 or self.lora_r < 1 or self.batch_size < 1:
             raise PadkitError("beta, learning_rate, lora_r and batch_size must be positive")
+        if self.max_train_pairs_per_dimension is not None and self.max_train_pairs_per_dimension < 0:
+            raise PadkitError(
+                f"max_train_pairs_per_dimension must be 0 or more, got {self.max_train_pairs_per_dimension}"
+            )
         if self.sft_weight < 0:
             raise PadkitError(f"sft_weight must be 0 or more, got {self.sft_weight}")
         if not 0 <= self.heldout_fraction < 1:
@@ -179,7 +183,8 @@ class TrainResult:
 def training_selection(train: Sequence[PreferencePair], config: PersRMTrainConfig) -> list[PreferencePair]:
     """The training pairs a run uses, in file order: for each dimension in ``balance_length`` as many pairs whose
     chosen answer has more words than the rejected one as others (the ``by_shape`` rows of a report), then each
-    dimension's cap (half of it per kind when balanced)."""
+    dimension's cap (half of it per kind when balanced). A cap or a balanced dimension that no training pair has is
+    an error: a misspelt name would otherwise train on the wrong mix without a word."""
 
     def longer(pair: PreferencePair) -> bool:
         return SHAPES["chosen longer"](pair.chosen.strip(), pair.rejected.strip())
@@ -191,6 +196,12 @@ def training_selection(train: Sequence[PreferencePair], config: PersRMTrainConfi
         if len(present) < 2:
             missing = "pair whose chosen answer is " + ("not longer" if True in present else "longer")
             raise PadkitError(f"cannot balance {name!r} by length: it has no training {missing if present else 'pair'}")
+    unknown = sorted(set(config.dimension_caps) - {p.group for p in train})
+    if unknown:
+        have = ", ".join(sorted({p.group for p in train}))
+        raise PadkitError(
+            f"--cap names {', '.join(map(repr, unknown))}, which no training pair has (they have: {have})"
+        )
     seen: Counter[tuple[str, bool | None]] = Counter()
     kept = []
     for pair, kind in zip(train, kinds, strict=True):
