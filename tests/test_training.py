@@ -316,6 +316,8 @@ def test_training_selection_caps_and_balances_chosen_length():
     assert training_selection(train, PersRMTrainConfig(max_train_pairs_per_dimension=0)) == []
     with pytest.raises(PadkitError, match="max_train_pairs_per_dimension must be 0 or more, got -1"):
         PersRMTrainConfig(max_train_pairs_per_dimension=-1)
+    with pytest.raises(PadkitError, match=r"dimension caps must be 0 or more, got \{'concise': -2\}"):
+        PersRMTrainConfig(dimension_caps={"concise": -2, "harmless": 3})
 
 
 def test_rm_eval_known_answer(base_model, tokenizer):

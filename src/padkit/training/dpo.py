@@ -154,6 +154,9 @@ class PersRMTrainConfig:
             raise PadkitError(
                 f"max_train_pairs_per_dimension must be 0 or more, got {self.max_train_pairs_per_dimension}"
             )
+        negative = {name: cap for name, cap in self.dimension_caps.items() if cap < 0}
+        if negative:
+            raise PadkitError(f"dimension caps must be 0 or more, got {negative}")
         if self.sft_weight < 0:
             raise PadkitError(f"sft_weight must be 0 or more, got {self.sft_weight}")
         if not 0 <= self.heldout_fraction < 1:
@@ -196,11 +199,12 @@ def training_selection(train: Sequence[PreferencePair], config: PersRMTrainConfi
         if len(present) < 2:
             missing = "pair whose chosen answer is " + ("not longer" if True in present else "longer")
             raise PadkitError(f"cannot balance {name!r} by length: it has no training {missing if present else 'pair'}")
-    unknown = sorted(set(config.dimension_caps) - {p.group for p in train})
+    groups = {p.group for p in train}
+    unknown = sorted(set(config.dimension_caps) - groups)
     if unknown:
-        have = ", ".join(sorted({p.group for p in train}))
         raise PadkitError(
-            f"--cap names {', '.join(map(repr, unknown))}, which no training pair has (they have: {have})"
+            f"--cap names {', '.join(map(repr, unknown))}, which no training pair has "
+            f"(they have: {', '.join(sorted(groups))})"
         )
     seen: Counter[tuple[str, bool | None]] = Counter()
     kept = []
