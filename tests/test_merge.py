@@ -151,3 +151,19 @@ def test_merge_cli_records_a_reward_margin(two_persrms, tmp_path):
     bad = runner.invoke(app, ["merge", str(a), str(b), "-o", str(tmp_path / "n"), "--reward-margin", "-2"])
     assert bad.exit_code == 2 and "reward_margin must be a finite number in [0, 100], got -2.0" in bad.output
     assert not (tmp_path / "n").exists()
+
+
+def test_training_continues_from_a_merged_persrm(two_persrms, tiny_model_dir, tmp_path):
+    """``init_adapter`` takes a merge (rank: the sources' ranks summed) as it takes a trained PersRM: the run keeps
+    the merge's shape, starts from its update, and its card names the merge it started from."""
+    a, b = two_persrms
+    merged = tmp_path / "merged"
+    merge_persrms([a, b], [0.75, 0.25], merged, command="merge a b")
+    still = fast_train_config(
+        tiny_model_dir, heldout_fraction=0.5, batch_size=2, max_steps=5, learning_rate=1e-9, init_adapter=str(merged)
+    )
+    meta = train_persrm(_pairs(), tmp_path / "continued", still, progress=False).metadata
+    assert meta["config"]["lora_r"] == 8 and meta["config"]["init_adapter"] == str(merged)
+    for module in ("model.layers.1.self_attn.q_proj", "model.layers.1.self_attn.v_proj"):
+        assert torch.allclose(_update(tmp_path / "continued", module), _update(merged, module), atol=1e-5)
+    assert f"Started from the trained PersRM `{merged}`" in (tmp_path / "continued" / "README.md").read_text()
