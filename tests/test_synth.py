@@ -48,6 +48,32 @@ def test_judges_score_in_the_expected_direction():
     assert J.BulletsJudge().score("", "Plain prose, no list.") == J.NumberedJudge().score("", "In 1. place") == 0
 
 
+def test_judges_keep_their_agreement_with_the_shipped_hand_labels():
+    """``data/judges/labels.jsonl`` is the evidence that each judge measures its property (docs/results.md, "Judges
+    against hand labels"): a change to a judge that moves its agreement, either way, must come with new figures."""
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "data" / "judges" / "labels.jsonl"
+    labels = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    got = {name: (a.agreement, a.n) for name, a in J.judge_agreement(labels).items()}
+    assert got == {
+        "bold": (1.0, 5),
+        "bullets": (0.9, 10),
+        "caution": (0.963, 27),
+        "exclaim": (0.6, 5),
+        "follow-up": (0.9412, 17),
+        "grade": (0.5, 10),
+        "numbered": (1.0, 5),
+        "pirate": (1.0, 17),
+        "register": (0.9512, 41),
+        "sentiment": (0.6, 15),
+        "sign-off": (1.0, 38),
+        "summary": (1.0, 5),
+        "warmth": (0.8333, 36),
+        "words": (1.0, 3),
+    }
+
+
 def test_judge_directions_can_be_stated():
     from padkit.evaluation.harness import EvalConfig
 
