@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import pytest
 
@@ -51,8 +52,6 @@ def test_judges_score_in_the_expected_direction():
 def test_judges_keep_their_agreement_with_the_shipped_hand_labels():
     """``data/judges/labels.jsonl`` is the evidence that each judge measures its property (docs/results.md, "Judges
     against hand labels"): a change to a judge that moves its agreement, either way, must come with new figures."""
-    from pathlib import Path
-
     path = Path(__file__).parents[1] / "data" / "judges" / "labels.jsonl"
     labels = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     got = {name: (a.agreement, a.n) for name, a in J.judge_agreement(labels).items()}
