@@ -11,6 +11,7 @@ import pytest
 from padkit import PAD
 from padkit.errors import PadkitError
 from padkit.evaluation import judges as J
+from padkit.jsonio import iter_jsonl
 from padkit.preferences.catalog import CATALOG, dimension_pairs
 from padkit.prompts import PromptRow, read_prompts
 from padkit.training import rewrites
@@ -53,7 +54,7 @@ def test_judges_keep_their_agreement_with_the_shipped_hand_labels():
     """``data/judges/labels.jsonl`` is the evidence that each judge measures its property (docs/results.md, "Judges
     against hand labels"): a change to a judge that moves its agreement, either way, must come with new figures."""
     path = Path(__file__).parents[1] / "data" / "judges" / "labels.jsonl"
-    labels = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    labels = [record for record, _ in iter_jsonl(path)]
     got = {name: (a.agreement, a.n) for name, a in J.judge_agreement(labels).items()}
     assert got == {
         "bold": (1.0, 5),
