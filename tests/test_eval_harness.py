@@ -18,6 +18,7 @@ from padkit.evaluation.harness import (
     bootstrap_ci,
     build_report,
     hollow,
+    is_trained,
     loops,
     off_topic,
     perplexity,
@@ -99,6 +100,9 @@ def test_eval_runs_resumes_and_reports(base_model, rm_model, tokenizer, tmp_path
         header == "| preference | judge | base | prompt | pad w=1 | pad w=3 | pad-self w=1 | pad-self w=3 | furthest |"
     )
     assert [r.method for r in report.rows] == ["base", "prompt", "pad", "pad", "pad-self", "pad-self"]  # as asked
+    sections = [line for line in (tmp_path / "scorecard.md").read_text().splitlines() if line.startswith("## ")]
+    assert sections == ["## prompt", "## pad w=1", "## pad w=3", "## pad-self w=1", "## pad-self w=3"]
+    assert rows[("base", 0.0)].direction == -1  # concise: fewer words is more of it
     assert not list(tmp_path.glob(".*.tmp"))
 
     calls = []
@@ -235,6 +239,67 @@ def test_fluent_weight_is_the_largest_within_the_perplexity_budget():
     over = EvalReport([r for r in rows if r.weight != 0.5])
     assert over.comparison().splitlines()[-1].endswith("no pad weight is within it (the lowest, w=0.6, is at 1.53x).")
     assert EvalReport([r for r in rows if r.method == "pad"]).fluent_weight("pad") is None  # no base to compare
+
+
+def test_scorecard_counts_the_targets_per_method_and_weight():
+    def row(method, pref, judge, mean, shift, win, ppl, weight=0.0, direction=1, off=0.0, ci=1.0):
+        return ReportRow(
+            method,
+            pref,
+            weight,
+            judge,
+            mean,
+            mean - ci,
+            mean + ci,
+            win,
+            20.0,
+            10.0,
+            ppl,
+            50,
+            shift,
+            0.0,
+            1.0,
+            0.0,
+            off,
+            direction,
+        )
+
+    rows = [
+        row("base", "concise", "words", 50.0, None, None, 2.0, direction=-1),
+        row("prompt", "concise", "words", 45.0, 0.3, 0.6, 2.2, direction=-1),
+        row("pad", "concise", "words", 30.0, 1.8, 0.9, 3.0, weight=0.6, direction=-1, off=0.1),
+        row("base", "pirate", "pirate", 0.0, None, None, 2.0, ci=0.5),
+        row("prompt", "pirate", "pirate", 3.0, 0.5, 0.5, 2.4, ci=0.5),
+        row("pad", "pirate", "pirate", 2.0, 1.2, 0.7, 3.4, weight=0.6, ci=0.5, off=0.3),  # apart from base only
+        row("base", "bulleted", "bullets", 0.0, None, None, 2.2),
+        row("prompt", "bulleted", "bullets", 1.0, 0.1, 0.55, 2.2),
+        row("pad", "bulleted", "bullets", 5.0, 2.0, 0.8, 2.8, weight=0.6),
+    ]
+    prompt, pad = EvalReport(rows).scorecard().split("\n\n## ")
+    assert prompt.startswith("## prompt\n") and "- win rate >= 0.75: 0 of 3 (below: concise 0.60" in prompt
+    assert "- better than base, 95% intervals apart: 2 of 3" in prompt  # concise 45 +- 1 against 50 +- 1; pirate 3
+    lines = pad.splitlines()
+    assert lines[0] == "pad w=0.6"
+    assert lines[4] == "| concise | words | yes | 0.90 | +1.80 | yes | yes | 0.10 | 3.00 |"
+    assert lines[5] == "| pirate | pirate | no | 0.70 | +1.20 | yes | no | 0.30 | 3.40 |"
+    assert "- win rate >= 0.75: 2 of 3 (below: pirate 0.70)" in lines
+    assert (
+        "- better than base and prompt, 95% intervals apart: 2 of 3 (not: pirate); shift further than "
+        "prompt's: 3 of 3" in lines
+    )
+    assert "- median shift 1.80 sd" in lines
+    assert (
+        "- unseen preferences: median shift 1.20 sd against the trained ones' 1.90: 0.63 of trained "
+        "(target >= 0.5)" in lines
+    )
+    assert "- median perplexity 3.00, 1.50x the base's 2.00 (budget 1.5x)" in lines
+    assert lines[-1] == "- off topic 0.133, looping 0.000 (means over preferences)"
+
+
+def test_a_free_text_or_unseen_preference_is_not_trained():
+    assert is_trained("concise") and is_trained("concise=0.5,bulleted=0.5")
+    assert not is_trained("pirate") and not is_trained("concise=0.5,pirate=0.5")
+    assert not is_trained("Answer like a medieval bard.")
 
 
 def test_loops_flags_repetition_that_perplexity_cannot_see(base_model, tokenizer):

@@ -911,7 +911,7 @@ def eval_command(
         typer.echo(json.dumps(report.summary(), indent=2))
         return
     typer.echo(report.markdown())
-    err.print(f"report, CSV and plots in {output}")
+    err.print(f"report, scorecard, CSV and plots in {output}")
 
 
 @app.command()

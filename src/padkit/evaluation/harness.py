@@ -42,6 +42,7 @@ from padkit.evaluation.judges import (
 )
 from padkit.models.loading import model_identity
 from padkit.preferences import Preference, render_input
+from padkit.preferences.catalog import lookup
 from padkit.prompts import PromptRow, atomic_write_text
 
 METHODS: dict[str, dict] = {
@@ -287,11 +288,31 @@ class ReportRow:
     ended: float = 1.0
     hollow: float = 0.0
     off_topic: float = 0.0
+    direction: int = 1
+    """Which way the judge reads more of the preference: +1 higher, -1 lower."""
+
+    def better_apart(self, other: ReportRow) -> bool:
+        """Whether this row's judge mean is on the preference's side of ``other``'s with the two 95% intervals
+        apart, the issue's test for a move no resampling explains."""
+        if self.direction >= 0:
+            return self.ci_low > other.ci_high
+        return self.ci_high < other.ci_low
 
 
 FLUENCY_BUDGET = 1.5
 """How much less fluent than the base a default may be: a weight is within budget when its median perplexity over
 the preferences is at most this multiple of the base's (how padkit's ``DEFAULT_WEIGHT`` was picked)."""
+WIN_TARGET = 0.75
+"""The win rate against base a method must reach on a preference to count as aligning to it."""
+UNSEEN_TARGET = 0.5
+"""How far, relative to the trained preferences' median shift, the unseen ones must move the judges."""
+
+
+def is_trained(preference: str) -> bool:
+    """Whether every dimension of ``preference`` is a catalog dimension the shipped PersRM was trained on; free
+    text and the catalog's unseen dimensions are not."""
+    found = [lookup(d.text) for d in Preference.parse(preference).dimensions]
+    return all(d is not None and d.trained for d in found)
 
 
 @dataclass
@@ -413,6 +434,91 @@ class EvalReport:
             lines += ["", f"Fluency budget {FLUENCY_BUDGET:g}x the base's median perplexity ({base:.2f}): {verdict}"]
         return "\n".join(lines) + "\n"
 
+    def scorecard(self) -> str:
+        """Each method and weight against padkit's quality targets: per preference and judge, the win rate against
+        base, the shift, and whether the judge mean is better than base's and prompting's with the intervals apart;
+        then the count of wins at :data:`WIN_TARGET`, how far the unseen preferences move against the trained ones
+        (:func:`is_trained`), the median perplexity against the base's and the off-topic and looping shares."""
+        base = {(r.preference, r.judge): r for r in self.rows if r.method == "base"}
+        prompt = {(r.preference, r.judge): r for r in self.rows if r.method == "prompt"}
+        base_ppl = self.median_perplexity("base")
+        sections = []
+        for method, weight in dict.fromkeys((r.method, r.weight) for r in self.rows if r.method != "base"):
+            rows = [r for r in self.rows if (r.method, r.weight) == (method, weight)]
+            rivals = {} if method == "prompt" else prompt
+            lines = [
+                f"## {method}" + ("" if method == "prompt" else f" w={weight:g}"),
+                "",
+                "| preference | judge | trained | win vs base | shift (sd) | apart from base | apart from prompt "
+                "| off topic | perplexity |",
+                "|---|---|---|---|---|---|---|---|---|",
+            ]
+
+            def mark(row: ReportRow, other: ReportRow | None) -> str:
+                return "" if other is None else ("yes" if row.better_apart(other) else "no")
+
+            for r in rows:
+                key = (r.preference, r.judge)
+                win = "" if r.win_rate is None else f"{r.win_rate:.2f}"
+                shift = "" if r.shift is None else f"{r.shift:+.2f}"
+                lines.append(
+                    f"| {r.preference} | {r.judge} | {'yes' if is_trained(r.preference) else 'no'} | {win} | {shift} "
+                    f"| {mark(r, base.get(key))} | {mark(r, rivals.get(key))} | {r.off_topic:.2f} "
+                    f"| {r.perplexity:.2f} |"
+                )
+            lines.append("")
+            wins = [r for r in rows if r.win_rate is not None]
+            below = [f"{r.preference} {r.win_rate:.2f}" for r in wins if r.win_rate < WIN_TARGET]
+            lines.append(
+                f"- win rate >= {WIN_TARGET:g}: {len(wins) - len(below)} of {len(wins)}"
+                + (f" (below: {', '.join(below)})" if below else "")
+            )
+            judged = [r for r in rows if (r.preference, r.judge) in base]
+            if rivals:
+                apart = [r for r in judged if (r.preference, r.judge) in rivals]
+                missed = [
+                    r.preference
+                    for r in apart
+                    if not (
+                        r.better_apart(base[(r.preference, r.judge)])
+                        and r.better_apart(rivals[(r.preference, r.judge)])
+                    )
+                ]
+                further = sum((r.shift or 0.0) > (rivals[(r.preference, r.judge)].shift or 0.0) for r in apart)
+                lines.append(
+                    f"- better than base and prompt, 95% intervals apart: {len(apart) - len(missed)} of {len(apart)}"
+                    + (f" (not: {', '.join(missed)})" if missed else "")
+                    + f"; shift further than prompt's: {further} of {len(apart)}"
+                )
+            else:
+                apart = [r for r in judged if r.better_apart(base[(r.preference, r.judge)])]
+                lines.append(f"- better than base, 95% intervals apart: {len(apart)} of {len(judged)}")
+            shifts = {True: [], False: []}
+            for r in rows:
+                if r.shift is not None:
+                    shifts[is_trained(r.preference)].append(r.shift)
+            if shifts[True] or shifts[False]:
+                lines.append(f"- median shift {statistics.median(shifts[True] + shifts[False]):.2f} sd")
+            if shifts[True] and shifts[False]:
+                trained, unseen = statistics.median(shifts[True]), statistics.median(shifts[False])
+                ratio = f"{unseen / trained:.2f}" if trained > 0 else "-"
+                lines.append(
+                    f"- unseen preferences: median shift {unseen:.2f} sd against the trained ones' {trained:.2f}: "
+                    f"{ratio} of trained (target >= {UNSEEN_TARGET:g})"
+                )
+            ppl = statistics.median(r.perplexity for r in rows)
+            if base_ppl:
+                lines.append(
+                    f"- median perplexity {ppl:.2f}, {ppl / base_ppl:.2f}x the base's {base_ppl:.2f} "
+                    f"(budget {FLUENCY_BUDGET:g}x)"
+                )
+            lines.append(
+                f"- off topic {_mean([r.off_topic for r in rows]):.3f}, looping {_mean([r.loops for r in rows]):.3f} "
+                "(means over preferences)"
+            )
+            sections.append("\n".join(lines))
+        return "\n\n".join(sections) + "\n"
+
 
 def _index(values: Sequence[str], value: str) -> int:
     return values.index(value) if value in values else len(values)
@@ -436,7 +542,9 @@ def _variance(values: Sequence[float]) -> float:
     return sum((x - mean) ** 2 for x in values) / max(len(values) - 1, 1)
 
 
-def _row(method, pref, w, judge, scores, win, rows, tps, ppl, looped, empty, strayed, shift=None) -> ReportRow:
+def _row(
+    method, pref, w, judge, scores, win, rows, tps, ppl, looped, empty, strayed, shift=None, direction=1
+) -> ReportRow:
     low, high = bootstrap_ci(scores)
     mean_tokens = sum(r["n_tokens"] for r in rows) / len(rows)
     return ReportRow(
@@ -457,6 +565,7 @@ def _row(method, pref, w, judge, scores, win, rows, tps, ppl, looped, empty, str
         sum(map(_ended, rows)) / len(rows),
         sum(empty) / len(empty),
         sum(strayed) / len(strayed),
+        direction,
     )
 
 
@@ -509,7 +618,7 @@ def build_report(pad: PAD, records: list[dict], config: EvalConfig, progress: bo
                 ]
                 win = sum(outcomes) / len(outcomes) if outcomes else None
             report.rows.append(
-                _row(method, pref, w, judge_name, scores, win, rows, tps, ppl, looped, empty, strayed, shift)
+                _row(method, pref, w, judge_name, scores, win, rows, tps, ppl, looped, empty, strayed, shift, direction)
             )
         if config.llm_judge is not None and method != "base":
             principle = Preference.parse(pref).prompt_principle()
@@ -615,7 +724,7 @@ def run_eval(
     run: Runner | None = None,
 ) -> EvalReport:
     """Generate (resuming), score, and write ``report.md``, ``comparison.md`` (the methods side by side),
-    ``report.csv``, ``summary.json`` and plots."""
+    ``scorecard.md`` (each method against the quality targets), ``report.csv``, ``summary.json`` and plots."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     records = run_generations(pads, prompts, out_dir / "generations.jsonl", config, progress, run)
@@ -631,6 +740,7 @@ def run_eval(
     for name, text in (
         ("report.md", report.markdown()),
         ("comparison.md", report.comparison()),
+        ("scorecard.md", report.scorecard()),
         ("report.csv", report.csv()),
         ("summary.json", json.dumps(report.summary(), indent=2) + "\n"),
     ):
