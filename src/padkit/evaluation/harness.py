@@ -291,6 +291,14 @@ class ReportRow:
     direction: int = 1
     """Which way the judge reads more of the preference: +1 higher, -1 lower."""
 
+    @property
+    def win_text(self) -> str:
+        return "" if self.win_rate is None else f"{self.win_rate:.2f}"
+
+    @property
+    def shift_text(self) -> str:
+        return "" if self.shift is None else f"{self.shift:+.2f}"
+
     def better_apart(self, other: ReportRow) -> bool:
         """Whether this row's judge mean is on the preference's side of ``other``'s with the two 95% intervals
         apart, the issue's test for a move no resampling explains."""
@@ -353,11 +361,9 @@ class EvalReport:
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in self.rows:
-            win = "" if r.win_rate is None else f"{r.win_rate:.2f}"
-            shift = "" if r.shift is None else f"{r.shift:+.2f}"
             lines.append(
                 f"| {r.method} | {r.preference} | {r.weight:g} | {r.judge} | {r.mean:.3f} [{r.ci_low:.3f}, "
-                f"{r.ci_high:.3f}] | {win} | {shift} | {r.mean_tokens:.1f} | {r.tokens_per_s:.1f} | "
+                f"{r.ci_high:.3f}] | {r.win_text} | {r.shift_text} | {r.mean_tokens:.1f} | {r.tokens_per_s:.1f} | "
                 f"{r.perplexity:.1f} | {r.loops:.2f} | {r.hollow:.2f} | {r.off_topic:.2f} | {r.ended:.2f} | {r.n} |"
             )
         cut = [r for r in self.rows if r.judge in ENDING_JUDGES and r.ended < 0.5]
@@ -459,10 +465,9 @@ class EvalReport:
 
             for r in rows:
                 key = (r.preference, r.judge)
-                win = "" if r.win_rate is None else f"{r.win_rate:.2f}"
-                shift = "" if r.shift is None else f"{r.shift:+.2f}"
                 lines.append(
-                    f"| {r.preference} | {r.judge} | {'yes' if is_trained(r.preference) else 'no'} | {win} | {shift} "
+                    f"| {r.preference} | {r.judge} | {'yes' if is_trained(r.preference) else 'no'} | {r.win_text} "
+                    f"| {r.shift_text} "
                     f"| {mark(r, base.get(key))} | {mark(r, rivals.get(key))} | {r.off_topic:.2f} "
                     f"| {r.perplexity:.2f} |"
                 )
