@@ -447,82 +447,94 @@ class EvalReport:
         (:func:`is_trained`), the median perplexity against the base's and the off-topic and looping shares."""
         base = {(r.preference, r.judge): r for r in self.rows if r.method == "base"}
         prompt = {(r.preference, r.judge): r for r in self.rows if r.method == "prompt"}
-        base_ppl = self.median_perplexity("base")
-        sections = []
-        for method, weight in dict.fromkeys((r.method, r.weight) for r in self.rows if r.method != "base"):
-            rows = [r for r in self.rows if (r.method, r.weight) == (method, weight)]
-            rivals = {} if method == "prompt" else prompt
-            lines = [
-                f"## {method}" + ("" if method == "prompt" else f" w={weight:g}"),
-                "",
-                "| preference | judge | trained | win vs base | shift (sd) | apart from base | apart from prompt "
-                "| off topic | perplexity |",
-                "|---|---|---|---|---|---|---|---|---|",
-            ]
-
-            def mark(row: ReportRow, other: ReportRow | None) -> str:
-                return "" if other is None else ("yes" if row.better_apart(other) else "no")
-
-            for r in rows:
-                key = (r.preference, r.judge)
-                lines.append(
-                    f"| {r.preference} | {r.judge} | {'yes' if is_trained(r.preference) else 'no'} | {r.win_text} "
-                    f"| {r.shift_text} "
-                    f"| {mark(r, base.get(key))} | {mark(r, rivals.get(key))} | {r.off_topic:.2f} "
-                    f"| {r.perplexity:.2f} |"
-                )
-            lines.append("")
-            wins = [r for r in rows if r.win_rate is not None]
-            below = [f"{r.preference} {r.win_rate:.2f}" for r in wins if r.win_rate < WIN_TARGET]
-            lines.append(
-                f"- win rate >= {WIN_TARGET:g}: {len(wins) - len(below)} of {len(wins)}"
-                + (f" (below: {', '.join(below)})" if below else "")
+        sections = [
+            _scorecard_section(
+                method if method == "prompt" else f"{method} w={weight:g}",
+                [r for r in self.rows if (r.method, r.weight) == (method, weight)],
+                base,
+                {} if method == "prompt" else prompt,
+                self.median_perplexity("base"),
             )
-            judged = [r for r in rows if (r.preference, r.judge) in base]
-            if rivals:
-                apart = [r for r in judged if (r.preference, r.judge) in rivals]
-                missed = [
-                    r.preference
-                    for r in apart
-                    if not (
-                        r.better_apart(base[(r.preference, r.judge)])
-                        and r.better_apart(rivals[(r.preference, r.judge)])
-                    )
-                ]
-                further = sum((r.shift or 0.0) > (rivals[(r.preference, r.judge)].shift or 0.0) for r in apart)
-                lines.append(
-                    f"- better than base and prompt, 95% intervals apart: {len(apart) - len(missed)} of {len(apart)}"
-                    + (f" (not: {', '.join(missed)})" if missed else "")
-                    + f"; shift further than prompt's: {further} of {len(apart)}"
-                )
-            else:
-                apart = [r for r in judged if r.better_apart(base[(r.preference, r.judge)])]
-                lines.append(f"- better than base, 95% intervals apart: {len(apart)} of {len(judged)}")
-            shifts = {True: [], False: []}
-            for r in rows:
-                if r.shift is not None:
-                    shifts[is_trained(r.preference)].append(r.shift)
-            if shifts[True] or shifts[False]:
-                lines.append(f"- median shift {statistics.median(shifts[True] + shifts[False]):.2f} sd")
-            if shifts[True] and shifts[False]:
-                trained, unseen = statistics.median(shifts[True]), statistics.median(shifts[False])
-                ratio = f"{unseen / trained:.2f}" if trained > 0 else "-"
-                lines.append(
-                    f"- unseen preferences: median shift {unseen:.2f} sd against the trained ones' {trained:.2f}: "
-                    f"{ratio} of trained (target >= {UNSEEN_TARGET:g})"
-                )
-            ppl = statistics.median(r.perplexity for r in rows)
-            if base_ppl:
-                lines.append(
-                    f"- median perplexity {ppl:.2f}, {ppl / base_ppl:.2f}x the base's {base_ppl:.2f} "
-                    f"(budget {FLUENCY_BUDGET:g}x)"
-                )
-            lines.append(
-                f"- off topic {_mean([r.off_topic for r in rows]):.3f}, looping {_mean([r.loops for r in rows]):.3f} "
-                "(means over preferences)"
-            )
-            sections.append("\n".join(lines))
+            for method, weight in dict.fromkeys((r.method, r.weight) for r in self.rows if r.method != "base")
+        ]
         return "\n\n".join(sections) + "\n"
+
+
+def _scorecard_section(
+    title: str,
+    rows: list[ReportRow],
+    base: dict[tuple[str, str], ReportRow],
+    rivals: dict[tuple[str, str], ReportRow],
+    base_ppl: float | None,
+) -> str:
+    """One method and weight of :meth:`EvalReport.scorecard`: ``base`` and ``rivals`` (prompting's rows, none for
+    prompting itself) keyed by preference and judge."""
+
+    def mark(row: ReportRow, other: ReportRow | None) -> str:
+        return "" if other is None else ("yes" if row.better_apart(other) else "no")
+
+    lines = [
+        f"## {title}",
+        "",
+        "| preference | judge | trained | win vs base | shift (sd) | apart from base | apart from prompt | off topic "
+        "| perplexity |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        key = (r.preference, r.judge)
+        lines.append(
+            f"| {r.preference} | {r.judge} | {'yes' if is_trained(r.preference) else 'no'} | {r.win_text} "
+            f"| {r.shift_text} | {mark(r, base.get(key))} | {mark(r, rivals.get(key))} | {r.off_topic:.2f} "
+            f"| {r.perplexity:.2f} |"
+        )
+    lines.append("")
+    wins = [r for r in rows if r.win_rate is not None]
+    below = [f"{r.preference} {r.win_rate:.2f}" for r in wins if r.win_rate < WIN_TARGET]
+    lines.append(
+        f"- win rate >= {WIN_TARGET:g}: {len(wins) - len(below)} of {len(wins)}"
+        + (f" (below: {', '.join(below)})" if below else "")
+    )
+    judged = [r for r in rows if (r.preference, r.judge) in base]
+    if rivals:
+        both = [
+            (r, base[(r.preference, r.judge)], rivals[(r.preference, r.judge)])
+            for r in judged
+            if (r.preference, r.judge) in rivals
+        ]
+        missed = [r.preference for r, b, p in both if not (r.better_apart(b) and r.better_apart(p))]
+        further = sum((r.shift or 0.0) > (p.shift or 0.0) for r, _, p in both)
+        lines.append(
+            f"- better than base and prompt, 95% intervals apart: {len(both) - len(missed)} of {len(both)}"
+            + (f" (not: {', '.join(missed)})" if missed else "")
+            + f"; shift further than prompt's: {further} of {len(both)}"
+        )
+    else:
+        apart = [r for r in judged if r.better_apart(base[(r.preference, r.judge)])]
+        lines.append(f"- better than base, 95% intervals apart: {len(apart)} of {len(judged)}")
+    shifts: dict[bool, list[float]] = {True: [], False: []}
+    for r in rows:
+        if r.shift is not None:
+            shifts[is_trained(r.preference)].append(r.shift)
+    if shifts[True] or shifts[False]:
+        lines.append(f"- median shift {statistics.median(shifts[True] + shifts[False]):.2f} sd")
+    if shifts[True] and shifts[False]:
+        trained, unseen = statistics.median(shifts[True]), statistics.median(shifts[False])
+        ratio = f"{unseen / trained:.2f}" if trained > 0 else "-"
+        lines.append(
+            f"- unseen preferences: median shift {unseen:.2f} sd against the trained ones' {trained:.2f}: "
+            f"{ratio} of trained (target >= {UNSEEN_TARGET:g})"
+        )
+    ppl = statistics.median(r.perplexity for r in rows)
+    if base_ppl:
+        lines.append(
+            f"- median perplexity {ppl:.2f}, {ppl / base_ppl:.2f}x the base's {base_ppl:.2f} "
+            f"(budget {FLUENCY_BUDGET:g}x)"
+        )
+    lines.append(
+        f"- off topic {_mean([r.off_topic for r in rows]):.3f}, looping {_mean([r.loops for r in rows]):.3f} "
+        "(means over preferences)"
+    )
+    return "\n".join(lines)
 
 
 def _index(values: Sequence[str], value: str) -> int:
