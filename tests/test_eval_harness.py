@@ -18,7 +18,6 @@ from padkit.evaluation.harness import (
     bootstrap_ci,
     build_report,
     hollow,
-    is_trained,
     loops,
     off_topic,
     perplexity,
@@ -294,12 +293,6 @@ def test_scorecard_counts_the_targets_per_method_and_weight():
     )
     assert "- median perplexity 3.00, 1.50x the base's 2.00 (budget 1.5x)" in lines
     assert lines[-1] == "- off topic 0.133, looping 0.000 (means over preferences)"
-
-
-def test_a_free_text_or_unseen_preference_is_not_trained():
-    assert is_trained("concise") and is_trained("concise=0.5,bulleted=0.5")
-    assert not is_trained("pirate") and not is_trained("concise=0.5,pirate=0.5")
-    assert not is_trained("Answer like a medieval bard.")
 
 
 def test_loops_flags_repetition_that_perplexity_cannot_see(base_model, tokenizer):

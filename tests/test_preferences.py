@@ -108,3 +108,9 @@ def test_render_without_chat_template_is_plain_question_answer():
     tok = make_tokenizer(chat_template=None)
     assert render_input(tok, "Why?") == "Question: Why?\nAnswer:"
     assert render_input(tok, "Why?", "Be brief.").startswith(f"Question: {GUIDELINES}")
+
+
+def test_a_free_text_or_unseen_preference_is_not_trained():
+    assert Preference.parse("concise").trained and Preference.parse("concise=0.5,bulleted=0.5").trained
+    assert not Preference.parse("pirate").trained and not Preference.parse("concise=0.5,pirate=0.5").trained
+    assert not Preference.parse("Answer like a medieval bard.").trained

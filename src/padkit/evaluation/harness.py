@@ -42,7 +42,6 @@ from padkit.evaluation.judges import (
 )
 from padkit.models.loading import model_identity
 from padkit.preferences import Preference, render_input
-from padkit.preferences.catalog import lookup
 from padkit.prompts import PromptRow, atomic_write_text
 
 METHODS: dict[str, dict] = {
@@ -316,13 +315,6 @@ UNSEEN_TARGET = 0.5
 """How far, relative to the trained preferences' median shift, the unseen ones must move the judges."""
 
 
-def is_trained(preference: str) -> bool:
-    """Whether every dimension of ``preference`` is a catalog dimension the shipped PersRM was trained on; free
-    text and the catalog's unseen dimensions are not."""
-    found = [lookup(d.text) for d in Preference.parse(preference).dimensions]
-    return all(d is not None and d.trained for d in found)
-
-
 @dataclass
 class EvalReport:
     rows: list[ReportRow] = field(default_factory=list)
@@ -444,7 +436,7 @@ class EvalReport:
         """Each method and weight against padkit's quality targets: per preference and judge, the win rate against
         base, the shift, and whether the judge mean is better than base's and prompting's with the intervals apart;
         then the count of wins at :data:`WIN_TARGET`, how far the unseen preferences move against the trained ones
-        (:func:`is_trained`), the median perplexity against the base's and the off-topic and looping shares."""
+        (:attr:`Preference.trained`), the median perplexity against the base's and the off-topic and looping shares."""
         base = {(r.preference, r.judge): r for r in self.rows if r.method == "base"}
         prompt = {(r.preference, r.judge): r for r in self.rows if r.method == "prompt"}
         sections = [
@@ -473,6 +465,7 @@ def _scorecard_section(
     def mark(row: ReportRow, other: ReportRow | None) -> str:
         return "" if other is None else ("yes" if row.better_apart(other) else "no")
 
+    trained = {r.preference: Preference.parse(r.preference).trained for r in rows}
     lines = [
         f"## {title}",
         "",
@@ -483,7 +476,7 @@ def _scorecard_section(
     for r in rows:
         key = (r.preference, r.judge)
         lines.append(
-            f"| {r.preference} | {r.judge} | {'yes' if is_trained(r.preference) else 'no'} | {r.win_text} "
+            f"| {r.preference} | {r.judge} | {'yes' if trained[r.preference] else 'no'} | {r.win_text} "
             f"| {r.shift_text} | {mark(r, base.get(key))} | {mark(r, rivals.get(key))} | {r.off_topic:.2f} "
             f"| {r.perplexity:.2f} |"
         )
@@ -514,14 +507,14 @@ def _scorecard_section(
     shifts: dict[bool, list[float]] = {True: [], False: []}
     for r in rows:
         if r.shift is not None:
-            shifts[is_trained(r.preference)].append(r.shift)
+            shifts[trained[r.preference]].append(r.shift)
     if shifts[True] or shifts[False]:
         lines.append(f"- median shift {statistics.median(shifts[True] + shifts[False]):.2f} sd")
     if shifts[True] and shifts[False]:
-        trained, unseen = statistics.median(shifts[True]), statistics.median(shifts[False])
-        ratio = f"{unseen / trained:.2f}" if trained > 0 else "-"
+        seen, unseen = statistics.median(shifts[True]), statistics.median(shifts[False])
+        ratio = f"{unseen / seen:.2f}" if seen > 0 else "-"
         lines.append(
-            f"- unseen preferences: median shift {unseen:.2f} sd against the trained ones' {trained:.2f}: "
+            f"- unseen preferences: median shift {unseen:.2f} sd against the trained ones' {seen:.2f}: "
             f"{ratio} of trained (target >= {UNSEEN_TARGET:g})"
         )
     ppl = statistics.median(r.perplexity for r in rows)

@@ -90,6 +90,13 @@ class Preference:
             return cls(tuple(_parse_item(item) for item in spec))
         raise PreferenceError(f"cannot read a preference from {type(spec).__name__}: {spec!r}")
 
+    @property
+    def trained(self) -> bool:
+        """Whether every dimension is a catalog dimension the shipped PersRM was trained on; free text and the
+        catalog's unseen dimensions are not (what ``padkit eval``'s scorecard measures generalization on)."""
+        entries = [lookup(d.text) for d in self.dimensions]
+        return all(e is not None and e.trained for e in entries)
+
     def prompt_principle(self) -> str:
         """One instruction for methods that put the preference into the prompt (``prompt``, ``policy``).
 
