@@ -273,9 +273,18 @@ def test_eval_derives_its_decoding_options():
     """eval offers PADConfig's settings (one declaration) except those its method table and --weights set."""
     shown = runner.invoke(app, ["eval", "--help"], env={"COLUMNS": "200"}).output
     assert all(flag in shown for flag in ("--amulet-alpha", "--min-p", "--top-k", "--judge-gamma", "--max-new-tokens"))
+    assert "--reuse" in shown
     assert "--temperature" not in shown and "--seed" not in shown and "--weight " not in shown
     bad = runner.invoke(app, ["eval", "-p", "concise", "--prompts", "x.json", "--top-k", "0"])
     assert bad.exit_code == 2 and "--top-k" in bad.output
+
+
+def test_eval_reuse_names_a_directory_that_is_not_an_eval_run(tmp_path, tiny_model_dir):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("Tell me about cats.\n")
+    args = ["eval", "-p", "concise", "--prompts", str(prompts), "--base", str(tiny_model_dir), "--reuse", str(tmp_path)]
+    result = runner.invoke(app, [*args, "--output", str(tmp_path / "out")], env={"COLUMNS": "200"})
+    assert result.exit_code == 2 and f"--reuse {tmp_path}: not an eval run" in result.output
 
 
 def test_train_and_rm_eval_errors(tmp_path, tiny_model_dir):

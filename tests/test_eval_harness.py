@@ -110,6 +110,56 @@ def test_eval_runs_resumes_and_reports(base_model, rm_model, tokenizer, tmp_path
     assert calls == []  # everything was already generated
 
 
+def test_reuse_copies_the_answers_another_run_made_alike(base_model, rm_model, tokenizer, tmp_path, monkeypatch):
+    config = EvalConfig(
+        methods=("base", "prompt", "pad"), preferences=("concise",), decoding=PADConfig(max_new_tokens=5), batch_size=3
+    )
+
+    def pads(rm_name: str) -> dict[str, PAD]:
+        return {
+            "main": PAD(base_model, tokenizer, rm_model, tokenizer, base_name="tiny", rm_name=rm_name),
+            "self": PAD(base_model, tokenizer, base_name="tiny"),
+        }
+
+    run_eval(pads("rm-a"), ROWS, tmp_path / "a", config, progress=False)
+    theirs = {r["id"]: r for r in map(json.loads, (tmp_path / "a" / "generations.jsonl").read_text().splitlines())}
+    made = []
+
+    def run_with(rm_name: str, out: str, rows=ROWS, cfg=config) -> list[dict]:
+        new = pads(rm_name)
+        real = new["main"].generate
+        monkeypatch.setattr(new["main"], "generate", lambda p, **k: made.append(k["config"].method) or real(p, **k))
+        run_eval(new, rows, tmp_path / out, cfg, progress=False, reuse=[tmp_path / "a"])
+        return [json.loads(line) for line in (tmp_path / out / "generations.jsonl").read_text().splitlines()]
+
+    mine = run_with("rm-b", "b")  # another PersRM: base and prompting carry over, PAD is decoded again
+    assert made == ["pad"]
+    for r in mine:
+        if r["method"] == "pad":
+            assert "reused_from" not in r and r["settings"]["main"] == ["tiny", "rm-b"]
+        else:
+            assert r["text"] == theirs[r["id"]]["text"] and r["reused_from"] == str(tmp_path / "a")
+            assert r["settings"] == {**theirs[r["id"]]["settings"], "main": ["tiny", "rm-b"]}
+    made.clear()
+    run_with("rm-b", "b")  # the copies resume as this run's own
+    assert made == []
+    assert {r["id"] for r in run_with("rm-a", "c")} == set(theirs) and made == []  # same PersRM: all of it
+    made.clear()
+    other_prompt = [PromptRow("a", "Tell me about dogs."), *ROWS[1:]]
+    run_with("rm-b", "d", other_prompt)
+    assert made == ["base", "prompt", "pad"]  # prompt id "a" now asks something else: decoded again, 1 each
+    made.clear()
+    shorter = run_with("rm-b", "e", cfg=dataclasses.replace(config, decoding=PADConfig(max_new_tokens=4)))
+    assert made == ["base", "prompt", "pad"] and not any("reused_from" in r for r in shorter)
+    torn = (tmp_path / "a" / "generations.jsonl").read_text() + '{"id": "pad|conc'
+    (tmp_path / "a" / "generations.jsonl").write_text(torn)
+    made.clear()
+    run_with("rm-b", "g")
+    assert made == ["pad"] and (tmp_path / "a" / "generations.jsonl").read_text() == torn  # read, never repaired
+    with pytest.raises(PadkitError, match="not an eval run"):
+        run_eval(pads("rm-b"), ROWS, tmp_path / "f", config, progress=False, reuse=[tmp_path / "nothing"])
+
+
 def test_base_answers_are_made_once_and_judged_per_preference(base_model, tokenizer, tmp_path):
     pad = PAD(base_model, tokenizer)
     config = EvalConfig(

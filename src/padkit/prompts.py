@@ -95,12 +95,13 @@ def _padkit_record(path: Path, n: int, line: str) -> dict:
     return record
 
 
-def read_resumable(path: str | Path) -> list[dict]:
+def read_resumable(path: str | Path, repair: bool = True) -> list[dict]:
     """The records of a JSONL output that a run is about to resume and append to.
 
     The one line an interrupted write can leave, a torn *last* line (no closing newline, not valid JSON), is
-    dropped, and the file rewritten without it (atomically). Anything else that is not one JSON object per line
-    means the file is not a padkit output, and resuming into it would lose what it holds: that is an error.
+    dropped, and the file rewritten without it (atomically; ``repair=False`` reads another run's output and
+    leaves it as it is). Anything else that is not one JSON object per line means the file is not a padkit
+    output, and resuming into it would lose what it holds: that is an error.
     """
     path = Path(path)
     if not path.is_file():
@@ -116,10 +117,12 @@ def read_resumable(path: str | Path) -> list[dict]:
         try:
             json.loads(torn)
         except json.JSONDecodeError:  # the write an interrupted run left: dropped
-            atomic_write_text(path, text[: len(text) - len(torn)])
+            if repair:
+                atomic_write_text(path, text[: len(text) - len(torn)])
         else:  # a whole record without its newline
             records.append(_padkit_record(path, len(lines) + 1, torn))
-            atomic_write_text(path, text + "\n")
+            if repair:
+                atomic_write_text(path, text + "\n")
     return records
 
 

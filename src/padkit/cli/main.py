@@ -856,6 +856,14 @@ def eval_command(
     output: Annotated[Path, typer.Option("--output", "-o", help="Report directory; a rerun resumes it.")] = Path(
         "runs/eval"
     ),
+    reuse: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--reuse",
+            help="Another eval's report directory (repeatable): copy the answers it made with this run's settings "
+            "instead of decoding them again; base and prompting read no PersRM, so they carry over between PersRMs.",
+        ),
+    ] = None,
     base: BaseOpt = "smollm2-135m-instruct",
     rm: RmOpt = None,
     dtype: DtypeOpt = "auto",
@@ -902,9 +910,11 @@ def eval_command(
         ray = build_settings(RaySettings, ray_settings or {})
         if ray.ray:
             with ray.pool(models) as pool:
-                report = run_eval(pads, rows, output, config, progress=err.is_terminal, log=err.print, run=pool.map)
+                report = run_eval(
+                    pads, rows, output, config, progress=err.is_terminal, log=err.print, run=pool.map, reuse=reuse or ()
+                )
         else:
-            report = run_eval(pads, rows, output, config, progress=err.is_terminal, log=err.print)
+            report = run_eval(pads, rows, output, config, progress=err.is_terminal, log=err.print, reuse=reuse or ())
     except PadkitError as e:
         _fail(str(e))
     if as_json:

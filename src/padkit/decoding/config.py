@@ -48,6 +48,9 @@ METHOD_SETTINGS: dict[str, frozenset[str]] = {
     "persona-judge": frozenset({"judge_gamma", "judge_top_k"}),
 }
 """Settings only some methods read: every other method decodes alike whatever their values."""
+RM_METHODS = frozenset({"pad", "args", "best-of-n", "policy"})
+"""Methods that read the PersRM (as a reward, or as the model for ``policy``); the others (base, prompt, amulet,
+persona-judge) decode with the base alone, so their answers do not change with the PersRM."""
 Reference = Literal["base", "rm-init", "none"]
 REFERENCES: tuple[str, ...] = ("base", "rm-init", "none")
 Candidates = Literal["topk", "topk+eos", "topk+rm"]
@@ -272,6 +275,11 @@ class PADConfig:
         :data:`METHOD_SETTINGS` does not list; a listed one only its methods (``loop_guard``: PAD)."""
         listed = any(name in names for names in METHOD_SETTINGS.values())
         return not listed or name in METHOD_SETTINGS.get(self.method, frozenset())
+
+    @property
+    def reads_rm(self) -> bool:
+        """Whether this config's method reads the PersRM (:data:`RM_METHODS`)."""
+        return self.method in RM_METHODS
 
     def decisive(self) -> PADConfig:
         """This config with the settings its method does not read (:data:`METHOD_SETTINGS`) at their defaults:

@@ -105,20 +105,25 @@ class Task:
         pref = None if self.preference is None else str(Preference.parse(self.preference))
         return {**context, "model": self.model, "preference": pref, **self.config.decisive().to_dict()}
 
+    def recorded_settings(self, record: dict) -> dict[str, Any] | None:
+        """The settings ``record`` was made with, as :meth:`settings` writes them today (None: none recorded).
+        A decoding setting the record lacks was added to :class:`PADConfig` after it was written: it decoded as
+        that setting's default does, or as :data:`BEFORE_ADDED` says for a setting whose default changed what its
+        method does."""
+        had = record.get("settings")
+        if not isinstance(had, dict):
+            return None
+        before = {k: v for k, v in BEFORE_ADDED.items() if self.config.reads(k)}
+        return {**{k: before.get(k, v) for k, v in PADConfig().to_dict().items() if k not in had}, **had}
+
 
 def _check_settings(output: Path, done: dict[str, dict], tasks: list[Task], context: dict[str, Any]) -> None:
-    """Refuse to resume over records made with other settings. A decoding setting a record lacks was added to
-    :class:`PADConfig` after it was written: it decoded as that setting's default does, or as
-    :data:`BEFORE_ADDED` says for a setting whose default changed what its method does."""
-    defaults = PADConfig().to_dict()
+    """Refuse to resume over records made with other settings (:meth:`Task.recorded_settings`)."""
     for task in tasks:
         record = done.get(task.key)
         if record is None:
             continue
-        want, had = task.settings(context), record.get("settings")
-        if isinstance(had, dict):
-            before = {k: v for k, v in BEFORE_ADDED.items() if task.config.reads(k)}
-            had = {**{k: before.get(k, v) for k, v in defaults.items() if k not in had}, **had}
+        want, had = task.settings(context), task.recorded_settings(record)
         if had != want:
             changed = (
                 ", ".join(f"{k}: {had.get(k)!r} -> {v!r}" for k, v in want.items() if had.get(k) != v)

@@ -42,7 +42,7 @@ from padkit.evaluation.judges import (
 )
 from padkit.models.loading import model_identity
 from padkit.preferences import Preference, render_input
-from padkit.prompts import PromptRow, atomic_write_text
+from padkit.prompts import PromptRow, append_jsonl, atomic_write_text, read_resumable
 
 METHODS: dict[str, dict] = {
     "base": {"method": "base"},
@@ -131,11 +131,14 @@ def run_generations(
     config: EvalConfig,
     progress: bool = True,
     run: Runner | None = None,
+    reuse: Sequence[str | Path] = (),
+    log: Callable[[str], None] | None = None,
 ) -> list[dict]:
     """Generate what is missing from ``output`` (JSONL) and return all its records.
 
     ``run(batches, on_result)`` decodes the batches: by default here with ``pads``; a
     :meth:`padkit.distributed.RayPool.map` spreads them over Ray workers (``pads`` is then not used).
+    ``reuse`` names other eval runs whose answers this run would make alike (:func:`reuse_answers`).
     """
     tasks = []
     for pref in config.preferences:
@@ -163,6 +166,10 @@ def run_generations(
                     for row in prompts
                 ]
     context = {name: [pad.base_name, model_identity(pad.rm_name)] for name, pad in sorted(pads.items())}
+    for source in reuse:
+        copied = reuse_answers(source, tasks, context, output)
+        if log is not None:
+            log(f"reused {copied} answers from {source}")
     return run_tasks(
         tasks,
         run or functools.partial(run_local, pads),
@@ -171,7 +178,35 @@ def run_generations(
         context=context,
         progress=progress,
         desc="eval generations",
+        log=log,
     )
+
+
+def reuse_answers(source: str | Path, tasks: Sequence[Task], context: dict, output: Path) -> int:
+    """Copy into ``output`` the answers of the eval run in directory ``source`` that these tasks would make alike:
+    the same key, prompt and settings, where a method that reads no PersRM (base, prompt, amulet, persona-judge)
+    matches whatever PersRM the other run loaded. So a new PersRM is compared with base and prompting without
+    decoding them again. A copy keeps ``reused_from``; returns how many were copied."""
+    path = Path(source) / "generations.jsonl"
+    if not path.is_file():
+        raise PadkitError(f"--reuse {source}: not an eval run (no {path})")
+    done = {str(r.get("id")) for r in read_resumable(output)}
+    theirs = {str(r.get("id")): r for r in read_resumable(path, repair=False)}
+    copies = []
+    for task in tasks:
+        record = theirs.get(task.key)
+        if task.key in done or record is None or record.get("prompt", record.get("messages")) != task.prompt:
+            continue
+        want, had = task.settings(context), task.recorded_settings(record)
+        if had is not None and not task.config.reads_rm:
+            # the same base is enough: the PersRM (and any other model of that run) never touched this answer
+            same_base = (had.get(task.model) or [None])[0] == want[task.model][0]
+            had = {**had, **{name: want[name] for name in context}} if same_base else None
+        if had == want:
+            copies.append({**record, "settings": want, "reused_from": str(source)})
+    if copies:
+        append_jsonl(output, copies)
+    return len(copies)
 
 
 def bootstrap_ci(values: Sequence[float], resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
@@ -732,12 +767,14 @@ def run_eval(
     progress: bool = True,
     log: Callable[[str], None] = lambda m: None,
     run: Runner | None = None,
+    reuse: Sequence[str | Path] = (),
 ) -> EvalReport:
-    """Generate (resuming), score, and write ``report.md``, ``comparison.md`` (the methods side by side),
-    ``scorecard.md`` (each method against the quality targets), ``report.csv``, ``summary.json`` and plots."""
+    """Generate (resuming, and copying what the runs in ``reuse`` already made alike: :func:`reuse_answers`),
+    score, and write ``report.md``, ``comparison.md`` (the methods side by side), ``scorecard.md`` (each method
+    against the quality targets), ``report.csv``, ``summary.json`` and plots."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    records = run_generations(pads, prompts, out_dir / "generations.jsonl", config, progress, run)
+    records = run_generations(pads, prompts, out_dir / "generations.jsonl", config, progress, run, reuse, log)
     wanted = {(m, p) for m in config.methods for p in config.preferences}
     records = [
         {**r, "preference": pref} if r["method"] == "base" else r
