@@ -160,14 +160,30 @@ def test_reuse_copies_the_answers_another_run_made_alike(base_model, rm_model, t
         run_eval(pads("rm-b"), ROWS, tmp_path / "f", config, progress=False, reuse=[tmp_path / "nothing"])
 
 
-def test_base_answers_are_made_once_and_judged_per_preference(base_model, tokenizer, tmp_path):
+def test_base_answers_are_made_once_and_judged_per_preference(base_model, tokenizer, tmp_path, monkeypatch):
+    import padkit.evaluation.harness as harness
+
     pad = PAD(base_model, tokenizer)
     config = EvalConfig(
         methods=("base", "prompt"), preferences=("concise", "friendly"), decoding=PADConfig(max_new_tokens=4)
     )
+    read = []
+    real_perplexity = harness.perplexity
+    monkeypatch.setattr(
+        harness,
+        "perplexity",
+        lambda p, prompts, texts, ends: read.extend(texts) or real_perplexity(p, prompts, texts, ends),
+    )
     report = run_eval({"main": pad, "self": pad}, ROWS[:2], tmp_path, config, progress=False)
     records = [json.loads(line) for line in (tmp_path / "generations.jsonl").read_text().splitlines()]
     assert sum(r["method"] == "base" for r in records) == 2 and len(records) == 2 + 4
+    assert len(read) == len({(r["prompt"], r["text"], r["finish_reason"]) for r in records}) <= 6  # base read once
+    base = [r for r in records if r["method"] == "base"]
+    expected = real_perplexity(
+        pad, [r["prompt"] for r in base], [r["text"] for r in base], [r["finish_reason"] != "length" for r in base]
+    )
+    for row in (r for r in report.rows if r.method == "base"):  # one base answer, one fluency, under each preference
+        assert row.perplexity == pytest.approx(sorted(expected)[len(expected) // 2], rel=1e-4)
     assert {(r.method, r.preference, r.judge) for r in report.rows} == {
         ("base", "concise", "words"),
         ("base", "friendly", "warmth"),

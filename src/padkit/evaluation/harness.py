@@ -614,9 +614,9 @@ def _row(
     )
 
 
-def _record_key(record: dict) -> tuple:
-    """What tells one generation record from another: one answer per method, preference, weight and prompt."""
-    return record["method"], record["preference"], record["weight"], record["prompt_id"]
+def _answer(record: dict) -> tuple[str, str, bool]:
+    """What fluency and the degeneracy marks read of a record: its prompt, its text and whether it ended."""
+    return record["prompt"], record["text"], _ended(record)
 
 
 def build_report(pad: PAD, records: list[dict], config: EvalConfig, progress: bool = False) -> EvalReport:
@@ -625,15 +625,19 @@ def build_report(pad: PAD, records: list[dict], config: EvalConfig, progress: bo
     for r in records:
         groups[(r["method"], r["preference"], r["weight"])].append(r)
     base_text = {(r["preference"], r["prompt_id"]): r for r in records if r["method"] == "base"}
-    texts = [r["text"] for r in records]
-    flags = zip(
-        loops(pad, texts),
-        hollow(texts),
-        off_topic([r["prompt"] for r in records], texts, config.min_relevance),
-        strict=True,
-    )
-    marks = {_record_key(r): m for r, m in zip(records, flags, strict=True)}  # (looping, hollow, off topic), once
-    base_bad = {k: any(marks[_record_key(r)]) for k, r in base_text.items()}
+    # each distinct answer is read once: the base answer is one record per preference (15 on the koala runs)
+    answers = list(dict.fromkeys(map(_answer, records)))
+    prompts, texts, ends = ([a[i] for a in answers] for i in range(3))
+    flags = zip(loops(pad, texts), hollow(texts), off_topic(prompts, texts, config.min_relevance), strict=True)
+    marks = dict(zip(answers, flags, strict=True))  # (looping, hollow, off topic)
+    fluency = {}
+    bar = tqdm(total=len(answers), disable=not progress, desc="perplexity", unit="answer")
+    for i in range(0, len(answers), 64):
+        part = slice(i, i + 64)
+        fluency.update(zip(answers[part], perplexity(pad, prompts[part], texts[part], ends[part]), strict=True))
+        bar.update(len(answers[part]))
+    bar.close()
+    base_bad = {k: any(marks[_answer(r)]) for k, r in base_text.items()}
     report = EvalReport()
 
     def order(group: tuple) -> tuple:  # as asked: methods, then preferences, then weights
@@ -641,8 +645,8 @@ def build_report(pad: PAD, records: list[dict], config: EvalConfig, progress: bo
         return (_index(config.methods, method), _index(config.preferences, pref), pref, w)
 
     for (method, pref, w), rows in tqdm(sorted(groups.items(), key=order), disable=not progress, desc="scoring"):
-        ppl = perplexity(pad, [r["prompt"] for r in rows], [r["text"] for r in rows], [_ended(r) for r in rows])
-        looped, empty, strayed = (list(column) for column in zip(*(marks[_record_key(r)] for r in rows), strict=True))
+        ppl = [fluency[_answer(r)] for r in rows]
+        looped, empty, strayed = (list(column) for column in zip(*(marks[_answer(r)] for r in rows), strict=True))
         batches = {(r["batch_seconds"], r["batch_tokens"]) for r in rows}
         tps = sum(t for _, t in batches) / max(sum(s for s, _ in batches), 1e-9)
         degenerate = [a or b or c for a, b, c in zip(looped, empty, strayed, strict=True)]
