@@ -60,28 +60,75 @@ def response_logprobs(
 ) -> ResponseScores:
     """``sum_t log p(y_t | context, y_<t)`` for each (rendered context, response) pair, and its token count.
 
-    ``add_eos``: whether each response ends in the end-of-sequence token (one flag for all, or one per response)."""
-    out = []
+    ``add_eos``: whether each response ends in the end-of-sequence token (one flag for all, or one per response).
+    Rows are batched by context, so the tokens that a batch's contexts share are encoded once (the answers to one
+    prompt in an eval, a pair's two sides in rm-eval), and the vocabulary is scored only where a response is."""
     ends = [add_eos] * len(responses) if isinstance(add_eos, bool) else list(add_eos)
     if len(ends) != len(responses):
         raise ValueError(f"{len(ends)} end-token flags for {len(responses)} responses")
     pairs = [encode_response(tokenizer, c, r, max_length, e) for c, r, e in zip(contexts, responses, ends, strict=True)]
-    for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start : start + batch_size]
-        width = max(len(c) + len(r) for c, r in chunk)
-        ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        target = torch.zeros_like(ids, dtype=torch.bool)
-        for i, (c, r) in enumerate(chunk):
-            ids[i, : len(c) + len(r)] = torch.tensor(c + r)
-            mask[i, : len(c) + len(r)] = 1
-            target[i, len(c) : len(c) + len(r)] = True
-        device = model.device
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits[:, :-1].float()
-        logps = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:, None].to(device)).squeeze(-1)
-        out.append((logps.double().cpu() * target[:, 1:]).sum(dim=1))
-    total = torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+    first_seen: dict[tuple[int, ...], int] = {}
+    for c, _ in pairs:
+        first_seen.setdefault(tuple(c), len(first_seen))
+    order = sorted(range(len(pairs)), key=lambda i: (first_seen[tuple(pairs[i][0])], len(pairs[i][1])))
+    total = torch.zeros(len(pairs), dtype=torch.float64)
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        total[rows] = _score_batch(model, tokenizer.pad_token_id, [pairs[i] for i in rows])
     return ResponseScores(total, torch.tensor([len(r) for _, r in pairs], dtype=torch.long))
+
+
+def _at_least_float32(logits: torch.Tensor) -> torch.Tensor:
+    """Half-precision logits in float32 for the softmax; float64 ones (tests' models) stay exact."""
+    return logits.to(torch.promote_types(logits.dtype, torch.float32))
+
+
+def _shared_prefix(contexts: Sequence[list[int]]) -> int:
+    """How many leading tokens every context in ``contexts`` has in common."""
+    shortest = min(len(c) for c in contexts)
+    for n in range(shortest):
+        if any(c[n] != contexts[0][n] for c in contexts[1:]):
+            return n
+    return shortest
+
+
+@torch.no_grad()
+def _score_batch(model: PreTrainedModel, pad_id: int, chunk: Sequence[tuple[list[int], list[int]]]) -> torch.Tensor:
+    """Summed response log-probabilities of one batch: the shared context prefix runs once (its KV cache repeated
+    for each row), the rest right-padded after it; logits are kept only from the first response position on."""
+    device = model.device
+    shared = _shared_prefix([c for c, _ in chunk])
+    rests = [c[shared:] + r for c, r in chunk]
+    starts = [len(c) - shared for c, _ in chunk]  # where each response begins in its rest
+    width = max(len(rest) for rest in rests)
+    if width == 0:
+        return torch.zeros(len(chunk), dtype=torch.float64)
+    ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(chunk), shared + width), dtype=torch.long)
+    mask[:, :shared] = 1
+    for i, rest in enumerate(rests):
+        ids[i, : len(rest)] = torch.tensor(rest, dtype=torch.long)
+        mask[i, shared : shared + len(rest)] = 1
+    # logits[:, j] predicts rest token j: the prefix's last position for j = 0, else rest position j - 1
+    first = min(starts)
+    past, logits = None, []
+    if shared:
+        out = model(input_ids=torch.tensor([chunk[0][0][:shared]], device=device), use_cache=True, logits_to_keep=1)
+        past = out.cache
+        past.batch_repeat_interleave(len(chunk))
+        if first == 0:
+            logits.append(_at_least_float32(out.logits[:, -1:]).expand(len(chunk), -1, -1))
+    keep = width - max(first - 1, 0)
+    out = model(input_ids=ids.to(device), attention_mask=mask.to(device), cache=past, logits_to_keep=keep)
+    logits.append(_at_least_float32(out.logits[:, :-1]))
+    logits = torch.cat(logits, dim=1)  # predicts rest tokens offset .. width - 1
+    offset = width - logits.shape[1]
+    targets = ids[:, offset:].to(device)
+    logps = logits.gather(-1, targets[..., None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    scored = torch.zeros_like(targets, dtype=torch.bool)
+    for i, ((_, r), s) in enumerate(zip(chunk, starts, strict=True)):
+        scored[i, max(s, 1 - (shared > 0)) - offset : s + len(r) - offset] = True
+    return (logps.double().cpu() * scored.cpu()).sum(dim=1)
 
 
 def resolve_reference(reference: str, rm_is_self: bool, rm_is_adapter: bool, rm_name: str = "the PersRM") -> str:

@@ -1,0 +1,55 @@
+"""Summed response log-probabilities: the batched, prefix-sharing scorer against one full forward per row."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import make_lora, make_tokenizer
+
+from padkit.decoding.sequence_reward import encode_response, response_logprobs
+from padkit.preferences import render_input
+
+
+def full_forward(model, tokenizer, context: str, response: str, add_eos: bool) -> float:
+    """One row, no cache, no padding: the definition the batched scorer must reproduce."""
+    c, r = encode_response(tokenizer, context, response, add_eos=add_eos)
+    ids = torch.tensor([c + r])
+    with torch.no_grad():
+        logps = torch.log_softmax(model(input_ids=ids).logits[0, :-1].double(), dim=-1)
+    targets = ids[0, 1:]
+    picked = logps.gather(-1, targets[:, None]).squeeze(-1)
+    return picked[max(len(c), 1) - 1 :].sum().item()
+
+
+def rows(tokenizer):
+    cats, dogs = render_input(tokenizer, "Tell me about cats."), render_input(tokenizer, "Tell me about dogs, please.")
+    return [
+        (cats, "Cats sleep a lot.", True),
+        (dogs, "Dogs bark.", False),
+        (cats, "They purr and sleep most of the day.", False),  # shares all of its context with row 0
+        (cats + " Briefly.", "Short.", True),  # shares only a prefix of it
+        (dogs, "", True),  # the end token alone
+        (cats, "Cats.", True),
+    ]
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 3, 8])
+def test_batched_scores_match_one_full_forward_per_row(base_model, tokenizer, batch_size):
+    data = rows(tokenizer)
+    contexts, responses, ends = map(list, zip(*data, strict=True))
+    scores = response_logprobs(base_model, tokenizer, contexts, responses, batch_size=batch_size, add_eos=ends)
+    expected = [full_forward(base_model, tokenizer, c, r, e) for c, r, e in data]
+    assert scores.total.tolist() == pytest.approx(expected, abs=1e-8)
+    lengths = [len(encode_response(tokenizer, c, r, add_eos=e)[1]) for c, r, e in data]
+    assert scores.tokens.tolist() == lengths and lengths[4] == 1
+
+
+def test_lora_model_and_contexts_without_a_shared_prefix(base_model):
+    plain = make_tokenizer(chat_template=None)  # no template: contexts share no prefix, the first token has none
+    model = make_lora(base_model)
+    data = [("cats", "sleep", True), ("dogs", "bark loudly", False), ("", "nothing before", True)]
+    contexts, responses, ends = map(list, zip(*data, strict=True))
+    scores = response_logprobs(model, plain, contexts, responses, batch_size=3, add_eos=ends)
+    expected = [full_forward(model, plain, c, r, e) for c, r, e in data]
+    assert scores.total.tolist() == pytest.approx(expected, abs=1e-8)
+    assert all(s != 0 for s in expected)
