@@ -15,8 +15,8 @@ from padkit.cli.main import app
 from padkit.errors import PadkitError
 from padkit.models.loading import load_model, load_tokenizer, read_metadata, recorded_reward_margin
 from padkit.training.data import PreferencePair, split_pairs
-from padkit.training.dpo import train_persrm
-from padkit.training.merge import merge_persrms, merged_decoding
+from padkit.training.dpo import decoding_record, train_persrm
+from padkit.training.merge import merge_persrms
 
 PROMPTS = [f"Question number {i}: tell me about item {i}." for i in range(8)]
 
@@ -129,15 +129,15 @@ def test_merge_cli_weighs_equally_by_default_and_names_bad_input(two_persrms, tm
     assert bad.exit_code == 2 and "1 weight(s) for 2 PersRMs" in bad.output
 
 
-def test_merged_decoding_records_the_given_margin_or_the_one_all_sources_share():
+def test_decoding_record_records_the_given_margin_or_the_one_all_sources_share():
     three = {"decoding": {"reward_margin": 3.0}}
-    assert merged_decoding([three, {}], 2.5) == {"reward_margin": 2.5}
-    assert merged_decoding([three, three], None) == {"reward_margin": 3.0}
-    assert merged_decoding([three, {}], None) == {}  # one records none (margin 0): the sources disagree
-    assert merged_decoding([{}, {}], None) == {}
+    assert decoding_record([three, {}], 2.5) == {"reward_margin": 2.5}
+    assert decoding_record([three, three], None) == {"reward_margin": 3.0}
+    assert decoding_record([three, {}], None) == {}  # one records none (margin 0): the sources disagree
+    assert decoding_record([{}, {}], None) == {}
     for bad in (-1.0, 101.0, float("nan")):
         with pytest.raises(PadkitError, match=r"reward_margin must be a finite number in \[0, 100\]"):
-            merged_decoding([three, three], bad)
+            decoding_record([three, three], bad)
 
 
 def test_merge_cli_records_a_reward_margin(two_persrms, tmp_path):

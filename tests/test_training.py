@@ -13,7 +13,7 @@ from conftest import fast_train_config
 
 from padkit.errors import PadkitError
 from padkit.evaluation.rm_accuracy import evaluate_rm, pair_rewards
-from padkit.models.loading import load_model, load_tokenizer, read_metadata
+from padkit.models.loading import load_model, load_tokenizer, read_metadata, recorded_reward_margin
 from padkit.training.data import PreferencePair
 from padkit.training.dpo import REF_COLUMNS, REF_LOGPS_DIR, PersRMTrainConfig, train_persrm
 
@@ -548,7 +548,8 @@ def test_init_adapter_continues_a_trained_persrm_against_the_base(tiny_model_dir
     from safetensors.torch import load_file
 
     first = tmp_path / "first"
-    train_persrm(_pairs(), first, fast_train_config(tiny_model_dir, max_steps=12, layers=(1,)), progress=False)
+    config = fast_train_config(tiny_model_dir, max_steps=12, layers=(1,), reward_margin=2.5)
+    train_persrm(_pairs(), first, config, progress=False)
     trained = load_file(str(first / "adapter_model.safetensors"))
     still = fast_train_config(tiny_model_dir, max_steps=5, learning_rate=1e-9, lora_r=2, init_adapter=str(first))
     meta = train_persrm(_pairs(), tmp_path / "continued", still, progress=False).metadata
@@ -559,10 +560,17 @@ def test_init_adapter_continues_a_trained_persrm_against_the_base(tiny_model_dir
     assert meta["config"]["init_adapter"] == str(first)
     _, chosen, rejected, _ = meta["reward_curve"][0]
     assert chosen - rejected > 0.5  # measured against the base, not against a copy of itself (0)
-    assert f"Started from the trained PersRM `{first}`" in (tmp_path / "continued" / "README.md").read_text()
+    card = (tmp_path / "continued" / "README.md").read_text()
+    assert f"Started from the trained PersRM `{first}`" in card
+    assert meta["decoding"] == {"reward_margin": 2.5}  # the init's decoding margin, unless told another
+    assert "decode it with its recorded reward margin of 2.5 nats by default" in card
+    assert recorded_reward_margin(tmp_path / "continued") == 2.5
     fresh = fast_train_config(tiny_model_dir, max_steps=5, learning_rate=1e-9, lora_r=4, layers=(1,))
     meta = train_persrm(_pairs(), tmp_path / "fresh", fresh, progress=False).metadata
     assert abs(meta["reward_curve"][0][1] - meta["reward_curve"][0][2]) < 0.01  # a fresh LoRA starts at the base
+    assert "decoding" not in meta and recorded_reward_margin(tmp_path / "fresh") == 0.0
+    with pytest.raises(PadkitError, match=r"reward_margin must be a finite number in \[0, 100\]"):
+        replace(still, reward_margin=-1.0)
 
     with pytest.raises(PadkitError, match="not a trained PersRM directory"):
         train_persrm(_pairs(), tmp_path / "x", replace(still, init_adapter=str(tiny_model_dir)), progress=False)

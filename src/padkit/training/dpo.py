@@ -31,6 +31,7 @@ from padkit.models.loading import (
     adapter_base,
     load_model,
     load_tokenizer,
+    read_metadata,
     resolve_model_dir,
 )
 from padkit.preferences import Dimension, render_clipped
@@ -136,6 +137,11 @@ class PersRMTrainConfig:
         "Start from this trained PersRM (an adapter directory or 'persrm-smollm2') instead of a fresh LoRA, to "
         "teach it new pairs; its LoRA shape replaces the LoRA settings, and the reference stays the base.",
     )
+    reward_margin: float | None = setting(
+        None,
+        "Record this reward margin (nats) in padkit.json: the margin `padkit generate` decodes the PersRM with by "
+        "default. Default: --init-adapter's recorded margin, else none (margin 0, the paper's PAD).",
+    )
     reuse_ref_logps: tuple[str, ...] = setting(
         (),
         "Comma-separated output directories of earlier runs on the same base and LoRA shape whose reference "
@@ -161,6 +167,10 @@ class PersRMTrainConfig:
             raise PadkitError(f"sft_weight must be 0 or more, got {self.sft_weight}")
         if not 0 <= self.heldout_fraction < 1:
             raise PadkitError(f"heldout_fraction must be in [0, 1), got {self.heldout_fraction}")
+        if self.reward_margin is not None:
+            from padkit.decoding.config import PADConfig
+
+            PADConfig(reward_margin=self.reward_margin).validate()
 
     def dpo_kwargs(self) -> dict[str, Any]:
         """The user-chosen :class:`trl.DPOConfig` arguments, by their DPO names."""
@@ -420,6 +430,22 @@ def trained_lora(name: str, label: str) -> tuple[Path, dict]:
     return source, lora
 
 
+def decoding_record(metas: Sequence[dict], reward_margin: float | None) -> dict:
+    """The ``decoding`` record of a PersRM made from others (a merge's sources, a training run's init adapter):
+    ``reward_margin`` when given, else the sources' own record when they all agree, else none.
+
+    A PersRM's recorded margin is the one its rewards were measured with (``padkit generate`` decodes with it by
+    default); sources that disagree, or a source that records none (the paper's PAD, margin 0), leave the choice to
+    whoever measured the new PersRM."""
+    from padkit.decoding.config import PADConfig
+
+    if reward_margin is not None:
+        PADConfig(reward_margin=reward_margin).validate()
+        return {"reward_margin": float(reward_margin)}
+    records = [meta.get("decoding") or {} for meta in metas] or [{}]
+    return dict(records[0]) if all(r == records[0] for r in records) else {}
+
+
 def continued_config(config: PersRMTrainConfig) -> tuple[PersRMTrainConfig, Path]:
     """``config`` with the LoRA shape of ``config.init_adapter`` (whose weights training starts from), and the
     adapter's directory. The adapter must be a LoRA trained on ``config.base``: its weights only fit that model."""
@@ -579,9 +605,19 @@ def train_persrm(
         "reward_curve": reward_curve,
         "heldout": report.as_dict() if report else None,
     }
+    decoding = decoding_record([read_metadata(init_dir) or {}] if init_dir else [], config.reward_margin)
+    if decoding:
+        metadata["decoding"] = decoding
     plot = plot_loss if curve else None
     save_adapter(peft_model, output_dir, config.base, metadata, model_card(metadata), plot)
     return TrainResult(output_dir, len(train), len(heldout), trainer.state.global_step, seconds, report, metadata)
+
+
+def card_usage(metadata: dict) -> str:
+    """A model card's line on how to use a PersRM, naming the reward margin it decodes with by default."""
+    margin = (metadata.get("decoding") or {}).get("reward_margin")
+    tail = f", which decode it with its recorded reward margin of {margin:g} nats by default." if margin else "."
+    return "Use it with `padkit generate --rm DIR` or `PAD.from_pretrained(rm=DIR)`" + tail
 
 
 def model_card(metadata: dict) -> str:
@@ -591,7 +627,7 @@ def model_card(metadata: dict) -> str:
         "# padkit PersRM",
         "",
         f"A LoRA personalized reward model on `{metadata['base']}`, trained with DPO by `padkit train`.",
-        "Use it with `padkit generate --rm DIR` or `PAD.from_pretrained(rm=DIR)`.",
+        card_usage(metadata),
         "",
         "## Command",
         "",

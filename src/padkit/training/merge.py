@@ -16,7 +16,7 @@ from padkit.errors import PadkitError
 from padkit.evaluation.rm_accuracy import RMReport, evaluate_rm
 from padkit.models.loading import adapter_base, load_model, load_tokenizer, read_metadata
 from padkit.training.data import PreferencePair, spaced_sample, split_pairs
-from padkit.training.dpo import LOSS_PLOT, heldout_table, save_adapter, trained_lora
+from padkit.training.dpo import LOSS_PLOT, card_usage, decoding_record, heldout_table, save_adapter, trained_lora
 
 # What a PersRM's held-out figures depend on: merged sources must agree on these, so the merge is scored on the
 # pairs none of them trained on, the way each was.
@@ -73,22 +73,6 @@ def check_sources(sources: Sequence[str | Path], weights: Sequence[float]) -> tu
     return dirs, metas
 
 
-def merged_decoding(metas: Sequence[dict], reward_margin: float | None) -> dict:
-    """The ``decoding`` record of a merge's ``padkit.json``: ``reward_margin`` when given (validated by
-    ``PADConfig``, which decodes with it), else the sources' own record when they all agree, else none.
-
-    A PersRM's recorded margin is the one its rewards were measured with (``padkit generate`` decodes with it by
-    default); sources that disagree, or a source that records none (the paper's PAD, margin 0), leave the choice to
-    whoever measured the merge."""
-    from padkit.decoding.config import PADConfig
-
-    if reward_margin is not None:
-        PADConfig(reward_margin=reward_margin).validate()
-        return {"reward_margin": float(reward_margin)}
-    records = [meta.get("decoding") or {} for meta in metas]
-    return dict(records[0]) if all(r == records[0] for r in records) else {}
-
-
 def merge_persrms(
     sources: Sequence[str | Path],
     weights: Sequence[float] | None,
@@ -106,13 +90,13 @@ def merge_persrms(
     With ``pairs`` (the data the sources were trained on) the merge is scored on ``heldout_eval_pairs`` evenly
     spaced pairs of their common held-out split, as ``padkit train`` scores what it trains. The adapter, its
     ``padkit.json`` and model card are written to a temp dir and moved in at the end. ``reward_margin`` is recorded
-    as the merge's decoding margin (:func:`merged_decoding`).
+    as the merge's decoding margin (:func:`~padkit.training.dpo.decoding_record`).
     """
     from peft import PeftModel
 
     weights = list(weights) if weights else [1.0 / len(sources)] * len(sources)
     dirs, metas = check_sources(sources, weights)
-    decoding = merged_decoding(metas, reward_margin)
+    decoding = decoding_record(metas, reward_margin)
     base = adapter_base(dirs[0])
     config = dict(metas[0].get("config") or {})
     model = PeftModel.from_pretrained(load_model(base, "float32"), str(dirs[0]), adapter_name="source0")
@@ -197,12 +181,7 @@ def merge_card(metadata: dict) -> str:
         "",
         f"A LoRA personalized reward model on `{metadata['base']}`: the weighted sum of {len(sources)} PersRMs' "
         f"LoRA updates, made by `padkit merge` (PEFT's `cat` combination, exact, rank {metadata['config']['lora_r']}).",
-        "Use it with `padkit generate --rm DIR` or `PAD.from_pretrained(rm=DIR)`"
-        + (
-            f", which decode it with its recorded reward margin of {margin:g} nats by default."
-            if (margin := (metadata.get("decoding") or {}).get("reward_margin"))
-            else "."
-        ),
+        card_usage(metadata),
         "",
         "## Command",
         "",
