@@ -171,11 +171,11 @@ class ContinuousBatch:
                 input_ids=self.last[:, None],
                 attention_mask=mask,
                 position_ids=positions,
-                past_key_values=self.cache,
+                cache=self.cache,
                 use_cache=True,
                 **kwargs,
             )
-        self.mask, self.cache = mask, out.past_key_values
+        self.mask, self.cache = mask, out.cache
         return out.logits[:, -1].float()
 
     def _admit(self) -> list[ContinuousRequest]:
@@ -209,7 +209,7 @@ class ContinuousBatch:
                 input_ids=enc["input_ids"],
                 attention_mask=mask,
                 position_ids=positions,
-                past_key_values=DynamicCache(),
+                cache=DynamicCache(),
                 use_cache=True,
                 **kwargs,
             )
@@ -217,7 +217,7 @@ class ContinuousBatch:
             r._chooser = self._chooser(r)
             r._stops = [] if r.config.ignore_eos else self.pad.stops(r.config.method, r.config.stop)
         self._advance(live, out.logits[:, -1].float())
-        self._merge(live, out.past_key_values, mask)
+        self._merge(live, out.cache, mask)
         return new
 
     def _merge(self, live: list[ContinuousRequest], cache: DynamicCache, mask: torch.Tensor) -> None:
