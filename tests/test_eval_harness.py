@@ -172,12 +172,15 @@ def test_base_answers_are_made_once_and_judged_per_preference(base_model, tokeni
     monkeypatch.setattr(
         harness,
         "perplexity",
-        lambda p, prompts, texts, ends: read.extend(texts) or real_perplexity(p, prompts, texts, ends),
+        lambda p, prompts, texts, ends: (
+            read.extend(zip(prompts, texts, strict=True)) or real_perplexity(p, prompts, texts, ends)
+        ),
     )
     report = run_eval({"main": pad, "self": pad}, ROWS[:2], tmp_path, config, progress=False)
     records = [json.loads(line) for line in (tmp_path / "generations.jsonl").read_text().splitlines()]
     assert sum(r["method"] == "base" for r in records) == 2 and len(records) == 2 + 4
     assert len(read) == len({(r["prompt"], r["text"], r["finish_reason"]) for r in records}) <= 6  # base read once
+    assert [p for p, _ in read] == sorted(p for p, _ in read)  # one prompt's answers together, sharing its encoding
     base = [r for r in records if r["method"] == "base"]
     expected = real_perplexity(
         pad, [r["prompt"] for r in base], [r["text"] for r in base], [r["finish_reason"] != "length" for r in base]

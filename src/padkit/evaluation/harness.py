@@ -632,10 +632,11 @@ def build_report(pad: PAD, records: list[dict], config: EvalConfig, progress: bo
     marks = dict(zip(answers, flags, strict=True))  # (looping, hollow, off topic)
     fluency = {}
     bar = tqdm(total=len(answers), disable=not progress, desc="perplexity", unit="answer")
-    for i in range(0, len(answers), 64):
-        part = slice(i, i + 64)
-        fluency.update(zip(answers[part], perplexity(pad, prompts[part], texts[part], ends[part]), strict=True))
-        bar.update(len(answers[part]))
+    by_prompt = sorted(answers, key=lambda a: a[0])  # one prompt's answers together: its encoding is shared
+    for i in range(0, len(by_prompt), 64):
+        part = by_prompt[i : i + 64]
+        fluency.update(zip(part, perplexity(pad, *(list(column) for column in zip(*part, strict=True))), strict=True))
+        bar.update(len(part))
     bar.close()
     base_bad = {k: any(marks[_answer(r)]) for k, r in base_text.items()}
     report = EvalReport()
