@@ -230,7 +230,7 @@ def perplexity(
     third of a 64-token base answer's log-loss), which no token of the answer earned."""
     ends = [True] * len(texts) if ended is None else list(ended)
     contexts = [render_input(pad.tokenizer, p) for p in prompts]
-    scores = response_logprobs(pad.base_model, pad.tokenizer, contexts, list(texts), batch_size=8, add_eos=ends)
+    scores = response_logprobs(pad.base_model, pad.tokenizer, contexts, list(texts), batch_size=16, add_eos=ends)
     counts = scores.tokens.clamp(min=1)  # an empty cut answer: no tokens, nothing charged
     return [math.exp(-lp / n) for lp, n in zip(scores.total.tolist(), counts.tolist(), strict=True)]
 
