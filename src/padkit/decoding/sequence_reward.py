@@ -61,8 +61,9 @@ def response_logprobs(
     """``sum_t log p(y_t | context, y_<t)`` for each (rendered context, response) pair, and its token count.
 
     ``add_eos``: whether each response ends in the end-of-sequence token (one flag for all, or one per response).
-    Rows are batched by context, so the tokens that a batch's contexts share are encoded once (the answers to one
-    prompt in an eval, a pair's two sides in rm-eval), and the vocabulary is scored only where a response is."""
+    Rows are batched by context, so the tokens that a batch's contexts share are encoded once (a whole prompt for an
+    eval's answers to it; only the chat template where a batch holds several prompts, as in rm-eval), and the
+    vocabulary is scored only where a response is."""
     ends = [add_eos] * len(responses) if isinstance(add_eos, bool) else list(add_eos)
     if len(ends) != len(responses):
         raise ValueError(f"{len(ends)} end-token flags for {len(responses)} responses")
