@@ -635,7 +635,8 @@ def build_report(pad: PAD, records: list[dict], config: EvalConfig, progress: bo
     by_prompt = sorted(answers, key=lambda a: a[0])  # one prompt's answers together: its encoding is shared
     for i in range(0, len(by_prompt), 64):
         part = by_prompt[i : i + 64]
-        fluency.update(zip(part, perplexity(pad, *(list(column) for column in zip(*part, strict=True))), strict=True))
+        asked, said, ended = (list(column) for column in zip(*part, strict=True))
+        fluency.update(zip(part, perplexity(pad, asked, said, ended), strict=True))
         bar.update(len(part))
     bar.close()
     base_bad = {k: any(marks[_answer(r)]) for k, r in base_text.items()}
