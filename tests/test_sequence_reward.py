@@ -44,12 +44,14 @@ def test_batched_scores_match_one_full_forward_per_row(base_model, tokenizer, ba
     assert scores.tokens.tolist() == lengths and lengths[4] == 1
 
 
-def test_lora_model_and_contexts_without_a_shared_prefix(base_model):
+@pytest.mark.parametrize("batch_size", [2, 4])
+def test_lora_model_and_contexts_without_a_shared_prefix(base_model, batch_size):
     plain = make_tokenizer(chat_template=None)  # no template: contexts share no prefix, the first token has none
     model = make_lora(base_model)
-    data = [("cats", "sleep", True), ("dogs", "bark loudly", False), ("", "nothing before", True)]
+    # an empty context and a one-token one have no head to cache, batched beside contexts that have one
+    data = [("cats", "sleep", True), ("dogs", "bark loudly", False), ("", "nothing before", True), ("a", "b c", True)]
     contexts, responses, ends = map(list, zip(*data, strict=True))
-    scores = response_logprobs(model, plain, contexts, responses, batch_size=3, add_eos=ends)
+    scores = response_logprobs(model, plain, contexts, responses, batch_size=batch_size, add_eos=ends)
     expected = [full_forward(model, plain, c, r, e) for c, r, e in data]
     assert scores.total.tolist() == pytest.approx(expected, abs=1e-8)
     assert all(s != 0 for s in expected)

@@ -61,9 +61,9 @@ def response_logprobs(
     """``sum_t log p(y_t | context, y_<t)`` for each (rendered context, response) pair, and its token count.
 
     ``add_eos``: whether each response ends in the end-of-sequence token (one flag for all, or one per response).
-    Rows are batched by context, so the tokens that a batch's contexts share are encoded once (a whole prompt for an
-    eval's answers to it; only the chat template where a batch holds several prompts, as in rm-eval), and the
-    vocabulary is scored only where a response is."""
+    Rows are batched by context and each distinct context in a batch is encoded once (a prompt for an eval's
+    answers to it; a pair's prompt for both its sides in rm-eval), and the vocabulary is scored only where a
+    response is."""
     ends = [add_eos] * len(responses) if isinstance(add_eos, bool) else list(add_eos)
     if len(ends) != len(responses):
         raise ValueError(f"{len(ends)} end-token flags for {len(responses)} responses")
@@ -84,52 +84,53 @@ def _at_least_float32(logits: torch.Tensor) -> torch.Tensor:
     return logits.to(torch.promote_types(logits.dtype, torch.float32))
 
 
-def _shared_prefix(contexts: Sequence[list[int]]) -> int:
-    """How many leading tokens every context in ``contexts`` has in common."""
-    shortest = min(len(c) for c in contexts)
-    for n in range(shortest):
-        if any(c[n] != contexts[0][n] for c in contexts[1:]):
-            return n
-    return shortest
-
-
 @torch.no_grad()
 def _score_batch(model: PreTrainedModel, pad_id: int, chunk: Sequence[tuple[list[int], list[int]]]) -> torch.Tensor:
-    """Summed response log-probabilities of one batch: the shared context prefix runs once (its KV cache repeated
-    for each row), the rest right-padded after it; logits are kept only from the first response position on."""
+    """Summed response log-probabilities of one batch. Each distinct context but its last token (its head) runs
+    once, in one right-padded forward whose KV cache is then gathered per row; each row then runs its context's
+    last token and its response, so the vocabulary is scored only where a response token is predicted."""
     device = model.device
-    shared = _shared_prefix([c for c, _ in chunk])
-    rests = [c[shared:] + r for c, r in chunk]
-    starts = [len(c) - shared for c, _ in chunk]  # where each response begins in its rest
-    width = max(len(rest) for rest in rests)
-    if width == 0:
+    heads: dict[tuple[int, ...], int] = {}
+    for context, _ in chunk:
+        if len(context) > 1:
+            heads.setdefault(tuple(context[:-1]), len(heads))
+    # a row without a head reads head 0's cache with every position masked, so no fully masked row runs
+    owner = torch.tensor([heads.get(tuple(context[:-1]), 0) for context, _ in chunk], dtype=torch.long)
+    head_lengths = torch.tensor([max(len(context) - 1, 0) for context, _ in chunk], dtype=torch.long)
+    head_width = int(head_lengths.max())
+    segments = [context[-1:] + response for context, response in chunk]
+    width = max(len(segment) for segment in segments)
+    if width <= 1:  # an empty context's lone token has nothing that predicts it
         return torch.zeros(len(chunk), dtype=torch.float64)
-    ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(chunk), shared + width), dtype=torch.long)
-    mask[:, :shared] = 1
-    for i, rest in enumerate(rests):
-        ids[i, : len(rest)] = torch.tensor(rest, dtype=torch.long)
-        mask[i, shared : shared + len(rest)] = 1
-    # logits[:, j] predicts rest token j: the prefix's last position for j = 0, else rest position j - 1
-    first = min(starts)
-    past, logits = None, []
-    if shared:
-        out = model(input_ids=torch.tensor([chunk[0][0][:shared]], device=device), use_cache=True, logits_to_keep=1)
+    past = None
+    if heads:
+        head_ids = torch.full((len(heads), head_width), pad_id, dtype=torch.long)
+        for head, u in heads.items():
+            head_ids[u, : len(head)] = torch.tensor(head, dtype=torch.long)
+        head_mask = (torch.arange(head_width)[None, :] < torch.tensor([len(h) for h in heads])[:, None]).long()
+        out = model(
+            input_ids=head_ids.to(device), attention_mask=head_mask.to(device), use_cache=True, logits_to_keep=1
+        )
         past = out.cache
-        past.batch_repeat_interleave(len(chunk))
-        if first == 0:
-            logits.append(_at_least_float32(out.logits[:, -1:]).expand(len(chunk), -1, -1))
-    keep = width - max(first - 1, 0)
-    out = model(input_ids=ids.to(device), attention_mask=mask.to(device), cache=past, logits_to_keep=keep)
-    logits.append(_at_least_float32(out.logits[:, :-1]))
-    logits = torch.cat(logits, dim=1)  # predicts rest tokens offset .. width - 1
-    offset = width - logits.shape[1]
-    targets = ids[:, offset:].to(device)
+        past.batch_select_indices(owner.to(device))
+    ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(chunk), head_width + width), dtype=torch.long)
+    mask[:, :head_width] = torch.arange(head_width)[None, :] < head_lengths[:, None]
+    for i, segment in enumerate(segments):
+        ids[i, : len(segment)] = torch.tensor(segment, dtype=torch.long)
+        mask[i, head_width : head_width + len(segment)] = 1
+    out = model(
+        input_ids=ids.to(device),
+        attention_mask=mask.to(device),
+        position_ids=(head_lengths[:, None] + torch.arange(width)[None, :]).to(device),
+        cache=past,
+        logits_to_keep=width,
+    )
+    logits = _at_least_float32(out.logits[:, :-1])  # logits[:, j] predicts segment token j + 1
+    targets = ids[:, 1:].to(device)
     logps = logits.gather(-1, targets[..., None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
-    scored = torch.zeros_like(targets, dtype=torch.bool)
-    for i, ((_, r), s) in enumerate(zip(chunk, starts, strict=True)):
-        scored[i, max(s, 1 - (shared > 0)) - offset : s + len(r) - offset] = True
-    return (logps.double().cpu() * scored.cpu()).sum(dim=1)
+    scored = mask[:, head_width + 1 :].bool()  # a segment's tokens after its first are its response
+    return logps.double().cpu().where(scored, 0.0).sum(dim=1)
 
 
 def resolve_reference(reference: str, rm_is_self: bool, rm_is_adapter: bool, rm_name: str = "the PersRM") -> str:
