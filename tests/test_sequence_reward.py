@@ -55,3 +55,31 @@ def test_lora_model_and_contexts_without_a_shared_prefix(base_model, batch_size)
     expected = [full_forward(model, plain, c, r, e) for c, r, e in data]
     assert scores.total.tolist() == pytest.approx(expected, abs=1e-8)
     assert all(s != 0 for s in expected)
+
+
+def test_sliding_window_model_scores_each_context_within_its_window(tokenizer):
+    """A sliding window counts cache slots, so contexts of different lengths cannot share one padded head cache
+    once a row outgrows the window (Gemma-3's local layers); the scorer then runs one context at a time."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        sliding_window=6,
+        layer_types=["sliding_attention", "full_attention"],
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    model = Gemma3ForCausalLM(config).double().eval()
+    data = rows(tokenizer)
+    contexts, responses, ends = map(list, zip(*data, strict=True))
+    scores = response_logprobs(model, tokenizer, contexts, responses, batch_size=8, add_eos=ends)
+    expected = [full_forward(model, tokenizer, c, r, e) for c, r, e in data]
+    assert scores.total.tolist() == pytest.approx(expected, abs=1e-8)

@@ -102,6 +102,16 @@ def _score_batch(model: PreTrainedModel, pad_id: int, chunk: Sequence[tuple[list
     width = max(len(segment) for segment in segments)
     if width <= 1:  # an empty context's lone token has nothing that predicts it
         return torch.zeros(len(chunk), dtype=torch.float64)
+    window = getattr(model.config, "sliding_window", None)
+    if len(heads) > 1 and window and head_width + width > window:
+        # a sliding window counts cache slots, and a short head's padding slots would sit inside it: one head a call
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, (context, _) in enumerate(chunk):
+            groups.setdefault(tuple(context[:-1]), []).append(i)
+        total = torch.zeros(len(chunk), dtype=torch.float64)
+        for group in groups.values():
+            total[group] = _score_batch(model, pad_id, [chunk[i] for i in group])
+        return total
     past = None
     if heads:
         head_ids = torch.full((len(heads), head_width), pad_id, dtype=torch.long)
