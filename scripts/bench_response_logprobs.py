@@ -5,7 +5,7 @@ first N pairs of a pairs file as rm-eval scores them (both sides under the prefe
 call). Session 62 (eval answers) and 63 (pairs):
 
     python scripts/bench_response_logprobs.py runs/v62/koala-v43d --prompts 3 --rounds 2 --batch-sizes 8,16
-    python scripts/bench_response_logprobs.py runs/v39/pairs.jsonl --pairs 48 --rounds 2 --old-rev 5a6765a --batch-sizes 16
+    python scripts/bench_response_logprobs.py runs/v39/pairs.jsonl --pairs 48 --old-rev 5a6765a --batch-sizes 16
 """
 
 from __future__ import annotations
