@@ -90,12 +90,13 @@ def _score_batch(model: PreTrainedModel, pad_id: int, chunk: Sequence[tuple[list
     once, in one right-padded forward whose KV cache is then gathered per row; each row then runs its context's
     last token and its response, so the vocabulary is scored only where a response token is predicted."""
     device = model.device
+    keys = [tuple(context[:-1]) for context, _ in chunk]
     heads: dict[tuple[int, ...], int] = {}
-    for context, _ in chunk:
-        if len(context) > 1:
-            heads.setdefault(tuple(context[:-1]), len(heads))
+    for key in keys:
+        if key:
+            heads.setdefault(key, len(heads))
     # a row without a head reads head 0's cache with every position masked, so no fully masked row runs
-    owner = torch.tensor([heads.get(tuple(context[:-1]), 0) for context, _ in chunk], dtype=torch.long)
+    owner = torch.tensor([heads.get(key, 0) for key in keys], dtype=torch.long)
     head_lengths = torch.tensor([max(len(context) - 1, 0) for context, _ in chunk], dtype=torch.long)
     head_width = int(head_lengths.max())
     segments = [context[-1:] + response for context, response in chunk]
@@ -105,11 +106,10 @@ def _score_batch(model: PreTrainedModel, pad_id: int, chunk: Sequence[tuple[list
     window = getattr(model.config, "sliding_window", None)
     if len(heads) > 1 and window and head_width + width > window:
         # a sliding window counts cache slots, and a short head's padding slots would sit inside it: one head a call
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for i, (context, _) in enumerate(chunk):
-            groups.setdefault(tuple(context[:-1]), []).append(i)
+        # (headless rows go with head 0, whose slots they mask whole)
         total = torch.zeros(len(chunk), dtype=torch.float64)
-        for group in groups.values():
+        for u in range(len(heads)):
+            group = (owner == u).nonzero().squeeze(1).tolist()
             total[group] = _score_batch(model, pad_id, [chunk[i] for i in group])
         return total
     past = None
