@@ -104,6 +104,19 @@ def test_eval_runs_resumes_and_reports(base_model, rm_model, tokenizer, tmp_path
     assert rows[("base", 0.0)].direction == -1  # concise: fewer words is more of it
     assert not list(tmp_path.glob(".*.tmp"))
 
+    sheets = [json.loads(line) for line in (tmp_path / "answers.jsonl").read_text().splitlines()]
+    assert len(sheets) == len(records) and sheets == report.answers
+    by_key = {(x["method"], x["weight"], x["prompt_id"]): x for x in records}
+    for sheet in sheets:
+        record = by_key[(sheet["method"], sheet["weight"], sheet["prompt_id"])]
+        ended = record["finish_reason"] != "length"
+        assert sheet["ended"] == ended and sheet["preference"] == "concise"
+        assert sheet["judges"] == {"words": judge.score("", record["text"])}
+        expected_ppl = perplexity(pad, [record["prompt"]], [record["text"]], [ended])[0]
+        assert sheet["perplexity"] == pytest.approx(expected_ppl, rel=1e-4)
+    pad_w3_ppl = sorted(s["perplexity"] for s in sheets if s["method"] == "pad" and s["weight"] == 3.0)
+    assert rows[("pad", 3.0)].perplexity == pad_w3_ppl[1]  # a row's perplexity is its answers' median
+
     calls = []
     monkeypatch.setattr(pad, "generate", lambda *a, **k: calls.append(a) or [])
     run_eval(pads, ROWS, tmp_path, config, progress=False)

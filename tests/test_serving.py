@@ -259,6 +259,8 @@ def test_llm_judge_talks_to_an_openai_compatible_endpoint(served, tmp_path):
     report = run_eval({"main": server.pad, "self": server.pad}, rows, tmp_path, config, progress=False)
     llm = [r for r in report.rows if r.judge == "llm-win"]
     assert len(llm) == 1 and llm[0].method == "prompt" and 0 <= llm[0].mean <= 1 and llm[0].n == 2
+    wins = [a["judges"]["llm-win"] for a in report.answers if a["method"] == "prompt"]
+    assert len(wins) == 2 and sum(wins) / 2 == llm[0].mean  # each answer's verdict is on its mark sheet
     assert sum(server.batcher.batches) == before + 3  # one direct call + one per prompt
 
 

@@ -353,6 +353,9 @@ UNSEEN_TARGET = 0.5
 @dataclass
 class EvalReport:
     rows: list[ReportRow] = field(default_factory=list)
+    answers: list[dict] = field(default_factory=list)
+    """One mark sheet per scored answer (``answers.jsonl``): its key, perplexity, degeneracy marks and judge scores,
+    so that the answers behind a row's median (the least fluent, the ones a judge missed) can be read."""
 
     def median_perplexity(self, method: str, weight: float | None = None) -> float | None:
         """The median of ``method``'s perplexity over its rows (at ``weight``, when given), as the comparison table
@@ -652,6 +655,22 @@ def build_report(pad: PAD, records: list[dict], config: EvalConfig, progress: bo
         batches = {(r["batch_seconds"], r["batch_tokens"]) for r in rows}
         tps = sum(t for _, t in batches) / max(sum(s for s, _ in batches), 1e-9)
         degenerate = [a or b or c for a, b, c in zip(looped, empty, strayed, strict=True)]
+        sheets = [
+            {
+                "method": method,
+                "preference": pref,
+                "weight": w,
+                "prompt_id": r["prompt_id"],
+                "perplexity": p,
+                "looping": a,
+                "hollow": b,
+                "off_topic": c,
+                "ended": _ended(r),
+                "judges": {},
+            }
+            for r, p, a, b, c in zip(rows, ppl, looped, empty, strayed, strict=True)
+        ]
+        report.answers += sheets
         for judge_name, direction in config.judges_for(pref):
             judge = get_judge(judge_name)
             scores = [judge.score(r["prompt"], r["text"]) for r in rows]
@@ -671,13 +690,16 @@ def build_report(pad: PAD, records: list[dict], config: EvalConfig, progress: bo
             report.rows.append(
                 _row(method, pref, w, judge_name, scores, win, rows, tps, ppl, looped, empty, strayed, shift, direction)
             )
+            for sheet, score in zip(sheets, scores, strict=True):
+                sheet["judges"][judge_name] = score
         if config.llm_judge is not None and method != "base":
             principle = Preference.parse(pref).prompt_principle()
-            wins = [
-                config.llm_judge.compare(r["prompt"], principle, r["text"], base_text[(pref, r["prompt_id"])]["text"])
-                for r in rows
-                if (pref, r["prompt_id"]) in base_text
-            ]
+            wins = []
+            for r, sheet in zip(rows, sheets, strict=True):
+                if (pref, r["prompt_id"]) in base_text:
+                    base_answer = base_text[(pref, r["prompt_id"])]["text"]
+                    wins.append(config.llm_judge.compare(r["prompt"], principle, r["text"], base_answer))
+                    sheet["judges"]["llm-win"] = wins[-1]
             if wins:
                 report.rows.append(
                     _row(
@@ -777,7 +799,8 @@ def run_eval(
 ) -> EvalReport:
     """Generate (resuming, and copying what the runs in ``reuse`` already made alike: :func:`reuse_answers`),
     score, and write ``report.md``, ``comparison.md`` (the methods side by side), ``scorecard.md`` (each method
-    against the quality targets), ``report.csv``, ``summary.json`` and plots."""
+    against the quality targets), ``report.csv``, ``summary.json``, ``answers.jsonl`` (each answer's marks) and
+    plots."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     records = run_generations(pads, prompts, out_dir / "generations.jsonl", config, progress, run, reuse, log)
@@ -796,6 +819,7 @@ def run_eval(
         ("scorecard.md", report.scorecard()),
         ("report.csv", report.csv()),
         ("summary.json", json.dumps(report.summary(), indent=2) + "\n"),
+        ("answers.jsonl", "".join(json.dumps(a) + "\n" for a in report.answers)),
     ):
         atomic_write_text(out_dir / name, text)
     plot_report(report, out_dir)
