@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_lora, make_tokenizer
+from conftest import make_lora, make_model, make_tokenizer
 
 from padkit.decoding.sequence_reward import encode_response, response_logprobs
 from padkit.preferences import render_input
@@ -55,6 +55,22 @@ def test_lora_model_and_contexts_without_a_shared_prefix(base_model, batch_size)
     expected = [full_forward(model, plain, c, r, e) for c, r, e in data]
     assert scores.total.tolist() == pytest.approx(expected, abs=1e-8)
     assert all(s != 0 for s in expected)
+
+
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_scores_stay_finite_and_exact_under_each_attention(tokenizer, attention, dtype):
+    """Heads of different lengths share one padded forward: under either attention kernel and dtype no padding
+    slot may put a NaN into the cache the real tokens read. (Heads padded on the left would give each padding
+    query no key at all: eager float64 then returns NaN scores, which is why the heads are padded on the right.)"""
+    model = make_model(tokenizer, seed=3, dtype=dtype)
+    model.set_attn_implementation(attention)
+    data = rows(tokenizer)
+    contexts, responses, ends = map(list, zip(*data, strict=True))
+    scores = response_logprobs(model, tokenizer, contexts, responses, batch_size=8, add_eos=ends)
+    expected = [full_forward(model, tokenizer, c, r, e) for c, r, e in data]
+    assert torch.isfinite(scores.total).all()
+    assert scores.total.tolist() == pytest.approx(expected, abs=1e-8 if dtype == torch.float64 else 1e-3)
 
 
 def test_sliding_window_model_scores_each_context_within_its_window(tokenizer):
