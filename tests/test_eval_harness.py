@@ -7,9 +7,10 @@ import json
 import math
 
 import pytest
+import torch
 
 from padkit import PAD, PAPER_PAD, PADConfig
-from padkit.decoding.sequence_reward import response_logprobs
+from padkit.decoding.sequence_reward import encode_response, response_logprobs
 from padkit.errors import PadkitError
 from padkit.evaluation.harness import (
     EvalConfig,
@@ -114,6 +115,15 @@ def test_eval_runs_resumes_and_reports(base_model, rm_model, tokenizer, tmp_path
         assert sheet["judges"] == {"words": judge.score("", record["text"])}
         expected_ppl = perplexity(pad, [record["prompt"]], [record["text"]], [ended])[0]
         assert sheet["perplexity"] == pytest.approx(expected_ppl, rel=1e-4)
+        context, answer = encode_response(tokenizer, render_input(tokenizer, record["prompt"]), record["text"])
+        answer = answer if ended else answer[:-1]
+        with torch.no_grad():
+            logits = base_model(torch.tensor([context + answer])).logits[0, len(context) - 1 : -1]
+        overridden = (logits.argmax(-1) != torch.tensor(answer)).sum().item()
+        assert sheet["swapped"] == pytest.approx(overridden / max(len(answer), 1))
+    assert any(s["swapped"] > 0 for s in sheets if s["method"] == "pad" and s["weight"] == 3.0)
+    pad_rows = [s for s in sheets if s["method"] == "pad" and s["weight"] == 3.0]
+    assert rows[("pad", 3.0)].swapped == pytest.approx(sum(s["swapped"] for s in pad_rows) / 3)
     pad_w3_ppl = sorted(s["perplexity"] for s in sheets if s["method"] == "pad" and s["weight"] == 3.0)
     assert rows[("pad", 3.0)].perplexity == pad_w3_ppl[1]  # a row's perplexity is its answers' median
 
@@ -181,12 +191,12 @@ def test_base_answers_are_made_once_and_judged_per_preference(base_model, tokeni
         methods=("base", "prompt"), preferences=("concise", "friendly"), decoding=PADConfig(max_new_tokens=4)
     )
     read = []
-    real_perplexity = harness.perplexity
+    real_fluency = harness.fluency
     monkeypatch.setattr(
         harness,
-        "perplexity",
+        "fluency",
         lambda p, prompts, texts, ends: (
-            read.extend(zip(prompts, texts, strict=True)) or real_perplexity(p, prompts, texts, ends)
+            read.extend(zip(prompts, texts, strict=True)) or real_fluency(p, prompts, texts, ends)
         ),
     )
     report = run_eval({"main": pad, "self": pad}, ROWS[:2], tmp_path, config, progress=False)
@@ -195,7 +205,7 @@ def test_base_answers_are_made_once_and_judged_per_preference(base_model, tokeni
     assert len(read) == len({(r["prompt"], r["text"], r["finish_reason"]) for r in records}) <= 6  # base read once
     assert [p for p, _ in read] == sorted(p for p, _ in read)  # one prompt's answers together, sharing its encoding
     base = [r for r in records if r["method"] == "base"]
-    expected = real_perplexity(
+    expected = harness.perplexity(
         pad, [r["prompt"] for r in base], [r["text"] for r in base], [r["finish_reason"] != "length" for r in base]
     )
     for row in (r for r in report.rows if r.method == "base"):  # one base answer, one fluency, under each preference

@@ -12,13 +12,20 @@ from padkit.preferences import render_input
 
 def full_forward(model, tokenizer, context: str, response: str, add_eos: bool) -> float:
     """One row, no cache, no padding: the definition the batched scorer must reproduce."""
+    return full_forward_and_greedy(model, tokenizer, context, response, add_eos)[0]
+
+
+def full_forward_and_greedy(model, tokenizer, context: str, response: str, add_eos: bool) -> tuple[float, int]:
+    """The row's summed log-prob and how many of its response tokens are the model's argmax."""
     c, r = encode_response(tokenizer, context, response, add_eos=add_eos)
     ids = torch.tensor([c + r])
     with torch.no_grad():
         logps = torch.log_softmax(model(input_ids=ids).logits[0, :-1].double(), dim=-1)
     targets = ids[0, 1:]
     picked = logps.gather(-1, targets[:, None]).squeeze(-1)
-    return picked[max(len(c), 1) - 1 :].sum().item()
+    start = max(len(c), 1) - 1
+    greedy = (logps.argmax(dim=-1) == targets)[start:]
+    return picked[start:].sum().item(), int(greedy.sum())
 
 
 def rows(tokenizer):
@@ -35,11 +42,15 @@ def rows(tokenizer):
 
 @pytest.mark.parametrize("batch_size", [1, 2, 3, 8])
 def test_batched_scores_match_one_full_forward_per_row(base_model, tokenizer, batch_size):
-    data = rows(tokenizer)
+    sky = render_input(tokenizer, "Why is the sky blue?")
+    context = encode_response(tokenizer, sky, "", add_eos=False)[0]
+    own = base_model.generate(torch.tensor([context]), max_new_tokens=3, do_sample=False)[0, len(context) :]
+    data = [*rows(tokenizer), (sky, tokenizer.decode(own), False)]  # the model's own greedy answer (its 3 tokens)
     contexts, responses, ends = map(list, zip(*data, strict=True))
     scores = response_logprobs(base_model, tokenizer, contexts, responses, batch_size=batch_size, add_eos=ends)
-    expected = [full_forward(base_model, tokenizer, c, r, e) for c, r, e in data]
+    expected, greedy = zip(*(full_forward_and_greedy(base_model, tokenizer, c, r, e) for c, r, e in data), strict=True)
     assert scores.total.tolist() == pytest.approx(expected, abs=1e-8)
+    assert scores.greedy.tolist() == list(greedy) and greedy[-1] == scores.tokens[-1] == 3
     lengths = [len(encode_response(tokenizer, c, r, add_eos=e)[1]) for c, r, e in data]
     assert scores.tokens.tolist() == lengths and lengths[4] == 1
 

@@ -33,19 +33,24 @@ def encode_response(
 
 class ResponseScores(NamedTuple):
     """Summed scores of responses (float64) and how many tokens each sum covers, the end token and a
-    ``max_length`` cut included, so that a mean per token needs no second tokenization that could disagree."""
+    ``max_length`` cut included, so that a mean per token needs no second tokenization that could disagree.
+    ``greedy``: how many of those tokens are the scoring model's own most likely next token (a fluency reading:
+    the rest are where a decoder overrode it); None for a difference of two models' scores."""
 
     total: torch.Tensor
     tokens: torch.Tensor
+    greedy: torch.Tensor | None = None
 
     def rows(self, part: slice) -> ResponseScores:
         """The scores of the responses in ``part``."""
-        return ResponseScores(self.total[part], self.tokens[part])
+        greedy = None if self.greedy is None else self.greedy[part]
+        return ResponseScores(self.total[part], self.tokens[part], greedy)
 
     @staticmethod
     def cat(parts: Sequence[ResponseScores]) -> ResponseScores:
         """Scores of several batches as one."""
-        return ResponseScores(torch.cat([p.total for p in parts]), torch.cat([p.tokens for p in parts]))
+        greedy = None if any(p.greedy is None for p in parts) else torch.cat([p.greedy for p in parts])
+        return ResponseScores(torch.cat([p.total for p in parts]), torch.cat([p.tokens for p in parts]), greedy)
 
 
 @torch.inference_mode()
@@ -73,10 +78,11 @@ def response_logprobs(
         first_seen.setdefault(tuple(c), len(first_seen))
     order = sorted(range(len(pairs)), key=lambda i: (first_seen[tuple(pairs[i][0])], len(pairs[i][1])))
     total = torch.zeros(len(pairs), dtype=torch.float64)
+    greedy = torch.zeros(len(pairs), dtype=torch.long)
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
-        total[rows] = _score_batch(model, tokenizer.pad_token_id, [pairs[i] for i in rows])
-    return ResponseScores(total, torch.tensor([len(r) for _, r in pairs], dtype=torch.long))
+        total[rows], greedy[rows] = _score_batch(model, tokenizer.pad_token_id, [pairs[i] for i in rows])
+    return ResponseScores(total, torch.tensor([len(r) for _, r in pairs], dtype=torch.long), greedy)
 
 
 def _at_least_float32(logits: torch.Tensor) -> torch.Tensor:
@@ -85,10 +91,14 @@ def _at_least_float32(logits: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _score_batch(model: PreTrainedModel, pad_id: int, chunk: Sequence[tuple[list[int], list[int]]]) -> torch.Tensor:
-    """Summed response log-probabilities of one batch. Each distinct context but its last token (its head) runs
-    once, in one right-padded forward whose KV cache is then gathered per row; each row then runs its context's
-    last token and its response, so the vocabulary is scored only where a response token is predicted."""
+def _score_batch(
+    model: PreTrainedModel, pad_id: int, chunk: Sequence[tuple[list[int], list[int]]]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed response log-probabilities of one batch, and how many response tokens are the model's argmax.
+
+    Each distinct context but its last token (its head) runs once, in one right-padded forward whose KV cache is
+    then gathered per row; each row then runs its context's last token and its response, so the vocabulary is
+    scored only where a response token is predicted."""
     device = model.device
     keys = [tuple(context[:-1]) for context, _ in chunk]
     heads: dict[tuple[int, ...], int] = {}
@@ -102,16 +112,17 @@ def _score_batch(model: PreTrainedModel, pad_id: int, chunk: Sequence[tuple[list
     segments = [context[-1:] + response for context, response in chunk]
     width = max(len(segment) for segment in segments)
     if width <= 1:  # an empty context's lone token has nothing that predicts it
-        return torch.zeros(len(chunk), dtype=torch.float64)
+        return torch.zeros(len(chunk), dtype=torch.float64), torch.zeros(len(chunk), dtype=torch.long)
     window = getattr(model.config, "sliding_window", None)
     if len(heads) > 1 and window and head_width + width > window:
         # a sliding window counts cache slots, and a short head's padding slots would sit inside it: one head a call
         # (headless rows go with head 0, whose slots they mask whole)
         total = torch.zeros(len(chunk), dtype=torch.float64)
+        greedy = torch.zeros(len(chunk), dtype=torch.long)
         for u in range(len(heads)):
             group = (owner == u).nonzero().squeeze(1).tolist()
-            total[group] = _score_batch(model, pad_id, [chunk[i] for i in group])
-        return total
+            total[group], greedy[group] = _score_batch(model, pad_id, [chunk[i] for i in group])
+        return total, greedy
     past = None
     if heads:
         head_ids = torch.full((len(heads), head_width), pad_id, dtype=torch.long)
@@ -140,7 +151,8 @@ def _score_batch(model: PreTrainedModel, pad_id: int, chunk: Sequence[tuple[list
     targets = ids[:, 1:].to(device)
     logps = logits.gather(-1, targets[..., None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
     scored = mask[:, head_width + 1 :].bool()  # a segment's tokens after its first are its response
-    return logps.double().cpu().where(scored, 0.0).sum(dim=1)
+    greedy = (logits.argmax(dim=-1) == targets).cpu() & scored
+    return logps.double().cpu().where(scored, 0.0).sum(dim=1), greedy.sum(dim=1)
 
 
 def resolve_reference(reference: str, rm_is_self: bool, rm_is_adapter: bool, rm_name: str = "the PersRM") -> str:

@@ -223,7 +223,16 @@ def bootstrap_ci(values: Sequence[float], resamples: int = 1000, seed: int = 0) 
 def perplexity(
     pad: PAD, prompts: Sequence[str], texts: Sequence[str], ended: Sequence[bool] | None = None
 ) -> list[float]:
-    """Per-output perplexity under the base model, given the plain prompt: a fluency check.
+    """Per-output perplexity under the base model, given the plain prompt: a fluency check (:func:`fluency`)."""
+    return [ppl for ppl, _ in fluency(pad, prompts, texts, ended)]
+
+
+def fluency(
+    pad: PAD, prompts: Sequence[str], texts: Sequence[str], ended: Sequence[bool] | None = None
+) -> list[tuple[float, float]]:
+    """Per-output perplexity under the base model, given the plain prompt, and the share of the output's tokens
+    that are not the base's most likely next token (where a decoder overrode the base: session 64 found a PAD
+    answer's extra perplexity in those tokens, the rest cost no more than a base answer's).
 
     ``ended``: whether each output ended (default: all did), so that its end token is scored. An answer cut by
     the token limit has none: scoring one would charge it for the base's surprise at stopping mid-sentence (a
@@ -232,7 +241,10 @@ def perplexity(
     contexts = [render_input(pad.tokenizer, p) for p in prompts]
     scores = response_logprobs(pad.base_model, pad.tokenizer, contexts, list(texts), batch_size=16, add_eos=ends)
     counts = scores.tokens.clamp(min=1)  # an empty cut answer: no tokens, nothing charged
-    return [math.exp(-lp / n) for lp, n in zip(scores.total.tolist(), counts.tolist(), strict=True)]
+    return [
+        (math.exp(-lp / n), 1.0 - g / n)
+        for lp, g, n in zip(scores.total.tolist(), scores.greedy.tolist(), counts.tolist(), strict=True)
+    ]
 
 
 def _ended(record: dict) -> bool:
@@ -324,6 +336,9 @@ class ReportRow:
     off_topic: float = 0.0
     direction: int = 1
     """Which way the judge reads more of the preference: +1 higher, -1 lower."""
+    swapped: float = 0.0
+    """Mean share of an answer's tokens that are not the base's greedy choice (near 0 for greedy base answers, PAD's
+    overrides otherwise): with the perplexity, how often and how far a method leaves the base."""
 
     @property
     def win_text(self) -> str:
@@ -591,7 +606,7 @@ def _variance(values: Sequence[float]) -> float:
 
 
 def _row(
-    method, pref, w, judge, scores, win, rows, tps, ppl, looped, empty, strayed, shift=None, direction=1
+    method, pref, w, judge, scores, win, rows, tps, ppl, looped, empty, strayed, shift=None, direction=1, swapped=()
 ) -> ReportRow:
     low, high = bootstrap_ci(scores)
     mean_tokens = sum(r["n_tokens"] for r in rows) / len(rows)
@@ -614,6 +629,7 @@ def _row(
         sum(empty) / len(empty),
         sum(strayed) / len(strayed),
         direction,
+        sum(swapped) / len(swapped) if swapped else 0.0,
     )
 
 
@@ -633,13 +649,13 @@ def build_report(pad: PAD, records: list[dict], config: EvalConfig, progress: bo
     prompts, texts, ends = ([a[i] for a in answers] for i in range(3))
     flags = zip(loops(pad, texts), hollow(texts), off_topic(prompts, texts, config.min_relevance), strict=True)
     marks = dict(zip(answers, flags, strict=True))  # (looping, hollow, off topic)
-    fluency = {}
+    fluent = {}  # answer -> (perplexity, share of tokens not the base's greedy choice)
     bar = tqdm(total=len(answers), disable=not progress, desc="perplexity", unit="answer")
     by_prompt = sorted(answers, key=lambda a: a[0])  # one prompt's answers together: its encoding is shared
     for i in range(0, len(by_prompt), 64):
         part = by_prompt[i : i + 64]
         asked, said, ended = (list(column) for column in zip(*part, strict=True))
-        fluency.update(zip(part, perplexity(pad, asked, said, ended), strict=True))
+        fluent.update(zip(part, fluency(pad, asked, said, ended), strict=True))
         bar.update(len(part))
     bar.close()
     base_bad = {k: any(marks[_answer(r)]) for k, r in base_text.items()}
@@ -650,7 +666,7 @@ def build_report(pad: PAD, records: list[dict], config: EvalConfig, progress: bo
         return (_index(config.methods, method), _index(config.preferences, pref), pref, w)
 
     for (method, pref, w), rows in tqdm(sorted(groups.items(), key=order), disable=not progress, desc="scoring"):
-        ppl = [fluency[_answer(r)] for r in rows]
+        ppl, swapped = ([fluent[_answer(r)][i] for r in rows] for i in range(2))
         looped, empty, strayed = (list(column) for column in zip(*(marks[_answer(r)] for r in rows), strict=True))
         batches = {(r["batch_seconds"], r["batch_tokens"]) for r in rows}
         tps = sum(t for _, t in batches) / max(sum(s for s, _ in batches), 1e-9)
@@ -662,13 +678,14 @@ def build_report(pad: PAD, records: list[dict], config: EvalConfig, progress: bo
                 "weight": w,
                 "prompt_id": r["prompt_id"],
                 "perplexity": p,
+                "swapped": sw,
                 "looping": a,
                 "hollow": b,
                 "off_topic": c,
                 "ended": _ended(r),
                 "judges": {},
             }
-            for r, p, a, b, c in zip(rows, ppl, looped, empty, strayed, strict=True)
+            for r, p, sw, a, b, c in zip(rows, ppl, swapped, looped, empty, strayed, strict=True)
         ]
         report.answers += sheets
         for judge_name, direction in config.judges_for(pref):
@@ -688,7 +705,23 @@ def build_report(pad: PAD, records: list[dict], config: EvalConfig, progress: bo
                 ]
                 win = sum(outcomes) / len(outcomes) if outcomes else None
             report.rows.append(
-                _row(method, pref, w, judge_name, scores, win, rows, tps, ppl, looped, empty, strayed, shift, direction)
+                _row(
+                    method,
+                    pref,
+                    w,
+                    judge_name,
+                    scores,
+                    win,
+                    rows,
+                    tps,
+                    ppl,
+                    looped,
+                    empty,
+                    strayed,
+                    shift,
+                    direction,
+                    swapped,
+                )
             )
             for sheet, score in zip(sheets, scores, strict=True):
                 sheet["judges"][judge_name] = score
@@ -703,7 +736,19 @@ def build_report(pad: PAD, records: list[dict], config: EvalConfig, progress: bo
             if wins:
                 report.rows.append(
                     _row(
-                        method, pref, w, "llm-win", wins, sum(wins) / len(wins), rows, tps, ppl, looped, empty, strayed
+                        method,
+                        pref,
+                        w,
+                        "llm-win",
+                        wins,
+                        sum(wins) / len(wins),
+                        rows,
+                        tps,
+                        ppl,
+                        looped,
+                        empty,
+                        strayed,
+                        swapped=swapped,
                     )
                 )
     return report
