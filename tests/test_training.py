@@ -407,7 +407,10 @@ def test_rm_eval_counts_the_scored_tokens_and_reports_per_token_accuracy(base_mo
     assert clipped[0].total[0] > closed[0].total[0]  # fewer log-probabilities (all negative) summed
 
     expected = token_wins(*closed)
-    by_hand = [c / n > r / m for c, n, r, m in zip(*closed[0], *closed[1], strict=True)]
+    chosen, rejected = closed
+    by_hand = [
+        c / n > r / m for c, n, r, m in zip(chosen.total, chosen.tokens, rejected.total, rejected.tokens, strict=True)
+    ]
     assert expected.tolist() == [float(w) for w in by_hand]
     report = evaluate_rm(base_model, tokenizer, pairs, "none")
     assert report.token_accuracy == expected.mean().item()
