@@ -688,6 +688,9 @@ def build_report(pad: PAD, records: list[dict], config: EvalConfig, progress: bo
             for r, p, sw, a, b, c in zip(rows, ppl, swapped, looped, empty, strayed, strict=True)
         ]
         report.answers += sheets
+        group_row = functools.partial(
+            _row, rows=rows, tps=tps, ppl=ppl, looped=looped, empty=empty, strayed=strayed, swapped=swapped
+        )
         for judge_name, direction in config.judges_for(pref):
             judge = get_judge(judge_name)
             scores = [judge.score(r["prompt"], r["text"]) for r in rows]
@@ -704,25 +707,7 @@ def build_report(pad: PAD, records: list[dict], config: EvalConfig, progress: bo
                     if r["prompt_id"] in base_scores
                 ]
                 win = sum(outcomes) / len(outcomes) if outcomes else None
-            report.rows.append(
-                _row(
-                    method,
-                    pref,
-                    w,
-                    judge_name,
-                    scores,
-                    win,
-                    rows,
-                    tps,
-                    ppl,
-                    looped,
-                    empty,
-                    strayed,
-                    shift,
-                    direction,
-                    swapped,
-                )
-            )
+            report.rows.append(group_row(method, pref, w, judge_name, scores, win, shift=shift, direction=direction))
             for sheet, score in zip(sheets, scores, strict=True):
                 sheet["judges"][judge_name] = score
         if config.llm_judge is not None and method != "base":
@@ -734,23 +719,7 @@ def build_report(pad: PAD, records: list[dict], config: EvalConfig, progress: bo
                     wins.append(config.llm_judge.compare(r["prompt"], principle, r["text"], base_answer))
                     sheet["judges"]["llm-win"] = wins[-1]
             if wins:
-                report.rows.append(
-                    _row(
-                        method,
-                        pref,
-                        w,
-                        "llm-win",
-                        wins,
-                        sum(wins) / len(wins),
-                        rows,
-                        tps,
-                        ppl,
-                        looped,
-                        empty,
-                        strayed,
-                        swapped=swapped,
-                    )
-                )
+                report.rows.append(group_row(method, pref, w, "llm-win", wins, sum(wins) / len(wins)))
     return report
 
 
