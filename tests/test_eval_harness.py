@@ -18,6 +18,7 @@ from padkit.evaluation.harness import (
     ReportRow,
     bootstrap_ci,
     build_report,
+    fluency,
     hollow,
     loops,
     off_topic,
@@ -509,6 +510,7 @@ def test_a_cut_answer_is_not_charged_for_an_end_token(base_model, tokenizer):
     assert cut == pytest.approx(math.exp(-body / n)) and ended == pytest.approx(math.exp(-with_end / (n + 1)))
     assert perplexity(pad, ["Cats?"], [text]) == [pytest.approx(ended)]
     assert perplexity(pad, ["Cats?"], [""], [False]) == [1.0]  # nothing to score, nothing charged
+    assert fluency(pad, ["Cats?"], [""], [False]) == [(1.0, 0.0)]  # and no token overrode the base
     records = [
         scored_record("base", "a", "Cats?", text, "concise"),
         scored_record("prompt", "a", "Cats?", text, "concise"),

@@ -241,9 +241,9 @@ def fluency(
     contexts = [render_input(pad.tokenizer, p) for p in prompts]
     scores = response_logprobs(pad.base_model, pad.tokenizer, contexts, list(texts), batch_size=16, add_eos=ends)
     counts = scores.tokens.clamp(min=1)  # an empty cut answer: no tokens, nothing charged
+    overridden = (scores.tokens - scores.greedy).tolist()
     return [
-        (math.exp(-lp / n), 1.0 - g / n)
-        for lp, g, n in zip(scores.total.tolist(), scores.greedy.tolist(), counts.tolist(), strict=True)
+        (math.exp(-lp / n), o / n) for lp, o, n in zip(scores.total.tolist(), overridden, counts.tolist(), strict=True)
     ]
 
 
