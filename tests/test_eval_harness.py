@@ -122,10 +122,10 @@ def test_eval_runs_resumes_and_reports(base_model, rm_model, tokenizer, tmp_path
             logits = base_model(torch.tensor([context + answer])).logits[0, len(context) - 1 : -1]
         overridden = (logits.argmax(-1) != torch.tensor(answer)).sum().item()
         assert sheet["swapped"] == pytest.approx(overridden / max(len(answer), 1))
-    assert any(s["swapped"] > 0 for s in sheets if s["method"] == "pad" and s["weight"] == 3.0)
-    pad_rows = [s for s in sheets if s["method"] == "pad" and s["weight"] == 3.0]
-    assert rows[("pad", 3.0)].swapped == pytest.approx(sum(s["swapped"] for s in pad_rows) / 3)
-    pad_w3_ppl = sorted(s["perplexity"] for s in sheets if s["method"] == "pad" and s["weight"] == 3.0)
+    pad_w3 = [s for s in sheets if s["method"] == "pad" and s["weight"] == 3.0]
+    assert any(s["swapped"] > 0 for s in pad_w3)
+    assert rows[("pad", 3.0)].swapped == pytest.approx(sum(s["swapped"] for s in pad_w3) / 3)
+    pad_w3_ppl = sorted(s["perplexity"] for s in pad_w3)
     assert rows[("pad", 3.0)].perplexity == pad_w3_ppl[1]  # a row's perplexity is its answers' median
 
     calls = []

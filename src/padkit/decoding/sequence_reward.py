@@ -107,7 +107,7 @@ def _score_batch(
             heads.setdefault(key, len(heads))
     # a row without a head reads head 0's cache with every position masked, so no fully masked row runs
     owner = torch.tensor([heads.get(key, 0) for key in keys], dtype=torch.long)
-    head_lengths = torch.tensor([max(len(context) - 1, 0) for context, _ in chunk], dtype=torch.long)
+    head_lengths = torch.tensor([len(key) for key in keys], dtype=torch.long)
     head_width = int(head_lengths.max())
     segments = [context[-1:] + response for context, response in chunk]
     width = max(len(segment) for segment in segments)

@@ -606,7 +606,7 @@ def _variance(values: Sequence[float]) -> float:
 
 
 def _row(
-    method, pref, w, judge, scores, win, rows, tps, ppl, looped, empty, strayed, shift=None, direction=1, swapped=()
+    method, pref, w, judge, scores, win, rows, tps, ppl, looped, empty, strayed, shift=None, direction=1, *, swapped
 ) -> ReportRow:
     low, high = bootstrap_ci(scores)
     mean_tokens = sum(r["n_tokens"] for r in rows) / len(rows)
@@ -629,7 +629,7 @@ def _row(
         sum(empty) / len(empty),
         sum(strayed) / len(strayed),
         direction,
-        sum(swapped) / len(swapped) if swapped else 0.0,
+        sum(swapped) / len(swapped),
     )
 
 
@@ -688,9 +688,9 @@ def build_report(pad: PAD, records: list[dict], config: EvalConfig, progress: bo
             for r, p, sw, a, b, c in zip(rows, ppl, swapped, looped, empty, strayed, strict=True)
         ]
         report.answers += sheets
-        group_row = functools.partial(
-            _row, rows=rows, tps=tps, ppl=ppl, looped=looped, empty=empty, strayed=strayed, swapped=swapped
-        )
+        # a report row of this group, given its judge, scores and win rate
+        marks_of_group = dict(rows=rows, tps=tps, ppl=ppl, looped=looped, empty=empty, strayed=strayed, swapped=swapped)
+        group_row = functools.partial(_row, method, pref, w, **marks_of_group)
         for judge_name, direction in config.judges_for(pref):
             judge = get_judge(judge_name)
             scores = [judge.score(r["prompt"], r["text"]) for r in rows]
@@ -707,7 +707,7 @@ def build_report(pad: PAD, records: list[dict], config: EvalConfig, progress: bo
                     if r["prompt_id"] in base_scores
                 ]
                 win = sum(outcomes) / len(outcomes) if outcomes else None
-            report.rows.append(group_row(method, pref, w, judge_name, scores, win, shift=shift, direction=direction))
+            report.rows.append(group_row(judge_name, scores, win, shift=shift, direction=direction))
             for sheet, score in zip(sheets, scores, strict=True):
                 sheet["judges"][judge_name] = score
         if config.llm_judge is not None and method != "base":
@@ -719,7 +719,7 @@ def build_report(pad: PAD, records: list[dict], config: EvalConfig, progress: bo
                     wins.append(config.llm_judge.compare(r["prompt"], principle, r["text"], base_answer))
                     sheet["judges"]["llm-win"] = wins[-1]
             if wins:
-                report.rows.append(group_row(method, pref, w, "llm-win", wins, sum(wins) / len(wins)))
+                report.rows.append(group_row("llm-win", wins, sum(wins) / len(wins)))
     return report
 
 
