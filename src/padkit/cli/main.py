@@ -23,6 +23,7 @@ from padkit.distributed.ray_pool import RaySettings
 from padkit.errors import PadkitError
 from padkit.evaluation.judges import JUDGES, OFF_TOPIC_BELOW
 from padkit.training.dpo import PersRMTrainConfig
+from padkit.training.onpolicy import OnPolicyConfig
 from padkit.training.synth import SynthConfig
 
 app = typer.Typer(
@@ -492,7 +493,10 @@ def bench_serve(
     Console().print(table)
 
 
-data_app = typer.Typer(help="Preference data: synthesize pairs for PersRM training.", no_args_is_help=True)
+data_app = typer.Typer(
+    help="Preference data: synthesize pairs for PersRM training, or make them from an eval run's answers.",
+    no_args_is_help=True,
+)
 app.add_typer(data_app, name="data")
 
 
@@ -552,6 +556,38 @@ def data_synth(
             str(d["by_rewrite"]),
             str(d["mean_margin"]),
         )
+    Console().print(table)
+
+
+@data_app.command("from-eval")
+@settings_command(OnPolicyConfig)
+def data_from_eval(
+    run: Annotated[Path, typer.Argument(help="A `padkit eval` output directory (generations.jsonl, answers.jsonl).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="JSONL of pairs for `padkit train --data`.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    settings: dict | None = None,
+) -> None:
+    """On-policy pairs from an eval run: of two answers to one prompt under one preference (base, prompting,
+    PAD at each weight), the one that moves the judge at little perplexity cost, or keeps it at much less, or
+    is sound where the other loops or leaves the prompt. Pairs with a PAD answer come first."""
+    from padkit.training.onpolicy import write_onpolicy_pairs
+
+    try:
+        report = write_onpolicy_pairs(run, output, build_settings(OnPolicyConfig, settings or {}))
+    except PadkitError as e:
+        _fail(str(e))
+    if as_json:
+        typer.echo(json.dumps(asdict(report), indent=2))
+        return
+    rules = ", ".join(f"{k} {v}" for k, v in report.by_rule.items())
+    err.print(f"{report.answers} answers, {report.cells} prompt x preference cells -> {report.pairs} pairs ({rules})")
+    if report.unseen_cells:
+        err.print(f"left out {report.unseen_cells} cells under dimensions held out of training (--include-unseen)")
+    table = Table(title=f"{output}: chosen > rejected")
+    table.add_column("sides")
+    table.add_column("pairs", justify="right")
+    for sides, n in report.by_sides.items():
+        table.add_row(sides, str(n))
     Console().print(table)
 
 

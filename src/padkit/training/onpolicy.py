@@ -1,0 +1,223 @@
+"""On-policy pairs: preference pairs made from the answers of one ``padkit eval`` run.
+
+The synthesized pairs (:mod:`padkit.training.synth`) teach a PersRM which *forms* a preference takes; they never
+show it the answers PAD writes with it, where the cost of guidance is paid: a swap the base finds unlikely raises
+its perplexity whether or not it brings the preference. An eval run holds, for each prompt and preference, the
+base's answer, the prompted base's and PAD's at each weight, each judged and scored for fluency
+(``answers.jsonl``). :func:`onpolicy_pairs` ranks them two at a time and keeps a pair when one answer is plainly
+the better one to have decoded:
+
+- ``sound-over-bad``: a sound answer over one that loops, is hollow or leaves the prompt;
+- ``judge-at-little-cost``: the preference's judge moves by at least ``min_gap_sd`` of its spread and the
+  perplexity rises by at most ``max_cost`` times;
+- ``same-judge-less-cost``: the judge is not worse by that gap and the other answer's perplexity is at least
+  ``min_saving`` times as high (a swap that bought nothing).
+
+Pairs with a PAD answer on either side come first (at most ``pairs_per_prompt`` per prompt and preference), so
+the pairs are about the PersRM's own choices. Each pair's preference is one of the dimension's training wordings
+(seeded), as synthesized pairs are; free-text preferences keep their text. A side cut by the token limit is marked
+``chosen_cut`` / ``rejected_cut`` (trained without an end token). ``padkit data from-eval`` is the command.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from padkit.errors import PadkitError
+from padkit.evaluation.harness import BASE_PREFERENCE, EvalConfig
+from padkit.jsonio import iter_jsonl
+from padkit.preferences.catalog import lookup
+from padkit.prompts import atomic_write_text
+from padkit.settings import setting
+
+RULES = ("sound-over-bad", "judge-at-little-cost", "same-judge-less-cost")
+"""The three reasons a pair is kept, strongest first (the ``kind`` of each pair)."""
+
+
+@dataclass
+class OnPolicyConfig:
+    """How an eval run's answers are paired. ``padkit data from-eval`` derives its options from these fields."""
+
+    max_cost: float = setting(
+        1.3, "judge-at-little-cost: the chosen answer's perplexity is at most this times the rejected one's."
+    )
+    min_saving: float = setting(
+        1.5, "same-judge-less-cost: the rejected answer's perplexity is at least this times the chosen one's."
+    )
+    min_gap_sd: float = setting(
+        0.5,
+        "A judge moves when two answers differ by at least this many of its standard deviations (over every answer "
+        "under the preference).",
+    )
+    pairs_per_prompt: int = setting(2, "Pairs per prompt and preference at most (those with a PAD answer first).")
+    dimension: str = setting("onpolicy", "The group the pairs are reported and capped under (padkit train --cap).")
+    seed: int = setting(0, "Seed of the wording drawn for each pair's preference.")
+    include_unseen: bool = setting(
+        False,
+        "Also pair the answers under catalog dimensions held out of training (enthusiastic, headings, pirate, ...); "
+        "off, so that they stay unseen for the generalization test.",
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("max_cost", "min_saving"):
+            if getattr(self, name) < 1.0:
+                raise PadkitError(f"{name} is a perplexity ratio of 1 or more, got {getattr(self, name)}")
+        if self.min_gap_sd <= 0:
+            raise PadkitError(f"min_gap_sd must be above 0, got {self.min_gap_sd}")
+        if self.pairs_per_prompt < 1:
+            raise PadkitError(f"pairs_per_prompt must be at least 1, got {self.pairs_per_prompt}")
+        if not self.dimension.strip():
+            raise PadkitError("dimension must name a group")
+
+
+@dataclass
+class OnPolicyReport:
+    """What :func:`write_onpolicy_pairs` read and wrote."""
+
+    answers: int
+    cells: int
+    pairs: int
+    unseen_cells: int = 0
+    """Cells under a held-out catalog dimension, left out unless ``include_unseen``."""
+    by_rule: dict[str, int] = field(default_factory=dict)
+    by_sides: dict[str, int] = field(default_factory=dict)
+
+
+def _read_run(run: Path) -> dict[tuple[str, str], list[dict]]:
+    """Each (prompt id, preference) of an eval run with its scored answers, texts joined from generations.jsonl."""
+    for name in ("generations.jsonl", "answers.jsonl"):
+        if not (run / name).is_file():
+            raise PadkitError(f"{run}: no {name}; give the output directory of a `padkit eval` run (it writes both)")
+    texts = {}
+    for record, _ in iter_jsonl(run / "generations.jsonl"):
+        key = (record["method"], record["preference"], float(record["weight"]), str(record["prompt_id"]))
+        texts[key] = (record["prompt"], record["text"])
+    cells: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for answer, where in iter_jsonl(run / "answers.jsonl"):
+        preference = BASE_PREFERENCE if answer["method"] == "base" else answer["preference"]
+        key = (answer["method"], preference, float(answer["weight"]), str(answer["prompt_id"]))
+        if key not in texts:
+            raise PadkitError(f"{where}: no generation {key} in {run / 'generations.jsonl'}")
+        prompt, text = texts[key]
+        cells[(str(answer["prompt_id"]), answer["preference"])].append({**answer, "prompt": prompt, "text": text})
+    return cells
+
+
+def _judged(answers: list[dict], preference: str) -> list[tuple[str, int]]:
+    judges = EvalConfig(preferences=(preference,)).judges_for(preference)
+    missing = [j for j, _ in judges if any(j not in a["judges"] for a in answers)]
+    if missing:
+        raise PadkitError(f"answers under {preference!r} have no {', '.join(missing)} judge score")
+    return judges
+
+
+def _bad(answer: dict) -> bool:
+    return bool(answer["looping"] or answer["hollow"] or answer["off_topic"] or not answer["text"].strip())
+
+
+def _rule(chosen: dict, rejected: dict, judges: list[tuple[str, int]], gaps: dict[str, float], config) -> str | None:
+    """Why ``chosen`` is the better answer to have decoded than ``rejected``, or None."""
+    if _bad(chosen):
+        return None
+    if _bad(rejected):
+        return RULES[0]
+    diffs = [d * (chosen["judges"][j] - rejected["judges"][j]) for j, d in judges]
+    worse = any(diff <= -gaps[j] for diff, (j, _) in zip(diffs, judges, strict=True))
+    better = any(diff >= gaps[j] for diff, (j, _) in zip(diffs, judges, strict=True))
+    if better and not worse and chosen["perplexity"] <= config.max_cost * rejected["perplexity"]:
+        return RULES[1]
+    if not worse and rejected["perplexity"] >= config.min_saving * chosen["perplexity"]:
+        return RULES[2]
+    return None
+
+
+def _wording(preference: str, prompt_id: str, n: int, seed: int) -> str:
+    """A training wording of a catalog dimension (drawn by a hash of the pair and the seed), else the text."""
+    dim = lookup(preference)
+    if dim is None:
+        return preference
+    digest = hashlib.sha256(f"{seed}|{prompt_id}|{preference}|{n}".encode()).digest()
+    return dim.train_wordings[int.from_bytes(digest[:8], "big") % len(dim.train_wordings)]
+
+
+def _unseen(preference: str) -> bool:
+    dim = lookup(preference)
+    return dim is not None and not dim.trained
+
+
+def _side(answer: dict) -> str:
+    return answer["method"] if answer["method"] in ("base", "prompt") else f"{answer['method']}@{answer['weight']:g}"
+
+
+def onpolicy_pairs(run: str | Path, config: OnPolicyConfig | None = None) -> tuple[list[dict], OnPolicyReport]:
+    """Pairs (records ``padkit train --data`` reads) from the answers of the eval run in directory ``run``."""
+    config = config or OnPolicyConfig()
+    cells = _read_run(Path(run))
+    unseen = [cell for cell in cells if not config.include_unseen and _unseen(cell[1])]
+    for cell in unseen:
+        del cells[cell]
+    by_preference: dict[str, list[dict]] = defaultdict(list)
+    for (_, preference), answers in cells.items():
+        by_preference[preference] += answers
+    judges = {p: _judged(answers, p) for p, answers in by_preference.items()}
+    gaps = {
+        p: {j: max(config.min_gap_sd * statistics.pstdev(a["judges"][j] for a in answers), 1e-9) for j, _ in judges[p]}
+        for p, answers in by_preference.items()
+    }
+    pairs, rules, sides = [], Counter(), Counter()
+    for (pid, preference), answers in sorted(cells.items()):
+        found = []
+        for chosen in answers:
+            for rejected in answers:
+                if chosen is not rejected and chosen["text"] != rejected["text"]:
+                    rule = _rule(chosen, rejected, judges[preference], gaps[preference], config)
+                    if rule is not None:
+                        found.append((rule, chosen, rejected))
+        found.sort(
+            key=lambda f: (
+                "pad" not in (f[1]["method"], f[2]["method"]),
+                RULES.index(f[0]),
+                -abs(f[2]["perplexity"] - f[1]["perplexity"]),
+            )
+        )
+        for n, (rule, chosen, rejected) in enumerate(found[: config.pairs_per_prompt]):
+            j = judges[preference][0][0]
+            pairs.append(
+                {
+                    "prompt": chosen["prompt"],
+                    "chosen": chosen["text"],
+                    "rejected": rejected["text"],
+                    "preference": _wording(preference, pid, n, config.seed),
+                    "dimension": config.dimension,
+                    "chosen_cut": not chosen["ended"],
+                    "rejected_cut": not rejected["ended"],
+                    "kind": rule,
+                    "judge": j,
+                    "margin": chosen["judges"][j] - rejected["judges"][j],
+                    "sides": f"{_side(chosen)} > {_side(rejected)}",
+                    "perplexity": [chosen["perplexity"], rejected["perplexity"]],
+                }
+            )
+            rules[rule] += 1
+            sides[pairs[-1]["sides"]] += 1
+    report = OnPolicyReport(
+        answers=sum(len(a) for a in cells.values()),
+        cells=len(cells),
+        pairs=len(pairs),
+        unseen_cells=len(unseen),
+        by_rule={r: rules[r] for r in RULES},
+        by_sides=dict(sides.most_common()),
+    )
+    return pairs, report
+
+
+def write_onpolicy_pairs(run: str | Path, output: str | Path, config: OnPolicyConfig | None = None) -> OnPolicyReport:
+    """:func:`onpolicy_pairs` written to ``output`` (JSONL, through a temp file and a rename)."""
+    pairs, report = onpolicy_pairs(run, config)
+    atomic_write_text(output, "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
+    return report

@@ -1,0 +1,190 @@
+"""On-policy pairs from an eval run's answers (`padkit data from-eval`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from padkit.cli.main import app
+from padkit.errors import PadkitError
+from padkit.preferences.catalog import lookup
+from padkit.training.data import read_pairs
+from padkit.training.onpolicy import OnPolicyConfig, onpolicy_pairs, write_onpolicy_pairs
+
+
+def answer(method, pid, text, ppl, score, weight=0.0, preference="sign-off", judge="sign-off", **marks):
+    return {
+        "method": method,
+        "preference": preference,
+        "weight": weight,
+        "prompt_id": pid,
+        "text": text,
+        "perplexity": ppl,
+        "judge": {judge: score},
+        "looping": marks.get("looping", False),
+        "hollow": False,
+        "off_topic": marks.get("off_topic", False),
+        "ended": marks.get("ended", True),
+    }
+
+
+def write_run(path: Path, answers: list[dict]) -> Path:
+    """An eval directory as `padkit eval` writes it: texts in generations.jsonl, marks in answers.jsonl."""
+    path.mkdir()
+    gens, marks, seen = [], [], set()
+    for a in answers:
+        pref = "-" if a["method"] == "base" else a["preference"]
+        key = (a["method"], pref, a["weight"], a["prompt_id"])
+        if key not in seen:
+            seen.add(key)
+            gens.append(
+                {"method": a["method"], "preference": pref, "weight": a["weight"], "prompt_id": a["prompt_id"]}
+                | {"prompt": f"question {a['prompt_id']}?", "text": a["text"]}
+            )
+        marks.append({k: v for k, v in a.items() if k not in ("text", "judge")} | {"judges": a["judge"]})
+    (path / "generations.jsonl").write_text("".join(json.dumps(g) + "\n" for g in gens))
+    (path / "answers.jsonl").write_text("".join(json.dumps(m) + "\n" for m in marks))
+    return path
+
+
+def sides(pairs: list[dict]) -> dict[str, str]:
+    return {p["sides"]: p["kind"] for p in pairs}
+
+
+def test_each_rule_picks_the_answer_worth_decoding(tmp_path):
+    run = write_run(
+        tmp_path / "run",
+        [
+            # prompt 0: PAD closes at little cost -> PAD over base; prompting is as plain as base at a higher cost
+            answer("base", "0", "An answer.", 2.0, 0.0),
+            answer("prompt", "0", "An answer, prompted.", 3.2, 0.0),
+            answer("pad", "0", "An answer. Hope this helps!", 2.4, 1.0, weight=0.6),
+            # prompt 1: PAD closes at twice base's perplexity (no pair with base) and loops at the higher weight
+            answer("base", "1", "Another answer.", 2.0, 0.0),
+            answer("pad", "1", "Another. Hope this helps!", 4.0, 1.0, weight=0.6),
+            answer("pad", "1", "Hope Hope Hope", 1.5, 3.0, weight=0.8, looping=True),
+        ],
+    )
+    pairs, report = onpolicy_pairs(run, OnPolicyConfig(pairs_per_prompt=5))
+    by_prompt = {pid: sides([p for p in pairs if p["prompt"] == f"question {pid}?"]) for pid in "01"}
+    assert by_prompt["0"] == {
+        "pad@0.6 > base": "judge-at-little-cost",
+        "pad@0.6 > prompt": "judge-at-little-cost",
+        "base > prompt": "same-judge-less-cost",
+    }
+    assert by_prompt["1"] == {"base > pad@0.8": "sound-over-bad", "pad@0.6 > pad@0.8": "sound-over-bad"}
+    assert report.pairs == 5 and report.by_rule == {
+        "sound-over-bad": 2,
+        "judge-at-little-cost": 2,
+        "same-judge-less-cost": 1,
+    }
+    closing = next(p for p in pairs if p["sides"] == "pad@0.6 > base")
+    assert (closing["chosen"], closing["rejected"]) == ("An answer. Hope this helps!", "An answer.")
+    assert closing["margin"] == 1.0
+    assert closing["perplexity"] == [2.4, 2.0] and closing["dimension"] == "onpolicy"
+
+
+def test_a_judge_gap_under_its_spread_is_no_gain(tmp_path):
+    """Word counts that differ by less than half their standard deviation are the same length."""
+    words = [
+        answer("base", str(i), f"base {i}", 2.0, w, preference="concise", judge="words")
+        for i, w in enumerate((40.0, 80.0, 120.0))
+    ]
+    pads = [
+        answer("pad", str(i), f"pad {i}", 2.1, w, weight=0.6, preference="concise", judge="words")
+        for i, w in enumerate((36.0, 20.0, 118.0))
+    ]
+    pairs, _ = onpolicy_pairs(write_run(tmp_path / "run", words + pads))
+    # spread of all six word counts ~40, half of it ~20: only prompt 1 (80 -> 20 words, lower is concise) moves
+    assert [(p["prompt"], p["sides"], p["kind"]) for p in pairs] == [
+        ("question 1?", "pad@0.6 > base", "judge-at-little-cost")
+    ]
+
+
+def test_pad_pairs_come_first_and_the_cap_holds(tmp_path):
+    run = write_run(
+        tmp_path / "run",
+        [
+            answer("base", "0", "plain", 2.0, 0.0),
+            answer("prompt", "0", "prompted, fluent", 1.0, 0.0),
+            answer("pad", "0", "Hope this helps!", 2.2, 1.0, weight=0.6),
+        ],
+    )
+    pairs, _ = onpolicy_pairs(run, OnPolicyConfig(pairs_per_prompt=1))
+    # prompt > base saves half the perplexity, but the pair about PAD's own answer is the one kept
+    assert [p["sides"] for p in pairs] == ["pad@0.6 > base"]
+
+
+def test_wordings_are_training_wordings_and_follow_the_seed(tmp_path):
+    rows = []
+    for i in range(12):
+        rows += [answer("base", str(i), f"a{i}", 2.0, 0.0), answer("pad", str(i), f"b{i}", 2.0, 1.0, weight=0.6)]
+    run = write_run(tmp_path / "run", rows)
+    first = [p["preference"] for p in onpolicy_pairs(run)[0]]
+    again = [p["preference"] for p in onpolicy_pairs(run)[0]]
+    other = [p["preference"] for p in onpolicy_pairs(run, OnPolicyConfig(seed=1))[0]]
+    assert first == again and first != other
+    assert set(first) <= set(lookup("sign-off").train_wordings) and len(set(first)) > 2
+
+
+def test_unseen_dimensions_stay_unseen_unless_asked(tmp_path):
+    run = write_run(
+        tmp_path / "run",
+        [
+            answer("base", "0", "plain", 2.0, 0.0, preference="pirate", judge="pirate"),
+            answer("pad", "0", "Arr, matey!", 2.0, 2.0, weight=0.6, preference="pirate", judge="pirate"),
+        ],
+    )
+    pairs, report = onpolicy_pairs(run)
+    assert pairs == [] and report.unseen_cells == 1
+    pairs, report = onpolicy_pairs(run, OnPolicyConfig(include_unseen=True))
+    assert [p["sides"] for p in pairs] == ["pad@0.6 > base"] and report.unseen_cells == 0
+
+
+def test_written_pairs_train_as_read_with_their_cut_sides(tmp_path):
+    run = write_run(
+        tmp_path / "run",
+        [
+            answer("base", "0", "plain and cut", 2.0, 0.0, ended=False),
+            answer("pad", "0", "closed. Hope this helps!", 2.2, 1.0, weight=0.6),
+        ],
+    )
+    out = tmp_path / "pairs.jsonl"
+    report = write_onpolicy_pairs(run, out)
+    (pair,) = read_pairs(out)
+    assert report.pairs == 1 and pair.dimension == "onpolicy" and pair.prompt == "question 0?"
+    assert (pair.chosen, pair.rejected, pair.chosen_cut, pair.rejected_cut) == (
+        "closed. Hope this helps!",
+        "plain and cut",
+        False,
+        True,
+    )
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_bad_input_names_the_problem(tmp_path):
+    with pytest.raises(PadkitError, match="no generations.jsonl"):
+        onpolicy_pairs(tmp_path)
+    with pytest.raises(PadkitError, match="max_cost is a perplexity ratio"):
+        OnPolicyConfig(max_cost=0.5)
+    run = write_run(tmp_path / "run", [answer("base", "0", "plain", 2.0, 0.0)])
+    (run / "answers.jsonl").write_text(json.dumps({**json.loads((run / "answers.jsonl").read_text()), "judges": {}}))
+    with pytest.raises(PadkitError, match="no sign-off judge score"):
+        onpolicy_pairs(run)
+
+
+def test_cli_writes_the_pairs_and_reports_them(tmp_path):
+    run = write_run(
+        tmp_path / "run",
+        [answer("base", "0", "plain", 2.0, 0.0), answer("pad", "0", "Hope this helps!", 2.2, 1.0, weight=0.6)],
+    )
+    out = tmp_path / "pairs.jsonl"
+    result = CliRunner().invoke(app, ["data", "from-eval", str(run), "-o", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["by_rule"]["judge-at-little-cost"] == 1
+    assert len(out.read_text().splitlines()) == 1
+    bad = CliRunner().invoke(app, ["data", "from-eval", str(run), "-o", str(out), "--max-cost", "0.9"])
+    assert bad.exit_code != 0 and "max_cost" in bad.output
