@@ -139,7 +139,7 @@ def test_unseen_dimensions_stay_unseen_unless_asked(tmp_path):
         ],
     )
     pairs, report = onpolicy_pairs(run)
-    assert pairs == [] and report.unseen_cells == 1
+    assert pairs == [] and report.unseen_cells == 1 and (report.answers, report.cells) == (2, 0)
     pairs, report = onpolicy_pairs(run, OnPolicyConfig(include_unseen=True))
     assert [p["sides"] for p in pairs] == ["pad@0.6 > base"] and report.unseen_cells == 0
 

@@ -77,7 +77,7 @@ class OnPolicyConfig:
 
 @dataclass
 class OnPolicyReport:
-    """What :func:`write_onpolicy_pairs` read and wrote."""
+    """What :func:`onpolicy_pairs` read (every answer), the prompt x preference cells it paired, and its pairs."""
 
     answers: int
     cells: int
@@ -120,7 +120,9 @@ def _bad(answer: dict) -> bool:
     return bool(answer["looping"] or answer["hollow"] or answer["off_topic"] or not answer["text"].strip())
 
 
-def _rule(chosen: dict, rejected: dict, judges: list[tuple[str, int]], gaps: dict[str, float], config) -> str | None:
+def _rule(
+    chosen: dict, rejected: dict, judges: list[tuple[str, int]], gaps: dict[str, float], config: OnPolicyConfig
+) -> str | None:
     """Why ``chosen`` is the better answer to have decoded than ``rejected``, or None."""
     if _bad(chosen):
         return None
@@ -158,6 +160,7 @@ def onpolicy_pairs(run: str | Path, config: OnPolicyConfig | None = None) -> tup
     """Pairs (records ``padkit train --data`` reads) from the answers of the eval run in directory ``run``."""
     config = config or OnPolicyConfig()
     cells = _read_run(Path(run))
+    n_answers = sum(len(a) for a in cells.values())
     unseen = [cell for cell in cells if not config.include_unseen and _unseen(cell[1])]
     for cell in unseen:
         del cells[cell]
@@ -206,7 +209,7 @@ def onpolicy_pairs(run: str | Path, config: OnPolicyConfig | None = None) -> tup
             rules[rule] += 1
             sides[pairs[-1]["sides"]] += 1
     report = OnPolicyReport(
-        answers=sum(len(a) for a in cells.values()),
+        answers=n_answers,
         cells=len(cells),
         pairs=len(pairs),
         unseen_cells=len(unseen),
