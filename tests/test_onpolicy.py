@@ -174,6 +174,12 @@ def test_bad_input_names_the_problem(tmp_path):
     (run / "answers.jsonl").write_text(json.dumps({**json.loads((run / "answers.jsonl").read_text()), "judges": {}}))
     with pytest.raises(PadkitError, match="no sign-off judge score"):
         onpolicy_pairs(run)
+    (run / "answers.jsonl").write_text(json.dumps({"method": "base", "prompt_id": "0"}) + "\n")
+    with pytest.raises(PadkitError, match="answers.jsonl:1: no preference, weight, perplexity"):
+        onpolicy_pairs(run)
+    (run / "generations.jsonl").write_text(json.dumps({"method": "base", "weight": 0}) + "\n")
+    with pytest.raises(PadkitError, match="generations.jsonl:1: not a `padkit eval` record"):
+        onpolicy_pairs(run)
 
 
 def test_cli_writes_the_pairs_and_reports_them(tmp_path):

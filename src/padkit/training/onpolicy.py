@@ -35,6 +35,12 @@ from padkit.preferences.catalog import lookup
 from padkit.prompts import atomic_write_text
 from padkit.settings import setting
 
+ANSWER_FIELDS = (
+    *("method", "preference", "weight", "prompt_id"),
+    *("perplexity", "looping", "hollow", "off_topic", "ended", "judges"),
+)
+"""The marks of ``answers.jsonl`` the pairing reads."""
+
 RULES = ("sound-over-bad", "judge-at-little-cost", "same-judge-less-cost")
 """The three reasons a pair is kept, strongest first (the ``kind`` of each pair)."""
 
@@ -94,18 +100,30 @@ def _read_run(run: Path) -> dict[tuple[str, str], list[dict]]:
         if not (run / name).is_file():
             raise PadkitError(f"{run}: no {name}; give the output directory of a `padkit eval` run (it writes both)")
     texts = {}
-    for record, _ in iter_jsonl(run / "generations.jsonl"):
-        key = (record["method"], record["preference"], float(record["weight"]), str(record["prompt_id"]))
+    for record, where in iter_jsonl(run / "generations.jsonl"):
+        key = _answer_key(record, where, record.get("preference"))
+        if not isinstance(record.get("prompt"), str) or not isinstance(record.get("text"), str):
+            raise PadkitError(f"{where}: a generation needs its prompt and text")
         texts[key] = (record["prompt"], record["text"])
     cells: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for answer, where in iter_jsonl(run / "answers.jsonl"):
-        preference = BASE_PREFERENCE if answer["method"] == "base" else answer["preference"]
-        key = (answer["method"], preference, float(answer["weight"]), str(answer["prompt_id"]))
+        missing = [k for k in ANSWER_FIELDS if k not in answer]
+        if missing:
+            raise PadkitError(f"{where}: no {', '.join(missing)}; is this the answers.jsonl of a `padkit eval` run?")
+        key = _answer_key(answer, where, BASE_PREFERENCE if answer["method"] == "base" else answer["preference"])
         if key not in texts:
             raise PadkitError(f"{where}: no generation {key} in {run / 'generations.jsonl'}")
         prompt, text = texts[key]
-        cells[(str(answer["prompt_id"]), answer["preference"])].append({**answer, "prompt": prompt, "text": text})
+        cells[(key[3], answer["preference"])].append({**answer, "prompt": prompt, "text": text})
     return cells
+
+
+def _answer_key(record: dict, where: str, preference: str | None) -> tuple[str, str, float, str]:
+    """(method, preference, weight, prompt id): how generations.jsonl and answers.jsonl name one answer."""
+    try:
+        return record["method"], str(preference), float(record["weight"]), str(record["prompt_id"])
+    except (KeyError, TypeError, ValueError):
+        raise PadkitError(f"{where}: not a `padkit eval` record (method, preference, weight, prompt_id)") from None
 
 
 def _judged(answers: list[dict], preference: str) -> list[tuple[str, int]]:
