@@ -41,7 +41,8 @@ def write_run(path: Path, answers: list[dict]) -> Path:
         if key not in seen:
             seen.add(key)
             gens.append(
-                {"method": a["method"], "preference": pref, "weight": a["weight"], "prompt_id": a["prompt_id"]}
+                {"id": f"{a['method']}|{pref}|{a['weight']:g}|{a['prompt_id']}", "method": a["method"]}
+                | {"preference": pref, "weight": a["weight"], "prompt_id": a["prompt_id"]}
                 | {"prompt": f"question {a['prompt_id']}?", "text": a["text"]}
             )
         marks.append({k: v for k, v in a.items() if k not in ("text", "judge")} | {"judges": a["judge"]})

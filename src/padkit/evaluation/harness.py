@@ -120,7 +120,8 @@ def _direction(judge: str, preference: str) -> int:
 BASE_PREFERENCE = "-"
 
 
-def _key(method: str, preference: str, weight: float, pid: str) -> str:
+def answer_key(method: str, preference: str, weight: float, pid: str) -> str:
+    """The ``id`` of one answer in an eval run's ``generations.jsonl`` (the base's preference is ``"-"``)."""
     return f"{method}|{preference}|{weight:g}|{pid}"
 
 
@@ -156,7 +157,7 @@ def run_generations(
                 fields = dict(method=method, preference=key_pref, weight=w)
                 tasks += [
                     Task(
-                        _key(method, key_pref, w, row.id),
+                        answer_key(method, key_pref, w, row.id),
                         row.prompt,
                         None if method == "base" else pref,
                         pad_config,

@@ -29,15 +29,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from padkit.errors import PadkitError
-from padkit.evaluation.harness import BASE_PREFERENCE, EvalConfig
+from padkit.evaluation.harness import BASE_PREFERENCE, EvalConfig, answer_key
 from padkit.jsonio import iter_jsonl
 from padkit.preferences.catalog import lookup
 from padkit.prompts import atomic_write_text
 from padkit.settings import setting
 
 ANSWER_FIELDS = (
-    *("method", "preference", "weight", "prompt_id"),
-    *("perplexity", "looping", "hollow", "off_topic", "ended", "judges"),
+    "method",
+    "preference",
+    "weight",
+    "prompt_id",
+    "perplexity",
+    "looping",
+    "hollow",
+    "off_topic",
+    "ended",
+    "judges",
 )
 """The marks of ``answers.jsonl`` the pairing reads."""
 
@@ -101,29 +109,21 @@ def _read_run(run: Path) -> dict[tuple[str, str], list[dict]]:
             raise PadkitError(f"{run}: no {name}; give the output directory of a `padkit eval` run (it writes both)")
     texts = {}
     for record, where in iter_jsonl(run / "generations.jsonl"):
-        key = _answer_key(record, where, record.get("preference"))
-        if not isinstance(record.get("prompt"), str) or not isinstance(record.get("text"), str):
-            raise PadkitError(f"{where}: a generation needs its prompt and text")
-        texts[key] = (record["prompt"], record["text"])
+        if not all(isinstance(record.get(k), str) for k in ("id", "prompt", "text")):
+            raise PadkitError(f"{where}: not a `padkit eval` record (a generation needs its id, prompt and text)")
+        texts[record["id"]] = (record["prompt"], record["text"])
     cells: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for answer, where in iter_jsonl(run / "answers.jsonl"):
         missing = [k for k in ANSWER_FIELDS if k not in answer]
         if missing:
             raise PadkitError(f"{where}: no {', '.join(missing)}; is this the answers.jsonl of a `padkit eval` run?")
-        key = _answer_key(answer, where, BASE_PREFERENCE if answer["method"] == "base" else answer["preference"])
+        preference = BASE_PREFERENCE if answer["method"] == "base" else answer["preference"]
+        key = answer_key(answer["method"], preference, float(answer["weight"]), str(answer["prompt_id"]))
         if key not in texts:
-            raise PadkitError(f"{where}: no generation {key} in {run / 'generations.jsonl'}")
+            raise PadkitError(f"{where}: no generation {key!r} in {run / 'generations.jsonl'}")
         prompt, text = texts[key]
-        cells[(key[3], answer["preference"])].append({**answer, "prompt": prompt, "text": text})
+        cells[(str(answer["prompt_id"]), answer["preference"])].append({**answer, "prompt": prompt, "text": text})
     return cells
-
-
-def _answer_key(record: dict, where: str, preference: str | None) -> tuple[str, str, float, str]:
-    """(method, preference, weight, prompt id): how generations.jsonl and answers.jsonl name one answer."""
-    try:
-        return record["method"], str(preference), float(record["weight"]), str(record["prompt_id"])
-    except (KeyError, TypeError, ValueError):
-        raise PadkitError(f"{where}: not a `padkit eval` record (method, preference, weight, prompt_id)") from None
 
 
 def _judged(answers: list[dict], preference: str) -> list[tuple[str, int]]:
@@ -206,8 +206,8 @@ def onpolicy_pairs(run: str | Path, config: OnPolicyConfig | None = None) -> tup
                 -abs(f[2]["perplexity"] - f[1]["perplexity"]),
             )
         )
+        j = judges[preference][0][0]  # the margin a pair records is its preference's first judge's
         for n, (rule, chosen, rejected) in enumerate(found[: config.pairs_per_prompt]):
-            j = judges[preference][0][0]
             pairs.append(
                 {
                     "prompt": chosen["prompt"],
