@@ -88,6 +88,28 @@ def test_each_rule_picks_the_answer_worth_decoding(tmp_path):
     assert closing["perplexity"] == [2.4, 2.0] and closing["dimension"] == "onpolicy"
 
 
+def test_rules_keep_only_the_named_reasons(tmp_path):
+    """Without sound-over-bad a looping answer is on neither side, not the loser of a judge pair."""
+    run = write_run(
+        tmp_path / "run",
+        [
+            answer("base", "0", "An answer.", 2.0, 0.0),
+            answer("prompt", "0", "An answer, prompted.", 3.2, 0.0),
+            answer("pad", "0", "An answer. Hope this helps!", 2.4, 1.0, weight=0.6),
+            answer("pad", "0", "Hope Hope Hope", 1.5, 0.0, weight=0.8, looping=True),
+        ],
+    )
+    judged, report = onpolicy_pairs(run, OnPolicyConfig(pairs_per_prompt=9, rules=("judge-at-little-cost",)))
+    assert sides(judged) == {"pad@0.6 > base": "judge-at-little-cost", "pad@0.6 > prompt": "judge-at-little-cost"}
+    assert report.by_rule == {"sound-over-bad": 0, "judge-at-little-cost": 2, "same-judge-less-cost": 0}
+    every, _ = onpolicy_pairs(run, OnPolicyConfig(pairs_per_prompt=9))
+    assert {"pad@0.6 > pad@0.8", "base > pad@0.8", "base > prompt"} <= set(sides(every))
+    with pytest.raises(PadkitError, match="rules are some of sound-over-bad"):
+        OnPolicyConfig(rules=("judge-at-little-cost", "fluent"))
+    with pytest.raises(PadkitError, match="got none"):
+        OnPolicyConfig(rules=())
+
+
 def test_a_judge_gap_under_its_spread_is_no_gain(tmp_path):
     """Word counts that differ by less than half their standard deviation are the same length."""
     words = [
@@ -193,5 +215,9 @@ def test_cli_writes_the_pairs_and_reports_them(tmp_path):
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["by_rule"]["judge-at-little-cost"] == 1
     assert len(out.read_text().splitlines()) == 1
+    only = CliRunner().invoke(
+        app, ["data", "from-eval", str(run), "-o", str(out), "--rules", "same-judge-less-cost", "--json"]
+    )
+    assert only.exit_code == 0 and json.loads(only.stdout)["pairs"] == 0 and out.read_text() == ""
     bad = CliRunner().invoke(app, ["data", "from-eval", str(run), "-o", str(out), "--max-cost", "0.9"])
     assert bad.exit_code != 0 and "max_cost" in bad.output

@@ -29,3 +29,8 @@ def setting(default: Any, help: str, **metadata: Any) -> Any:
     if isinstance(default, dict | list):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def comma_names(spec: str) -> tuple[str, ...]:
+    """``"a, b,,c"`` -> ``("a", "b", "c")``: the CLI form of a tuple-of-names setting (``cli=(str, comma_names)``)."""
+    return tuple(m.strip() for m in spec.split(",") if m.strip())

@@ -35,7 +35,7 @@ from padkit.models.loading import (
     resolve_model_dir,
 )
 from padkit.preferences import Dimension, render_clipped
-from padkit.settings import setting
+from padkit.settings import comma_names, setting
 from padkit.training.data import PreferencePair, spaced_sample, split_pairs
 
 LOSS_PLOT = "loss_curve.png"
@@ -67,10 +67,6 @@ def parse_caps(specs: Sequence[str]) -> dict[str, int]:
     return caps
 
 
-def _names(spec: str) -> tuple[str, ...]:
-    return tuple(m.strip() for m in spec.split(",") if m.strip())
-
-
 @dataclass
 class PersRMTrainConfig:
     """Settings of a PersRM training run; the defaults fit a ~1 hour run of the 135M default model on 2 CPU cores.
@@ -94,7 +90,7 @@ class PersRMTrainConfig:
     target_modules: tuple[str, ...] = setting(
         ("q_proj", "k_proj", "v_proj", "o_proj"),
         "Comma-separated module names that get LoRA.",
-        cli=(str, _names),
+        cli=(str, comma_names),
         cli_default="q_proj,k_proj,v_proj,o_proj",
     )
     layers: tuple[int, ...] | None = setting(
@@ -126,7 +122,7 @@ class PersRMTrainConfig:
         (),
         "Comma-separated dimensions whose training pairs are kept half with the longer answer (in words) chosen, "
         "half not (the first ones of each kind), so the PersRM cannot rank them by length alone (e.g. 'harmless').",
-        cli=(str, _names),
+        cli=(str, comma_names),
         cli_default="",
     )
     heldout_eval_pairs: int | None = setting(None, "Score N held-out pairs (evenly spaced) at the end; default all.")
@@ -147,7 +143,7 @@ class PersRMTrainConfig:
         "Comma-separated output directories of earlier runs on the same base and LoRA shape whose reference "
         "log-probs are read back row by row; only rows none of them holds are computed (--init-adapter's "
         "directory is always searched).",
-        cli=(str, _names),
+        cli=(str, comma_names),
         cli_default="",
     )
 

@@ -33,7 +33,7 @@ from padkit.evaluation.harness import BASE_PREFERENCE, EvalConfig, answer_key
 from padkit.jsonio import iter_jsonl
 from padkit.preferences.catalog import lookup
 from padkit.prompts import atomic_write_text
-from padkit.settings import setting
+from padkit.settings import comma_names, setting
 
 ANSWER_FIELDS = (
     "method",
@@ -68,6 +68,14 @@ class OnPolicyConfig:
         "A judge moves when two answers differ by at least this many of its standard deviations (over every answer "
         "under the preference).",
     )
+    rules: tuple[str, ...] = setting(
+        RULES,
+        "Comma-separated rules a pair may be kept by (sound-over-bad, judge-at-little-cost, same-judge-less-cost); "
+        "without sound-over-bad an answer that loops, is hollow or leaves the prompt is on neither side, so the "
+        "pairs teach the preference rather than fluency.",
+        cli=(str, comma_names),
+        cli_default=",".join(RULES),
+    )
     pairs_per_prompt: int = setting(2, "Pairs per prompt and preference at most (those with a PAD answer first).")
     dimension: str = setting("onpolicy", "The group the pairs are reported and capped under (padkit train --cap).")
     seed: int = setting(0, "Seed of the wording drawn for each pair's preference.")
@@ -85,6 +93,9 @@ class OnPolicyConfig:
             raise PadkitError(f"min_gap_sd must be above 0, got {self.min_gap_sd}")
         if self.pairs_per_prompt < 1:
             raise PadkitError(f"pairs_per_prompt must be at least 1, got {self.pairs_per_prompt}")
+        unknown = [r for r in self.rules if r not in RULES]
+        if unknown or not self.rules:
+            raise PadkitError(f"rules are some of {', '.join(RULES)}; got {', '.join(self.rules) or 'none'}")
         if not self.dimension.strip():
             raise PadkitError("dimension must name a group")
 
@@ -145,13 +156,14 @@ def _rule(
     if _bad(chosen):
         return None
     if _bad(rejected):
-        return RULES[0]
+        return RULES[0] if RULES[0] in config.rules else None
     diffs = [d * (chosen["judges"][j] - rejected["judges"][j]) for j, d in judges]
     worse = any(diff <= -gaps[j] for diff, (j, _) in zip(diffs, judges, strict=True))
     better = any(diff >= gaps[j] for diff, (j, _) in zip(diffs, judges, strict=True))
-    if better and not worse and chosen["perplexity"] <= config.max_cost * rejected["perplexity"]:
+    cheap = chosen["perplexity"] <= config.max_cost * rejected["perplexity"]
+    if RULES[1] in config.rules and better and not worse and cheap:
         return RULES[1]
-    if not worse and rejected["perplexity"] >= config.min_saving * chosen["perplexity"]:
+    if RULES[2] in config.rules and not worse and rejected["perplexity"] >= config.min_saving * chosen["perplexity"]:
         return RULES[2]
     return None
 
