@@ -279,16 +279,31 @@ def test_bad_configs_are_refused_early():
 
 
 def test_comparison_puts_the_methods_side_by_side():
-    def row(method, pref, judge, mean, shift, win, ppl, tps=10.0, weight=0.0, loops=0.0, ended=1.0):
+    def row(method, pref, judge, mean, shift, win, ppl, tps=10.0, weight=0.0, loops=0.0, ended=1.0, direction=1):
         return ReportRow(
-            method, pref, weight, judge, mean, mean - 1, mean + 1, win, 20.0, tps, ppl, 5, shift, loops, ended
+            method,
+            pref,
+            weight,
+            judge,
+            mean,
+            mean - 1,
+            mean + 1,
+            win,
+            20.0,
+            tps,
+            ppl,
+            5,
+            shift,
+            loops,
+            ended,
+            direction=direction,
         )
 
     report = EvalReport(
         [
-            row("prompt", "concise", "words", 40.0, 0.2, 0.6, 3.5),
-            row("base", "concise", "words", 50.0, None, None, 3.0, loops=0.1),
-            row("pad", "concise", "words", 30.0, 1.5, 0.9, 4.0, loops=0.2),
+            row("prompt", "concise", "words", 40.0, 0.2, 0.6, 3.5, direction=-1),
+            row("base", "concise", "words", 50.0, None, None, 3.0, loops=0.1, direction=-1),
+            row("pad", "concise", "words", 30.0, 1.5, 0.9, 4.0, loops=0.2, direction=-1),
             row("prompt", "formal", "register", 1.0, -0.1, 0.4, 3.1),
             row("base", "formal", "register", 1.0, None, None, 3.0, loops=0.1),
             row("pad", "formal", "register", 1.0, -0.3, 0.3, 5.0, loops=0.4),
@@ -309,6 +324,21 @@ def test_comparison_puts_the_methods_side_by_side():
     report.rows.append(row("pad", "concise", "words", 30.0, 1.5, 0.9, 4.0, ended=0.0))  # reads no ending
     note = report.markdown().splitlines()[-1]
     assert note.startswith("Cut short: pad sign-off (w=0.5) ended 10%.") and "concise" not in note
+
+
+def test_furthest_is_the_mean_that_moved_most_not_the_steadiest():
+    """A method with more emoji per answer but a wider spread has the smaller standardized shift; it still moved
+    the judge furthest."""
+
+    def row(method, mean, shift, direction=1):
+        return ReportRow(
+            method, "emoji", 0.0, "emoji", mean, mean, mean, None, 20.0, 10.0, 3.0, 50, shift, direction=direction
+        )
+
+    report = EvalReport([row("base", 0.0, None), row("pad", 4.88, 1.88), row("policy", 3.36, 3.60)])
+    assert report.comparison().splitlines()[2].endswith("| pad |")
+    report = EvalReport([row("base", 50.0, None, -1), row("pad", 12.5, 4.9, -1), row("policy", 6.6, 6.6, -1)])
+    assert report.comparison().splitlines()[2].endswith("| policy |")  # fewer words is further for concise
 
 
 def test_fluent_weight_is_the_largest_within_the_perplexity_budget():

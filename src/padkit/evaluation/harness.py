@@ -424,10 +424,11 @@ class EvalReport:
         return "\n".join(lines) + "\n"
 
     def comparison(self) -> str:
-        """The methods side by side: per preference, each method's judge mean [95% CI] and the method that moved
-        furthest towards it (in base standard deviations); then per method, the medians over preferences of
-        perplexity, share of looping answers, shift, win rate against base and tokens/s, and how often it moved
-        furthest."""
+        """The methods side by side: per preference, each method's judge mean [95% CI] and the method whose mean
+        moved furthest from base's towards it, on the judge's own scale (a standardized shift divides by a spread
+        that differs between methods, so a steadier method with the smaller mean could read as further); then per
+        method, the medians over preferences of perplexity, share of looping answers, shift, win rate against base
+        and tokens/s, and how often it moved furthest."""
         swept = {m for m in {r.method for r in self.rows} if len({r.weight for r in self.rows if r.method == m}) > 1}
 
         def column(r: ReportRow) -> str:
@@ -443,8 +444,11 @@ class EvalReport:
         ]
         furthest_count = dict.fromkeys(columns, 0)
         for (pref, judge), by_column in cells.items():
-            shifts = {c: r.shift for c, r in by_column.items() if r.shift is not None}
-            best = max(shifts, key=shifts.get) if shifts and max(shifts.values()) > 0 else None
+            base_row = by_column.get("base")
+            moves = {
+                c: r.direction * (r.mean - base_row.mean) for c, r in by_column.items() if base_row and c != "base"
+            }
+            best = max(moves, key=moves.get) if moves and max(moves.values()) > 0 else None
             if best is not None:
                 furthest_count[best] += 1
             means = [
