@@ -12,7 +12,7 @@ from padkit.cli.main import app
 from padkit.errors import PadkitError
 from padkit.preferences.catalog import lookup
 from padkit.training.data import read_pairs
-from padkit.training.onpolicy import OnPolicyConfig, onpolicy_pairs, write_onpolicy_pairs
+from padkit.training.onpolicy import RULES, OnPolicyConfig, onpolicy_pairs, write_onpolicy_pairs
 
 
 def answer(method, pid, text, ppl, score, weight=0.0, preference="sign-off", judge="sign-off", **marks):
@@ -106,6 +106,7 @@ def test_rules_keep_only_the_named_reasons(tmp_path):
     assert {"pad@0.6 > pad@0.8", "base > pad@0.8", "base > prompt"} <= set(sides(every))
     with pytest.raises(PadkitError, match="rules are some of sound-over-bad"):
         OnPolicyConfig(rules=("judge-at-little-cost", "fluent"))
+    assert OnPolicyConfig(rules="judge-at-little-cost, same-judge-less-cost").rules == RULES[1:]
     with pytest.raises(PadkitError, match="got none"):
         OnPolicyConfig(rules=())
 

@@ -13,10 +13,12 @@ the better one to have decoded:
 - ``same-judge-less-cost``: the judge is not worse by that gap and the other answer's perplexity is at least
   ``min_saving`` times as high (a swap that bought nothing).
 
-Pairs with a PAD answer on either side come first (at most ``pairs_per_prompt`` per prompt and preference), so
-the pairs are about the PersRM's own choices. Each pair's preference is one of the dimension's training wordings
-(seeded), as synthesized pairs are; free-text preferences keep their text. A side cut by the token limit is marked
-``chosen_cut`` / ``rejected_cut`` (trained without an end token). ``padkit data from-eval`` is the command.
+``rules`` keeps only some of these reasons: without ``sound-over-bad`` a bad answer is on neither side of a pair,
+so the pairs are about the preference rather than fluency. Pairs with a PAD answer on either side come first (at
+most ``pairs_per_prompt`` per prompt and preference), so the pairs are about the PersRM's own choices. Each pair's
+preference is one of the dimension's training wordings (seeded), as synthesized pairs are; free-text preferences
+keep their text. A side cut by the token limit is marked ``chosen_cut`` / ``rejected_cut`` (trained without an end
+token). ``padkit data from-eval`` is the command.
 """
 
 from __future__ import annotations
@@ -93,6 +95,7 @@ class OnPolicyConfig:
             raise PadkitError(f"min_gap_sd must be above 0, got {self.min_gap_sd}")
         if self.pairs_per_prompt < 1:
             raise PadkitError(f"pairs_per_prompt must be at least 1, got {self.pairs_per_prompt}")
+        self.rules = comma_names(self.rules) if isinstance(self.rules, str) else tuple(self.rules)
         unknown = [r for r in self.rules if r not in RULES]
         if unknown or not self.rules:
             raise PadkitError(f"rules are some of {', '.join(RULES)}; got {', '.join(self.rules) or 'none'}")
