@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from padkit.cli.main import app
 from padkit.errors import PadkitError
+from padkit.evaluation.harness import BASE_PREFERENCE, answer_key
 from padkit.preferences.catalog import lookup
 from padkit.training.data import read_pairs
 from padkit.training.onpolicy import RULES, OnPolicyConfig, onpolicy_pairs, write_onpolicy_pairs
@@ -36,12 +37,12 @@ def write_run(path: Path, answers: list[dict]) -> Path:
     path.mkdir()
     gens, marks, seen = [], [], set()
     for a in answers:
-        pref = "-" if a["method"] == "base" else a["preference"]
-        key = (a["method"], pref, a["weight"], a["prompt_id"])
+        pref = BASE_PREFERENCE if a["method"] == "base" else a["preference"]
+        key = answer_key(a["method"], pref, a["weight"], a["prompt_id"])
         if key not in seen:
             seen.add(key)
             gens.append(
-                {"id": f"{a['method']}|{pref}|{a['weight']:g}|{a['prompt_id']}", "method": a["method"]}
+                {"id": key, "method": a["method"]}
                 | {"preference": pref, "weight": a["weight"], "prompt_id": a["prompt_id"]}
                 | {"prompt": f"question {a['prompt_id']}?", "text": a["text"]}
             )

@@ -22,6 +22,7 @@ from padkit.decoding.config import DEFAULT_WEIGHT, PADConfig
 from padkit.distributed.ray_pool import RaySettings
 from padkit.errors import PadkitError
 from padkit.evaluation.judges import JUDGES, OFF_TOPIC_BELOW
+from padkit.settings import comma_names
 from padkit.training.dpo import PersRMTrainConfig
 from padkit.training.onpolicy import OnPolicyConfig
 from padkit.training.synth import SynthConfig
@@ -363,7 +364,7 @@ def bench_speed(
             check_bf16=check_bf16,
             text_path=text_path,
             repeats=repeats,
-            methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
+            methods=comma_names(methods),
             log=lambda m: err.print(f"timing {m} ..."),
         )
     except PadkitError as e:
@@ -452,7 +453,7 @@ def bench_serve(
             requests,
             max_tokens,
             tuple(preference or ["concise"]),
-            tuple(b.strip() for b in batcher.split(",") if b.strip()),
+            comma_names(batcher),
             seed,
             log=lambda m: err.print(f"{m} ..."),
         )
@@ -930,7 +931,7 @@ def eval_command(
         except ValueError:
             raise PadkitError(f"bad --weights {weights!r}: use numbers like 0.5,1,2") from None
         config = EvalConfig(
-            methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
+            methods=comma_names(methods),
             preferences=tuple(preference),
             weights=weight_values,
             judges=tuple(j.strip() for j in judges.split(",")) if judges else None,
