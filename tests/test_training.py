@@ -144,6 +144,50 @@ def test_train_reads_back_reference_logps_row_by_row(tiny_model_dir, tmp_path, m
         assert rows[key] == (chosen, rejected)
 
 
+def test_a_run_stopped_during_reference_logps_keeps_the_parts_it_finished(tiny_model_dir, tmp_path, monkeypatch):
+    """Reference log-probs are saved part by part: a run killed between parts (a session's end) leaves the parts
+    it finished, and the rerun computes the rest alone, then keeps one whole store and no parts."""
+    from datasets import load_from_disk
+    from trl import DPOTrainer
+
+    from padkit.training import dpo
+
+    monkeypatch.setattr(dpo, "REF_LOGPS_PART_ROWS", 2)
+    compute, computed = DPOTrainer.compute_ref_log_probs, []
+
+    def stopped_after_one_part(self, model, batch):
+        if computed:
+            raise KeyboardInterrupt
+        out = compute(self, model, batch)
+        computed.append(len(out[0]))
+        return out
+
+    monkeypatch.setattr(DPOTrainer, "compute_ref_log_probs", stopped_after_one_part)
+    out, config = tmp_path / "persrm", fast_train_config(tiny_model_dir, max_steps=1, save_steps=1)
+    with pytest.raises(KeyboardInterrupt):
+        train_persrm(_pairs(), out, config, progress=False)
+    (part,) = (out / REF_LOGPS_DIR).iterdir()
+    assert ".part-" in part.name and computed == [2]
+    finished = load_from_disk(str(part))
+    assert len(finished) == 2
+
+    def counted(self, model, batch):
+        out = compute(self, model, batch)
+        computed.append(len(out[0]))
+        return out
+
+    monkeypatch.setattr(DPOTrainer, "compute_ref_log_probs", counted)
+    meta = train_persrm(_pairs(), out, config, progress=False).metadata
+    assert computed == [2, 2] and meta["reference_logps"] == {"reused": 2, "computed": 2}
+    (store,) = (out / REF_LOGPS_DIR).iterdir()
+    assert ".part-" not in store.name
+    whole = load_from_disk(str(store))
+    rows = {k: (c, r) for k, c, r in zip(*(whole[col] for col in ("ref_key", *REF_COLUMNS)), strict=True)}
+    assert len(whole) == 4 and len(rows) == 4
+    for key, chosen, rejected in zip(*(finished[col] for col in ("ref_key", *REF_COLUMNS)), strict=True):
+        assert rows[key] == (chosen, rejected)
+
+
 def test_train_resumes_from_last_checkpoint(tiny_model_dir, tmp_path, monkeypatch):
     out = tmp_path / "persrm"
     config = PersRMTrainConfig(

@@ -282,6 +282,7 @@ def mirrored_order(pairs: Sequence[PreferencePair], seed: int) -> list[Preferenc
 
 
 REF_COLUMNS = ["ref_chosen_logps", "ref_rejected_logps"]
+REF_LOGPS_PART_ROWS = 128  # rows of reference log-probs computed and saved at a time, so a stopped run keeps them
 
 
 def ref_row_keys(dataset, model_hash: str) -> list[str]:
@@ -320,9 +321,12 @@ def _persrm_trainer(trainer_class: type, ref_logps_dir: Path, reuse_dirs: Sequen
       tokenized rows and of the reference model's weights (TRL's own hash): a resumed run reads them back.
       Each row is saved with its key (:func:`ref_row_keys`), so a run on other data reads back the rows that
       this directory or ``reuse_dirs`` already hold and computes only the rest (a continuation with a few more
-      pairs pays for those alone). ``ref_logps_reused`` / ``ref_logps_computed`` count the rows of the last call.
+      pairs pays for those alone). The missing rows are computed and saved in parts of
+      ``REF_LOGPS_PART_ROWS``, so a run stopped midway (a session's end) keeps the parts it finished; the parts
+      are removed once the whole store is saved. ``ref_logps_reused`` / ``ref_logps_computed`` count the rows
+      of the last call.
     """
-    from datasets import Dataset, Features, Value, concatenate_datasets, load_from_disk
+    from datasets import concatenate_datasets, load_from_disk
 
     class PersRMTrainer(trainer_class):
         ref_logps_reused = 0
@@ -347,19 +351,31 @@ def _persrm_trainer(trainer_class: type, ref_logps_dir: Path, reuse_dirs: Sequen
                 return concatenate_datasets([dataset, saved.select_columns(REF_COLUMNS)], axis=1)
             known = saved_ref_logps([ref_logps_dir, *reuse_dirs])
             missing = [i for i, key in enumerate(keys) if key not in known]
-            if missing:
-                computed = super()._precompute_ref_logps(dataset.select(missing), name, batch_size)
-                rows = zip(*(computed[c] for c in REF_COLUMNS), strict=True)
-                known.update(zip((keys[i] for i in missing), rows, strict=True))
+            for start in range(0, len(missing), REF_LOGPS_PART_ROWS):
+                part = missing[start : start + REF_LOGPS_PART_ROWS]
+                computed = super()._precompute_ref_logps(dataset.select(part), name, batch_size)
+                part_keys = [keys[i] for i in part]
+                values = list(zip(*(computed[c] for c in REF_COLUMNS), strict=True))
+                _save_atomically(_keyed_logps(part_keys, values), path.with_name(f"{path.name}.part-{part_keys[0]}"))
+                known.update(zip(part_keys, values, strict=True))
             self.ref_logps_reused, self.ref_logps_computed = len(keys) - len(missing), len(missing)
-            logps = Dataset.from_dict(
-                {"ref_key": keys, **{c: [known[k][side] for k in keys] for side, c in enumerate(REF_COLUMNS)}},
-                features=Features({"ref_key": Value("string"), **{c: Value("float32") for c in REF_COLUMNS}}),
-            )
+            logps = _keyed_logps(keys, [known[k] for k in keys])
             _save_atomically(logps, path)
+            for part in path.parent.glob(f"{path.name}.part-*"):
+                shutil.rmtree(part)
             return concatenate_datasets([dataset, logps.select_columns(REF_COLUMNS)], axis=1)
 
     return PersRMTrainer
+
+
+def _keyed_logps(keys: list[str], logps: list[tuple[float, float]]):
+    """A store of reference log-probs, one (chosen, rejected) pair per row key, as :func:`saved_ref_logps` reads."""
+    from datasets import Dataset, Features, Value
+
+    return Dataset.from_dict(
+        {"ref_key": keys, **{c: [pair[side] for pair in logps] for side, c in enumerate(REF_COLUMNS)}},
+        features=Features({"ref_key": Value("string"), **{c: Value("float32") for c in REF_COLUMNS}}),
+    )
 
 
 def _save_atomically(dataset, path: Path) -> None:
