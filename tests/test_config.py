@@ -31,6 +31,7 @@ from padkit.settings import setting
         (dict(seed=-3), "seed"),
         (dict(best_of=0), "best_of"),
         (dict(reward_margin=-1.0), "reward_margin"),
+        (dict(fluency_budget=-0.5), "fluency_budget"),
         (dict(stop=("",)), "stop"),
         (dict(ignore_eos="yes"), "ignore_eos"),
         (dict(method="base", diagnostics=True), "diagnostics"),

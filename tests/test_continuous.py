@@ -28,11 +28,13 @@ CASES = [  # (preference, method, max_new_tokens)
     ("humorous=0.5,friendly=0.5", "guarded-pad", 24),  # PAD with its loop guard
     (None, "guarded-pad", 16),  # PAD without a preference still guards its answer
     ("friendly", "ngram-pad", 24),  # PAD with its n-gram guard
+    ("humorous", "budget-pad", 14),  # PAD within a fluency budget
 ]
 SETTINGS = {
     "prompt-pad": dict(method="pad", prompted_base=True),
     "guarded-pad": dict(method="pad", loop_guard=2, top_k=3, ignore_eos=True, prompted_base=False, candidates="topk"),
     "ngram-pad": dict(method="pad", ngram_guard=2, loop_guard=0, top_k=3, prompted_base=False, candidates="topk"),
+    "budget-pad": dict(method="pad", fluency_budget=0.05, prompted_base=False),
 }
 
 
@@ -82,6 +84,11 @@ def test_requests_joining_mid_batch_decode_as_alone(base_model, lora_rm, tokeniz
     assert guarded.result.token_ids != free[0].token_ids
     said = [pad.token_classes[t] for t in requests[9].result.token_ids]  # the n-gram guard's answer
     assert len(set(zip(said, said[1:], strict=False))) == len(said) - 1  # says no two tokens again
+    budget = requests[10]  # the budget changed this answer, as it does on the static path
+    free = pad.generate(
+        [budget.prompt], preferences=[budget.preference], config=budget.config.replace(fluency_budget=0)
+    )
+    assert budget.result.token_ids != free[0].token_ids
 
 
 def test_cancelled_and_unserved_requests(base_model, tokenizer):

@@ -1036,6 +1036,61 @@ def test_reward_margin_lets_only_large_gains_displace_the_base(base_model, rm_mo
     assert displaced > 0
 
 
+def test_a_candidate_past_the_fluency_budget_is_dropped_and_the_chosen_cost_is_charged():
+    one_row = dict(combine=torch.eye(2), source_rows=torch.arange(2), weight=1.0)  # two answers, a PersRM row each
+    base = torch.log_softmax(torch.tensor([[4.0, 3.0, 0.0, 0.0], [4.0, 3.0, 0.0, 0.0]]), dim=-1)
+    cand = torch.tensor([[0, 1, 2, 3], [0, 1, 2, 3]])  # id 1 costs 1 nat, ids 2 and 3 cost 4; id 3 is EOS
+    rm = base.gather(1, cand) + torch.tensor([[0.0, 2.0, 9.0, 9.0]])
+    rule = _PADRule(**one_row, fluency_budget=0.2, eos_token_ids=[3])  # 0.2 x (1 + 16) = 3.4 nats allowed now
+    step = rule.combine_rewards(base, cand, rm)
+    assert torch.isinf(step.scores[:, 2]).all() and torch.isfinite(step.scores[:, [0, 1, 3]]).all()
+    rule.charge(torch.tensor([[1], [0]]))
+    assert rule.spent.tolist() == pytest.approx([1.0, 0.0]) and rule.written == 1
+    rule.fluency_budget = 0.13  # 0.13 x 18 = 2.34: row 0 (1 spent) cannot pay 1 more plus 4, row 1 still pays 1
+    step = rule.combine_rewards(base, cand, rm)
+    assert torch.isfinite(step.scores[:, 1]).all()
+    rule.charge(torch.tensor([[1], [1]]))
+    assert rule.spent.tolist() == pytest.approx([2.0, 1.0])
+    rule.fluency_budget = 0.12  # 0.12 x 19 = 2.28: row 0 may not pay 1 nat more, row 1 may; the first choice stays
+    step = rule.combine_rewards(base, cand, rm)
+    assert (
+        torch.isinf(step.scores[0, 1]) and torch.isfinite(step.scores[1, 1]) and torch.isfinite(step.scores[:, 0]).all()
+    )
+    rule.charge(torch.tensor([[3], [3]]))  # EOS costs nothing
+    assert rule.spent.tolist() == pytest.approx([2.0, 1.0]) and rule.written == 3
+    with pytest.raises(ValueError, match="fluency_budget"):
+        _PADRule(**one_row, fluency_budget=-1.0)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_the_fluency_budget_bounds_what_an_answer_costs_the_base(base_model, rm_model, tokenizer, fused):
+    """Summed over an answer, the chosen tokens cost the base (its first choice's log-prob minus theirs) at most
+    the budget per token written plus ``FLUENCY_BUDGET_AHEAD`` tokens' worth; a budget of next to nothing decodes
+    as the base, and the free answers spend more than the guarded ones."""
+    from padkit.decoding.config import FLUENCY_BUDGET_AHEAD
+
+    pad = PAD(base_model, tokenizer) if fused else PAD(base_model, tokenizer, rm_model, tokenizer)
+    kwargs = dict(PAPER_PAD, weight=8.0, max_new_tokens=12, ignore_eos=True, fused=fused, diagnostics=True)
+    base = pad.generate(PROMPTS, method="base", max_new_tokens=12, ignore_eos=True)
+    nothing = pad.generate(PROMPTS, "humorous", **{**kwargs, "fluency_budget": 1e-9})
+    assert [g.token_ids for g in nothing] == [g.token_ids for g in base]
+
+    def costs(gen) -> list[float]:
+        return [max(a.base_logprob for a in t.alternatives) - t.base_logprob for t in gen.tokens]
+
+    free = pad.generate(PROMPTS, "humorous", **kwargs)
+    budget = 0.1
+    assert max(sum(costs(g)) for g in free) > budget * (12 + FLUENCY_BUDGET_AHEAD)  # the budget binds here
+    guarded = pad.generate(PROMPTS, "humorous", **{**kwargs, "fluency_budget": budget})
+    for gen in guarded:
+        spent = 0.0
+        for written, cost in enumerate(costs(gen)):
+            spent += cost
+            assert spent <= budget * (written + 1 + FLUENCY_BUDGET_AHEAD) + 1e-4
+    assert sum(sum(costs(g)) for g in guarded) < sum(sum(costs(g)) for g in free)
+    assert [g.token_ids for g in guarded] != [g.token_ids for g in base]
+
+
 @pytest.mark.parametrize("fused", [True, False])
 def test_min_p_keeps_pad_to_tokens_the_base_finds_plausible(base_model, rm_model, tokenizer, fused):
     pad = PAD(base_model, tokenizer) if fused else PAD(base_model, tokenizer, rm_model, tokenizer)

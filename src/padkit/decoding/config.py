@@ -36,6 +36,7 @@ METHOD_SETTINGS: dict[str, frozenset[str]] = {
             "candidates",
             "min_p",
             "reward_margin",
+            "fluency_budget",
             "loop_guard",
             "ngram_guard",
             "colon_guard",
@@ -74,6 +75,10 @@ from swapping words: "Session 48"); ``PADConfig(**PAPER_PAD)`` decodes as the pa
 too)."""
 MAX_TOP_K = 1000
 MAX_REWARD_MARGIN = 100.0
+MAX_FLUENCY_BUDGET = 100.0
+FLUENCY_BUDGET_AHEAD = 16
+"""Tokens' worth of fluency budget an answer may spend before it has written them: a form (a bullet, a greeting)
+is chosen on the first tokens, where a budget of so much per token written would allow no swap at all."""
 MAX_TEMPERATURE = 2.0
 
 
@@ -133,6 +138,14 @@ class PADConfig:
         "stop swapping content words while the large gains of a form (a bullet, a greeting) stay. 0 is off (the "
         f"paper's PAD), at most {MAX_REWARD_MARGIN:g}. Default: the margin the PersRM's padkit.json records "
         "(3 for the shipped persrm-smollm2), else 0; 0 across tokenizers.",
+    )
+    fluency_budget: float = setting(
+        0.0,
+        "PAD's fluency budget, in nats per answer token: a candidate may cost the base's log-prob of its first "
+        "choice minus its own only while the answer's summed cost stays within this much per token so far (plus "
+        f"{FLUENCY_BUDGET_AHEAD} tokens' worth ahead, so a form can start on the first token); past it the base's "
+        "first choice is taken. ln 1.5 = 0.405 bounds an answer near 1.5x the base's perplexity. 0 is off (the "
+        f"paper's PAD), at most {MAX_FLUENCY_BUDGET:g}; EOS always stays.",
     )
     no_repeat_ngram_size: int = setting(
         0,
@@ -226,6 +239,7 @@ class PADConfig:
         _number("min_p", self.min_p, 0.0, 1.0)
         if self.reward_margin is not None:
             _number("reward_margin", self.reward_margin, 0.0, MAX_REWARD_MARGIN)
+        _number("fluency_budget", self.fluency_budget, 0.0, MAX_FLUENCY_BUDGET)
         _integer("no_repeat_ngram_size", self.no_repeat_ngram_size, 0, 64)
         _integer("loop_guard", self.loop_guard, 0, 1000)
         if self.loop_guard == 1:

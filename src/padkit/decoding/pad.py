@@ -643,6 +643,7 @@ class PAD:
             eos_token_ids=eos_token_ids(self.base_model, self.tokenizer),
             min_p=config.min_p,
             reward_margin=self.reward_margin(config),
+            fluency_budget=config.fluency_budget,
         )
 
     def _amulet_plan(self, prompts, rows, weights, config) -> _Plan:

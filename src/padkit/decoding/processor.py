@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from transformers import LogitsProcessor, NoRepeatNGramLogitsProcessor, PreTrainedTokenizerBase
 
-from padkit.decoding.config import CANDIDATES, REFERENCES, Candidates, Reference
+from padkit.decoding.config import CANDIDATES, FLUENCY_BUDGET_AHEAD, REFERENCES, Candidates, Reference
 from padkit.decoding.crossing import TextRewardStream
 from padkit.decoding.reward import RewardStream
 
@@ -39,6 +39,7 @@ class _PADRule:
         record: bool = False,
         min_p: float = 0.0,
         reward_margin: float = 0.0,
+        fluency_budget: float = 0.0,
     ) -> None:
         if reference not in REFERENCES:
             raise ValueError(f"unknown reference {reference!r}; use one of {', '.join(REFERENCES)}")
@@ -59,6 +60,12 @@ class _PADRule:
         if reward_margin < 0:
             raise ValueError(f"reward_margin must be 0 or more, got {reward_margin}")
         self.reward_margin = reward_margin
+        if fluency_budget < 0:
+            raise ValueError(f"fluency_budget must be 0 or more, got {fluency_budget}")
+        self.fluency_budget = fluency_budget
+        self.spent: torch.Tensor | None = None  # per row: the summed cost of the tokens chosen so far
+        self.written = 0
+        self._pending: tuple[torch.Tensor, torch.Tensor] | None = None  # last step's candidates and their costs
 
     def _follow(self, device: torch.device) -> None:
         """Keep the rule's own tensors on the device of the scores (moved once, on the first step)."""
@@ -120,11 +127,39 @@ class _PADRule:
         if self.log_min_p is not None:  # the fluency guard: only tokens the base finds plausible; EOS stays
             implausible = cand_base < base_logp.max(dim=-1, keepdim=True).values + self.log_min_p
             dropped = dropped | (implausible & ~torch.isin(cand, self.eos))
+        if self.fluency_budget > 0:
+            dropped = dropped | self._over_budget(cand, cand_base, dropped)
         cand_scores = cand_scores.masked_fill(dropped, float("-inf"))
         step = StepRecord(cand, cand_base, reward, cand_scores)
         if self.record:
             self.records.append(StepRecord(*(t.cpu() for t in (cand, cand_base, reward, cand_scores))))
         return step
+
+    def _over_budget(self, cand: torch.Tensor, cand_base: torch.Tensor, dropped: torch.Tensor) -> torch.Tensor:
+        """The candidates whose cost would take their row past its fluency budget (EOS never is).
+
+        A candidate's cost is the base's log-prob of its first choice (its most likely candidate no processor
+        banned) minus the candidate's own; a row may have spent ``fluency_budget`` per token written so far plus
+        :data:`FLUENCY_BUDGET_AHEAD` tokens' worth. The first choice costs nothing, so it always stays.
+        :meth:`charge` adds the chosen candidate's cost to its row.
+        """
+        first = cand_base.masked_fill(dropped, float("-inf")).max(dim=1, keepdim=True).values
+        cost = torch.where(dropped | torch.isin(cand, self.eos), 0.0, first - cand_base).clamp(min=0.0)
+        if self.spent is None:
+            self.spent = torch.zeros(cand.shape[0], device=cand.device)
+        self._pending = (cand, cost)
+        allowed = self.fluency_budget * (self.written + 1 + FLUENCY_BUDGET_AHEAD)
+        return (self.spent[:, None] + cost > allowed) & (cost > 0)
+
+    def charge(self, chosen: torch.Tensor) -> None:
+        """Add the cost of each row's ``chosen`` token (``(batch, 1)``, the token the step picked) to its spent
+        budget; a token that was no candidate costs nothing. A no-op without a fluency budget."""
+        if self._pending is None:
+            return
+        cand, cost = self._pending
+        self.spent += cost.masked_fill(cand != chosen.to(cand.device), 0.0).max(dim=1).values
+        self.written += 1
+        self._pending = None
 
 
 def _within_margin(reward: torch.Tensor, cand_base: torch.Tensor, weight: torch.Tensor, margin: float) -> torch.Tensor:
@@ -178,6 +213,8 @@ class PADLogitsProcessor(_PADRule, LogitsProcessor):
             always stays): a fluency guard that lets the reward choose among plausible tokens only; 0 is off.
         reward_margin: a candidate displaces the base's most likely one only when its reward is higher by more
             than this many nats (``PADConfig.reward_margin``); 0 is off.
+        fluency_budget: nats per answer token the chosen candidates may cost against the base's first choice,
+            summed over the answer (``PADConfig.fluency_budget``; :meth:`_over_budget`); 0 is off.
 
     Example:
 
@@ -196,6 +233,7 @@ class PADLogitsProcessor(_PADRule, LogitsProcessor):
         self._started = False
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        self.charge(input_ids[:, -1:])  # the token the previous step's scores chose
         logp = self.stream.start() if not self._started else self.stream.step(input_ids[:, -1])
         self._started = True
         n_rm = self.combine.shape[1]
@@ -233,6 +271,7 @@ class CrossTokenizerPADLogitsProcessor(_PADRule, LogitsProcessor):
         self.stream = stream
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        self.charge(input_ids[:, -1:])  # the token the previous step's scores chose
         base_logp = torch.log_softmax(scores.float(), dim=-1)
         cand = self._candidate_ids(base_logp)
         text_logp, has_text = self.stream.score(input_ids, cand.cpu())
@@ -280,6 +319,7 @@ class SelfGuidedPADLogitsProcessor(_PADRule, LogitsProcessor):
         logp = torch.log_softmax(scores.float(), dim=-1)
         step = self.score_candidates(logp[:batch], logp[batch:])
         chosen = self._choose(step)
+        self.charge(chosen)
         chosen = torch.cat([chosen, chosen[self.source_rows]], dim=0)
         out = torch.full_like(scores, float("-inf"), dtype=torch.float32)
         return out.scatter_(1, chosen, 0.0)
