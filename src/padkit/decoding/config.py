@@ -144,8 +144,10 @@ class PADConfig:
         "PAD's fluency budget, in nats per answer token: a candidate may cost the base's log-prob of its first "
         "choice minus its own only while the answer's summed cost stays within this much per token so far (plus "
         f"{FLUENCY_BUDGET_AHEAD} tokens' worth ahead, so a form can start on the first token); past it the base's "
-        "first choice is taken. ln 1.5 = 0.405 bounds an answer near 1.5x the base's perplexity. 0 is off (the "
-        f"paper's PAD), at most {MAX_FLUENCY_BUDGET:g}; EOS always stays.",
+        "first choice is taken. The cost is priced under the base as decoded (with the preference in its prompt, "
+        "by default), so the plain base that `padkit eval` scores sees more: B=0.3 gave 1.55x its perplexity at "
+        f"w=0.8 (docs/results.md, Session 67). 0 is off (the paper's PAD), at most {MAX_FLUENCY_BUDGET:g}; EOS "
+        "always stays.",
     )
     no_repeat_ngram_size: int = setting(
         0,
