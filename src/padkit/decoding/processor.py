@@ -139,11 +139,12 @@ class _PADRule:
         """The candidates whose cost would take their row past its fluency budget (EOS never is).
 
         A candidate's cost is the base's log-prob of its first choice (its most likely candidate no processor
-        banned) minus the candidate's own; a row may have spent ``fluency_budget`` per token written so far plus
-        :data:`FLUENCY_BUDGET_AHEAD` tokens' worth. The first choice costs nothing, so it always stays.
-        :meth:`charge` adds the chosen candidate's cost to its row.
+        banned, as in :func:`_within_margin`; ``min_p`` never drops it) minus the candidate's own; a row may have
+        spent ``fluency_budget`` per token written so far plus :data:`FLUENCY_BUDGET_AHEAD` tokens' worth. The
+        first choice costs nothing, so it always stays. The step's costs are kept for :meth:`charge`, which adds
+        the chosen candidate's to its row.
         """
-        first = cand_base.masked_fill(dropped, float("-inf")).max(dim=1, keepdim=True).values
+        first = cand_base.max(dim=1, keepdim=True).values
         cost = torch.where(dropped | torch.isin(cand, self.eos), 0.0, first - cand_base).clamp(min=0.0)
         if self.spent is None:
             self.spent = torch.zeros(cand.shape[0], device=cand.device)
