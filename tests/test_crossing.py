@@ -6,7 +6,8 @@ import pytest
 import torch
 from conftest import make_lora, make_model, make_tokenizer
 
-from padkit import PAD
+from padkit import PAD, PAPER_PAD
+from padkit.decoding.config import FLUENCY_BUDGET_AHEAD
 from padkit.decoding.crossing import TextRewardStream, committed_text, continuation_texts
 from padkit.errors import GenerationError
 
@@ -141,3 +142,29 @@ def test_cross_tokenizer_errors_and_policy_decoding(cross_pair):
     assert policy.text == rm_tok.decode(policy.token_ids, skip_special_tokens=True)
     with pytest.raises(Exception, match="different tokenizer"):
         PAD(base, base_tok, rm, rm_tok, rm_name="rm", cross_tokenizer=False)
+
+
+def test_the_fluency_budget_bounds_a_cross_tokenizer_answer(cross_pair):
+    """Across tokenizers the chosen token is charged at the next step, from the token ``generate`` appended: each
+    guarded answer's summed cost stays within the budget per token written plus ``FLUENCY_BUDGET_AHEAD``, and a
+    budget of next to nothing decodes as the base."""
+    base_tok, base, rm_tok, rm = cross_pair
+    pad = PAD(base, base_tok, rm, rm_tok, rm_name="rm")
+    kwargs = dict(PAPER_PAD, weight=8.0, max_new_tokens=12, ignore_eos=True, diagnostics=True)
+    plain = pad.generate(PROMPTS, method="base", max_new_tokens=12, ignore_eos=True)
+    nothing = pad.generate(PROMPTS, "concise", **{**kwargs, "fluency_budget": 1e-9})
+    assert [g.token_ids for g in nothing] == [g.token_ids for g in plain]
+
+    def costs(gen) -> list[float]:
+        return [max(a.base_logprob for a in t.alternatives) - t.base_logprob for t in gen.tokens]
+
+    free = pad.generate(PROMPTS, "concise", **kwargs)
+    budget = 0.1
+    assert max(sum(costs(g)) for g in free) > budget * (12 + FLUENCY_BUDGET_AHEAD)  # the budget binds here
+    guarded = pad.generate(PROMPTS, "concise", **{**kwargs, "fluency_budget": budget})
+    for gen in guarded:
+        spent = 0.0
+        for written, cost in enumerate(costs(gen)):
+            spent += cost
+            assert spent <= budget * (written + 1 + FLUENCY_BUDGET_AHEAD) + 1e-4
+    assert [g.token_ids for g in guarded] != [g.token_ids for g in plain]
