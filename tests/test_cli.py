@@ -447,3 +447,12 @@ def test_resume_refuses_answers_of_a_retrained_persrm_saved_under_the_same_path(
     retrained = runner.invoke(app, args)
     assert retrained.exit_code == 2 and "other settings" in _flat(retrained.output)
     assert first.split("@")[1] in "".join(retrained.output.split())  # the old digest named (wrapped by rich)
+
+
+def test_eval_judges_are_read_as_a_comma_list(tmp_path, tiny_model_dir):
+    """--judges splits as --methods does: blanks between commas are dropped, so the error names the unknown judge."""
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("Tell me about cats.\n")
+    args = ["eval", "-p", "concise", "--prompts", str(prompts), "--base", str(tiny_model_dir), "--judges", " ,vibes,"]
+    result = runner.invoke(app, [*args, "--output", str(tmp_path / "out")], env={"COLUMNS": "200"})
+    assert result.exit_code == 2 and "'vibes'" in result.output and "''" not in result.output

@@ -934,7 +934,7 @@ def eval_command(
             methods=comma_names(methods),
             preferences=tuple(preference),
             weights=weight_values,
-            judges=tuple(j.strip() for j in judges.split(",")) if judges else None,
+            judges=comma_names(judges) if judges else None,
             decoding=decoding_config,
             batch_size=batch_size,
             min_relevance=min_relevance,
