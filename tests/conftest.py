@@ -114,6 +114,23 @@ def make_lora(model, seed: int = 1):
     return get_peft_model(copy.deepcopy(model), lora).eval()
 
 
+def fluency_costs(gen) -> list[float]:
+    """Each token of a diagnostics ``Generation``: the base's log-prob of its first choice minus the chosen one's."""
+    return [max(a.base_logprob for a in t.alternatives) - t.base_logprob for t in gen.tokens]
+
+
+def assert_within_fluency_budget(gens, budget: float) -> None:
+    """Each answer's summed cost stays within ``budget`` per token written plus ``FLUENCY_BUDGET_AHEAD`` tokens' worth,
+    at every token."""
+    from padkit.decoding.config import FLUENCY_BUDGET_AHEAD
+
+    for gen in gens:
+        spent = 0.0
+        for written, cost in enumerate(fluency_costs(gen)):
+            spent += cost
+            assert spent <= budget * (written + 1 + FLUENCY_BUDGET_AHEAD) + 1e-4
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     return make_tokenizer()

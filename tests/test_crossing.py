@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_lora, make_model, make_tokenizer
+from conftest import assert_within_fluency_budget, fluency_costs, make_lora, make_model, make_tokenizer
 
 from padkit import PAD, PAPER_PAD
 from padkit.decoding.config import FLUENCY_BUDGET_AHEAD
@@ -155,16 +155,9 @@ def test_the_fluency_budget_bounds_a_cross_tokenizer_answer(cross_pair):
     nothing = pad.generate(PROMPTS, "concise", **{**kwargs, "fluency_budget": 1e-9})
     assert [g.token_ids for g in nothing] == [g.token_ids for g in plain]
 
-    def costs(gen) -> list[float]:
-        return [max(a.base_logprob for a in t.alternatives) - t.base_logprob for t in gen.tokens]
-
     free = pad.generate(PROMPTS, "concise", **kwargs)
     budget = 0.1
-    assert max(sum(costs(g)) for g in free) > budget * (12 + FLUENCY_BUDGET_AHEAD)  # the budget binds here
+    assert max(sum(fluency_costs(g)) for g in free) > budget * (12 + FLUENCY_BUDGET_AHEAD)  # the budget binds here
     guarded = pad.generate(PROMPTS, "concise", **{**kwargs, "fluency_budget": budget})
-    for gen in guarded:
-        spent = 0.0
-        for written, cost in enumerate(costs(gen)):
-            spent += cost
-            assert spent <= budget * (written + 1 + FLUENCY_BUDGET_AHEAD) + 1e-4
+    assert_within_fluency_budget(guarded, budget)
     assert [g.token_ids for g in guarded] != [g.token_ids for g in plain]

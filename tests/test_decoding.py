@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from conftest import assert_within_fluency_budget, fluency_costs
 
 from padkit import PAD, PAPER_PAD, Preference, render_input
 from padkit.decoding.config import ConfigError, PADConfig
@@ -1075,19 +1076,12 @@ def test_the_fluency_budget_bounds_what_an_answer_costs_the_base(base_model, rm_
     nothing = pad.generate(PROMPTS, "humorous", **{**kwargs, "fluency_budget": 1e-9})
     assert [g.token_ids for g in nothing] == [g.token_ids for g in base]
 
-    def costs(gen) -> list[float]:
-        return [max(a.base_logprob for a in t.alternatives) - t.base_logprob for t in gen.tokens]
-
     free = pad.generate(PROMPTS, "humorous", **kwargs)
     budget = 0.1
-    assert max(sum(costs(g)) for g in free) > budget * (12 + FLUENCY_BUDGET_AHEAD)  # the budget binds here
+    assert max(sum(fluency_costs(g)) for g in free) > budget * (12 + FLUENCY_BUDGET_AHEAD)  # the budget binds here
     guarded = pad.generate(PROMPTS, "humorous", **{**kwargs, "fluency_budget": budget})
-    for gen in guarded:
-        spent = 0.0
-        for written, cost in enumerate(costs(gen)):
-            spent += cost
-            assert spent <= budget * (written + 1 + FLUENCY_BUDGET_AHEAD) + 1e-4
-    assert sum(sum(costs(g)) for g in guarded) < sum(sum(costs(g)) for g in free)
+    assert_within_fluency_budget(guarded, budget)
+    assert sum(sum(fluency_costs(g)) for g in guarded) < sum(sum(fluency_costs(g)) for g in free)
     assert [g.token_ids for g in guarded] != [g.token_ids for g in base]
 
 
