@@ -114,21 +114,32 @@ def make_lora(model, seed: int = 1):
     return get_peft_model(copy.deepcopy(model), lora).eval()
 
 
-def fluency_costs(gen) -> list[float]:
-    """Each token of a diagnostics ``Generation``: the base's log-prob of its first choice minus the chosen one's."""
-    return [max(a.base_logprob for a in t.alternatives) - t.base_logprob for t in gen.tokens]
-
-
-def assert_within_fluency_budget(gens, budget: float) -> None:
-    """Each answer's summed cost stays within ``budget`` per token written plus ``FLUENCY_BUDGET_AHEAD`` tokens' worth,
-    at every token."""
+def check_fluency_budget(pad, prompts, preference: str, **settings) -> None:
+    """PAD's fluency budget on ``pad`` (paper PAD at w=8, 12 tokens, plus ``settings``): summed over an answer, the
+    chosen tokens cost the base (its first choice's log-prob minus theirs) at most the budget per token written
+    plus ``FLUENCY_BUDGET_AHEAD`` tokens' worth, at every token; a budget of next to nothing decodes as the base;
+    the budget binds, and the free answers spend more than the guarded ones."""
+    from padkit import PAPER_PAD
     from padkit.decoding.config import FLUENCY_BUDGET_AHEAD
 
-    for gen in gens:
+    def costs(gen) -> list[float]:
+        return [max(a.base_logprob for a in t.alternatives) - t.base_logprob for t in gen.tokens]
+
+    kwargs = dict(PAPER_PAD, weight=8.0, max_new_tokens=12, ignore_eos=True, diagnostics=True, **settings)
+    base = [g.token_ids for g in pad.generate(prompts, method="base", max_new_tokens=12, ignore_eos=True)]
+    nothing = pad.generate(prompts, preference, **{**kwargs, "fluency_budget": 1e-9})
+    assert [g.token_ids for g in nothing] == base
+    free = pad.generate(prompts, preference, **kwargs)
+    budget = 0.1
+    assert max(sum(costs(g)) for g in free) > budget * (12 + FLUENCY_BUDGET_AHEAD)  # the budget binds here
+    guarded = pad.generate(prompts, preference, **{**kwargs, "fluency_budget": budget})
+    for gen in guarded:
         spent = 0.0
-        for written, cost in enumerate(fluency_costs(gen)):
+        for written, cost in enumerate(costs(gen)):
             spent += cost
             assert spent <= budget * (written + 1 + FLUENCY_BUDGET_AHEAD) + 1e-4
+    assert sum(sum(costs(g)) for g in guarded) < sum(sum(costs(g)) for g in free)
+    assert [g.token_ids for g in guarded] != base
 
 
 @pytest.fixture(scope="session")

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import assert_within_fluency_budget, fluency_costs, make_lora, make_model, make_tokenizer
+from conftest import check_fluency_budget, make_lora, make_model, make_tokenizer
 
-from padkit import PAD, PAPER_PAD
-from padkit.decoding.config import FLUENCY_BUDGET_AHEAD
+from padkit import PAD
 from padkit.decoding.crossing import TextRewardStream, committed_text, continuation_texts
 from padkit.errors import GenerationError
 
@@ -145,19 +144,7 @@ def test_cross_tokenizer_errors_and_policy_decoding(cross_pair):
 
 
 def test_the_fluency_budget_bounds_a_cross_tokenizer_answer(cross_pair):
-    """Across tokenizers the chosen token is charged at the next step, from the token ``generate`` appended: each
-    guarded answer's summed cost stays within the budget per token written plus ``FLUENCY_BUDGET_AHEAD``, and a
-    budget of next to nothing decodes as the base."""
+    """Across tokenizers the chosen token is charged at the next step, from the token ``generate`` appended; the
+    bound holds as on one tokenizer (:func:`conftest.check_fluency_budget`)."""
     base_tok, base, rm_tok, rm = cross_pair
-    pad = PAD(base, base_tok, rm, rm_tok, rm_name="rm")
-    kwargs = dict(PAPER_PAD, weight=8.0, max_new_tokens=12, ignore_eos=True, diagnostics=True)
-    plain = pad.generate(PROMPTS, method="base", max_new_tokens=12, ignore_eos=True)
-    nothing = pad.generate(PROMPTS, "concise", **{**kwargs, "fluency_budget": 1e-9})
-    assert [g.token_ids for g in nothing] == [g.token_ids for g in plain]
-
-    free = pad.generate(PROMPTS, "concise", **kwargs)
-    budget = 0.1
-    assert max(sum(fluency_costs(g)) for g in free) > budget * (12 + FLUENCY_BUDGET_AHEAD)  # the budget binds here
-    guarded = pad.generate(PROMPTS, "concise", **{**kwargs, "fluency_budget": budget})
-    assert_within_fluency_budget(guarded, budget)
-    assert [g.token_ids for g in guarded] != [g.token_ids for g in plain]
+    check_fluency_budget(PAD(base, base_tok, rm, rm_tok, rm_name="rm"), PROMPTS, "concise")

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from conftest import assert_within_fluency_budget, fluency_costs
+from conftest import check_fluency_budget
 
 from padkit import PAD, PAPER_PAD, Preference, render_input
 from padkit.decoding.config import ConfigError, PADConfig
@@ -1065,24 +1065,9 @@ def test_a_candidate_past_the_fluency_budget_is_dropped_and_the_chosen_cost_is_c
 
 @pytest.mark.parametrize("fused", [True, False])
 def test_the_fluency_budget_bounds_what_an_answer_costs_the_base(base_model, rm_model, tokenizer, fused):
-    """Summed over an answer, the chosen tokens cost the base (its first choice's log-prob minus theirs) at most
-    the budget per token written plus ``FLUENCY_BUDGET_AHEAD`` tokens' worth; a budget of next to nothing decodes
-    as the base, and the free answers spend more than the guarded ones."""
-    from padkit.decoding.config import FLUENCY_BUDGET_AHEAD
-
+    """The budget's bound, fused and beside the base (:func:`conftest.check_fluency_budget`)."""
     pad = PAD(base_model, tokenizer) if fused else PAD(base_model, tokenizer, rm_model, tokenizer)
-    kwargs = dict(PAPER_PAD, weight=8.0, max_new_tokens=12, ignore_eos=True, fused=fused, diagnostics=True)
-    base = pad.generate(PROMPTS, method="base", max_new_tokens=12, ignore_eos=True)
-    nothing = pad.generate(PROMPTS, "humorous", **{**kwargs, "fluency_budget": 1e-9})
-    assert [g.token_ids for g in nothing] == [g.token_ids for g in base]
-
-    free = pad.generate(PROMPTS, "humorous", **kwargs)
-    budget = 0.1
-    assert max(sum(fluency_costs(g)) for g in free) > budget * (12 + FLUENCY_BUDGET_AHEAD)  # the budget binds here
-    guarded = pad.generate(PROMPTS, "humorous", **{**kwargs, "fluency_budget": budget})
-    assert_within_fluency_budget(guarded, budget)
-    assert sum(sum(fluency_costs(g)) for g in guarded) < sum(sum(fluency_costs(g)) for g in free)
-    assert [g.token_ids for g in guarded] != [g.token_ids for g in base]
+    check_fluency_budget(pad, PROMPTS, "humorous", fused=fused)
 
 
 @pytest.mark.parametrize("fused", [True, False])
