@@ -223,3 +223,26 @@ def test_cli_writes_the_pairs_and_reports_them(tmp_path):
     assert only.exit_code == 0 and json.loads(only.stdout)["pairs"] == 0 and out.read_text() == ""
     bad = CliRunner().invoke(app, ["data", "from-eval", str(run), "-o", str(out), "--max-cost", "0.9"])
     assert bad.exit_code != 0 and "max_cost" in bad.output
+
+
+def test_preferences_pair_only_the_named_ones(tmp_path):
+    """A continuation aimed at some preferences pairs their answers alone; a name the run lacks is an error."""
+    answers = [answer("base", "0", "plain", 2.0, 0.0), answer("pad", "0", "Hope this helps!", 2.2, 1.0, weight=0.6)]
+    answers += [
+        answer("base", "0", "plain", 2.0, 0.0, preference="follow-up", judge="follow-up"),
+        answer("pad", "0", "Plain. Do you?", 2.2, 1.0, weight=0.6, preference="follow-up", judge="follow-up"),
+    ]
+    run = write_run(tmp_path / "run", answers)
+    pairs, report = onpolicy_pairs(run, OnPolicyConfig(preferences="follow-up"))
+    assert [p["chosen"] for p in pairs] == ["Plain. Do you?"] and (report.cells, report.other_cells) == (1, 1)
+    every, report = onpolicy_pairs(run)
+    assert len(every) == 2 and report.other_cells == 0
+    with pytest.raises(PadkitError, match=r"no answers under 'cautious'; the run's preferences: follow-up, sign-off"):
+        onpolicy_pairs(run, OnPolicyConfig(preferences=("follow-up", "cautious")))
+    out = tmp_path / "pairs.jsonl"
+    cli = ["data", "from-eval", str(run), "-o", str(out), "--preferences", " sign-off,", "--json"]
+    result = CliRunner().invoke(app, cli)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["other_cells"] == 1 and [
+        json.loads(x)["chosen"] for x in out.read_text().splitlines()
+    ] == ["Hope this helps!"]

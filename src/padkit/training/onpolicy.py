@@ -14,8 +14,9 @@ the better one to have decoded:
   ``min_saving`` times as high (a swap that bought nothing).
 
 ``rules`` keeps only some of these reasons: without ``sound-over-bad`` a bad answer is on neither side of a pair,
-so the pairs are about the preference rather than fluency. Pairs with a PAD answer on either side come first (at
-most ``pairs_per_prompt`` per prompt and preference), so the pairs are about the PersRM's own choices. Each pair's
+so the pairs are about the preference rather than fluency; ``preferences`` pairs the answers of the named
+preferences only (a continuation aimed at the weakest). Pairs with a PAD answer on either side come first (at most
+``pairs_per_prompt`` per prompt and preference), so the pairs are about the PersRM's own choices. Each pair's
 preference is one of the dimension's training wordings (seeded), as synthesized pairs are; free-text preferences
 keep their text. A side cut by the token limit is marked ``chosen_cut`` / ``rejected_cut`` (trained without an end
 token). ``padkit data from-eval`` is the command.
@@ -79,6 +80,13 @@ class OnPolicyConfig:
         cli_default=",".join(RULES),
     )
     pairs_per_prompt: int = setting(2, "Pairs per prompt and preference at most (those with a PAD answer first).")
+    preferences: tuple[str, ...] = setting(
+        (),
+        "Comma-separated preferences (as the eval run names them) to pair the answers of, so a continuation can "
+        "aim at the weakest; every preference of the run when empty.",
+        cli=(str, comma_names),
+        cli_default="",
+    )
     dimension: str = setting("onpolicy", "The group the pairs are reported and capped under (padkit train --cap).")
     seed: int = setting(0, "Seed of the wording drawn for each pair's preference.")
     include_unseen: bool = setting(
@@ -96,6 +104,9 @@ class OnPolicyConfig:
         if self.pairs_per_prompt < 1:
             raise PadkitError(f"pairs_per_prompt must be at least 1, got {self.pairs_per_prompt}")
         self.rules = comma_names(self.rules) if isinstance(self.rules, str) else tuple(self.rules)
+        if isinstance(self.preferences, str):
+            self.preferences = comma_names(self.preferences)
+        self.preferences = tuple(self.preferences)
         unknown = [r for r in self.rules if r not in RULES]
         if unknown or not self.rules:
             raise PadkitError(f"rules are some of {', '.join(RULES)}; got {', '.join(self.rules) or 'none'}")
@@ -112,6 +123,8 @@ class OnPolicyReport:
     pairs: int
     unseen_cells: int = 0
     """Cells under a held-out catalog dimension, left out unless ``include_unseen``."""
+    other_cells: int = 0
+    """Cells under a preference that ``preferences`` leaves out."""
     by_rule: dict[str, int] = field(default_factory=dict)
     by_sides: dict[str, int] = field(default_factory=dict)
 
@@ -194,6 +207,18 @@ def onpolicy_pairs(run: str | Path, config: OnPolicyConfig | None = None) -> tup
     config = config or OnPolicyConfig()
     cells = _read_run(Path(run))
     n_answers = sum(len(a) for a in cells.values())
+    other = []
+    if config.preferences:
+        present = {preference for _, preference in cells}
+        missing = [p for p in config.preferences if p not in present]
+        if missing:
+            raise PadkitError(
+                f"{run}: no answers under {', '.join(map(repr, missing))}; the run's preferences: "
+                f"{', '.join(sorted(present))}"
+            )
+        other = [cell for cell in cells if cell[1] not in config.preferences]
+        for cell in other:
+            del cells[cell]
     unseen = [cell for cell in cells if not config.include_unseen and _unseen(cell[1])]
     for cell in unseen:
         del cells[cell]
@@ -246,6 +271,7 @@ def onpolicy_pairs(run: str | Path, config: OnPolicyConfig | None = None) -> tup
         cells=len(cells),
         pairs=len(pairs),
         unseen_cells=len(unseen),
+        other_cells=len(other),
         by_rule={r: rules[r] for r in RULES},
         by_sides=dict(sides.most_common()),
     )
