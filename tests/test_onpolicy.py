@@ -243,6 +243,8 @@ def test_preferences_pair_only_the_named_ones(tmp_path):
     cli = ["data", "from-eval", str(run), "-o", str(out), "--preferences", " sign-off,", "--json"]
     result = CliRunner().invoke(app, cli)
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["other_cells"] == 1 and [
-        json.loads(x)["chosen"] for x in out.read_text().splitlines()
-    ] == ["Hope this helps!"]
+    assert json.loads(result.stdout)["other_cells"] == 1
+    assert [json.loads(x)["chosen"] for x in out.read_text().splitlines()] == ["Hope this helps!"]
+    with pytest.raises(PadkitError, match="names pirate, held out of training"):
+        OnPolicyConfig(preferences="follow-up,pirate")
+    assert OnPolicyConfig(preferences="pirate", include_unseen=True).preferences == ("pirate",)

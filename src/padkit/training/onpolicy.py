@@ -104,9 +104,15 @@ class OnPolicyConfig:
         if self.pairs_per_prompt < 1:
             raise PadkitError(f"pairs_per_prompt must be at least 1, got {self.pairs_per_prompt}")
         self.rules = comma_names(self.rules) if isinstance(self.rules, str) else tuple(self.rules)
-        if isinstance(self.preferences, str):
-            self.preferences = comma_names(self.preferences)
-        self.preferences = tuple(self.preferences)
+        self.preferences = (
+            comma_names(self.preferences) if isinstance(self.preferences, str) else tuple(self.preferences)
+        )
+        held_out = [p for p in self.preferences if _unseen(p)]
+        if held_out and not self.include_unseen:
+            raise PadkitError(
+                f"preferences names {', '.join(held_out)}, held out of training to test generalization; "
+                "pair them with include_unseen (--include-unseen)"
+            )
         unknown = [r for r in self.rules if r not in RULES]
         if unknown or not self.rules:
             raise PadkitError(f"rules are some of {', '.join(RULES)}; got {', '.join(self.rules) or 'none'}")
