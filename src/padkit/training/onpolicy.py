@@ -204,6 +204,14 @@ def _unseen(preference: str) -> bool:
     return dim is not None and not dim.trained
 
 
+def _drop(cells: dict[tuple[str, str], list[dict]], leave_out) -> list[tuple[str, str]]:
+    """Remove from ``cells`` those whose preference ``leave_out`` is true of, and return their keys."""
+    dropped = [cell for cell in cells if leave_out(cell[1])]
+    for cell in dropped:
+        del cells[cell]
+    return dropped
+
+
 def _side(answer: dict) -> str:
     return answer["method"] if answer["method"] in ("base", "prompt") else f"{answer['method']}@{answer['weight']:g}"
 
@@ -222,12 +230,8 @@ def onpolicy_pairs(run: str | Path, config: OnPolicyConfig | None = None) -> tup
                 f"{run}: no answers under {', '.join(map(repr, missing))}; the run's preferences: "
                 f"{', '.join(sorted(present))}"
             )
-        other = [cell for cell in cells if cell[1] not in config.preferences]
-        for cell in other:
-            del cells[cell]
-    unseen = [cell for cell in cells if not config.include_unseen and _unseen(cell[1])]
-    for cell in unseen:
-        del cells[cell]
+        other = _drop(cells, lambda preference: preference not in config.preferences)
+    unseen = _drop(cells, lambda preference: not config.include_unseen and _unseen(preference))
     by_preference: dict[str, list[dict]] = defaultdict(list)
     for (_, preference), answers in cells.items():
         by_preference[preference] += answers
