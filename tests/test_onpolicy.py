@@ -12,8 +12,15 @@ from padkit.cli.main import app
 from padkit.errors import PadkitError
 from padkit.evaluation.harness import BASE_PREFERENCE, answer_key
 from padkit.preferences.catalog import lookup
-from padkit.training.data import read_pairs
-from padkit.training.onpolicy import RULES, OnPolicyConfig, onpolicy_pairs, write_onpolicy_pairs
+from padkit.training.data import is_heldout, read_pairs
+from padkit.training.onpolicy import (
+    RULES,
+    OnPolicyConfig,
+    PromptSelectConfig,
+    onpolicy_pairs,
+    training_prompts,
+    write_onpolicy_pairs,
+)
 
 
 def answer(method, pid, text, ppl, score, weight=0.0, preference="sign-off", judge="sign-off", **marks):
@@ -248,3 +255,76 @@ def test_preferences_pair_only_the_named_ones(tmp_path):
     with pytest.raises(PadkitError, match="names pirate, held out of training"):
         OnPolicyConfig(preferences="follow-up,pirate")
     assert OnPolicyConfig(preferences="pirate", include_unseen=True).preferences == ("pirate",)
+
+
+def task(tid: str, instruction: str, extra: str = "") -> str:
+    return json.dumps({"id": tid, "instruction": instruction, "instances": [{"input": extra, "output": ""}]})
+
+
+def test_training_prompts_are_the_training_side_in_hash_order(tmp_path):
+    import hashlib
+
+    questions = [f"How do I look after plant number {i}?" for i in range(40)]
+    a = tmp_path / "a.jsonl"
+    a.write_text("\n".join([task(f"t{i}", q) for i, q in enumerate(questions)] + [task("in", "Sort these.", "3 1 2")]))
+    rows, report = training_prompts([a], PromptSelectConfig(heldout_fraction=0.3))
+    train_side = [q for q in questions if not is_heldout(q, 0.3)]
+    assert 0 < report.heldout == 40 - len(train_side) + is_heldout("Sort these.\n\n3 1 2", 0.3)
+    kept = [r.prompt for r in rows]
+    assert sorted(kept) == sorted(train_side + ["Sort these.\n\n3 1 2"] * (not is_heldout("Sort these.\n\n3 1 2", 0.3)))
+    assert kept == sorted(kept, key=lambda p: hashlib.sha256(p.encode()).hexdigest())
+    assert {r.id for r in rows} <= {f"t{i}" for i in range(40)} | {"in"}
+
+    opened, report = training_prompts([a], PromptSelectConfig(heldout_fraction=0.3, no_input=True, limit=5))
+    assert (
+        report.with_input == 1
+        and report.kept == 5
+        and [r.prompt for r in opened] == [p for p in kept if "\n" not in p][:5]
+    )
+    assert report.past_limit == len(train_side) - 5
+
+    short, report = training_prompts([a], PromptSelectConfig(heldout_fraction=0.3, no_input=True, max_chars=35))
+    assert report.length > 0 and all(len(r.prompt) <= 35 for r in short)
+    assert len(short) == sum(len(q) <= 35 for q in train_side)
+
+
+def test_training_prompts_keep_one_of_a_repeat_and_ids_apart(tmp_path):
+    first, second = tmp_path / "first.txt", tmp_path / "second.txt"
+    first.write_text("What is a good name for a cat?\nWhy is the sky blue?\n")
+    second.write_text("Why is the sky blue?\nHow do bees make honey?\n")
+    rows, report = training_prompts([first, second], PromptSelectConfig(heldout_fraction=0.0))
+    assert report.read == 4 and report.repeated == 1 and report.kept == 3
+    ids = {r.prompt: r.id for r in rows}
+    assert ids == {
+        "What is a good name for a cat?": "0",
+        "Why is the sky blue?": "1",
+        "How do bees make honey?": "second:1",
+    }
+
+
+def test_training_prompts_bad_settings_and_nothing_left(tmp_path):
+    f = tmp_path / "p.txt"
+    f.write_text("Hi?\n")
+    with pytest.raises(PadkitError, match="max_chars"):
+        PromptSelectConfig(min_chars=50, max_chars=10)
+    with pytest.raises(PadkitError, match="heldout_fraction"):
+        PromptSelectConfig(heldout_fraction=1.0)
+    with pytest.raises(PadkitError, match="no prompt left of 1: .*1 out of the length range"):
+        training_prompts([f], PromptSelectConfig(heldout_fraction=0.0, min_chars=10))
+
+
+def test_cli_writes_training_prompts_that_eval_reads(tmp_path):
+    from padkit.prompts import read_prompts
+
+    f = tmp_path / "p.txt"
+    f.write_text("".join(f"Tell me one fact about the number {i}.\n" for i in range(30)))
+    out = tmp_path / "sel" / "prompts.json"
+    result = CliRunner().invoke(app, ["data", "prompts", "--prompts", str(f), "-o", str(out), "--limit", "4", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["kept"] == 4 and report["read"] == 30 and report["heldout"] + report["past_limit"] == 26
+    rows = read_prompts(out)
+    assert [r.prompt for r in rows] == [r.prompt for r in training_prompts([f], PromptSelectConfig(limit=4))[0]]
+    assert all(not is_heldout(r.prompt, 0.2) for r in rows)
+    bad = CliRunner().invoke(app, ["data", "prompts", "--prompts", str(f), "-o", str(out), "--limit", "0"])
+    assert bad.exit_code != 0 and "limit must be at least 1" in bad.output

@@ -24,7 +24,7 @@ from padkit.errors import PadkitError
 from padkit.evaluation.judges import JUDGES, OFF_TOPIC_BELOW
 from padkit.settings import comma_names
 from padkit.training.dpo import PersRMTrainConfig
-from padkit.training.onpolicy import OnPolicyConfig
+from padkit.training.onpolicy import OnPolicyConfig, PromptSelectConfig
 from padkit.training.synth import SynthConfig
 
 app = typer.Typer(
@@ -590,6 +590,33 @@ def data_from_eval(
     for sides, n in report.by_sides.items():
         table.add_row(sides, str(n))
     Console().print(table)
+
+
+@data_app.command("prompts")
+@settings_command(PromptSelectConfig)
+def data_prompts(
+    prompts: Annotated[list[Path], typer.Option("--prompts", help="Prompt file(s): .json, .jsonl or text lines.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="JSON list of {id, prompt} for `padkit eval`.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    settings: dict | None = None,
+) -> None:
+    """Prompts for on-policy answers: those on the training side of `padkit train`'s hash split (pairs made from
+    answers to held-out prompts would leak into held-out accuracy), within a length range, first by a hash of
+    their text. `padkit eval --prompts OUTPUT` answers them; `padkit data from-eval` pairs the answers."""
+    from padkit.training.onpolicy import write_training_prompts
+
+    try:
+        report = write_training_prompts(prompts, output, build_settings(PromptSelectConfig, settings or {}))
+    except PadkitError as e:
+        _fail(str(e))
+    if as_json:
+        typer.echo(json.dumps(asdict(report), indent=2))
+        return
+    err.print(
+        f"{report.read} prompts read; left out {report.with_input} with an input, {report.repeated} repeated, "
+        f"{report.heldout} held out, {report.length} out of the length range, {report.past_limit} past the limit"
+    )
+    err.print(f"{report.kept} prompts written to {output}")
 
 
 DataOpt = Annotated[

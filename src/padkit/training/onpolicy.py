@@ -20,6 +20,11 @@ preferences only (a continuation aimed at the weakest). Pairs with a PAD answer 
 preference is one of the dimension's training wordings (seeded), as synthesized pairs are; free-text preferences
 keep their text. A side cut by the token limit is marked ``chosen_cut`` / ``rejected_cut`` (trained without an end
 token). ``padkit data from-eval`` is the command.
+
+The answers to pair should be written on *training* prompts, or pairs made from them would teach the PersRM the
+very prompts its held-out accuracy is measured on. :func:`training_prompts` picks them (``padkit data prompts``):
+the prompts that ``padkit train``'s hash split keeps on its training side, within a length range, in a fixed order
+by a hash of their text.
 """
 
 from __future__ import annotations
@@ -35,8 +40,9 @@ from padkit.errors import PadkitError
 from padkit.evaluation.harness import BASE_PREFERENCE, EvalConfig, answer_key
 from padkit.jsonio import iter_jsonl
 from padkit.preferences.catalog import lookup
-from padkit.prompts import atomic_write_text
+from padkit.prompts import PromptRow, atomic_write_text, read_prompts
 from padkit.settings import comma_names, setting
+from padkit.training.data import is_heldout
 
 ANSWER_FIELDS = (
     "method",
@@ -292,4 +298,100 @@ def write_onpolicy_pairs(run: str | Path, output: str | Path, config: OnPolicyCo
     """:func:`onpolicy_pairs` written to ``output`` (JSONL, through a temp file and a rename)."""
     pairs, report = onpolicy_pairs(run, config)
     atomic_write_text(output, "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
+    return report
+
+
+@dataclass
+class PromptSelectConfig:
+    """Which prompts an on-policy eval run answers. ``padkit data prompts`` derives its options from these fields."""
+
+    heldout_fraction: float = setting(
+        0.2,
+        "The held-out share of the training run the pairs are for (padkit train --heldout-fraction): the prompts its "
+        "hash split holds out are left out.",
+    )
+    split_salt: str = setting("padkit", "The salt of that split's prompt hash (padkit train --split-salt).")
+    no_input: bool = setting(
+        False,
+        "Leave out self-instruct tasks with a separate input, keeping open questions (as data synth --no-input).",
+        flags=("--no-input/--with-input",),
+    )
+    min_chars: int = setting(1, "Leave out prompts shorter than this many characters.")
+    max_chars: int | None = setting(None, "Leave out prompts longer than this many characters.")
+    limit: int | None = setting(
+        None, "Keep the first N in the order of a hash of their text (a fixed sample across every file)."
+    )
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.heldout_fraction < 1:
+            raise PadkitError(f"heldout_fraction must be in [0, 1), got {self.heldout_fraction}")
+        if self.min_chars < 1:
+            raise PadkitError(f"min_chars must be at least 1, got {self.min_chars}")
+        if self.max_chars is not None and self.max_chars < self.min_chars:
+            raise PadkitError(f"max_chars ({self.max_chars}) is below min_chars ({self.min_chars})")
+        if self.limit is not None and self.limit < 1:
+            raise PadkitError(f"limit must be at least 1, got {self.limit}")
+
+
+@dataclass
+class PromptSelectReport:
+    """How many prompts :func:`training_prompts` read, and how many each step left out."""
+
+    read: int
+    with_input: int
+    repeated: int
+    heldout: int
+    length: int
+    past_limit: int
+    kept: int
+
+
+def training_prompts(
+    paths: list[str | Path], config: PromptSelectConfig | None = None
+) -> tuple[list[PromptRow], PromptSelectReport]:
+    """The prompts of ``paths`` on the training side of ``padkit train``'s split, first by a hash of their text.
+
+    A prompt's text decides its side exactly as a pair's does (a self-instruct task's input is part of it), and a
+    prompt given twice is kept once. An eval run keys its answers by prompt id, so an id that another file already
+    gave a different prompt is qualified by its file's name (``other:3``)."""
+    config = config or PromptSelectConfig()
+    rows, by_id, unique, read, with_input = [], {}, {}, 0, 0
+    for path in paths:
+        file_rows = read_prompts(path)
+        read += len(file_rows)
+        if config.no_input:
+            opened = {(row.id, row.prompt) for row in read_prompts(path, with_input=False)}
+            with_input += sum((row.id, row.prompt) not in opened for row in file_rows)
+            file_rows = [row for row in file_rows if (row.id, row.prompt) in opened]
+        for row in file_rows:
+            if by_id.get(row.id, row.prompt) != row.prompt:  # another file's id: qualified by this file's name
+                row = PromptRow(f"{Path(path).stem}:{row.id}", row.prompt, row.preference)
+            by_id.setdefault(row.id, row.prompt)
+            unique.setdefault(row.prompt, row)
+            rows.append(row)
+    repeated = len(rows) - len(unique)
+    rows = [row for row in unique.values() if not is_heldout(row.prompt, config.heldout_fraction, config.split_salt)]
+    heldout = len(unique) - len(rows)
+    n = len(rows)
+    rows = [r for r in rows if config.min_chars <= len(r.prompt) <= (config.max_chars or len(r.prompt))]
+    length = n - len(rows)
+    rows.sort(key=lambda r: hashlib.sha256(r.prompt.encode()).hexdigest())
+    kept = rows[: config.limit]
+    if not kept:
+        raise PadkitError(
+            f"no prompt left of {read}: {with_input} with an input, {heldout} held out, {length} out of the length "
+            "range"
+        )
+    report = PromptSelectReport(read, with_input, repeated, heldout, length, len(rows) - len(kept), len(kept))
+    return kept, report
+
+
+def write_training_prompts(
+    paths: list[str | Path], output: str | Path, config: PromptSelectConfig | None = None
+) -> PromptSelectReport:
+    """:func:`training_prompts` written to ``output`` as a JSON list of ``{id, prompt}`` (``padkit eval --prompts``
+    reads it), through a temp file and a rename."""
+    rows, report = training_prompts(paths, config)
+    records = [{"id": r.id, "prompt": r.prompt} for r in rows]
+    atomic_write_text(output, json.dumps(records, ensure_ascii=False, indent=0) + "\n")
     return report
