@@ -160,7 +160,7 @@ def test_shipped_persrm_is_complete():
     path = ADAPTERS["persrm-smollm2"]
     config = json.loads((path / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == "smollm2-135m-instruct"
-    # v38 is two rank-16 PersRMs summed exactly (rank 32, fp32: 23.5 MB); the bound keeps the wheel small
+    # v48 continues v38, two rank-16 PersRMs summed exactly (rank 32, fp32: 23.5 MB); the bound keeps the wheel small
     assert (path / "adapter_model.safetensors").stat().st_size < 25_000_000
     meta = read_metadata(path)
     assert meta["heldout"]["n"] > 0 and {"harmless", "concise", "elementary", "friendly"} <= set(
@@ -201,3 +201,6 @@ def test_readme_trains_the_shipped_persrm_with_its_own_command():
     trains = {_without_ref_cache(x) for x in made if x.startswith("padkit train ")}
     for source in meta.get("merged_from", []):
         assert _without_ref_cache(source["command"]) in trains, source["source"]
+    start = meta["config"].get("init_adapter") if "merged_from" not in meta else None
+    if start:  # a continued PersRM starts from one the recipe made before it
+        assert any(x.endswith(f"--output {start}") for x in made[:-1]), start

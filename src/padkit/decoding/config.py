@@ -56,11 +56,11 @@ Reference = Literal["base", "rm-init", "none"]
 REFERENCES: tuple[str, ...] = ("base", "rm-init", "none")
 Candidates = Literal["topk", "topk+eos", "topk+rm"]
 CANDIDATES: tuple[str, ...] = ("topk", "topk+eos", "topk+rm")
-DEFAULT_WEIGHT = 0.6
+DEFAULT_WEIGHT = 0.55
 """The alignment strength w a request gets when it names none (API, CLI, server, eval): at the shipped PersRM's
 reward margin (3 nats, in its ``padkit.json``), the largest swept weight whose median base-model perplexity stays
-within 1.5x the base's on the 50 koala prompts (docs/results.md, "Session 48": margin 3 at 0.55 1.41x, at 0.6
-1.48x, at 0.7 1.58x; without a margin 0.55 was the largest, 1.47x, "Session 47")."""
+within 1.5x the base's on the 50 koala prompts (docs/results.md, "Session 69": v48 at 0.5 1.46x, at 0.55 1.49x,
+at 0.6 1.57x; v38, shipped before it, was at 0.6 with 1.40x, "Session 56")."""
 PAPER_PAD: dict[str, Any] = {
     "prompted_base": False,
     "loop_guard": 0,
