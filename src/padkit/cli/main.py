@@ -495,7 +495,8 @@ def bench_serve(
 
 
 data_app = typer.Typer(
-    help="Preference data: synthesize pairs for PersRM training, or make them from an eval run's answers.",
+    help="Preference data: synthesize pairs for PersRM training, pick training-side prompts for on-policy answers, "
+    "or make pairs from an eval run's answers.",
     no_args_is_help=True,
 )
 app.add_typer(data_app, name="data")
