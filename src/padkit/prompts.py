@@ -17,11 +17,13 @@ PROMPT_KEYS = ("prompt", "instruction", "question", "text")
 
 @dataclass
 class PromptRow:
-    """One prompt to answer; ``preference`` overrides the run's preference for this row."""
+    """One prompt to answer; ``preference`` overrides the run's preference for this row. ``has_input``: a
+    self-instruct task whose separate input was appended to its instruction (not an open question)."""
 
     id: str
     prompt: str
     preference: Any = None
+    has_input: bool = False
 
 
 def _row_from_record(record: Any, index: int, where: str) -> PromptRow:
@@ -41,7 +43,7 @@ def _row_from_record(record: Any, index: int, where: str) -> PromptRow:
         if isinstance(extra, str) and extra.strip():
             prompt = f"{prompt}\n\n{extra.strip()}"
     rid = record.get("id", record.get("question_id", index))
-    return PromptRow(str(rid), prompt, record.get("preference"))
+    return PromptRow(str(rid), prompt, record.get("preference"), _has_input(record))
 
 
 def _has_input(record: Any) -> bool:

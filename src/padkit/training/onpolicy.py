@@ -33,7 +33,7 @@ import hashlib
 import json
 import statistics
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from padkit.errors import PadkitError
@@ -355,21 +355,21 @@ def training_prompts(
     prompt given twice is kept once. An eval run keys its answers by prompt id, so an id that another file already
     gave a different prompt is qualified by its file's name (``other:3``)."""
     config = config or PromptSelectConfig()
-    rows, by_id, unique, read, with_input = [], {}, {}, 0, 0
+    by_id: dict[str, str] = {}
+    unique: dict[str, PromptRow] = {}
+    read = with_input = 0
     for path in paths:
         file_rows = read_prompts(path)
         read += len(file_rows)
         if config.no_input:
-            opened = {(row.id, row.prompt) for row in read_prompts(path, with_input=False)}
-            with_input += sum((row.id, row.prompt) not in opened for row in file_rows)
-            file_rows = [row for row in file_rows if (row.id, row.prompt) in opened]
+            with_input += sum(row.has_input for row in file_rows)
+            file_rows = [row for row in file_rows if not row.has_input]
         for row in file_rows:
             if by_id.get(row.id, row.prompt) != row.prompt:  # another file's id: qualified by this file's name
-                row = PromptRow(f"{Path(path).stem}:{row.id}", row.prompt, row.preference)
+                row = replace(row, id=f"{Path(path).stem}:{row.id}")
             by_id.setdefault(row.id, row.prompt)
             unique.setdefault(row.prompt, row)
-            rows.append(row)
-    repeated = len(rows) - len(unique)
+    repeated = read - with_input - len(unique)
     rows = [row for row in unique.values() if not is_heldout(row.prompt, config.heldout_fraction, config.split_salt)]
     heldout = len(unique) - len(rows)
     n = len(rows)
