@@ -67,10 +67,12 @@ def test_each_rule_picks_the_answer_worth_decoding(tmp_path):
     run = write_run(
         tmp_path / "run",
         [
-            # prompt 0: PAD closes at little cost -> PAD over base; prompting is as plain as base at a higher cost
+            # prompt 0: PAD closes at little cost -> PAD over base; prompting is as plain as base at a higher cost,
+            # which is no pair (neither carries the preference); PAD closes at the higher weight too, at a cost
             answer("base", "0", "An answer.", 2.0, 0.0),
             answer("prompt", "0", "An answer, prompted.", 3.2, 0.0),
             answer("pad", "0", "An answer. Hope this helps!", 2.4, 1.0, weight=0.6),
+            answer("pad", "0", "Answer! Hope this helps!", 3.8, 1.0, weight=0.8),
             # prompt 1: PAD closes at twice base's perplexity (no pair with base) and loops at the higher weight
             answer("base", "1", "Another answer.", 2.0, 0.0),
             answer("pad", "1", "Another. Hope this helps!", 4.0, 1.0, weight=0.6),
@@ -82,12 +84,13 @@ def test_each_rule_picks_the_answer_worth_decoding(tmp_path):
     assert by_prompt["0"] == {
         "pad@0.6 > base": "judge-at-little-cost",
         "pad@0.6 > prompt": "judge-at-little-cost",
-        "base > prompt": "same-judge-less-cost",
+        "pad@0.6 > pad@0.8": "same-judge-less-cost",
+        "pad@0.8 > prompt": "judge-at-little-cost",
     }
     assert by_prompt["1"] == {"base > pad@0.8": "sound-over-bad", "pad@0.6 > pad@0.8": "sound-over-bad"}
-    assert report.pairs == 5 and report.by_rule == {
+    assert report.pairs == 6 and report.by_rule == {
         "sound-over-bad": 2,
-        "judge-at-little-cost": 2,
+        "judge-at-little-cost": 3,
         "same-judge-less-cost": 1,
     }
     closing = next(p for p in pairs if p["sides"] == "pad@0.6 > base")
@@ -111,12 +114,28 @@ def test_rules_keep_only_the_named_reasons(tmp_path):
     assert sides(judged) == {"pad@0.6 > base": "judge-at-little-cost", "pad@0.6 > prompt": "judge-at-little-cost"}
     assert report.by_rule == {"sound-over-bad": 0, "judge-at-little-cost": 2, "same-judge-less-cost": 0}
     every, _ = onpolicy_pairs(run, OnPolicyConfig(pairs_per_prompt=9))
-    assert {"pad@0.6 > pad@0.8", "base > pad@0.8", "base > prompt"} <= set(sides(every))
+    assert {"pad@0.6 > pad@0.8", "base > pad@0.8"} <= set(sides(every)) and "base > prompt" not in sides(every)
     with pytest.raises(PadkitError, match="rules are some of sound-over-bad"):
         OnPolicyConfig(rules=("judge-at-little-cost", "fluent"))
     assert OnPolicyConfig(rules="judge-at-little-cost, same-judge-less-cost").rules == RULES[1:]
     with pytest.raises(PadkitError, match="got none"):
         OnPolicyConfig(rules=())
+
+
+def test_less_cost_pairs_need_an_answer_that_carries_the_preference(tmp_path):
+    """Two answers that both miss the preference are no pair: the cheaper one would teach missing it."""
+    missing = [
+        answer("base", "0", "An answer.", 2.0, 0.0),
+        answer("pad", "0", "An answer, costly.", 3.5, 0.0, weight=0.6),
+        answer("pad", "1", "Closes. Cheers!", 2.0, 1.0, weight=0.6),
+        answer("pad", "1", "Closes dearly. Cheers!", 3.5, 1.0, weight=0.8),
+    ]
+    pairs, report = onpolicy_pairs(write_run(tmp_path / "run", missing), OnPolicyConfig(rules="same-judge-less-cost"))
+    assert pairs == [] and report.by_rule["same-judge-less-cost"] == 0  # prompt 1 has no base answer to beat
+    carried = missing + [answer("base", "1", "Closes.", 1.8, 0.0)]
+    pairs, _ = onpolicy_pairs(write_run(tmp_path / "run2", carried), OnPolicyConfig(rules="same-judge-less-cost"))
+    assert sides(pairs) == {"pad@0.6 > pad@0.8": "same-judge-less-cost"}
+    assert pairs[0]["chosen"] == "Closes. Cheers!"
 
 
 def test_a_judge_gap_under_its_spread_is_no_gain(tmp_path):

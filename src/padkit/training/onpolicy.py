@@ -10,8 +10,12 @@ the better one to have decoded:
 - ``sound-over-bad``: a sound answer over one that loops, is hollow or leaves the prompt;
 - ``judge-at-little-cost``: the preference's judge moves by at least ``min_gap_sd`` of its spread and the
   perplexity rises by at most ``max_cost`` times;
-- ``same-judge-less-cost``: the judge is not worse by that gap and the other answer's perplexity is at least
-  ``min_saving`` times as high (a swap that bought nothing).
+- ``same-judge-less-cost``: the judge is not worse by that gap, the chosen answer carries the preference (its
+  judge is that gap better than the base answer's to the same prompt), and the other answer's perplexity is at
+  least ``min_saving`` times as high (a swap that bought nothing). Two answers that both miss the preference make
+  no such pair: under ``sign-off`` the base's plain answer over PAD's costly answer that failed to sign off too
+  teaches the PersRM that no sign-off is the answer to prefer (v49, docs/results.md "Session 71"). A run without
+  base answers makes none of these pairs.
 
 ``rules`` keeps only some of these reasons: without ``sound-over-bad`` a bad answer is on neither side of a pair,
 so the pairs are about the preference rather than fluency; ``preferences`` pairs the answers of the named
@@ -70,7 +74,9 @@ class OnPolicyConfig:
         1.3, "judge-at-little-cost: the chosen answer's perplexity is at most this times the rejected one's."
     )
     min_saving: float = setting(
-        1.5, "same-judge-less-cost: the rejected answer's perplexity is at least this times the chosen one's."
+        1.5,
+        "same-judge-less-cost: the rejected answer's perplexity is at least this times the chosen one's, which carries "
+        "the preference (its judge a gap better than the base answer's).",
     )
     min_gap_sd: float = setting(
         0.5,
@@ -177,21 +183,32 @@ def _bad(answer: dict) -> bool:
     return bool(answer["looping"] or answer["hollow"] or answer["off_topic"] or not answer["text"].strip())
 
 
+def _compare(a: dict, b: dict, judges: list[tuple[str, int]], gaps: dict[str, float]) -> tuple[bool, bool]:
+    """Whether answer ``a`` is better than ``b`` on some judge by its gap, and whether it is worse on some."""
+    diffs = [(d * (a["judges"][j] - b["judges"][j]), gaps[j]) for j, d in judges]
+    return any(diff >= gap for diff, gap in diffs), any(diff <= -gap for diff, gap in diffs)
+
+
 def _rule(
-    chosen: dict, rejected: dict, judges: list[tuple[str, int]], gaps: dict[str, float], config: OnPolicyConfig
+    chosen: dict,
+    rejected: dict,
+    base: dict | None,
+    judges: list[tuple[str, int]],
+    gaps: dict[str, float],
+    config: OnPolicyConfig,
 ) -> str | None:
-    """Why ``chosen`` is the better answer to have decoded than ``rejected``, or None."""
+    """Why ``chosen`` is the better answer to have decoded than ``rejected`` (``base``: the base's answer), or None."""
     if _bad(chosen):
         return None
     if _bad(rejected):
         return RULES[0] if RULES[0] in config.rules else None
-    diffs = [d * (chosen["judges"][j] - rejected["judges"][j]) for j, d in judges]
-    worse = any(diff <= -gaps[j] for diff, (j, _) in zip(diffs, judges, strict=True))
-    better = any(diff >= gaps[j] for diff, (j, _) in zip(diffs, judges, strict=True))
+    better, worse = _compare(chosen, rejected, judges, gaps)
     cheap = chosen["perplexity"] <= config.max_cost * rejected["perplexity"]
     if RULES[1] in config.rules and better and not worse and cheap:
         return RULES[1]
-    if RULES[2] in config.rules and not worse and rejected["perplexity"] >= config.min_saving * chosen["perplexity"]:
+    carries = base is not None and _compare(chosen, base, judges, gaps) == (True, False)
+    saving = rejected["perplexity"] >= config.min_saving * chosen["perplexity"]
+    if RULES[2] in config.rules and not worse and carries and saving:
         return RULES[2]
     return None
 
@@ -249,10 +266,11 @@ def onpolicy_pairs(run: str | Path, config: OnPolicyConfig | None = None) -> tup
     pairs, rules, sides = [], Counter(), Counter()
     for (pid, preference), answers in sorted(cells.items()):
         found = []
+        base = next((a for a in answers if a["method"] == "base"), None)
         for chosen in answers:
             for rejected in answers:
                 if chosen is not rejected and chosen["text"] != rejected["text"]:
-                    rule = _rule(chosen, rejected, judges[preference], gaps[preference], config)
+                    rule = _rule(chosen, rejected, base, judges[preference], gaps[preference], config)
                     if rule is not None:
                         found.append((rule, chosen, rejected))
         found.sort(
