@@ -12,6 +12,7 @@ from padkit.cli.main import app
 from padkit.errors import PadkitError
 from padkit.evaluation.harness import BASE_PREFERENCE, answer_key
 from padkit.preferences.catalog import lookup
+from padkit.prompts import read_prompts
 from padkit.training.data import is_heldout, read_pairs
 from padkit.training.onpolicy import (
     RULES,
@@ -333,8 +334,6 @@ def test_training_prompts_bad_settings_and_nothing_left(tmp_path):
 
 
 def test_cli_writes_training_prompts_that_eval_reads(tmp_path):
-    from padkit.prompts import read_prompts
-
     f = tmp_path / "p.txt"
     f.write_text("".join(f"Tell me one fact about the number {i}.\n" for i in range(30)))
     out = tmp_path / "sel" / "prompts.json"
@@ -347,3 +346,23 @@ def test_cli_writes_training_prompts_that_eval_reads(tmp_path):
     assert all(not is_heldout(r.prompt, 0.2) for r in rows)
     bad = CliRunner().invoke(app, ["data", "prompts", "--prompts", str(f), "-o", str(out), "--limit", "0"])
     assert bad.exit_code != 0 and "limit must be at least 1" in bad.output
+
+
+def test_a_row_has_an_input_exactly_when_one_is_appended(tmp_path):
+    """`--no-input` drops the rows whose prompt got an input appended, and only those (odd instances included)."""
+    path = tmp_path / "tasks.jsonl"
+    records = [
+        {"id": "a", "instruction": "Sort these.", "instances": [{"input": " 3, 1, 2 "}]},
+        {"id": "b", "instruction": "Say hi.", "instances": [{"input": 5}]},
+        {"id": "c", "instruction": "Say bye.", "instances": ["not a dict"]},
+        {"id": "d", "instruction": "Be brief.", "instances": [{"input": "  "}]},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    rows = read_prompts(path)
+    assert [(r.id, r.prompt, r.has_input) for r in rows] == [
+        ("a", "Sort these.\n\n3, 1, 2", True),
+        ("b", "Say hi.", False),
+        ("c", "Say bye.", False),
+        ("d", "Be brief.", False),
+    ]
+    assert [r.id for r in read_prompts(path, with_input=False)] == ["b", "c", "d"]

@@ -37,18 +37,21 @@ def _row_from_record(record: Any, index: int, where: str) -> PromptRow:
         prompt = next((record[k] for k in PROMPT_KEYS if k in record), None)
     if not isinstance(prompt, str) or not prompt.strip():
         raise PadkitError(f"{where}: no non-empty prompt field (one of {', '.join(PROMPT_KEYS)}, or turns)")
-    instances = record.get("instances")
+    extra = _instance_input(record)
+    if extra:
+        prompt = f"{prompt}\n\n{extra}"
+    rid = record.get("id", record.get("question_id", index))
+    return PromptRow(str(rid), prompt, record.get("preference"), bool(extra))
+
+
+def _instance_input(record: Any) -> str:
+    """A self-instruct record's first instance input, stripped ('' if none): what a row appends to its prompt."""
+    instances = record.get("instances") if isinstance(record, dict) else None
     if isinstance(instances, list) and instances and isinstance(instances[0], dict):
         extra = instances[0].get("input")
-        if isinstance(extra, str) and extra.strip():
-            prompt = f"{prompt}\n\n{extra.strip()}"
-    rid = record.get("id", record.get("question_id", index))
-    return PromptRow(str(rid), prompt, record.get("preference"), _has_input(record))
-
-
-def _has_input(record: Any) -> bool:
-    instances = record.get("instances") if isinstance(record, dict) else None
-    return bool(isinstance(instances, list) and instances and str(instances[0].get("input", "")).strip())
+        if isinstance(extra, str):
+            return extra.strip()
+    return ""
 
 
 def read_prompts(path: str | Path, with_input: bool = True) -> list[PromptRow]:
@@ -67,12 +70,16 @@ def read_prompts(path: str | Path, with_input: bool = True) -> list[PromptRow]:
         if not isinstance(data, list):
             raise PadkitError(f"{path}: expected a JSON list of prompts")
         return [
-            _row_from_record(r, i, f"{path}: item {i}") for i, r in enumerate(data) if with_input or not _has_input(r)
+            _row_from_record(r, i, f"{path}: item {i}")
+            for i, r in enumerate(data)
+            if with_input or not _instance_input(r)
         ]
     if path.suffix == ".jsonl":
         records = list(iter_jsonl(path))
         return [
-            _row_from_record(r, i, where) for i, (r, where) in enumerate(records) if with_input or not _has_input(r)
+            _row_from_record(r, i, where)
+            for i, (r, where) in enumerate(records)
+            if with_input or not _instance_input(r)
         ]
     try:
         text = path.read_text(encoding="utf-8")

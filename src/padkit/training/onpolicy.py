@@ -192,12 +192,13 @@ def _compare(a: dict, b: dict, judges: list[tuple[str, int]], gaps: dict[str, fl
 def _rule(
     chosen: dict,
     rejected: dict,
-    base: dict | None,
+    carries: bool,
     judges: list[tuple[str, int]],
     gaps: dict[str, float],
     config: OnPolicyConfig,
 ) -> str | None:
-    """Why ``chosen`` is the better answer to have decoded than ``rejected`` (``base``: the base's answer), or None."""
+    """Why ``chosen`` is the better answer to have decoded than ``rejected`` (``carries``: ``chosen`` carries the
+    preference, judged against the base's answer), or None."""
     if _bad(chosen):
         return None
     if _bad(rejected):
@@ -206,7 +207,6 @@ def _rule(
     cheap = chosen["perplexity"] <= config.max_cost * rejected["perplexity"]
     if RULES[1] in config.rules and better and not worse and cheap:
         return RULES[1]
-    carries = base is not None and _compare(chosen, base, judges, gaps) == (True, False)
     saving = rejected["perplexity"] >= config.min_saving * chosen["perplexity"]
     if RULES[2] in config.rules and not worse and carries and saving:
         return RULES[2]
@@ -268,9 +268,10 @@ def onpolicy_pairs(run: str | Path, config: OnPolicyConfig | None = None) -> tup
         found = []
         base = next((a for a in answers if a["method"] == "base"), None)
         for chosen in answers:
+            carries = base is not None and _compare(chosen, base, judges[preference], gaps[preference]) == (True, False)
             for rejected in answers:
                 if chosen is not rejected and chosen["text"] != rejected["text"]:
-                    rule = _rule(chosen, rejected, base, judges[preference], gaps[preference], config)
+                    rule = _rule(chosen, rejected, carries, judges[preference], gaps[preference], config)
                     if rule is not None:
                         found.append((rule, chosen, rejected))
         found.sort(
