@@ -216,7 +216,7 @@ def _pair_file(tmp_path):
     return path
 
 
-def test_train_then_rm_eval(tmp_path, tiny_model_dir):
+def test_train_then_rm_eval(tmp_path, tiny_model_dir, monkeypatch):
     pairs = _pair_file(tmp_path)
     out = tmp_path / "rm"
     common = ["--max-length", "160", "--max-prompt-length", "120"]
@@ -266,6 +266,24 @@ def test_train_then_rm_eval(tmp_path, tiny_model_dir):
     )
     assert stepped.exit_code == 0, stepped.output
     assert all(col in stepped.output for col in ("PAD step", "base step", "reachable", "all, chosen shorter"))
+    # the decisions are PAD's as generate decodes with this PersRM (prompted base, its recorded margin) unless told
+    import padkit.evaluation.rm_accuracy as rm_accuracy
+
+    meta = json.loads((out / "padkit.json").read_text())
+    (out / "padkit.json").write_text(json.dumps(meta | {"decoding": {"reward_margin": 0.25}}))
+    seen, decide = [], rm_accuracy.first_step_decisions
+
+    def recording(*args, **kwargs):
+        seen.append((kwargs["prompted_base"], kwargs["reward_margin"]))
+        return decide(*args, **kwargs)
+
+    monkeypatch.setattr(rm_accuracy, "first_step_decisions", recording)
+    step = ["rm-eval", "--data", str(pairs), "--rm", str(out), "--split", "all", "--decision-weight", "1", "--json"]
+    for flags in ((), ("--no-prompted-base", "--reward-margin", "0")):
+        run = runner.invoke(app, [*step, *flags])
+        assert run.exit_code == 0, run.output
+        assert set(json.loads(run.output)) >= {"decision", "base_decision", "reachable"}
+    assert seen == [(True, 0.25), (False, 0.0)]
     assert "preference text" in stepped.output and "1 of 1 >= 0.65" in stepped.output
 
 
@@ -308,6 +326,10 @@ def test_train_and_rm_eval_errors(tmp_path, tiny_model_dir):
     assert bad_k.exit_code == 2 and "top_k" in bad_k.output
     bad_set = runner.invoke(app, ["rm-eval", "--data", str(broken), "--decision-weight", "1", "--candidates", "all"])
     assert bad_set.exit_code == 2 and "candidates" in bad_set.output
+    bad_margin = runner.invoke(
+        app, ["rm-eval", "--data", str(broken), "--decision-weight", "1", "--reward-margin", "-1"]
+    )
+    assert bad_margin.exit_code == 2 and "reward_margin" in bad_margin.output
     bad_group = runner.invoke(app, ["rm-eval", "--data", str(_pair_file(tmp_path)), "--group", "early-end"])
     assert bad_group.exit_code == 2 and "no pairs in group(s) early-end; the data's groups: concise" in bad_group.output
     bad_ends = runner.invoke(app, ["rm-eval", "--data", str(_pair_file(tmp_path)), "--cut-ends", "shut"])

@@ -695,6 +695,26 @@ def test_first_step_decisions_known_answers(base_model, rm_model, tokenizer):
         for c in ("topk+eos", "topk+rm")
     }
     assert reach == {"topk+eos": 0.0, "topk+rm": 1.0}
+    # a margin no reward gain passes: PAD keeps the base's first choice, as at w=0
+    kept = first_step_decisions(rm_model, tokenizer, pairs, 5.0, base_model=base_model, reward_margin=1e6)[0]
+    assert kept[:2].tolist() == [1.0, 0.0]
+
+    # PAD's prompted base: "the base alone" is the base reading the preference, and its first choice decides
+    def first_token(principle: str | None) -> int:
+        ids = encode_response(tokenizer, render_input(tokenizer, prompt, principle), "")[0]
+        with torch.inference_mode():
+            return base_model(input_ids=torch.tensor([ids])).logits[0, -1].argmax().item()
+
+    name = next(
+        n
+        for n in ("friendly", "concise", "formal", "pirate", "bulleted")
+        if first_token(Dimension(n).principle) != greedy
+    )
+    firsts = [greedy, first_token(Dimension(name).principle)]  # the seeded base: reading it changes the first token
+    either = [PreferencePair(prompt, tokenizer.decode([t]), "", name) for t in firsts]
+    for read, expected in ((False, [1.0, 0.0]), (True, [0.0, 1.0])):
+        picks = first_step_decisions(rm_model, tokenizer, either, 0.0, base_model=base_model, prompted_base=read)
+        assert picks[0].tolist() == picks[1].tolist() == expected
     from conftest import make_tokenizer
 
     other = make_tokenizer(vocab_size=300)  # another vocabulary: refused before any pair is scored

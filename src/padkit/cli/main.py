@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Annotated
 
@@ -767,7 +767,14 @@ def _print_rm_report(report, title: str) -> None:
         Console().print(kinds)
 
 
+DECISION_SETTINGS = ("top_k", "candidates", "prompted_base", "reward_margin")
+"""PAD's settings that rm-eval's first-step decisions read (--decision-weight sets the weight)."""
+
+
 @app.command("rm-eval")
+@settings_command(
+    PADConfig, name="decision", exclude=tuple(f.name for f in fields(PADConfig) if f.name not in DECISION_SETTINGS)
+)
 def rm_eval(
     data: DataOpt = None,
     hh_rlhf: HHOpt = None,
@@ -800,16 +807,8 @@ def rm_eval(
             "--decision-weight",
             help="Also report, per dimension, how often PAD at this weight (and the base alone) picks the chosen "
             "response's token at the first step where chosen and rejected differ (the decision PAD makes), and how "
-            "often that token is among PAD's candidates at all (reachable).",
-        ),
-    ] = None,
-    top_k: Annotated[int, typer.Option("--top-k", help="Base top-k candidates for --decision-weight.")] = 10,
-    candidates: Annotated[
-        str | None,
-        typer.Option(
-            "--candidates",
-            help="Candidate set for --decision-weight: topk, topk+eos or topk+rm. Default: PAD's for this PersRM "
-            "(topk+rm with a trained PersRM, topk+eos with --rm self).",
+            "often that token is among PAD's candidates at all (reachable). PAD decodes as `padkit generate` does "
+            "with this PersRM, but for the --top-k, --candidates, --reward-margin and --prompted-base given.",
         ),
     ] = None,
     cut_ends: Annotated[
@@ -821,6 +820,7 @@ def rm_eval(
         ),
     ] = "closed",
     as_json: Annotated[bool, typer.Option("--json", help="Print the accuracies as JSON.")] = False,
+    decision: dict | None = None,
 ) -> None:
     """Pairwise accuracy of a PersRM's implicit reward (chosen above rejected), summed over each answer and per
     token (its mean: the sum grows with length), per dimension; held-out wordings and dimensions (synthesized
@@ -832,8 +832,7 @@ def rm_eval(
         _fail(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
     try:
         _quiet_transformers()
-        if decision_weight is not None:
-            PADConfig(weight=decision_weight, top_k=top_k, candidates=candidates)  # validated as PAD would
+        pad_config = build_settings(PADConfig, (decision or {}) | {"weight": decision_weight or 0.0})
         pairs, _ = load_pair_sources(data or [], hh_rlhf or [], dataset or [], parse_columns(columns))
         if group:
             pairs = select_groups(pairs, group)
@@ -852,9 +851,11 @@ def rm_eval(
             progress=err.is_terminal,
             device=device,
             decision_weight=decision_weight,
-            top_k=top_k,
+            top_k=pad_config.top_k,
             cut_ends=cut_ends,
-            candidates=candidates,
+            candidates=pad_config.candidates,
+            prompted_base=pad_config.prompted_base,
+            reward_margin=pad_config.reward_margin,
         )
     except PadkitError as e:
         _fail(str(e))

@@ -313,6 +313,8 @@ def first_step_decisions(
     rm_is_self: bool = False,
     cut_ends: str = "closed",
     candidates: Candidates = "topk+eos",
+    prompted_base: bool = False,
+    reward_margin: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Whether PAD at ``weight`` (with ``candidates``, PAD's candidate set) and the base alone pick the chosen
     response's token at the first step where the chosen and rejected responses differ, given their shared start,
@@ -321,7 +323,10 @@ def first_step_decisions(
     Summed-reward accuracy saturates on format pairs (a rewrite is easy to rank as a whole) while PAD still
     fails to take the turn at the step that makes the difference, where the reward must beat the base's
     log-probability gap; this measures that step. Both models must share the tokenizer. ``cut_ends``: whether a
-    response marked cut ends in the end token (:func:`end_tokens`)."""
+    response marked cut ends in the end token (:func:`end_tokens`). ``prompted_base`` and ``reward_margin`` are
+    PAD's (:class:`~padkit.decoding.config.PADConfig`): with ``prompted_base`` the base reads the preference too,
+    and "the base alone" is that prompted base; the defaults are the paper's PAD (the base reads the prompt
+    alone, no margin)."""
     reference = resolve_reference(reference, rm_is_self, hasattr(rm_model, "disable_adapter"))
     base = base_model if base_model is not None else rm_model
     rule = _PADRule(
@@ -332,6 +337,7 @@ def first_step_decisions(
         top_k,
         candidates,
         [tokenizer.eos_token_id],
+        reward_margin=reward_margin,
     )
 
     def last_logp(model: PreTrainedModel, adapters: bool, ids: list[int]) -> torch.Tensor:
@@ -349,7 +355,7 @@ def first_step_decisions(
         disable=not progress,
     ):
         with_pref = render_clipped(tokenizer, pair.prompt, Dimension(pair.preference).principle, max_prompt_length)
-        plain = render_clipped(tokenizer, pair.prompt, None, max_prompt_length)
+        plain = None if prompted_base else render_clipped(tokenizer, pair.prompt, None, max_prompt_length)
         context, chosen = encode_response(tokenizer, with_pref, pair.chosen, add_eos=chosen_end)
         rejected = encode_response(tokenizer, with_pref, pair.rejected, add_eos=rejected_end)[1]
         step = next((i for i, (a, b) in enumerate(zip(chosen, rejected, strict=False)) if a != b), None)
@@ -358,8 +364,8 @@ def first_step_decisions(
                 picks.append(float("nan"))
             continue
         shared = chosen[:step]
-        plain_ids = encode_response(tokenizer, plain, "")[0]
-        base_logp = last_logp(base, False, plain_ids + shared)
+        base_ids = context if prompted_base else encode_response(tokenizer, plain, "")[0]
+        base_logp = last_logp(base, False, base_ids + shared)
         rm_logp = last_logp(rm_model, not rm_is_self, context + shared)
         ref_logp = last_logp(rm_model, False, context + shared) if reference == "rm-init" else None
         record = rule.score_candidates(base_logp, rm_logp, ref_logp)
@@ -378,12 +384,15 @@ def evaluate_rm(
     top_k: int = 10,
     cut_ends: str = "closed",
     candidates: Candidates = "topk+eos",
+    prompted_base: bool = False,
+    reward_margin: float = 0.0,
     **kwargs,
 ) -> RMReport:
     """Pairwise accuracy (summed and per token) and mean margin per preference dimension (keyword arguments go
     to :func:`pair_rewards`);
-    with ``decision_weight`` also :func:`first_step_decisions` at that weight and with ``candidates`` (reference
-    ``base``, as PAD). Both end a response marked cut as ``cut_ends`` says (:func:`end_tokens`)."""
+    with ``decision_weight`` also :func:`first_step_decisions` at that weight, with ``candidates``,
+    ``prompted_base`` and ``reward_margin`` (reference ``base``, as PAD). Both end a response marked cut as
+    ``cut_ends`` says (:func:`end_tokens`)."""
     if not pairs:
         raise PadkitError("no preference pairs to evaluate")
     base_tokenizer = kwargs.get("base_tokenizer")
@@ -408,6 +417,8 @@ def evaluate_rm(
             rm_is_self=kwargs.get("rm_is_self", False),
             cut_ends=cut_ends,
             candidates=candidates,
+            prompted_base=prompted_base,
+            reward_margin=reward_margin,
         )
     report = RMReport(
         reference,
@@ -448,15 +459,20 @@ def evaluate_persrm(
     top_k: int = 10,
     cut_ends: str = "closed",
     candidates: Candidates | None = None,
+    prompted_base: bool | None = None,
+    reward_margin: float | None = None,
 ) -> RMReport:
     """``padkit rm-eval``: load a PersRM by name and score one split of ``pairs`` the way it was trained.
 
     The split, its salt and the clipping lengths default to those a trained PersRM's ``padkit.json`` records;
     ``sample`` scores N evenly spaced pairs of the split; ``cut_ends`` is :func:`end_tokens`'s. The reference
     defaults to ``rm-init`` for a LoRA PersRM (its DPO reference) and ``base`` otherwise; a LoRA PersRM is scored
-    on the base it was trained on. First-step decisions use ``candidates``, by default PAD's for this PersRM
-    (:attr:`padkit.PAD.default_candidates`).
+    on the base it was trained on. First-step decisions are PAD's as ``padkit generate`` decodes with this PersRM:
+    ``candidates``, ``prompted_base`` and ``reward_margin`` default to PAD's for it
+    (:attr:`padkit.PAD.default_candidates`, :meth:`padkit.PAD.prompts_base`, :meth:`padkit.PAD.reward_margin`:
+    the base reads the preference and the PersRM's recorded margin applies).
     """
+    from padkit.decoding.config import PADConfig
     from padkit.decoding.pad import PAD
     from padkit.models.loading import adapter_base, default_rm, read_metadata, resolve_model_dir
 
@@ -471,6 +487,7 @@ def evaluate_persrm(
     train_part, heldout_part = split_pairs(pairs, fraction, trained.get("split_salt", "padkit"))
     chosen = spaced_sample({"heldout": heldout_part, "train": train_part, "all": list(pairs)}[split], sample)
     pad = PAD.from_pretrained(base=adapter_base(where) if is_adapter else base, rm=rm, dtype=dtype, device=device)
+    decoding = PADConfig(prompted_base=prompted_base, reward_margin=reward_margin)
     return evaluate_rm(
         pad.rm_model,
         pad.rm_tokenizer,
@@ -487,4 +504,6 @@ def evaluate_persrm(
         top_k=top_k,
         cut_ends=cut_ends,
         candidates=candidates or pad.default_candidates,
+        prompted_base=pad.prompts_base(decoding),
+        reward_margin=pad.reward_margin(decoding),
     )
