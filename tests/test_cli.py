@@ -266,6 +266,7 @@ def test_train_then_rm_eval(tmp_path, tiny_model_dir, monkeypatch):
     )
     assert stepped.exit_code == 0, stepped.output
     assert all(col in stepped.output for col in ("PAD step", "base step", "reachable", "all, chosen shorter"))
+    assert "preference text" in stepped.output and "1 of 1 >= 0.65" in stepped.output
     # the decisions are PAD's as generate decodes with this PersRM (prompted base, its recorded margin) unless told
     import padkit.evaluation.rm_accuracy as rm_accuracy
 
@@ -284,7 +285,6 @@ def test_train_then_rm_eval(tmp_path, tiny_model_dir, monkeypatch):
         assert run.exit_code == 0, run.output
         assert set(json.loads(run.output)) >= {"decision", "base_decision", "reachable"}
     assert seen == [(True, 0.25), (False, 0.0)]
-    assert "preference text" in stepped.output and "1 of 1 >= 0.65" in stepped.output
 
 
 def test_eval_derives_its_decoding_options():

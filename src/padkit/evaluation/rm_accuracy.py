@@ -355,7 +355,6 @@ def first_step_decisions(
         disable=not progress,
     ):
         with_pref = render_clipped(tokenizer, pair.prompt, Dimension(pair.preference).principle, max_prompt_length)
-        plain = None if prompted_base else render_clipped(tokenizer, pair.prompt, None, max_prompt_length)
         context, chosen = encode_response(tokenizer, with_pref, pair.chosen, add_eos=chosen_end)
         rejected = encode_response(tokenizer, with_pref, pair.rejected, add_eos=rejected_end)[1]
         step = next((i for i, (a, b) in enumerate(zip(chosen, rejected, strict=False)) if a != b), None)
@@ -364,7 +363,8 @@ def first_step_decisions(
                 picks.append(float("nan"))
             continue
         shared = chosen[:step]
-        base_ids = context if prompted_base else encode_response(tokenizer, plain, "")[0]
+        plain = None if prompted_base else render_clipped(tokenizer, pair.prompt, None, max_prompt_length)
+        base_ids = context if plain is None else encode_response(tokenizer, plain, "")[0]
         base_logp = last_logp(base, False, base_ids + shared)
         rm_logp = last_logp(rm_model, not rm_is_self, context + shared)
         ref_logp = last_logp(rm_model, False, context + shared) if reference == "rm-init" else None
