@@ -74,7 +74,8 @@ def test_each_rule_picks_the_answer_worth_decoding(tmp_path):
             answer("prompt", "0", "An answer, prompted.", 3.2, 0.0),
             answer("pad", "0", "An answer. Hope this helps!", 2.4, 1.0, weight=0.6),
             answer("pad", "0", "Answer! Hope this helps!", 3.8, 1.0, weight=0.8),
-            # prompt 1: PAD closes at twice base's perplexity (no pair with base) and loops at the higher weight
+            # prompt 1: PAD closes at twice base's perplexity (no pair with base) and loops at the higher weight,
+            # closing thrice: the closing answer is the sound one to prefer, base's (no closer) is not
             answer("base", "1", "Another answer.", 2.0, 0.0),
             answer("pad", "1", "Another. Hope this helps!", 4.0, 1.0, weight=0.6),
             answer("pad", "1", "Hope Hope Hope", 1.5, 3.0, weight=0.8, looping=True),
@@ -88,9 +89,9 @@ def test_each_rule_picks_the_answer_worth_decoding(tmp_path):
         "pad@0.6 > pad@0.8": "same-judge-less-cost",
         "pad@0.8 > prompt": "judge-at-little-cost",
     }
-    assert by_prompt["1"] == {"base > pad@0.8": "sound-over-bad", "pad@0.6 > pad@0.8": "sound-over-bad"}
-    assert report.pairs == 6 and report.by_rule == {
-        "sound-over-bad": 2,
+    assert by_prompt["1"] == {"pad@0.6 > pad@0.8": "sound-over-bad"}
+    assert report.pairs == 5 and report.by_rule == {
+        "sound-over-bad": 1,
         "judge-at-little-cost": 3,
         "same-judge-less-cost": 1,
     }
@@ -121,6 +122,28 @@ def test_rules_keep_only_the_named_reasons(tmp_path):
     assert OnPolicyConfig(rules="judge-at-little-cost, same-judge-less-cost").rules == RULES[1:]
     with pytest.raises(PadkitError, match="got none"):
         OnPolicyConfig(rules=())
+
+
+def test_sound_over_bad_keeps_the_preference(tmp_path):
+    """A sound answer that misses the preference over a bad one that has it is no pair (it would teach missing
+    the preference, not the evasion); over a bad one that misses it too, or when it carries the preference, it is."""
+    run = write_run(
+        tmp_path / "run",
+        [
+            answer("base", "0", "An answer.", 2.0, 0.0),
+            answer("prompt", "0", "A plain answer.", 2.2, 0.0),
+            answer("pad", "0", "I can't say. Cheers!", 2.5, 1.0, weight=0.6, off_topic=True),
+            answer("pad", "0", "Hmm hmm hmm", 3.0, 0.0, weight=0.8, looping=True),
+            answer("base", "1", "Another answer.", 2.0, 0.0),
+            answer("pad", "1", "Another answer. Cheers!", 2.4, 1.0, weight=0.6),
+            answer("pad", "1", "Cheers! Cheers! Cheers! Cheers!", 1.5, 4.0, weight=0.8, looping=True),
+        ],
+    )
+    pairs, report = onpolicy_pairs(run, OnPolicyConfig(pairs_per_prompt=9, rules="sound-over-bad"))
+    by_prompt = {pid: sides([p for p in pairs if p["prompt"] == f"question {pid}?"]) for pid in "01"}
+    assert set(by_prompt["0"]) == {"base > pad@0.8", "prompt > pad@0.8"}  # not over the evasion that signs off
+    assert set(by_prompt["1"]) == {"pad@0.6 > pad@0.8"}  # carries it, though it signs off less than the loop
+    assert report.by_rule["sound-over-bad"] == 3
 
 
 def test_less_cost_pairs_need_an_answer_that_carries_the_preference(tmp_path):

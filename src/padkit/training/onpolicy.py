@@ -7,7 +7,10 @@ base's answer, the prompted base's and PAD's at each weight, each judged and sco
 (``answers.jsonl``). :func:`onpolicy_pairs` ranks them two at a time and keeps a pair when one answer is plainly
 the better one to have decoded:
 
-- ``sound-over-bad``: a sound answer over one that loops, is hollow or leaves the prompt;
+- ``sound-over-bad``: a sound answer over one that loops, is hollow or leaves the prompt, unless the sound one
+  misses the preference (its judge not that gap better than the base answer's, see below) where the bad one has it:
+  under ``sign-off`` a sound answer without a sign-off over an evasive one that signs off teaches the PersRM to drop
+  the sign-off, not the evasion (v52, docs/results.md "Session 72");
 - ``judge-at-little-cost``: the preference's judge moves by at least ``min_gap_sd`` of its spread and the
   perplexity rises by at most ``max_cost`` times;
 - ``same-judge-less-cost``: the judge is not worse by that gap, the chosen answer carries the preference (its
@@ -201,9 +204,9 @@ def _rule(
     preference, judged against the base's answer), or None."""
     if _bad(chosen):
         return None
-    if _bad(rejected):
-        return RULES[0] if RULES[0] in config.rules else None
     better, worse = _compare(chosen, rejected, judges, gaps)
+    if _bad(rejected):
+        return RULES[0] if RULES[0] in config.rules and (carries or not worse) else None
     cheap = chosen["perplexity"] <= config.max_cost * rejected["perplexity"]
     if RULES[1] in config.rules and better and not worse and cheap:
         return RULES[1]
