@@ -8,9 +8,10 @@ base's answer, the prompted base's and PAD's at each weight, each judged and sco
 the better one to have decoded:
 
 - ``sound-over-bad``: a sound answer over one that loops, is hollow or leaves the prompt, unless the sound one
-  misses the preference (its judge not that gap better than the base answer's, see below) where the bad one has it:
-  under ``sign-off`` a sound answer without a sign-off over an evasive one that signs off teaches the PersRM to drop
-  the sign-off, not the evasion (v52, docs/results.md "Session 72");
+  misses the preference (its judge not ``min_gap_sd`` of the judge's spread better than the base answer's) where
+  the bad one has it (its judge that gap better than the sound one's): under ``sign-off`` a sound answer without a
+  sign-off over an evasive one that signs off teaches the PersRM to drop the sign-off, not the evasion (v52,
+  docs/results.md "Session 72");
 - ``judge-at-little-cost``: the preference's judge moves by at least ``min_gap_sd`` of its spread and the
   perplexity rises by at most ``max_cost`` times;
 - ``same-judge-less-cost``: the judge is not worse by that gap, the chosen answer carries the preference (its
