@@ -265,7 +265,8 @@ def test_train_then_rm_eval(tmp_path, tiny_model_dir, monkeypatch):
         env={"COLUMNS": "200"},
     )
     assert stepped.exit_code == 0, stepped.output
-    assert all(col in stepped.output for col in ("PAD step", "base step", "reachable", "all, chosen shorter"))
+    shown = ("PAD step", "base step", "reachable", "PAD wrong turn", "all, chosen shorter")
+    assert all(col in stepped.output for col in shown)
     assert "preference text" in stepped.output and "1 of 1 >= 0.65" in stepped.output
     # the decisions are PAD's as generate decodes with this PersRM (prompted base, its recorded margin) unless told
     import padkit.evaluation.rm_accuracy as rm_accuracy
@@ -283,7 +284,7 @@ def test_train_then_rm_eval(tmp_path, tiny_model_dir, monkeypatch):
     for flags in ((), ("--no-prompted-base", "--reward-margin", "0")):
         run = runner.invoke(app, [*step, *flags])
         assert run.exit_code == 0, run.output
-        assert set(json.loads(run.output)) >= {"decision", "base_decision", "reachable"}
+        assert set(json.loads(run.output)) >= {"decision", "base_decision", "reachable", "wrong_turn"}
     assert seen == [(True, 0.25), (False, 0.0)]
 
 

@@ -672,17 +672,26 @@ def test_first_step_decisions_known_answers(base_model, rm_model, tokenizer):
         PreferencePair(prompt, "same", "same", "friendly"),
         PreferencePair(prompt, tokenizer.decode([rare]), word, "friendly"),
     ]
-    pad0, base0, reach0 = first_step_decisions(rm_model, tokenizer, pairs, 0.0, base_model=base_model)
-    pad5, base5, reach5 = first_step_decisions(rm_model, tokenizer, pairs, 5.0, base_model=base_model)
+    pad0, base0, reach0, wrong0, base_wrong0 = first_step_decisions(
+        rm_model, tokenizer, pairs, 0.0, base_model=base_model
+    )
+    pad5, base5, reach5, wrong5, base_wrong5 = first_step_decisions(
+        rm_model, tokenizer, pairs, 5.0, base_model=base_model
+    )
     assert pad0[:2].tolist() == base0[:2].tolist() == base5[:2].tolist() == [1.0, 0.0]
     assert pad5[:2].tolist() == [0.0, 1.0]
     assert reach0[:2].tolist() == reach5[:2].tolist() == [1.0, 1.0]  # the greedy token and EOS are candidates
+    # a pick of the rejected token is the wrong turn: the mirror of the chosen picks on these two pairs
+    assert wrong0[:2].tolist() == base_wrong0[:2].tolist() == base_wrong5[:2].tolist() == [0.0, 1.0]
+    assert wrong5[:2].tolist() == [1.0, 0.0]
     assert [t[3].item() for t in (pad0, base0, reach0, pad5, base5, reach5)] == [0.0] * 6  # out of reach
-    assert all(t[2].isnan() for t in (pad0, base0, reach0, pad5, base5, reach5))
+    assert (wrong0[3].item(), base_wrong0[3].item(), wrong5[3].item()) == (1.0, 1.0, 0.0)  # the greedy, then EOS
+    assert all(t[2].isnan() for t in (pad0, base0, reach0, wrong0, base_wrong0, pad5, base5, reach5, wrong5))
     report = evaluate_rm(rm_model, tokenizer, pairs, "base", decision_weight=5.0, base_model=base_model)
     assert report.decision == report.dimensions["friendly"].decision == round(1 / 3, 4)
     assert report.as_dict()["dimensions"]["friendly"]["base_decision"] == round(1 / 3, 4)
     assert report.reachable == round(2 / 3, 4)
+    assert report.wrong_turn == round(1 / 3, 4) and report.as_dict()["base_wrong_turn"] == round(2 / 3, 4)
     assert "decision" not in evaluate_rm(rm_model, tokenizer, pairs, "base", base_model=base_model).as_dict()
     rm_top = next(  # a token the PersRM ranks in its top-k and the base does not: reachable only with topk+rm
         t

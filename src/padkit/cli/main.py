@@ -740,21 +740,23 @@ def _print_rm_report(report, title: str) -> None:
     table = Table(title=f"{title}, reference={report.reference}")
     decisions = report.decision is not None
     columns = ("dimension", "accuracy", "per token", "mean margin", "pairs")
-    for col in columns + (("PAD step", "base step", "reachable") * decisions):
+    steps = ("PAD step", "base step", "reachable", "PAD wrong turn", "base wrong turn")
+    for col in columns + (steps * decisions):
         table.add_column(col)
 
     def share(value: float | None) -> str:
         return "-" if value is None else f"{value:.3f}"
 
     def shares(row) -> tuple[str, ...]:
-        return tuple(share(v) for v in (row.decision, row.base_decision, row.reachable)) * decisions
+        values = (row.decision, row.base_decision, row.reachable, row.wrong_turn, row.base_wrong_turn)
+        return tuple(share(v) for v in values) * decisions
 
     for name, d in report.dimensions.items():
         table.add_row(name, f"{d.accuracy:.3f}", share(d.token_accuracy), f"{d.margin:.3f}", str(d.n), *shares(d))
     table.add_row("all", f"{report.accuracy:.3f}", share(report.token_accuracy), "", str(report.n), *shares(report))
     for name, d in report.by_shape.items():
         cells = (f"{d.accuracy:.3f}", share(d.token_accuracy), f"{d.margin:.3f}", str(d.n))
-        table.add_row(f"all, {name}", *cells, *(("",) * 3 * decisions))
+        table.add_row(f"all, {name}", *cells, *(("",) * len(steps) * decisions))
     Console().print(table)
     kinds = Table(title="by kind: groups at padkit's bar for a shipped PersRM")
     for col in ("kind", "accuracy", "per token", "pairs", "groups", "at bar", "below the bar"):
@@ -807,7 +809,8 @@ def rm_eval(
             "--decision-weight",
             help="Also report, per dimension, how often PAD at this weight (and the base alone) picks the chosen "
             "response's token at the first step where chosen and rejected differ (the decision PAD makes), and how "
-            "often that token is among PAD's candidates at all (reachable). PAD decodes as `padkit generate` does "
+            "often that token is among PAD's candidates at all (reachable), and how often PAD (and the base) "
+            "pick the rejected response's token there instead (wrong turn). PAD decodes as `padkit generate` does "
             "with this PersRM, but for the --top-k, --candidates, --reward-margin and --prompted-base given.",
         ),
     ] = None,

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from tqdm.auto import tqdm
@@ -40,8 +41,10 @@ class DimensionAccuracy:
     """Share of pairs whose chosen response gets the higher summed reward, and the mean gap of the sums;
     ``token_accuracy``: the share whose chosen response gets the higher mean reward per token (see
     :func:`token_wins`). With a decision weight also the share where PAD (``decision``) and the base alone
-    (``base_decision``) pick the chosen response's token at the first step where chosen and rejected differ, and
-    where that token is among PAD's candidates at all (``reachable``: no weight can pick it otherwise)."""
+    (``base_decision``) pick the chosen response's token at the first step where chosen and rejected differ,
+    where that token is among PAD's candidates at all (``reachable``: no weight can pick it otherwise), and where
+    PAD (``wrong_turn``) and the base alone (``base_wrong_turn``) pick the rejected response's token there instead:
+    a miss of the chosen token may be another fine token, a pick of the rejected one is the turn the pair forbids."""
 
     accuracy: float
     margin: float
@@ -49,6 +52,8 @@ class DimensionAccuracy:
     decision: float | None = None
     base_decision: float | None = None
     reachable: float | None = None
+    wrong_turn: float | None = None
+    base_wrong_turn: float | None = None
     token_accuracy: float | None = None
 
 
@@ -86,6 +91,8 @@ class RMReport:
     decision: float | None = None
     base_decision: float | None = None
     reachable: float | None = None
+    wrong_turn: float | None = None
+    base_wrong_turn: float | None = None
     by_shape: dict[str, DimensionAccuracy] = field(default_factory=dict)
     """Accuracy by how the chosen response relates to the rejected one (:func:`shape_split`)."""
     by_kind: dict[str, KindSummary] = field(default_factory=dict)
@@ -97,6 +104,8 @@ class RMReport:
             "decision": self.decision,
             "base_decision": self.base_decision,
             "reachable": self.reachable,
+            "wrong_turn": self.wrong_turn,
+            "base_wrong_turn": self.base_wrong_turn,
         }
 
         def rows(table: dict[str, DimensionAccuracy]) -> dict:
@@ -192,7 +201,7 @@ def group_split(
     wins: torch.Tensor,
     gaps: torch.Tensor,
     token_wins: torch.Tensor | None = None,
-    picks: tuple[torch.Tensor, ...] | None = None,
+    picks: FirstSteps | None = None,
 ) -> dict[str, DimensionAccuracy]:
     """The report's rows: accuracy and margin over the pairs of each group (:attr:`PreferencePair.group`), and with
     ``picks`` (:func:`first_step_decisions`) the group's decision shares."""
@@ -201,7 +210,7 @@ def group_split(
         idx = torch.tensor([i for i, p in enumerate(pairs) if p.group == name])
         table[name] = row = _accuracy_over(wins, gaps, idx, token_wins)
         if picks is not None:
-            row.decision, row.base_decision, row.reachable = (_share(t[idx]) for t in picks)
+            _set_shares(row, FirstSteps(*(t[idx] for t in picks)))
     return table
 
 
@@ -299,6 +308,22 @@ def pair_rewards(
     return ResponseScores.cat(chosen), ResponseScores.cat(rejected)
 
 
+class FirstSteps(NamedTuple):
+    """PAD's and the base's picks at the first step where a pair's two responses differ, one value per pair (1.0 or
+    0.0; NaN for a pair without such a step), named as the report's fields (:class:`DimensionAccuracy`)."""
+
+    decision: torch.Tensor
+    """PAD picks the chosen response's token."""
+    base_decision: torch.Tensor
+    """The base alone (prompted as PAD's base is) picks it."""
+    reachable: torch.Tensor
+    """The chosen response's token is among PAD's candidates."""
+    wrong_turn: torch.Tensor
+    """PAD picks the rejected response's token."""
+    base_wrong_turn: torch.Tensor
+    """The base alone picks it."""
+
+
 @torch.inference_mode()
 def first_step_decisions(
     rm_model: PreTrainedModel,
@@ -315,10 +340,11 @@ def first_step_decisions(
     candidates: Candidates = "topk+eos",
     prompted_base: bool = False,
     reward_margin: float = 0.0,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> FirstSteps:
     """Whether PAD at ``weight`` (with ``candidates``, PAD's candidate set) and the base alone pick the chosen
     response's token at the first step where the chosen and rejected responses differ, given their shared start,
-    and whether that token is among the candidates (1.0 or 0.0 each; NaN for a pair without such a step).
+    whether that token is among the candidates, and whether PAD and the base pick the rejected response's token
+    there instead (1.0 or 0.0 each, per pair; NaN for a pair without such a step; see :class:`FirstSteps`).
 
     Summed-reward accuracy saturates on format pairs (a rewrite is easy to rank as a whole) while PAD still
     fails to take the turn at the step that makes the difference, where the reward must beat the base's
@@ -345,7 +371,7 @@ def first_step_decisions(
             logits = model(input_ids=torch.tensor([ids], device=model.device)).logits[:, -1].float()
         return torch.log_softmax(logits, dim=-1).cpu()
 
-    pad_picks, base_picks, reachable = [], [], []
+    steps: list[tuple[float, ...]] = []
     chosen_ends, rejected_ends = end_tokens(pairs, cut_ends)
     for pair, chosen_end, rejected_end in tqdm(
         zip(pairs, chosen_ends, rejected_ends, strict=True),
@@ -359,8 +385,7 @@ def first_step_decisions(
         rejected = encode_response(tokenizer, with_pref, pair.rejected, add_eos=rejected_end)[1]
         step = next((i for i, (a, b) in enumerate(zip(chosen, rejected, strict=False)) if a != b), None)
         if step is None:  # one side the other's start (EOS included): nothing to decide at one step
-            for picks in (pad_picks, base_picks, reachable):
-                picks.append(float("nan"))
+            steps.append((float("nan"),) * len(FirstSteps._fields))
             continue
         shared = chosen[:step]
         plain = None if prompted_base else render_clipped(tokenizer, pair.prompt, None, max_prompt_length)
@@ -369,10 +394,19 @@ def first_step_decisions(
         rm_logp = last_logp(rm_model, not rm_is_self, context + shared)
         ref_logp = last_logp(rm_model, False, context + shared) if reference == "rm-init" else None
         record = rule.score_candidates(base_logp, rm_logp, ref_logp)
-        pad_picks.append(float(record.candidates[0, record.scores[0].argmax()].item() == chosen[step]))
-        base_picks.append(float(base_logp[0].argmax().item() == chosen[step]))
-        reachable.append(float(chosen[step] in record.candidates[0].tolist()))
-    return tuple(torch.tensor(picks, dtype=torch.float64) for picks in (pad_picks, base_picks, reachable))
+        pad_pick = record.candidates[0, record.scores[0].argmax()].item()
+        base_pick = base_logp[0].argmax().item()
+        good, bad = chosen[step], rejected[step]
+        hits = (
+            pad_pick == good,
+            base_pick == good,
+            good in record.candidates[0].tolist(),
+            pad_pick == bad,
+            base_pick == bad,
+        )
+        steps.append(tuple(map(float, hits)))
+    by_field = torch.tensor(steps, dtype=torch.float64).reshape(len(steps), len(FirstSteps._fields)).T
+    return FirstSteps(*by_field)
 
 
 def evaluate_rm(
@@ -430,9 +464,15 @@ def evaluate_rm(
     )
     report.dimensions = group_split(pairs, wins, gaps, per_token, picks)
     if picks is not None:
-        report.decision, report.base_decision, report.reachable = (_share(t) for t in picks)
+        _set_shares(report, picks)
     report.by_kind = kind_split(pairs, wins, per_token, report.dimensions)
     return report
+
+
+def _set_shares(row: DimensionAccuracy | RMReport, picks: FirstSteps) -> None:
+    """Fill ``row``'s decision fields with the shares of ``picks`` (one name each: :class:`FirstSteps`)."""
+    for name, values in picks._asdict().items():
+        setattr(row, name, _share(values))
 
 
 def _share(picks: torch.Tensor) -> float | None:
