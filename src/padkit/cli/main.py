@@ -737,10 +737,12 @@ def _report_adapter(metadata: dict, heldout, as_json: bool, saved: str) -> None:
 
 
 def _print_rm_report(report, title: str) -> None:
+    from padkit.evaluation.rm_accuracy import FirstSteps
+
     table = Table(title=f"{title}, reference={report.reference}")
     decisions = report.decision is not None
     columns = ("dimension", "accuracy", "per token", "mean margin", "pairs")
-    steps = ("PAD step", "base step", "reachable", "PAD wrong turn", "base wrong turn")
+    steps = ("PAD step", "base step", "reachable", "PAD wrong turn", "base wrong turn")  # FirstSteps' fields
     for col in columns + (steps * decisions):
         table.add_column(col)
 
@@ -748,8 +750,7 @@ def _print_rm_report(report, title: str) -> None:
         return "-" if value is None else f"{value:.3f}"
 
     def shares(row) -> tuple[str, ...]:
-        values = (row.decision, row.base_decision, row.reachable, row.wrong_turn, row.base_wrong_turn)
-        return tuple(share(v) for v in values) * decisions
+        return tuple(share(getattr(row, name)) for name in FirstSteps._fields) * decisions
 
     for name, d in report.dimensions.items():
         table.add_row(name, f"{d.accuracy:.3f}", share(d.token_accuracy), f"{d.margin:.3f}", str(d.n), *shares(d))

@@ -99,14 +99,7 @@ class RMReport:
     """Accuracy by what a group of pairs tests, against padkit's bar for it (:func:`kind_split`)."""
 
     def as_dict(self) -> dict:
-        shares = {
-            "token_accuracy": self.token_accuracy,
-            "decision": self.decision,
-            "base_decision": self.base_decision,
-            "reachable": self.reachable,
-            "wrong_turn": self.wrong_turn,
-            "base_wrong_turn": self.base_wrong_turn,
-        }
+        shares = {name: getattr(self, name) for name in ("token_accuracy", *FirstSteps._fields)}
 
         def rows(table: dict[str, DimensionAccuracy]) -> dict:
             return {k: _present(vars(d)) for k, d in table.items()}
