@@ -288,6 +288,24 @@ def test_train_then_rm_eval(tmp_path, tiny_model_dir, monkeypatch):
     assert seen == [(True, 0.25), (False, 0.0)]
 
 
+def test_command_help_paragraphs_wrap_to_the_terminal():
+    """Every command's help keeps its paragraphs whole, so rich wraps them to the terminal, not mid-line."""
+    import typer.main
+
+    def commands(group):
+        for name, command in group.commands.items():
+            yield name, command
+            if hasattr(command, "commands"):
+                yield from commands(command)
+
+    cli = typer.main.get_command(app)
+    for name, command in commands(cli):
+        paragraphs = (command.help or "").split("\n\n")
+        assert all("\n" not in paragraph for paragraph in paragraphs), name
+    shown = runner.invoke(app, ["generate", "--help"], env={"COLUMNS": "200"}).output
+    assert any("and a rerun skips the ids already written" in line for line in shown.splitlines())
+
+
 def test_eval_derives_its_decoding_options():
     """eval offers PADConfig's settings (one declaration) except those its method table and --weights set."""
     shown = runner.invoke(app, ["eval", "--help"], env={"COLUMNS": "200"}).output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import logging
 import os
@@ -826,9 +827,10 @@ def rm_eval(
     as_json: Annotated[bool, typer.Option("--json", help="Print the accuracies as JSON.")] = False,
     decision: dict | None = None,
 ) -> None:
-    """Pairwise accuracy of a PersRM's implicit reward (chosen above rejected), summed over each answer and per
-    token (its mean: the sum grows with length), per dimension; held-out wordings and dimensions (synthesized
-    pairs marked ``holdout``) are reported on their own rows."""
+    """Pairwise accuracy of a PersRM's implicit reward (chosen above rejected), per dimension.
+
+    Scored on the reward summed over each answer and per token (its mean: the sum grows with length); held-out
+    wordings and dimensions (synthesized pairs marked "holdout") are reported on their own rows."""
     from padkit.evaluation.rm_accuracy import SPLITS, evaluate_persrm
     from padkit.training.data import load_pair_sources, parse_columns, select_groups
 
@@ -1170,6 +1172,22 @@ def _generate_file(run, rows, preference, config, output_path, batch_size, as_js
         progress=err.is_terminal,
         log=err.print,
     )
+
+
+def unwrap_help(group: typer.Typer) -> None:
+    """Give every command of ``group`` (and of its sub-groups) its docstring with each paragraph on one line.
+
+    Typer prints a command's first paragraph joined but the later ones with the docstring's own line breaks, which
+    cut its sentences in the middle of a terminal line; rich wraps a one-line paragraph to the terminal instead."""
+    for command in group.registered_commands:
+        if command.help is None and command.callback is not None:
+            paragraphs = inspect.cleandoc(command.callback.__doc__ or "").split("\n\n")
+            command.help = "\n\n".join(" ".join(paragraph.split()) for paragraph in paragraphs)
+    for sub in group.registered_groups:
+        unwrap_help(sub.typer_instance)
+
+
+unwrap_help(app)
 
 
 def main() -> None:
