@@ -81,7 +81,11 @@ def test_scores_stay_finite_and_exact_under_each_attention(tokenizer, attention,
     scores = response_logprobs(model, tokenizer, contexts, responses, batch_size=8, add_eos=ends)
     expected = [full_forward(model, tokenizer, c, r, e) for c, r, e in data]
     assert torch.isfinite(scores.total).all()
-    assert scores.total.tolist() == pytest.approx(expected, abs=1e-8 if dtype == torch.float64 else 1e-3)
+    # transformers' eager kernel takes its softmax in float32 even for a float64 model, and how a float32 sum over a
+    # padded row rounds depends on the CPU: 1.5e-6 apart on an AVX-512 Xeon, under 1e-8 on the AMD EPYC of sessions
+    # 43-74
+    tolerance = 1e-3 if dtype == torch.float32 else 1e-5 if attention == "eager" else 1e-8
+    assert scores.total.tolist() == pytest.approx(expected, abs=tolerance)
 
 
 def test_sliding_window_model_scores_each_context_within_its_window(tokenizer):
