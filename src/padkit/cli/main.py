@@ -1174,7 +1174,7 @@ def _generate_file(run, rows, preference, config, output_path, batch_size, as_js
     )
 
 
-def unwrap_help(group: typer.Typer) -> None:
+def _unwrap_help(group: typer.Typer) -> None:
     """Give every command of ``group`` (and of its sub-groups) its docstring with each paragraph on one line.
 
     Typer prints a command's first paragraph joined but the later ones with the docstring's own line breaks, which
@@ -1184,10 +1184,10 @@ def unwrap_help(group: typer.Typer) -> None:
             paragraphs = inspect.cleandoc(command.callback.__doc__ or "").split("\n\n")
             command.help = "\n\n".join(" ".join(paragraph.split()) for paragraph in paragraphs)
     for sub in group.registered_groups:
-        unwrap_help(sub.typer_instance)
+        _unwrap_help(sub.typer_instance)
 
 
-unwrap_help(app)
+_unwrap_help(app)
 
 
 def main() -> None:
